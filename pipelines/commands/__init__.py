@@ -1,0 +1,1 @@
+"""Subcommands of ``mailpulse`` (discovered by :mod:`pipelines.cli`)."""

@@ -1,0 +1,94 @@
+"""The warehouse interface: what the load job, the outcomes job, the watcher and the
+notebooks need from a warehouse, whatever engine is behind it.
+
+SQL handed to :meth:`Warehouse.query` is BigQuery Standard SQL with bare table names
+(``events``, ``delivery_outcomes``) and ``@name`` parameters; each backend runs it as
+its engine needs (DuckDB translates, BigQuery sets the default dataset).
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import pyarrow as pa
+
+#: Counters a load reports per provider; they add up (see LoadReport.check()).
+COUNTERS = ("records_read", "events_loaded", "duplicates_in_batch", "already_loaded",
+            "dead_letters", "records_without_event")
+
+
+class WarehouseError(RuntimeError):
+    """A problem the user can fix (the message says how)."""
+
+
+class TransientWarehouseError(WarehouseError):
+    """Worth retrying: a lock held by another process, a 5xx, a dropped connection."""
+
+
+@dataclass
+class LoadBatch:
+    """What a finished pipeline hands to :meth:`Warehouse.commit_load`."""
+
+    load_id: str
+    archive: str
+    archive_date: date
+    started_at: datetime
+    event_files: list[str]  # Parquet files in the canonical event schema
+    dead_letter_files: list[str]  # Parquet files in the dead-letter schema
+    #: per provider: records_read, events_normalized, dead_letters, records_without_event,
+    #: duplicates_in_batch (within one chunk, already dropped before staging)
+    stats: dict[str, dict[str, int]] = field(default_factory=dict)
+    files_read: int = 0
+
+
+@dataclass
+class CommitResult:
+    """Per provider: events_loaded, duplicates_in_batch (across chunks), already_loaded,
+    dead_letters_stored (new dead-letter rows; reruns store none)."""
+
+    per_provider: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class Warehouse(abc.ABC):
+    dialect: str = ""
+    uri: str = ""
+
+    @abc.abstractmethod
+    def ensure_schema(self) -> None:
+        """Create ``events``, ``dead_letters`` and ``loads`` if missing (idempotent)."""
+
+    @abc.abstractmethod
+    def commit_load(self, batch: LoadBatch) -> CommitResult:
+        """All or nothing: insert the batch's events whose ``event_id`` is not already
+        stored (looked up within the batch's event-date range, duplicates within the
+        batch removed), its dead letters not already stored (keyed by source_uri, line,
+        record_index), and one ``loads`` row."""
+
+    @abc.abstractmethod
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        """Run BigQuery-dialect SQL with ``@name`` parameters; rows as Arrow."""
+
+    def query_df(self, sql: str, params: dict[str, Any] | None = None):
+        return self.query(sql, params).to_pandas()
+
+    @abc.abstractmethod
+    def replace_partitions(self, table: str, sql: str, params: dict[str, Any],
+                           start: date, end: date, partition_column: str = "event_date",
+                           cluster_by: tuple[str, ...] = ()) -> int:
+        """Atomically replace rows of ``table`` whose ``partition_column`` lies in
+        [start, end] by the rows ``sql`` returns (creating the table, partitioned by that
+        column, when missing). Returns the number of rows written."""
+
+    @abc.abstractmethod
+    def table_exists(self, name: str) -> bool: ...
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
