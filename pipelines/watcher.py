@@ -1,0 +1,664 @@
+"""The post-send watcher: wait until a send has settled, then say what happened.
+
+A campaign script sends to a list, then calls::
+
+    from pipelines.watcher import wait_for_events
+    counts = wait_for_events(emails, "newsletter-2026-11", sent_at)
+    # {'delivered': 980, 'bounce': 12, 'dropped': 3, 'deferred': 5, 'unsettled': 5}
+
+It replaces the script pattern described in provider-samples/README.md and fixes its
+weaknesses:
+
+- it counts **recipients, not events**: each recipient's status is the most final of all
+  their events in the category since the send (:mod:`pipelines.status`: forward only, so
+  a deferred-then-delivered recipient counts once, as delivered, and a late ``delivered``
+  does not undo a ``bounce``);
+- it waits until every recipient is **settled** (delivered, bounce or dropped), not until
+  there are as many rows as addresses;
+- every poll reads only partitions from the send date on (``event_date >= @since_date``),
+  so its cost does not grow with the table's history;
+- the default timeout scales sensibly with the list (:func:`default_timeout`);
+- on timeout it returns (and posts) what is known and says it timed out; it raises only
+  when asked (``raise_on_timeout=True``), and the exception carries the result.
+
+Addresses are hashed locally (:class:`pipelines.hashing.EmailHasher`); only hashes are
+sent to the warehouse, and hashes are mapped back to the caller's own addresses for the
+report. Polling ("not settled yet") and retrying transient warehouse errors are
+separate, each with one named, overridable policy (:class:`PollPolicy`,
+:class:`RetryPolicy`); clock and sleep are injectable (tests never sleep).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from .hashing import EmailHasher, resolve_key
+from .status import SETTLED, rank_case_sql, status_case_sql
+from .warehouse import TransientWarehouseError, Warehouse, WarehouseError, open_warehouse
+
+log = logging.getLogger(__name__)
+
+#: The keys of :func:`wait_for_events`' result, in order (DESIGN.md, "Watcher counts").
+COUNT_KEYS = ("delivered", "bounce", "dropped", "deferred", "unsettled")
+
+# -- the default timeout -------------------------------------------------------------------
+#: 15 minutes for any send: SendGrid / SES / CMC report the first delivery attempt of most
+#: mail within a minute or two, and the load into the warehouse adds its own latency.
+DEFAULT_TIMEOUT_BASE = 15 * 60.0
+#: plus 1 s per 10 recipients (100 s per 1,000): large sends are handed to the provider
+#: over minutes, and the providers throttle per receiving domain.
+DEFAULT_TIMEOUT_PER_RECIPIENT = 0.1
+#: at most 3 hours: a recipient still deferred by then may stay deferred for up to 72 h
+#: (the providers' retry window); waiting longer blocks the script for no news. Those
+#: recipients are reported as ``deferred`` / ``unsettled``; rerun the watch later to
+#: see where they ended.
+DEFAULT_TIMEOUT_CAP = 3 * 60 * 60.0
+
+
+def default_timeout(recipients: int) -> float:
+    """Seconds to wait for ``recipients`` recipients: 15 min + 1 s per 10 recipients,
+    capped at 3 h (1,000 -> 1,000 s; 10,000 -> 1,900 s; 99,000 and more -> 10,800 s).
+
+    The old script formula ``max(n / 10 * 90, 300)`` gave 9 s per recipient (9,000 s for
+    1,000 addresses, while its comment said 90 minutes) and had no upper bound."""
+    return min(DEFAULT_TIMEOUT_BASE + DEFAULT_TIMEOUT_PER_RECIPIENT * max(recipients, 0),
+               DEFAULT_TIMEOUT_CAP)
+
+
+# -- policies ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class PollPolicy:
+    """When to look again while recipients are not settled yet.
+
+    The first poll runs at once (a watch started late may already be settled); the next
+    after ``initial_delay``, each later one ``multiplier`` times later, at most
+    ``max_delay`` apart. The last poll happens at the deadline."""
+
+    initial_delay: float = 5.0
+    multiplier: float = 1.5
+    max_delay: float = 60.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_delay
+        while True:
+            yield delay
+            delay = min(delay * self.multiplier, self.max_delay)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How one poll retries a transient warehouse error (a lock held by a loader beyond
+    the backend's own lock retries, a BigQuery 5xx, a dropped connection). Separate from
+    polling: a poll that fails is retried at most ``max_attempts - 1`` times, then the
+    watch fails with :class:`WatchFailed` (carrying what was known)."""
+
+    max_attempts: int = 5
+    initial_delay: float = 1.0
+    multiplier: float = 2.0
+    max_delay: float = 30.0
+
+    def delays(self) -> Iterator[float]:
+        delay = self.initial_delay
+        for _ in range(self.max_attempts - 1):
+            yield delay
+            delay = min(delay * self.multiplier, self.max_delay)
+
+
+DEFAULT_POLL_POLICY = PollPolicy()
+DEFAULT_RETRY_POLICY = RetryPolicy()
+
+#: Hashes per query: keeps a BigQuery request well under its size limit (65 bytes each).
+MAX_HASHES_PER_QUERY = 20_000
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Worth retrying: TransientWarehouseError, BigQuery 5xx / 429, connection errors."""
+    if isinstance(exc, TransientWarehouseError):
+        return True
+    if isinstance(exc, WarehouseError):
+        return False
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return True
+    try:  # google-api-core is present whenever the BigQuery backend is used
+        from google.api_core import exceptions as gexc
+    except ImportError:  # pragma: no cover - core dependency
+        return False
+    if isinstance(exc, (gexc.ServerError, gexc.TooManyRequests)):
+        return True
+    try:
+        import requests
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
+
+
+# -- results -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecipientOutcome:
+    """A recipient's status and the event that set it (None fields when never seen)."""
+
+    email: str
+    status: str | None  # delivered | bounce | dropped | deferred | processed | None
+    event_type: str | None = None
+    bounce_class: str | None = None
+    reason: str | None = None
+    smtp_status: str | None = None
+    event_ts: datetime | None = None
+    provider: str | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED
+
+
+@dataclass
+class WatchResult:
+    """What is known about a send at the end of a watch (settled or timed out)."""
+
+    category: str
+    since: datetime
+    recipients: int
+    outcomes: dict[str, RecipientOutcome]  # caller's address -> outcome, in list order
+    elapsed: float
+    settled: bool
+    timed_out: bool
+    timeout: float
+    polls: int = 0
+    transient_errors: int = 0
+    duplicates_in_list: int = 0
+
+    # -- views -------------------------------------------------------------------------
+    def _with(self, status) -> list[RecipientOutcome]:
+        return [o for o in self.outcomes.values() if o.status == status]
+
+    @property
+    def bounced(self) -> list[RecipientOutcome]:
+        return self._with("bounce")
+
+    @property
+    def dropped(self) -> list[RecipientOutcome]:
+        return self._with("dropped")
+
+    @property
+    def failed(self) -> list[RecipientOutcome]:
+        """Bounced and dropped recipients (the CSV posted to Slack)."""
+        return [o for o in self.outcomes.values() if o.status in ("bounce", "dropped")]
+
+    @property
+    def delivered(self) -> list[str]:
+        return [o.email for o in self._with("delivered")]
+
+    @property
+    def deferred(self) -> list[str]:
+        """Recipients whose latest status is deferred (not settled)."""
+        return [o.email for o in self._with("deferred")]
+
+    @property
+    def pending(self) -> list[str]:
+        """Recipients the provider accepted (``processed``) with no outcome yet."""
+        return [o.email for o in self._with("processed")]
+
+    @property
+    def never_seen(self) -> list[str]:
+        """Recipients with no event at all in this category since the send."""
+        return [o.email for o in self._with(None)]
+
+    @property
+    def unsettled(self) -> list[str]:
+        return [o.email for o in self.outcomes.values() if not o.settled]
+
+    @property
+    def statuses(self) -> dict[str, str | None]:
+        return {e: o.status for e, o in self.outcomes.items()}
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """``delivered``, ``bounce``, ``dropped`` (settled there), ``deferred`` (latest
+        status deferred), ``unsettled`` (deferred, processed only, or never seen)."""
+        c = Counter(o.status for o in self.outcomes.values())
+        return {"delivered": c["delivered"], "bounce": c["bounce"], "dropped": c["dropped"],
+                "deferred": c["deferred"],
+                "unsettled": sum(n for s, n in c.items() if s not in SETTLED)}
+
+    @property
+    def bounce_classes(self) -> dict[str, int]:
+        """Bounced recipients per class: hard, soft, block, undetermined."""
+        c = Counter(o.bounce_class or "undetermined" for o in self.bounced)
+        return {k: c[k] for k in ("hard", "soft", "block", "undetermined")}
+
+    def rate(self, key: str) -> float | None:
+        """``counts[key]`` divided by recipients (None for an empty list)."""
+        return self.counts[key] / self.recipients if self.recipients else None
+
+    def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
+        """The most common reasons of bounced and dropped recipients, addresses masked so
+        the same reason groups together (``550 5.1.1 <x@y>: unknown`` -> ``<address>``)."""
+        c = Counter(mask_addresses(o.reason or "(no reason given)") for o in self.failed)
+        return c.most_common(n)
+
+    @property
+    def state(self) -> str:
+        return "settled" if self.settled else ("timed out" if self.timed_out else "unsettled")
+
+    def summary(self) -> str:
+        """A few lines of plain text (the console summary and the CLI output)."""
+        c, n = self.counts, self.recipients
+
+        def pct(k):
+            r = self.rate(k)
+            return "" if r is None else f" ({r:.1%})"
+
+        bc = self.bounce_classes
+        lines = [
+            f"mailpulse watch: category {self.category!r} since {_iso(self.since)}: "
+            f"{self.state} after {format_duration(self.elapsed)}"
+            + (f" (timeout {format_duration(self.timeout)})" if self.timed_out else ""),
+            f"  recipients  {n}",
+            f"  delivered   {c['delivered']}{pct('delivered')}",
+            f"  bounced     {c['bounce']}{pct('bounce')}  hard {bc['hard']} / soft {bc['soft']}"
+            f" / block {bc['block']} / undetermined {bc['undetermined']}",
+            f"  dropped     {c['dropped']}{pct('dropped')}",
+            f"  deferred    {c['deferred']}{pct('deferred')}",
+            f"  unsettled   {c['unsettled']}{pct('unsettled')}  (never seen "
+            f"{len(self.never_seen)}, accepted only {len(self.pending)})",
+        ]
+        reasons = self.top_reasons()
+        if reasons:
+            lines.append("  top reasons:")
+            lines += [f"    {k:>4}  {r}" for r, k in reasons]
+        if self.timed_out:
+            lines.append("  timed out: the counts above are what was known at the timeout; "
+                         "rerun the watch later to see where the unsettled recipients ended")
+        return "\n".join(lines)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready (``mailpulse watch --json``)."""
+        def outcome(o: RecipientOutcome) -> dict[str, Any]:
+            d = asdict(o)
+            d["event_ts"] = _iso(o.event_ts) if o.event_ts else None
+            return d
+        return {
+            "category": self.category, "since": _iso(self.since),
+            "recipients": self.recipients, "counts": self.counts,
+            "bounce_classes": self.bounce_classes,
+            "rates": {k: self.rate(k) for k in COUNT_KEYS},
+            "state": self.state, "settled": self.settled, "timed_out": self.timed_out,
+            "elapsed_seconds": round(self.elapsed, 3), "timeout_seconds": self.timeout,
+            "polls": self.polls, "transient_errors": self.transient_errors,
+            "duplicates_in_list": self.duplicates_in_list,
+            "top_reasons": [{"reason": r, "recipients": k} for r, k in self.top_reasons()],
+            "bounced": [outcome(o) for o in self.bounced],
+            "dropped": [outcome(o) for o in self.dropped],
+            "deferred": self.deferred, "pending": self.pending, "never_seen": self.never_seen,
+        }
+
+
+class WatchTimeout(TimeoutError):
+    """Raised with ``raise_on_timeout=True``; ``.result`` holds what was known."""
+
+    def __init__(self, result: WatchResult):
+        self.result = result
+        c = result.counts
+        super().__init__(
+            f"category {result.category!r}: {c['unsettled']} of {result.recipients} recipients "
+            f"not settled after {format_duration(result.elapsed)} (timeout "
+            f"{format_duration(result.timeout)}); counts so far {c}. Pass a longer timeout, "
+            "or check that the load job is running if nothing was seen.")
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return self.result.counts
+
+
+class WatchFailed(WarehouseError):
+    """The warehouse kept failing beyond the retry policy; ``.result`` holds what the
+    last successful poll knew (None when no poll succeeded)."""
+
+    def __init__(self, message: str, result: WatchResult | None):
+        super().__init__(message)
+        self.result = result
+
+
+# -- helpers -------------------------------------------------------------------------------
+_ADDRESS = re.compile(r"<?[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+>?")
+
+
+def mask_addresses(text: str) -> str:
+    return _ADDRESS.sub("<address>", text)
+
+
+def format_duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def to_utc(timestamp: "datetime | date | str | int | float") -> datetime:
+    """The send time as an aware UTC datetime. Naive datetimes are taken as UTC; a date
+    is its midnight UTC; strings are ISO 8601 (``...Z`` allowed); numbers epoch seconds."""
+    if isinstance(timestamp, datetime):
+        ts = timestamp
+    elif isinstance(timestamp, date):
+        ts = datetime(timestamp.year, timestamp.month, timestamp.day)
+    elif isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
+        return datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    elif isinstance(timestamp, str):
+        v = timestamp.strip()
+        if v.endswith(("Z", "z")):
+            v = v[:-1] + "+00:00"
+        try:
+            ts = datetime.fromisoformat(v)
+        except ValueError:
+            raise ValueError(f"{timestamp!r} is not a timestamp; use ISO 8601 such as "
+                             "2026-11-23T10:00:00Z, a datetime, or epoch seconds") from None
+    else:
+        raise TypeError(f"timestamp must be a datetime, date, ISO string or epoch seconds, "
+                        f"not {type(timestamp).__name__}")
+    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+
+
+def _addresses(email_list: Iterable[str]) -> list[str]:
+    if isinstance(email_list, (str, bytes)):
+        raise TypeError("email_list must be a list of addresses, not one string "
+                        "(wrap a single address in a list)")
+    out = []
+    for a in email_list:
+        if not isinstance(a, str):
+            raise TypeError(f"email_list holds {type(a).__name__} {a!r}; addresses are strings")
+        if a.strip():
+            out.append(a)
+    return out
+
+
+class _Recipients:
+    """The caller's list, hashed locally: hash -> the caller's own address (first form)."""
+
+    def __init__(self, email_list: Iterable[str], hasher: EmailHasher):
+        self.by_hash: dict[str, str] = {}
+        self.duplicates = 0
+        for address in _addresses(email_list):
+            h = hasher.hash(address)
+            if h in self.by_hash:
+                self.duplicates += 1
+            else:
+                self.by_hash[h] = address
+
+    @property
+    def hashes(self) -> list[str]:
+        return list(self.by_hash)
+
+    def __len__(self) -> int:
+        return len(self.by_hash)
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+# -- the queries (BigQuery SQL; the DuckDB backend translates) ------------------------------
+_FILTER = """
+  event_date >= @since_date
+  AND event_ts >= @since
+  AND @category IN UNNEST(categories)
+  AND email_hash IN UNNEST(@hashes)"""
+
+#: Each recipient's most final event across all their messages in the category since
+#: the send (forward-only: highest rank, ties to the latest).
+STATUS_SQL = f"""
+SELECT email_hash, status, event_type, bounce_class, reason, smtp_status, event_ts, provider
+FROM (
+  SELECT email_hash, event_type, bounce_class, reason, smtp_status, event_ts, provider,
+    {status_case_sql('event_type')} AS status,
+    ROW_NUMBER() OVER (
+      PARTITION BY email_hash
+      ORDER BY {rank_case_sql('event_type')} DESC, event_ts DESC, event_id DESC) AS rn
+  FROM events
+  WHERE {_FILTER}
+    AND {rank_case_sql('event_type')} > 0
+) AS ranked
+WHERE rn = 1
+"""
+
+#: Recipients with any event of a sent message (processed, deferred, delivered, dropped,
+#: bounce, or engagement) in the category since ``since``.
+ALREADY_SENT_SQL = f"""
+SELECT DISTINCT email_hash
+FROM events
+WHERE {_FILTER}
+  AND {rank_case_sql('event_type')} > 0
+"""
+
+
+def _params(category: str, since: datetime, hashes: list[str]) -> dict[str, Any]:
+    return {"category": category, "since": since, "since_date": since.date(),
+            "hashes": hashes}
+
+
+def _run_query(wh: Warehouse, sql: str, category: str, since: datetime,
+               hashes: list[str]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    for chunk in _chunks(hashes, MAX_HASHES_PER_QUERY):
+        rows += wh.query(sql, _params(category, since, chunk)).to_pylist()
+    return rows
+
+
+def _with_retries(fn: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[float], None],
+                  on_error: Callable[[BaseException], None]) -> Any:
+    """Run ``fn``, retrying transient errors per ``policy``; other errors propagate."""
+    delays = policy.delays()
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            on_error(exc)
+            delay = next(delays, None)
+            if delay is None:
+                raise
+            log.warning("transient warehouse error (retrying in %.1fs): %s", delay, exc)
+            sleep(delay)
+
+
+# -- entry-point resolution -------------------------------------------------------------
+def _resolve_warehouse(warehouse: "str | Warehouse | None",
+                       environ: Mapping[str, str]) -> tuple[Warehouse, bool]:
+    if warehouse is None:
+        from .config import default_warehouse_uri
+        warehouse = default_warehouse_uri(environ)
+    owned = not isinstance(warehouse, Warehouse)
+    return open_warehouse(warehouse), owned
+
+
+def _resolve_hasher(hasher: EmailHasher | None, wh: Warehouse,
+                    environ: Mapping[str, str]) -> EmailHasher:
+    if hasher is not None:
+        return hasher
+    return EmailHasher(resolve_key(environ, embedded=wh.dialect == "duckdb"))
+
+
+def _check_category(category: str) -> str:
+    if not isinstance(category, str) or not category.strip():
+        raise ValueError("category must be a non-empty string (the category the mail was "
+                         "sent with)")
+    return category
+
+
+# -- the public API ------------------------------------------------------------------------
+def watch(email_list: Iterable[str], category: str, timestamp, *,
+          timeout: float | None = None,
+          warehouse: "str | Warehouse | None" = None,
+          notify: bool = True,
+          raise_on_timeout: bool = False,
+          hasher: EmailHasher | None = None,
+          notifier=None,
+          poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
+          retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+          clock: Callable[[], float] = time.monotonic,
+          sleep: Callable[[float], None] = time.sleep,
+          environ: Mapping[str, str] | None = None) -> WatchResult:
+    """Wait until every recipient of a send is settled (or the timeout), then report.
+
+    Args:
+        email_list: the addresses the mail was sent to (plain; hashed locally).
+        category: the category the mail was sent with.
+        timestamp: when the send started (datetime, date, ISO string or epoch seconds;
+            naive means UTC). Events before it are ignored; pass a time just before the
+            first message went out.
+        timeout: seconds to wait; default :func:`default_timeout` of the list size.
+        warehouse: URI or warehouse object; default the embedded DuckDB file
+            (``pipelines.config.default_warehouse_uri()``).
+        notify: post the summary (Slack when ``SLACK_BOT_TOKEN`` is set, else the console).
+        raise_on_timeout: raise :class:`WatchTimeout` (after notifying) instead of
+            returning a timed-out result.
+        hasher: the EmailHasher; default from ``MAILPULSE_HASH_KEY``.
+        notifier: an object with ``post_watch_summary(result)``; default from the
+            environment (:func:`pipelines.slack.notifier_from_env`).
+        poll_policy, retry_policy, clock, sleep: polling and transient-error retry.
+        environ: the environment to read configuration from (default ``os.environ``).
+    """
+    environ = os.environ if environ is None else environ
+    category = _check_category(category)
+    since = to_utc(timestamp)
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
+    if notify and notifier is None:
+        from .slack import notifier_from_env
+        notifier = notifier_from_env(environ)  # configuration errors surface now, not later
+    wh, owned = _resolve_warehouse(warehouse, environ)
+    try:
+        hasher = _resolve_hasher(hasher, wh, environ)
+        recipients = _Recipients(email_list, hasher)
+        limit = default_timeout(len(recipients)) if timeout is None else float(timeout)
+        result = _poll_until_settled(wh, recipients, category, since, limit, poll_policy,
+                                     retry_policy, clock, sleep)
+    finally:
+        if owned:
+            wh.close()
+    if notify:
+        notifier.post_watch_summary(result)  # never raises: a Slack failure is logged
+    if result.timed_out and raise_on_timeout:
+        raise WatchTimeout(result)
+    return result
+
+
+def wait_for_events(email_list: Iterable[str], category: str, timestamp, *,
+                    timeout: float | None = None,
+                    warehouse: "str | Warehouse | None" = None,
+                    notify: bool = True,
+                    raise_on_timeout: bool = False,
+                    **options: Any) -> dict[str, int]:
+    """Counts per outcome for the recipients of a send, once settled or at the timeout:
+    ``{'delivered', 'bounce', 'dropped', 'deferred', 'unsettled'}`` (recipients, not
+    events). Same arguments as :func:`watch`; on timeout the counts so far are returned
+    (``raise_on_timeout=True``: :class:`WatchTimeout`, a TimeoutError, with ``.result``)."""
+    return watch(email_list, category, timestamp, timeout=timeout, warehouse=warehouse,
+                 notify=notify, raise_on_timeout=raise_on_timeout, **options).counts
+
+
+def already_sent(email_list: Iterable[str], category: str, since, *,
+                 warehouse: "str | Warehouse | None" = None,
+                 hasher: EmailHasher | None = None,
+                 retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+                 sleep: Callable[[float], None] = time.sleep,
+                 environ: Mapping[str, str] | None = None) -> set[str]:
+    """The addresses of ``email_list`` (as given) that already have mail of ``category``
+    since ``since``: any processed, deferred, delivered, dropped, bounce or engagement
+    event. Use it before a send to avoid sending twice."""
+    environ = os.environ if environ is None else environ
+    category = _check_category(category)
+    since_ts = to_utc(since)
+    wh, owned = _resolve_warehouse(warehouse, environ)
+    try:
+        recipients = _Recipients(email_list, _resolve_hasher(hasher, wh, environ))
+        if not recipients:
+            return set()
+        rows = _with_retries(
+            lambda: _run_query(wh, ALREADY_SENT_SQL, category, since_ts, recipients.hashes),
+            retry_policy, sleep, lambda exc: None)
+    finally:
+        if owned:
+            wh.close()
+    return {recipients.by_hash[r["email_hash"]] for r in rows}
+
+
+def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
+                        since: datetime, timeout: float, poll_policy: PollPolicy,
+                        retry_policy: RetryPolicy, clock: Callable[[], float],
+                        sleep: Callable[[float], None]) -> WatchResult:
+    start = clock()
+    deadline = start + timeout
+    delays = poll_policy.delays()
+    hashes = recipients.hashes
+    polls = errors = 0
+    last: WatchResult | None = None
+
+    def count_error(exc: BaseException) -> None:
+        nonlocal errors
+        errors += 1
+
+    while True:
+        try:
+            rows = (_with_retries(lambda: _run_query(wh, STATUS_SQL, category, since, hashes),
+                                  retry_policy, sleep, count_error) if hashes else [])
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            raise WatchFailed(
+                f"the warehouse {getattr(wh, 'uri', wh)} kept failing ({errors} transient "
+                f"errors; last: {exc}); the watch stopped after {polls} successful polls. "
+                "Check the warehouse (a long load holding the DuckDB file? BigQuery "
+                "outage?) and rerun the watch; the result so far is in .result",
+                last) from exc
+        polls += 1
+        now = clock()
+        result = _build_result(recipients, rows, category, since, now - start, timeout,
+                               polls, errors)
+        log.info("watch %r poll %d: %s", category, polls, result.counts)
+        if result.settled:
+            return result
+        if now >= deadline:
+            result.timed_out = True
+            return result
+        last = result
+        sleep(max(0.0, min(next(delays), deadline - now)))
+
+
+def _build_result(recipients: _Recipients, rows: list[dict[str, Any]], category: str,
+                  since: datetime, elapsed: float, timeout: float, polls: int,
+                  errors: int) -> WatchResult:
+    by_hash = {r["email_hash"]: r for r in rows}
+    outcomes: dict[str, RecipientOutcome] = {}
+    for h, email in recipients.by_hash.items():
+        r = by_hash.get(h)
+        if r is None:
+            outcomes[email] = RecipientOutcome(email=email, status=None)
+        else:
+            outcomes[email] = RecipientOutcome(
+                email=email, status=r["status"], event_type=r["event_type"],
+                bounce_class=r["bounce_class"], reason=r["reason"],
+                smtp_status=r["smtp_status"], event_ts=r["event_ts"], provider=r["provider"])
+    settled = all(o.settled for o in outcomes.values())
+    return WatchResult(category=category, since=since, recipients=len(recipients),
+                       outcomes=outcomes, elapsed=elapsed, settled=settled, timed_out=False,
+                       timeout=timeout, polls=polls, transient_errors=errors,
+                       duplicates_in_list=recipients.duplicates)
+
+
+__all__ = ["wait_for_events", "watch", "already_sent", "WatchResult", "RecipientOutcome",
+           "WatchTimeout", "WatchFailed", "PollPolicy", "RetryPolicy", "DEFAULT_POLL_POLICY",
+           "DEFAULT_RETRY_POLICY", "default_timeout", "is_transient", "COUNT_KEYS"]
