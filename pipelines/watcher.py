@@ -172,6 +172,8 @@ class WatchResult:
     polls: int = 0
     transient_errors: int = 0
     duplicates_in_list: int = 0
+    #: what notifying did (pipelines.slack.NotifyReport), None when not notified
+    notification: Any = None
 
     # -- views -------------------------------------------------------------------------
     def _with(self, status) -> list[RecipientOutcome]:
@@ -550,10 +552,20 @@ def watch(email_list: Iterable[str], category: str, timestamp, *,
         if owned:
             wh.close()
     if notify:
-        notifier.post_watch_summary(result)  # never raises: a Slack failure is logged
+        result.notification = _notify(notifier, result)
     if result.timed_out and raise_on_timeout:
         raise WatchTimeout(result)
     return result
+
+
+def _notify(notifier, result: WatchResult):
+    """Post the summary; a failing notifier is logged and never loses the result."""
+    try:
+        return notifier.post_watch_summary(result)
+    except Exception as exc:  # a custom notifier's bug must not lose an hour's watch
+        log.error("posting the watch summary failed (%s: %s); the result is returned "
+                  "anyway", type(exc).__name__, exc)
+        return None
 
 
 def wait_for_events(email_list: Iterable[str], category: str, timestamp, *,

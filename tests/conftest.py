@@ -13,6 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "provider-samples"
 TEST_HASH_KEY = "test-hash-key-0123456789"
 
+pytest_plugins = ["conftest_slack"]  # the slack_server fixture (tests/slack_server.py)
+
 
 @pytest.fixture(autouse=True)
 def _hash_key(monkeypatch):

@@ -1,0 +1,130 @@
+"""``mailpulse watch``: wait for a send to settle and print (and post) the summary."""
+from __future__ import annotations
+
+import sys
+
+NAME = "watch"
+ORDER = 60
+HELP = "wait until a send's recipients have settled; print and post a bounce summary"
+DESCRIPTION = """\
+Waits until every recipient in --emails is settled (delivered, bounced or dropped) for
+mail of --category sent since --since, or until the timeout, then prints the summary
+(and posts it to Slack when SLACK_BOT_TOKEN and MAILPULSE_SLACK_CHANNEL are set; the
+bounced and dropped addresses go into the message's thread as a CSV).
+
+--emails is a file with one address per line ('-' for standard input); blank lines and
+lines starting with '#' are skipped; a CSV with an 'email' column also works.
+Addresses are hashed locally; only hashes are sent to the warehouse.
+
+Exit codes: 0 settled, 3 timed out (the summary shows what was known), 2 usage errors,
+1 the warehouse kept failing."""
+
+EXIT_TIMED_OUT = 3
+
+
+def add_arguments(p):
+    from ._common import parse_timestamp
+    p.add_argument("--category", required=True, help="the category the mail was sent with")
+    p.add_argument("--since", required=True, type=parse_timestamp, metavar="TIMESTAMP",
+                   help="when the send started: ISO 8601 (2026-11-23T10:00:00Z; no offset "
+                        "means UTC) or epoch seconds")
+    p.add_argument("--emails", required=True, metavar="FILE",
+                   help="the recipients, one address per line ('-' for stdin)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="seconds to wait (default: 15 min + 1 s per 10 recipients, at most 3 h)")
+    p.add_argument("--warehouse", default=None, metavar="URI",
+                   help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
+                        "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)")
+    p.add_argument("--no-notify", action="store_true",
+                   help="do not post to Slack (the summary is still printed)")
+    p.add_argument("--json", action="store_true",
+                   help="print the result as one JSON object instead of the text summary")
+
+
+def read_addresses(path: str) -> list[str]:
+    """Addresses from a file: one per line, or a CSV with an ``email`` column."""
+    import csv
+    import io
+
+    from ..cli import UsageError
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8-sig").read()
+    except OSError as exc:
+        raise UsageError(f"cannot read --emails {path}: {exc.strerror}; pass a file with "
+                         "one address per line") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"--emails {path} is not UTF-8 text ({exc.reason}); pass a text "
+                         "file with one address per line") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if lines and "," in lines[0]:
+        rows = list(csv.reader(io.StringIO("\n".join(lines))))
+        header = [h.strip().lower() for h in rows[0]]
+        col = header.index("email") if "email" in header else None
+        if col is None:
+            raise UsageError(f"--emails {path} looks like CSV but has no 'email' column; "
+                             "add a header 'email' or pass one address per line")
+        return [r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()]
+    addresses = [ln.strip() for ln in lines]
+    if addresses and addresses[0].lower() == "email":
+        addresses = addresses[1:]
+    return addresses
+
+
+def run(args) -> int:
+    import json
+    import os
+
+    from ..cli import UsageError
+    from ..slack import SlackConfig, SlackConfigError, SlackNotifier
+    from ..warehouse import WarehouseError, open_warehouse
+    from ..watcher import WatchFailed, watch
+    from ._common import hasher_from_env
+
+    addresses = read_addresses(args.emails)
+    if not addresses:
+        raise UsageError(f"--emails {args.emails} holds no address; pass a file with one "
+                         "address per line")
+    if args.timeout is not None and args.timeout < 0:
+        raise UsageError("--timeout must be 0 or more seconds")
+
+    # Configuration enters here, once, and flows down.
+    notifier = None
+    if not args.no_notify:
+        try:
+            config = SlackConfig.from_env(os.environ)
+        except SlackConfigError as exc:
+            raise UsageError(str(exc)) from None
+        # Without a token the summary printed below is the console summary.
+        notifier = SlackNotifier(config) if config is not None else None
+    try:
+        if args.warehouse is None:
+            from ..config import default_warehouse_uri
+            args.warehouse = default_warehouse_uri(os.environ)
+        wh = open_warehouse(args.warehouse)
+        hasher = hasher_from_env(embedded=wh.dialect == "duckdb")
+        result = watch(addresses, args.category, args.since, timeout=args.timeout,
+                       warehouse=wh, notify=notifier is not None, notifier=notifier,
+                       hasher=hasher)
+    except WatchFailed as exc:
+        print(f"mailpulse watch: error: {exc}", file=sys.stderr)
+        if exc.result is not None:
+            print(exc.result.summary(), file=sys.stderr)
+        return 1
+    except WarehouseError as exc:
+        raise UsageError(str(exc)) from None
+
+    if args.json:
+        out = result.as_dict()
+        if result.notification is not None:
+            n = result.notification
+            out["slack"] = {"ts": n.ts, "channel": n.channel, "file_id": n.file_id,
+                            "errors": n.errors}
+        print(json.dumps(out, default=str))
+    else:
+        print(result.summary())
+        n = result.notification
+        if n is not None and n.ts:
+            print(f"  posted to Slack ({n.channel}, ts {n.ts})")
+        elif n is not None and n.errors:
+            print(f"  not posted to Slack: {'; '.join(n.errors)}", file=sys.stderr)
+    return 0 if result.settled else EXIT_TIMED_OUT

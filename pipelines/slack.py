@@ -1,0 +1,427 @@
+"""Slack notifications: the watch summary, and plain messages for alerts (the Airflow DAG).
+
+Configuration comes from the environment **once**, at the entry point
+(:func:`notifier_from_env` / :meth:`SlackConfig.from_env`), and is passed down:
+
+- ``SLACK_BOT_TOKEN`` — a bot token (``xoxb-...``) with ``chat:write`` and ``files:write``.
+  Without it, summaries print to the console instead.
+- ``MAILPULSE_SLACK_CHANNEL`` — the channel (ID such as ``C0123456789`` or ``#name``);
+  the bot must be a member (``/invite @your-bot``).
+- ``MAILPULSE_SLACK_API_URL`` — the Web API base URL (default ``https://slack.com/api/``);
+  for tests and proxies.
+
+Slack failures never lose a result: every call here logs the error and returns
+(``None`` / a :class:`NotifyReport` with ``errors``). Rate limits (HTTP 429) are honoured
+by waiting the ``Retry-After`` seconds; server errors (500, 503) and connection errors are
+retried a bounded number of times with exponential backoff (slack_sdk retry handlers,
+with the sleep injectable so tests never wait).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Mapping, TextIO
+from urllib.error import URLError
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
+                                                   RateLimitErrorRetryHandler,
+                                                   ServerErrorRetryHandler)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .watcher import WatchResult
+
+log = logging.getLogger(__name__)
+
+TOKEN_ENV = "SLACK_BOT_TOKEN"
+CHANNEL_ENV = "MAILPULSE_SLACK_CHANNEL"
+API_URL_ENV = "MAILPULSE_SLACK_API_URL"
+DEFAULT_API_URL = "https://slack.com/api/"
+
+
+class SlackConfigError(ValueError):
+    """Slack is half-configured; the message names the variable to set."""
+
+
+@dataclass(frozen=True)
+class SlackConfig:
+    token: str = field(repr=False)
+    channel: str
+    api_url: str = DEFAULT_API_URL
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SlackConfig | None":
+        """The configuration, or None when ``SLACK_BOT_TOKEN`` is not set."""
+        environ = os.environ if environ is None else environ
+        token = environ.get(TOKEN_ENV, "").strip()
+        if not token:
+            return None
+        channel = environ.get(CHANNEL_ENV, "").strip()
+        if not channel:
+            raise SlackConfigError(
+                f"{TOKEN_ENV} is set but {CHANNEL_ENV} is not: set {CHANNEL_ENV} to the "
+                "channel to post to (an ID such as C0123456789, or #name), or unset "
+                f"{TOKEN_ENV} to print summaries to the console")
+        api_url = environ.get(API_URL_ENV, "").strip() or DEFAULT_API_URL
+        if not api_url.startswith(("http://", "https://")):
+            raise SlackConfigError(f"{API_URL_ENV}={api_url!r} is not an http(s) URL; use "
+                                   "e.g. https://slack.com/api/")
+        return cls(token=token, channel=channel, api_url=_with_slash(api_url))
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+# -- retries -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlackRetryPolicy:
+    """Bounded retries for Slack calls (one named, overridable value)."""
+
+    #: HTTP 429: wait ``Retry-After`` seconds, at most this many times per call...
+    rate_limit_retries: int = 3
+    #: ...and give up at once when Slack asks for a longer wait than this.
+    max_retry_after: float = 120.0
+    #: HTTP 500 / 503, and connection errors (reset, refused, DNS): exponential backoff
+    #: ``backoff_factor * 2**attempt`` seconds (plus up to 1 s of jitter).
+    server_error_retries: int = 2
+    connection_error_retries: int = 2
+    backoff_factor: float = 0.5
+    #: seconds per HTTP request
+    request_timeout: int = 30
+
+
+DEFAULT_SLACK_RETRY_POLICY = SlackRetryPolicy()
+
+
+def _retry_after(response) -> float | None:
+    for k, v in (response.headers or {}).items():
+        if k.lower() == "retry-after":
+            v = v[0] if isinstance(v, (list, tuple)) else v
+            try:
+                return max(0.0, float(v))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+class RetryAfterHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler, waiting exactly ``Retry-After`` through an injectable
+    sleep, and giving up when Slack asks for more than ``max_retry_after`` seconds."""
+
+    def __init__(self, max_retry_count: int, max_retry_after: float,
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__(max_retry_count=max_retry_count)
+        self.max_retry_after = max_retry_after
+        self._sleep = sleep
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
+            return False
+        wait = _retry_after(response)
+        if wait is not None and wait > self.max_retry_after:
+            log.error("Slack rate limit: asked to wait %.0fs (more than %.0fs); giving up",
+                      wait, self.max_retry_after)
+            return False
+        return True
+
+    def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
+        if response is None:  # pragma: no cover - _can_retry needs a response
+            raise error  # type: ignore[misc]
+        wait = _retry_after(response)
+        wait = 1.0 if wait is None else wait
+        log.warning("Slack rate limit on %s: waiting %.1fs (Retry-After)", request.url, wait)
+        state.next_attempt_requested = True
+        self._sleep(wait)
+        state.increment_current_attempt()
+
+
+class _SleepInjected:
+    """Mixin: slack_sdk's backoff, through an injectable sleep."""
+
+    _sleep: Callable[[float], None]
+
+    def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
+        state.next_attempt_requested = True
+        wait = self.interval_calculator.calculate_sleep_duration(state.current_attempt)
+        what = f"HTTP {response.status_code}" if response is not None else repr(error)
+        log.warning("Slack %s on %s: retrying in %.1fs", what, request.url, wait)
+        self._sleep(wait)
+        state.increment_current_attempt()
+
+
+class BackoffServerErrorHandler(_SleepInjected, ServerErrorRetryHandler):
+    def __init__(self, max_retry_count: int, backoff_factor: float,
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__(max_retry_count=max_retry_count,
+                         interval_calculator=BackoffRetryIntervalCalculator(backoff_factor))
+        self._sleep = sleep
+
+
+class BackoffConnectionErrorHandler(_SleepInjected, ConnectionErrorRetryHandler):
+    def __init__(self, max_retry_count: int, backoff_factor: float,
+                 sleep: Callable[[float], None] = time.sleep):
+        super().__init__(max_retry_count=max_retry_count,
+                         interval_calculator=BackoffRetryIntervalCalculator(backoff_factor))
+        self._sleep = sleep
+
+
+def retry_handlers(policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+                   sleep: Callable[[float], None] = time.sleep) -> list:
+    return [
+        RetryAfterHandler(policy.rate_limit_retries, policy.max_retry_after, sleep),
+        BackoffServerErrorHandler(policy.server_error_retries, policy.backoff_factor, sleep),
+        BackoffConnectionErrorHandler(policy.connection_error_retries, policy.backoff_factor,
+                                      sleep),
+    ]
+
+
+def make_client(config: SlackConfig, policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+                sleep: Callable[[float], None] = time.sleep) -> WebClient:
+    return WebClient(token=config.token, base_url=config.api_url,
+                     timeout=policy.request_timeout,
+                     retry_handlers=retry_handlers(policy, sleep))
+
+
+# -- what went wrong, in words that say what to do -----------------------------------------
+_ADVICE = {
+    "invalid_auth": f"the token was rejected: check {TOKEN_ENV} (a bot token, xoxb-...)",
+    "not_authed": f"no token was sent: set {TOKEN_ENV}",
+    "account_inactive": f"the token's app or user was deactivated: issue a new {TOKEN_ENV}",
+    "token_revoked": f"the token was revoked: issue a new {TOKEN_ENV}",
+    "channel_not_found": f"no such channel: check {CHANNEL_ENV} (use the channel ID, "
+                         "e.g. C0123456789) and invite the bot to it",
+    "not_in_channel": f"the bot is not a member of {CHANNEL_ENV}: run /invite @your-bot there",
+    "is_archived": f"the channel is archived: set {CHANNEL_ENV} to an active channel",
+    "missing_scope": "the token lacks a scope: add chat:write and files:write to the app",
+    "ratelimited": "Slack kept rate-limiting after the allowed retries; try again later",
+}
+
+
+def describe_error(exc: BaseException) -> str:
+    if isinstance(exc, SlackApiError):
+        resp = exc.response
+        code = resp.get("error") if isinstance(resp.data, dict) else None
+        status = resp.status_code
+        if code is None:
+            return f"HTTP {status} from Slack (after retries)"
+        advice = _ADVICE.get(code)
+        return f"{code}" + (f": {advice}" if advice else f" (HTTP {status})")
+    return f"{type(exc).__name__}: {exc}"
+
+
+#: What a Slack call may raise: API errors, client-side errors, the upload POST's
+#: HTTPError / URLError, timeouts and connection errors.
+SLACK_ERRORS = (SlackClientError, URLError, OSError)
+
+
+@dataclass
+class NotifyReport:
+    """What posting a watch summary did: ``ts`` of the message, ``file_id`` of the CSV,
+    and the errors (logged, never raised)."""
+
+    channel: str | None = None
+    ts: str | None = None
+    file_id: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+# -- the notifiers -------------------------------------------------------------------------
+class SlackNotifier:
+    """Posts to one channel. Every method logs Slack failures and returns; none raises."""
+
+    def __init__(self, config: SlackConfig, *, client: WebClient | None = None,
+                 policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.config = config
+        self.client = client or make_client(config, policy, sleep)
+
+    def __repr__(self) -> str:
+        return f"SlackNotifier(channel={self.config.channel!r}, api_url={self.config.api_url!r})"
+
+    def post_message(self, text: str, *, blocks: list[dict] | None = None,
+                     thread_ts: str | None = None, channel: str | None = None,
+                     errors: list[str] | None = None) -> dict[str, str] | None:
+        """Post ``text`` (the notification / fallback text) with optional Block Kit
+        ``blocks``. Returns ``{"channel": id, "ts": ts}``, or None after logging a failure
+        (also appended to ``errors`` when given)."""
+        try:
+            resp = self.client.chat_postMessage(
+                channel=channel or self.config.channel, text=text, blocks=blocks,
+                thread_ts=thread_ts, unfurl_links=False, unfurl_media=False)
+        except SLACK_ERRORS as exc:
+            msg = f"Slack chat.postMessage failed: {describe_error(exc)}"
+            log.error(msg)
+            if errors is not None:
+                errors.append(msg)
+            return None
+        return {"channel": resp.get("channel"), "ts": resp.get("ts")}
+
+    def upload_file(self, filename: str, content: str | bytes, *, title: str | None = None,
+                    thread_ts: str | None = None, channel: str | None = None,
+                    initial_comment: str | None = None,
+                    errors: list[str] | None = None) -> str | None:
+        """Upload a file (files_upload_v2) into the channel, in a thread when
+        ``thread_ts`` is given. Returns the file id, or None after logging a failure."""
+        try:
+            resp = self.client.files_upload_v2(
+                filename=filename, content=content, title=title or filename,
+                channel=channel or self.config.channel, thread_ts=thread_ts,
+                initial_comment=initial_comment)
+        except SLACK_ERRORS as exc:
+            msg = f"Slack file upload of {filename} failed: {describe_error(exc)}"
+            log.error(msg)
+            if errors is not None:
+                errors.append(msg)
+            return None
+        f = resp.get("file") or {}
+        return f.get("id")
+
+    def post_watch_summary(self, result: "WatchResult") -> NotifyReport:
+        """One Block Kit message per watch, and the failed recipients' addresses as a CSV
+        in its thread."""
+        report = NotifyReport()
+        posted = self.post_message(summary_text(result), blocks=watch_blocks(result),
+                                   errors=report.errors)
+        if posted is None:
+            return report
+        report.channel, report.ts = posted["channel"], posted["ts"]
+        failed = result.failed
+        if failed:
+            report.file_id = self.upload_file(
+                csv_filename(result), failed_recipients_csv(result),
+                title=f"{len(failed)} bounced or dropped recipients",
+                thread_ts=report.ts, channel=report.channel or self.config.channel,
+                errors=report.errors)
+        return report
+
+
+class ConsoleNotifier:
+    """Without a Slack token: summaries and messages go to the console (stdout)."""
+
+    def __init__(self, stream: TextIO | None = None):
+        self._stream = stream
+
+    @property
+    def stream(self) -> TextIO:
+        return self._stream or sys.stdout
+
+    def post_message(self, text: str, **_: Any) -> None:
+        print(text, file=self.stream, flush=True)
+        return None
+
+    def upload_file(self, filename: str, content: str | bytes, **_: Any) -> None:
+        print(f"[{filename}]", file=self.stream)
+        print(content.decode("utf-8") if isinstance(content, bytes) else content,
+              file=self.stream, flush=True)
+        return None
+
+    def post_watch_summary(self, result: "WatchResult") -> NotifyReport:
+        print(result.summary(), file=self.stream, flush=True)
+        return NotifyReport()
+
+
+def notifier_from_env(environ: Mapping[str, str] | None = None, *,
+                      policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+                      sleep: Callable[[float], None] = time.sleep,
+                      stream: TextIO | None = None) -> "SlackNotifier | ConsoleNotifier":
+    """A SlackNotifier when ``SLACK_BOT_TOKEN`` is set, else a ConsoleNotifier.
+    Raises :class:`SlackConfigError` when the token is set without a channel."""
+    config = SlackConfig.from_env(environ)
+    if config is None:
+        return ConsoleNotifier(stream)
+    return SlackNotifier(config, policy=policy, sleep=sleep)
+
+
+# -- the message -----------------------------------------------------------------------------
+def _pct(result: "WatchResult", key: str) -> str:
+    r = result.rate(key)
+    return "" if r is None else f" ({r:.1%})"
+
+
+def _trunc(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def summary_text(result: "WatchResult") -> str:
+    """The one-line notification text (and the fallback where blocks are not shown)."""
+    c = result.counts
+    from .watcher import format_duration
+    state = ("settled" if result.settled else
+             f"TIMED OUT after {format_duration(result.elapsed)}")
+    return (f"mailpulse watch {result.category}: {state} - {result.recipients} recipients, "
+            f"{c['delivered']} delivered, {c['bounce']} bounced, {c['dropped']} dropped, "
+            f"{c['deferred']} deferred, {c['unsettled']} unsettled")
+
+
+def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
+    """Block Kit for one watch (within Slack's limits: header 150 chars, 10 fields)."""
+    from .watcher import _iso, format_duration
+    c, bc = result.counts, result.bounce_classes
+    if result.settled:
+        state = f":white_check_mark: settled after {format_duration(result.elapsed)}"
+    else:
+        state = (f":hourglass: *timed out* after {format_duration(result.elapsed)}: "
+                 f"{c['unsettled']} recipients not settled; counts are what was known then")
+    fields = [
+        f"*Recipients*\n{result.recipients}",
+        f"*Delivered*\n{c['delivered']}{_pct(result, 'delivered')}",
+        f"*Bounced*\n{c['bounce']}{_pct(result, 'bounce')}\n"
+        f"hard {bc['hard']} / soft {bc['soft']} / block {bc['block']}"
+        + (f" / undetermined {bc['undetermined']}" if bc["undetermined"] else ""),
+        f"*Dropped*\n{c['dropped']}{_pct(result, 'dropped')}",
+        f"*Deferred*\n{c['deferred']}{_pct(result, 'deferred')}",
+        f"*Unsettled*\n{c['unsettled']}{_pct(result, 'unsettled')}\n"
+        f"never seen {len(result.never_seen)}",
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _trunc(
+            f"Send watch: {result.category}", 150)}},
+        {"type": "section", "text": {"type": "mrkdwn", "text": state}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+    ]
+    reasons = result.top_reasons(5)
+    if reasons:
+        lines = "\n".join(f"• {k} × {_trunc(r, 300)}" for r, k in reasons)
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trunc(
+            f"*Top reasons (bounced and dropped)*\n{lines}", 3000)}})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _trunc(
+        f"category `{result.category}` · sent since {_iso(result.since)} · "
+        f"{result.polls} polls · rates divide by recipients"
+        + (" · failed recipients' addresses in the thread (CSV)" if result.failed else ""),
+        3000)}]})
+    return blocks
+
+
+CSV_COLUMNS = ("email", "status", "bounce_class", "reason", "smtp_status", "event_ts",
+               "provider")
+
+
+def csv_filename(result: "WatchResult") -> str:
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in result.category)
+    return f"failed-recipients-{safe[:80]}.csv"
+
+
+def failed_recipients_csv(result: "WatchResult") -> str:
+    """Bounced and dropped recipients: the caller's own addresses (mapped back from the
+    hashes locally; nothing is read back from the warehouse but status and reason)."""
+    from .watcher import _iso
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+    for o in result.failed:
+        w.writerow([o.email, o.status, o.bounce_class or "", o.reason or "",
+                    o.smtp_status or "", _iso(o.event_ts) if o.event_ts else "",
+                    o.provider or ""])
+    return buf.getvalue()
