@@ -1,0 +1,270 @@
+"""Slack notifications through the real slack_sdk against the local Slack-compatible server.
+
+Retry waits go through an injected sleep that records them (nothing sleeps for real)."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import socket
+
+import pytest
+
+from pipelines.slack import (ConsoleNotifier, SlackConfig, SlackConfigError, SlackNotifier,
+                             SlackRetryPolicy, notifier_from_env, watch_blocks)
+from pipelines.warehouse.duckdb import DuckDBWarehouse
+from pipelines.watcher import watch
+from slack_server import SlackServer
+from watch_support import SENT_AT, EventFactory, FakeClock, load_events
+
+CAT = "spring-sale"
+EMAILS = ["Ann@Example.com", "bob@example.org", "cho@example.net", "dee@example.com",
+          "eve@example.com", "fay@example.com"]
+
+
+class Sleeps(list):
+    def __call__(self, seconds):
+        self.append(seconds)
+
+
+@pytest.fixture
+def sleeps():
+    return Sleeps()
+
+
+def notifier(server: SlackServer, sleeps, token=None, channel=None, **policy) -> SlackNotifier:
+    cfg = SlackConfig(token=token or server.token, channel=channel or server.channel,
+                      api_url=server.base_url)
+    return SlackNotifier(cfg, policy=SlackRetryPolicy(**policy), sleep=sleeps)
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    """A real WatchResult: 2 delivered, 3 bounced (hard, soft, block), 1 dropped... and
+    a second watch with deferred / never-seen recipients that times out."""
+    from pipelines.hashing import EmailHasher
+    from conftest import TEST_HASH_KEY
+    tmp = tmp_path_factory.mktemp("slackwh")
+    hasher = EmailHasher(TEST_HASH_KEY)
+    ev = EventFactory(hasher, CAT)
+    wh = DuckDBWarehouse(str(tmp / "w.duckdb"))
+    load_events(wh, [
+        ev(EMAILS[0], "delivered", 5), ev(EMAILS[1], "delivered", 5),
+        ev(EMAILS[2], "bounce", 5, bounce_class="hard",
+           reason="550 5.1.1 <cho@example.net>: user unknown", smtp_status="5.1.1"),
+        ev(EMAILS[3], "bounce", 5, bounce_class="soft", reason="452 mailbox full"),
+        ev(EMAILS[4], "bounce", 5, bounce_class="block", reason="554 blocked by policy"),
+        ev(EMAILS[5], "dropped", 5, reason="Bounced Address"),
+        ev("late@example.com", "deferred", 5, reason="421 try later"),
+    ], tmp)
+    clock = FakeClock()
+    settled = watch(EMAILS, CAT, SENT_AT, warehouse=wh, hasher=hasher, notify=False,
+                    clock=clock, sleep=clock.sleep)
+    clock2 = FakeClock()
+    timed_out = watch(EMAILS[:2] + ["late@example.com", "ghost@example.com"], CAT, SENT_AT,
+                      warehouse=wh, hasher=hasher, notify=False, timeout=60, clock=clock2,
+                      sleep=clock2.sleep)
+    assert settled.settled and timed_out.timed_out
+    return {"settled": settled, "timed_out": timed_out}
+
+
+def _text(blocks) -> str:
+    return json.dumps(blocks, ensure_ascii=False)
+
+
+def test_one_message_with_the_counts_and_the_failed_addresses_as_csv_in_its_thread(
+        slack_server, sleeps, result):
+    r = result["settled"]
+    report = notifier(slack_server, sleeps).post_watch_summary(r)
+    assert report.ok and report.ts and report.file_id
+    (msg,) = slack_server.messages
+    assert msg["channel"] == slack_server.channel and msg["ts"] == report.ts
+    blocks = msg["blocks"]
+    assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "emoji": True,
+                                                    "text": f"Send watch: {CAT}"}}
+    fields = {f["text"].split("\n")[0]: f["text"] for f in blocks[2]["fields"]}
+    assert fields["*Recipients*"] == "*Recipients*\n6"
+    assert fields["*Delivered*"] == "*Delivered*\n2 (33.3%)"
+    assert fields["*Bounced*"] == "*Bounced*\n3 (50.0%)\nhard 1 / soft 1 / block 1"
+    assert fields["*Dropped*"] == "*Dropped*\n1 (16.7%)"
+    assert fields["*Deferred*"] == "*Deferred*\n0 (0.0%)"
+    assert fields["*Unsettled*"].startswith("*Unsettled*\n0 (0.0%)")
+    assert "settled after" in _text(blocks) and "timed out" not in _text(blocks)
+    assert "550 5.1.1 <address>: user unknown" in _text(blocks)  # top reasons, masked
+    assert "2 delivered, 3 bounced, 1 dropped" in msg["text"]  # the notification text
+
+    # files_upload_v2: three calls, the CSV in the message's thread
+    methods = [q.method for q in slack_server.requests]
+    assert methods == ["chat.postMessage", "files.getUploadURLExternal", "upload",
+                       "files.completeUploadExternal"]
+    (f,) = slack_server.completed_files()
+    assert f["id"] == report.file_id and f["thread_ts"] == report.ts
+    assert f["channel"] == slack_server.channel and f["filename"].endswith(".csv")
+    rows = list(csv.DictReader(io.StringIO(f["content"].decode())))
+    assert sorted(row["email"] for row in rows) == sorted(EMAILS[2:])  # exactly the failed
+    by = {row["email"]: row for row in rows}
+    assert by["cho@example.net"]["bounce_class"] == "hard"
+    assert by["cho@example.net"]["smtp_status"] == "5.1.1"
+    assert by["fay@example.com"]["status"] == "dropped"
+    assert sleeps == []
+
+
+def test_timed_out_message_says_so_and_counts_unsettled(slack_server, sleeps, result):
+    report = notifier(slack_server, sleeps).post_watch_summary(result["timed_out"])
+    assert report.ok and report.file_id is None  # nothing failed: no CSV
+    (msg,) = slack_server.messages
+    text = _text(msg["blocks"])
+    assert "*timed out* after 1m00s: 2 recipients not settled" in text
+    fields = {f["text"].split("\n")[0]: f["text"] for f in msg["blocks"][2]["fields"]}
+    assert fields["*Deferred*"] == "*Deferred*\n1 (25.0%)"
+    assert fields["*Unsettled*"] == "*Unsettled*\n2 (50.0%)\nnever seen 1"
+    assert "TIMED OUT" in msg["text"]
+    assert [q.method for q in slack_server.requests] == ["chat.postMessage"]
+
+
+def test_rate_limit_waits_retry_after_then_posts(slack_server, sleeps, result):
+    slack_server.fail("chat.postMessage", status=429, retry_after=7)
+    slack_server.fail("files.getUploadURLExternal", status=429, retry_after=2, times=2)
+    report = notifier(slack_server, sleeps).post_watch_summary(result["settled"])
+    assert report.ok and report.file_id
+    assert sleeps == [7, 2, 2]  # exactly what Retry-After asked for
+    assert [q.status for q in slack_server.calls("chat.postMessage")] == [429, 200]
+    assert len(slack_server.messages) == 1 and len(slack_server.completed_files()) == 1
+
+
+def test_rate_limit_beyond_the_retries_is_logged_not_raised(slack_server, sleeps, result, caplog):
+    slack_server.fail("chat.postMessage", status=429, retry_after=1, times=10)
+    report = notifier(slack_server, sleeps, rate_limit_retries=2).post_watch_summary(
+        result["settled"])
+    assert not report.ok and report.ts is None
+    assert sleeps == [1, 1] and len(slack_server.calls("chat.postMessage")) == 3
+    assert "ratelimited" in caplog.text
+    assert slack_server.calls("files.getUploadURLExternal") == []  # no thread to post into
+
+
+def test_a_retry_after_longer_than_allowed_gives_up_at_once(slack_server, sleeps, result):
+    slack_server.fail("chat.postMessage", status=429, retry_after=3600)
+    report = notifier(slack_server, sleeps, max_retry_after=60).post_watch_summary(
+        result["settled"])
+    assert not report.ok and sleeps == []
+
+
+def test_server_errors_are_retried_then_succeed(slack_server, sleeps, result):
+    slack_server.fail("chat.postMessage", status=500, times=2)
+    report = notifier(slack_server, sleeps, server_error_retries=2,
+                      backoff_factor=0.5).post_watch_summary(result["settled"])
+    assert report.ok and len(slack_server.messages) == 1
+    assert [q.status for q in slack_server.calls("chat.postMessage")] == [500, 500, 200]
+    # exponential backoff 0.5 * 2**attempt, plus up to 1 s of jitter
+    assert len(sleeps) == 2 and 0.5 <= sleeps[0] < 1.5 and 1.0 <= sleeps[1] < 2.0
+
+
+def test_server_errors_beyond_the_retries_are_logged(slack_server, sleeps, result, caplog):
+    slack_server.fail("chat.postMessage", status=503, times=5)
+    report = notifier(slack_server, sleeps, server_error_retries=1).post_watch_summary(
+        result["settled"])
+    assert not report.ok and len(slack_server.calls("chat.postMessage")) == 2
+    assert "HTTP 503" in caplog.text
+
+
+@pytest.mark.parametrize("fault,expected", [
+    ("token", "invalid_auth: the token was rejected: check SLACK_BOT_TOKEN"),
+    ("channel", "channel_not_found: no such channel: check MAILPULSE_SLACK_CHANNEL"),
+])
+def test_auth_and_channel_errors_are_logged_and_the_watch_result_is_still_returned(
+        slack_server, sleeps, tmp_path, hasher, caplog, fault, expected):
+    ev = EventFactory(hasher, CAT)
+    wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    load_events(wh, [ev(EMAILS[0], "delivered", 5),
+                     ev(EMAILS[1], "bounce", 5, bounce_class="hard", reason="gone")], tmp_path)
+    n = notifier(slack_server, sleeps,
+                 token="xoxb-wrong" if fault == "token" else None,
+                 channel="C0NOSUCHCHAN" if fault == "channel" else None)
+    clock = FakeClock()
+    with caplog.at_level(logging.ERROR, logger="pipelines.slack"):
+        r = watch(EMAILS[:2], CAT, SENT_AT, warehouse=wh, hasher=hasher, notifier=n,
+                  clock=clock, sleep=clock.sleep)
+    assert r.counts == {"delivered": 1, "bounce": 1, "dropped": 0, "deferred": 0, "unsettled": 0}
+    assert r.notification.errors and expected in r.notification.errors[0]
+    assert expected in caplog.text
+    assert slack_server.messages == [] and sleeps == []
+    assert slack_server.calls("chat.postMessage")[0].error == expected.split(":")[0]
+
+
+def test_an_upload_failure_keeps_the_message(slack_server, sleeps, result, caplog):
+    slack_server.fail("upload", status=500)
+    report = notifier(slack_server, sleeps).post_watch_summary(result["settled"])
+    assert report.ts and report.file_id is None and len(report.errors) == 1
+    assert "file upload" in report.errors[0]
+    assert len(slack_server.messages) == 1 and slack_server.completed_files() == []
+
+
+def test_connection_errors_are_retried_a_bounded_number_of_times(sleeps, result, caplog):
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cfg = SlackConfig(token="xoxb-x", channel="C1", api_url=f"http://127.0.0.1:{port}/api/")
+    n = SlackNotifier(cfg, policy=SlackRetryPolicy(connection_error_retries=2,
+                                                   backoff_factor=0.01), sleep=sleeps)
+    report = n.post_watch_summary(result["settled"])
+    assert not report.ok and len(sleeps) == 2
+    assert "URLError" in report.errors[0]
+
+
+def test_post_message_is_reusable_for_alerts(slack_server, sleeps):
+    n = notifier(slack_server, sleeps)
+    posted = n.post_message("outcomes anomaly: bounce rate 12% on 2026-11-23",
+                            blocks=[{"type": "section",
+                                     "text": {"type": "mrkdwn", "text": "*bounce rate* 12%"}}])
+    assert posted == {"channel": slack_server.channel, "ts": slack_server.messages[0]["ts"]}
+    reply = n.post_message("details", thread_ts=posted["ts"])
+    assert reply and slack_server.messages[1]["thread_ts"] == posted["ts"]
+    # "#name" works too; an unknown channel is logged, not raised
+    assert n.post_message("hi", channel="#mailpulse-alerts")["channel"] == slack_server.channel
+    assert n.post_message("hi", channel="#nope") is None
+
+
+def test_configuration_comes_from_the_environment(slack_server):
+    n = notifier_from_env(slack_server.env())
+    assert isinstance(n, SlackNotifier)
+    assert n.config == SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
+    assert slack_server.token not in repr(n.config) + repr(n)
+    assert isinstance(notifier_from_env({}), ConsoleNotifier)
+    with pytest.raises(SlackConfigError, match="MAILPULSE_SLACK_CHANNEL"):
+        notifier_from_env({"SLACK_BOT_TOKEN": "xoxb-1"})
+    with pytest.raises(SlackConfigError, match="not an http"):
+        notifier_from_env({"SLACK_BOT_TOKEN": "xoxb-1", "MAILPULSE_SLACK_CHANNEL": "C1",
+                           "MAILPULSE_SLACK_API_URL": "slack.com/api"})
+    n2 = notifier_from_env({"SLACK_BOT_TOKEN": "xoxb-1", "MAILPULSE_SLACK_CHANNEL": "C1"})
+    assert n2.config.api_url == "https://slack.com/api/"
+
+
+def test_without_a_token_the_summary_prints_to_the_console(result):
+    out = io.StringIO()
+    report = ConsoleNotifier(out).post_watch_summary(result["settled"])
+    text = out.getvalue()
+    assert report.ok and f"category {CAT!r}" in text and "settled" in text
+    assert "bounced     3 (50.0%)  hard 1 / soft 1 / block 1" in text
+
+
+def test_watch_posts_through_the_environment(slack_env, tmp_path, hasher):
+    ev = EventFactory(hasher, CAT)
+    wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    load_events(wh, [ev(EMAILS[0], "dropped", 5, reason="Invalid")], tmp_path)
+    clock = FakeClock()
+    r = watch(EMAILS[:1], CAT, SENT_AT, warehouse=wh, hasher=hasher, clock=clock,
+              sleep=clock.sleep)
+    assert r.notification.ok and len(slack_env.messages) == 1
+    (f,) = slack_env.completed_files()
+    assert f["content"].decode().splitlines()[1].startswith("Ann@Example.com,dropped")
+
+
+def test_blocks_stay_within_slack_limits(result):
+    r = result["settled"]
+    r2 = type(r)(**{**r.__dict__, "category": "c" * 400})
+    blocks = watch_blocks(r2)
+    assert len(blocks[0]["text"]["text"]) <= 150
+    assert all(len(b["fields"]) <= 10 for b in blocks if "fields" in b)
+    assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section"
+               and "text" in b)
