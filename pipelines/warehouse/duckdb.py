@@ -233,7 +233,7 @@ class DuckDBWarehouse(Warehouse):
             "$per_provider)",
             {"load_id": batch.load_id, "archive": batch.archive,
              "archive_date": batch.archive_date, "started_at": batch.started_at,
-             "finished_at": datetime.now(timezone.utc), "runner": batch.stats.get("_runner"),
+             "finished_at": datetime.now(timezone.utc), "runner": batch.runner or None,
              "files_read": batch.files_read, **totals,
              "per_provider": json.dumps(per, sort_keys=True)})
 
