@@ -117,7 +117,8 @@ def test_load_accounts_for_every_record(archive, tmp_path):
                   "ORDER BY source_uri, line").to_pylist()
     assert len(dls) == 3
     assert any(d["line"] == 3 and d["source_uri"].endswith("a.json.gz") for d in dls)
-    assert any("not an event object" in d["reason"] and d["record_index"] == 1 for d in dls)
+    assert any("not an event object" in d["reason"] and d["record_index"] == 1
+               and d["source_uri"].endswith("c.json") and d["line"] == 2 for d in dls)
     assert any("no mail object" in d["reason"] for d in dls)
     # no plain address reaches the warehouse
     dump = json.dumps(w.query("SELECT * FROM events").to_pylist(), default=str)
