@@ -49,15 +49,14 @@ def text_column(values: list[Any]) -> pa.Array:
 
 
 def _int_column(values: list[Any]) -> tuple[pa.Array, list[int]]:
-    """int64 column; positions whose value is not an int (or float equal to one) are bad."""
-    try:
+    """int64 column; positions whose value is not a plain int are left to the exact path
+    (pyarrow would silently truncate a float such as 1700000000.5)."""
+    bad = [i for i, v in enumerate(values) if type(v) is not int or not -2**62 < v < 2**62]
+    if not bad:
         return pa.array(values, type=pa.int64()), []
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        bad = [i for i, v in enumerate(values)
-               if not (type(v) is int and -2**62 < v < 2**62)]
-        bad_set = set(bad)
-        return pa.array([None if i in bad_set else v for i, v in enumerate(values)],
-                        type=pa.int64()), bad
+    bad_set = set(bad)
+    return pa.array([None if i in bad_set else v for i, v in enumerate(values)],
+                    type=pa.int64()), bad
 
 
 def _categories(values: list[Any]) -> tuple[list[list[str]], list[int]]:
