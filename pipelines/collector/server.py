@@ -27,6 +27,8 @@ class CollectorServer(BaseApplication):
     def load(self):
         app = self.app_factory()
         _APPS.append(app)
+        # Open the writer now: its recovery sweep finishes files a killed worker left.
+        app.extensions["mailpulse"].writer()
         return app
 
 
