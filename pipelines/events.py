@@ -182,3 +182,24 @@ def events_to_arrow(events: list[dict[str, Any]]) -> pa.Table:
 def dead_letters_to_arrow(rows: list[dict[str, Any]]) -> pa.Table:
     cols = {name: [r.get(name) for r in rows] for name in DEAD_LETTER_NAMES}
     return pa.Table.from_pydict(cols, schema=DEAD_LETTER_SCHEMA)
+
+
+#: One row per load (counts are totals; ``per_provider`` is the same counts as JSON).
+LOAD_FIELDS: tuple[Field, ...] = (
+    Field("load_id", "STRING", "REQUIRED", "Unique id of the load"),
+    Field("archive", "STRING", "REQUIRED", "Archive URI that was read"),
+    Field("archive_date", "DATE", "REQUIRED", "The archive day that was loaded"),
+    Field("started_at", "TIMESTAMP", "REQUIRED", "When the load started (UTC)"),
+    Field("finished_at", "TIMESTAMP", "REQUIRED", "When it committed (UTC)"),
+    Field("status", "STRING", "REQUIRED", "succeeded (failed loads leave no row and no data)"),
+    Field("runner", "STRING", "NULLABLE", "Beam runner"),
+    Field("files_read", "INT64", "REQUIRED", "Archive files read"),
+    Field("records_read", "INT64", "REQUIRED", "Provider records read"),
+    Field("events_loaded", "INT64", "REQUIRED", "New events stored"),
+    Field("duplicates_in_batch", "INT64", "REQUIRED", "Events seen more than once in this load"),
+    Field("already_loaded", "INT64", "REQUIRED", "Events stored by an earlier load"),
+    Field("dead_letters", "INT64", "REQUIRED", "Records that became dead letters"),
+    Field("records_without_event", "INT64", "REQUIRED", "Records that carry no event"),
+    Field("per_provider", "STRING", "NULLABLE", "The same counts per provider, as JSON"),
+)
+LOAD_SCHEMA = arrow_schema(LOAD_FIELDS)

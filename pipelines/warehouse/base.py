@@ -41,6 +41,7 @@ class LoadBatch:
     #: duplicates_in_batch (within one chunk, already dropped before staging)
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     files_read: int = 0
+    runner: str = ""
 
 
 @dataclass
@@ -92,3 +93,26 @@ class Warehouse(abc.ABC):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def load_counts(batch: LoadBatch, merged: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Per-provider accounting from the pipeline's stats and the merge's counts.
+
+    records_read = events_loaded + duplicates_in_batch + already_loaded + dead_letters
+    + records_without_event, per provider.
+    """
+    per: dict[str, dict[str, int]] = {}
+    providers = {p for p in batch.stats if not p.startswith("_")} | set(merged)
+    for prov in sorted(providers):
+        s = batch.stats.get(prov, {})
+        m = merged.get(prov, {})
+        per[prov] = {
+            "records_read": s.get("records_read", 0),
+            "events_loaded": m.get("events_loaded", 0),
+            # chunk-level duplicates were dropped before staging; add those found at merge
+            "duplicates_in_batch": s.get("duplicates_in_batch", 0) + m.get("duplicates_in_batch", 0),
+            "already_loaded": m.get("already_loaded", 0),
+            "dead_letters": s.get("dead_letters", 0),
+            "records_without_event": s.get("records_without_event", 0),
+        }
+    return per

@@ -1,0 +1,280 @@
+"""The embedded default: one DuckDB file.
+
+DuckDB allows one writer process at a time, and while it writes no other process can
+open the file, even read-only (PLATFORM-NOTES). So every operation connects briefly:
+the load job holds the file only for its final commit, and readers (the watcher, the
+notebooks) connect per query and retry while a writer holds the lock.
+
+Every session runs with ``TimeZone='UTC'`` so ``DATE(ts)`` means the UTC date.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Iterator
+
+import duckdb
+import pyarrow as pa
+
+from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, Field)
+from ..sql import to_duckdb, used_params
+from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
+                   WarehouseError, load_counts)
+
+log = logging.getLogger(__name__)
+
+_DUCK_TYPES = {"STRING": "VARCHAR", "INT64": "BIGINT", "FLOAT64": "DOUBLE", "BOOL": "BOOLEAN",
+               "TIMESTAMP": "TIMESTAMPTZ", "DATE": "DATE"}
+
+
+def ddl_columns(fields: tuple[Field, ...]) -> str:
+    cols = []
+    for f in fields:
+        t = _DUCK_TYPES[f.bq_type]
+        if f.mode == "REPEATED":
+            t += "[]"
+        cols.append(f'"{f.name}" {t}' + (" NOT NULL" if f.mode == "REQUIRED" else ""))
+    return ", ".join(cols)
+
+
+@dataclass(frozen=True)
+class LockRetry:
+    """How long to wait for another process's lock on the file (named, overridable)."""
+
+    attempts: int = 60
+    initial_delay: float = 0.05
+    max_delay: float = 1.0
+    multiplier: float = 1.6
+
+
+DEFAULT_LOCK_RETRY = LockRetry()
+
+
+def _is_lock_error(exc: Exception) -> bool:
+    return "lock" in str(exc).lower() and isinstance(exc, duckdb.IOException)
+
+
+class DuckDBWarehouse(Warehouse):
+    dialect = "duckdb"
+
+    def __init__(self, path: str, *, lock_retry: LockRetry = DEFAULT_LOCK_RETRY,
+                 sleep: Callable[[float], None] = time.sleep):
+        self.path = os.path.abspath(path)
+        self.uri = "duckdb://" + self.path  # duckdb:///abs/path
+        self.lock_retry = lock_retry
+        self._sleep = sleep
+        self._schema_ready = False
+
+    @classmethod
+    def from_uri(cls, uri: str, **options: Any) -> "DuckDBWarehouse":
+        path = uri.split("://", 1)[1]
+        if not path or path.endswith("/"):
+            raise WarehouseError(f"{uri!r} names no file; use duckdb:///path/to/file.duckdb")
+        return cls(path, **options)
+
+    def __repr__(self) -> str:
+        return f"DuckDBWarehouse({self.path!r})"
+
+    # -- connections --------------------------------------------------------------------
+    @contextlib.contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A short-lived connection, retrying while another process holds the file."""
+        if read_only and not os.path.exists(self.path):
+            raise WarehouseError(
+                f"no warehouse at {self.path}; run `mailpulse load` (or `mailpulse run`) first")
+        if not read_only:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+        policy, delay = self.lock_retry, self.lock_retry.initial_delay
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                con = duckdb.connect(self.path, read_only=read_only)
+                break
+            except duckdb.ConnectionException as exc:
+                if read_only and "different configuration" in str(exc):
+                    # This process already has the file open for writing: share that.
+                    read_only = False
+                    continue
+                raise
+            except duckdb.IOException as exc:
+                if not _is_lock_error(exc):
+                    raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
+                if attempt == policy.attempts:
+                    raise TransientWarehouseError(
+                        f"{self.path} is locked by another process (a load in progress?); "
+                        f"gave up after {attempt} attempts: {exc}") from exc
+                self._sleep(delay)
+                delay = min(delay * policy.multiplier, policy.max_delay)
+        try:
+            con.execute("SET TimeZone='UTC'")
+            yield con
+        finally:
+            con.close()
+
+    # -- schema -------------------------------------------------------------------------
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        with self.connect() as con:
+            self._create_tables(con)
+        self._schema_ready = True
+
+    @staticmethod
+    def _create_tables(con) -> None:
+        con.execute(f"CREATE TABLE IF NOT EXISTS events ({ddl_columns(EVENT_FIELDS)})")
+        con.execute(f"CREATE TABLE IF NOT EXISTS dead_letters ({ddl_columns(DEAD_LETTER_FIELDS)})")
+        con.execute(f"CREATE TABLE IF NOT EXISTS loads ({ddl_columns(LOAD_FIELDS)})")
+
+    def table_exists(self, name: str) -> bool:
+        if not os.path.exists(self.path):
+            return False
+        with self.connect(read_only=True) as con:
+            return bool(con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = $n",
+                {"n": name}).fetchone()[0])
+
+    # -- load ---------------------------------------------------------------------------
+    def commit_load(self, batch: LoadBatch) -> CommitResult:
+        result = CommitResult()
+        with self.connect() as con:
+            self._create_tables(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                per = self._merge_events(con, batch.event_files)
+                stored = self._merge_dead_letters(con, batch.dead_letter_files)
+                for prov, n in stored.items():
+                    per.setdefault(prov, {})["dead_letters_stored"] = n
+                result.per_provider = per
+                self._insert_load_row(con, batch, per)
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+        return result
+
+    @staticmethod
+    def _merge_events(con, files: list[str]) -> dict[str, dict[str, int]]:
+        per: dict[str, dict[str, int]] = {}
+        if not files:
+            return per
+        con.execute("CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM read_parquet($f)",
+                    {"f": files})
+        lo, hi = con.execute("SELECT min(event_date), max(event_date) FROM _stage").fetchone()
+        if lo is None:
+            return per
+        # Keep one row per event_id (the earliest occurrence), then only ids not stored yet
+        # within the batch's event-date range (the same event always has the same date).
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _new AS
+            SELECT s.* EXCLUDE (_rn) FROM (
+                SELECT *, row_number() OVER (
+                    PARTITION BY event_id ORDER BY event_ts, source_uri NULLS LAST) AS _rn
+                FROM _stage) s
+            WHERE s._rn = 1 AND NOT EXISTS (
+                SELECT 1 FROM events e
+                WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
+        """, {"lo": lo, "hi": hi})
+        rows = con.execute("""
+            WITH staged AS (
+                SELECT provider, count(*) AS n, count(DISTINCT event_id) AS d
+                FROM _stage GROUP BY provider),
+            fresh AS (SELECT provider, count(*) AS k FROM _new GROUP BY provider)
+            SELECT staged.provider, n, d, coalesce(k, 0)
+            FROM staged LEFT JOIN fresh USING (provider)
+        """).fetchall()
+        for prov, n, d, k in rows:
+            per[prov] = {"events_loaded": k, "duplicates_in_batch": n - d,
+                         "already_loaded": d - k}
+        con.execute("INSERT INTO events SELECT * FROM _new ORDER BY event_date, event_ts")
+        con.execute("DROP TABLE _stage")
+        con.execute("DROP TABLE _new")
+        return per
+
+    @staticmethod
+    def _merge_dead_letters(con, files: list[str]) -> dict[str, int]:
+        if not files:
+            return {}
+        rows = con.execute("""
+            WITH incoming AS (
+                SELECT * FROM read_parquet($f)
+                QUALIFY row_number() OVER (PARTITION BY source_uri, line, record_index) = 1),
+            fresh AS (
+                SELECT i.* FROM incoming i WHERE NOT EXISTS (
+                    SELECT 1 FROM dead_letters d
+                    WHERE d.source_uri = i.source_uri AND d.line = i.line
+                      AND d.record_index = i.record_index))
+            SELECT coalesce(provider, ''), count(*) FROM fresh GROUP BY ALL
+        """, {"f": files}).fetchall()
+        con.execute("""
+            INSERT INTO dead_letters
+            SELECT i.* FROM (
+                SELECT * FROM read_parquet($f)
+                QUALIFY row_number() OVER (PARTITION BY source_uri, line, record_index) = 1) i
+            WHERE NOT EXISTS (
+                SELECT 1 FROM dead_letters d
+                WHERE d.source_uri = i.source_uri AND d.line = i.line
+                  AND d.record_index = i.record_index)
+        """, {"f": files})
+        return {prov: n for prov, n in rows}
+
+    @staticmethod
+    def _insert_load_row(con, batch: LoadBatch, merged: dict[str, dict[str, int]]) -> None:
+        per = load_counts(batch, merged)
+        totals = {c: sum(p.get(c, 0) for p in per.values()) for c in COUNTERS}
+        con.execute(
+            "INSERT INTO loads VALUES ($load_id, $archive, $archive_date, $started_at, "
+            "$finished_at, 'succeeded', $runner, $files_read, $records_read, $events_loaded, "
+            "$duplicates_in_batch, $already_loaded, $dead_letters, $records_without_event, "
+            "$per_provider)",
+            {"load_id": batch.load_id, "archive": batch.archive,
+             "archive_date": batch.archive_date, "started_at": batch.started_at,
+             "finished_at": datetime.now(timezone.utc), "runner": batch.runner or None,
+             "files_read": batch.files_read, **totals,
+             "per_provider": json.dumps(per, sort_keys=True)})
+
+    # -- queries ------------------------------------------------------------------------
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        duck = to_duckdb(sql)
+        with self.connect(read_only=True) as con:
+            try:
+                return con.sql(duck, params=used_params(duck, params) or None).to_arrow_table()
+            except duckdb.CatalogException as exc:
+                raise WarehouseError(f"{exc}; has anything been loaded into {self.path}? "
+                                     "Run `mailpulse load` first") from exc
+
+    def execute(self, duck_sql: str, params: dict[str, Any] | None = None) -> None:
+        """Run DuckDB SQL as a writer (administrative use and tests)."""
+        with self.connect() as con:
+            con.execute(duck_sql, params or {})
+
+    def replace_partitions(self, table: str, sql: str, params: dict[str, Any],
+                           start: date, end: date, partition_column: str = "event_date",
+                           cluster_by: tuple[str, ...] = ()) -> int:
+        duck = to_duckdb(sql)
+        p = dict(used_params(duck, params))
+        p["_mp_start"], p["_mp_end"] = start, end
+        body = (f"SELECT * FROM ({duck}) AS _q "
+                f'WHERE _q."{partition_column}" BETWEEN $_mp_start AND $_mp_end')
+        with self.connect() as con:
+            self._create_tables(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS {body} LIMIT 0', p)
+                con.execute(f'DELETE FROM "{table}" WHERE "{partition_column}" '
+                            "BETWEEN $_mp_start AND $_mp_end",
+                            {"_mp_start": start, "_mp_end": end})
+                order = ", ".join(f'"{c}"' for c in (partition_column, *cluster_by))
+                n = con.execute(f'INSERT INTO "{table}" BY NAME {body} ORDER BY {order}',
+                                p).fetchone()[0]
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+        return int(n)
+
