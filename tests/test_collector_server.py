@@ -204,6 +204,17 @@ def test_kill_9_loses_no_acknowledged_post(tmp_path, signing_key, cli):
     r = cli("normalize", "--provider", "sendgrid", *files)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.splitlines()) == 20 * len(lines)
+    # and the load job reads the archive exactly as the crash left it
+    days = sorted({p.relative_to(archive / "sendgrid").parts[:3] for p in archive.rglob("*.json*")})
+    loaded = 0
+    for y, m, d in days:
+        r = cli("load", "--archive", archive, "--date", f"{y}-{m}-{d}",
+                "--warehouse", f"duckdb:///{tmp_path / 'wh.duckdb'}", "--json", timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        report = json.loads(r.stdout.strip().splitlines()[-1])
+        assert report["dead_letters"] == 0, report
+        loaded += report["events_loaded"]
+    assert loaded == 20 * len(lines)
 
     # the next start takes over the dead workers' files (compressed, nothing lost)
     server = Server(archive, pub, tmp_path / "server2.log")
