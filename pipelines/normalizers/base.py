@@ -177,9 +177,7 @@ def parse_iso_ts(value: Any) -> datetime:
     if v.endswith(("Z", "z")):
         v = v[:-1] + "+00:00"
     try:
-        ts = as_utc(datetime.fromisoformat(v))
+        ts = datetime.fromisoformat(v)
     except ValueError as exc:
         raise RecordError(f"unreadable timestamp {value!r}") from exc
-    except OverflowError:  # an offset that moves year 1 / 9999 out of range
-        raise RecordError(f"timestamp out of range: {value!r}") from None
-    return check_ts(ts)
+    return check_ts(as_utc(ts))

@@ -18,9 +18,12 @@ Messages about the set-up rather than a mail (SNS ``SubscriptionConfirmation`` /
 ``UnsubscribeConfirmation``, SES ``AmazonSnsSubscriptionSucceeded``, SES's plain-text
 "Successfully validated SNS topic" notification, an empty ``receive-message`` dump) carry
 no event: they are counted as records without an event, never dead-lettered.
+
+Reasons and clicked links can quote an address; it is redacted (``[redacted]@domain``).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -206,6 +209,9 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any) -> Result:
         ts = parse_iso_ts(ts_value)
     except RecordError as exc:
         return res.dead(f"{word} record: {ts_field}: {exc}", raw, PROVIDER)
+    except OverflowError:  # an offset that moves year 1 or 9999 out of range
+        return res.dead(f"{word} record: {ts_field}: timestamp out of range: {ts_value!r}",
+                        raw, PROVIDER)
 
     try:
         source, recipients = _recipients(word, key, payload, mail)
@@ -217,7 +223,7 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any) -> Result:
     event_type = EVENT_MAP.get(word, "unknown")
     bounce_class = BOUNCE_CLASS.get(text(payload.get("bounceType")) or "", "undetermined") \
         if event_type == "bounce" else None
-    url = text(payload.get("link")) if word == "Click" else None
+    url = redact_addresses(text(payload.get("link"))) if word == "Click" else None
 
     for i, rcpt in enumerate(recipients):
         address = rcpt.get("emailAddress") if isinstance(rcpt, dict) else rcpt
@@ -230,6 +236,7 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any) -> Result:
             continue
         per = rcpt if isinstance(rcpt, dict) else {}
         reason, status = _reason_status(word, payload, per)
+        reason = redact_addresses(reason)
         res.add(base_event(
             ctx,
             event_id=deterministic_event_id(PROVIDER, mid, word, email_hash, ts, url or ""),
@@ -287,6 +294,31 @@ def _reason_status(word: str, payload: dict, per: dict) -> tuple[str | None, str
     if word == "Rendering Failure":
         return text(payload.get("errorMessage")), None
     return None, None
+
+
+#: Something that looks like an address, plain or URL-encoded (``%40``). Deliberately
+#: generous: redacting a non-address costs little, leaking an address costs a lot.
+_ADDRESS = re.compile(r"[\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*", re.IGNORECASE)
+
+
+def redact_addresses(value: str | None) -> str | None:
+    """Quirk: SES diagnostic codes quote the recipient (``smtp; 550 5.1.1 <jane@example.com>...
+    User``) and tracked links can carry it. Plain addresses never reach the warehouse, so
+    ``jane@example.com`` becomes ``[redacted]@example.com`` (the domain is kept; it is stored
+    as ``recipient_domain`` anyway). Same output as the SendGrid normalizer's redaction."""
+    if not value or ("@" not in value and "%40" not in value.lower()):
+        return value
+    return _ADDRESS.sub(_redact_one, value)
+
+
+def _redact_one(m: "re.Match[str]") -> str:
+    s = m.group(0)
+    at = s.find("@")
+    sep = "@"
+    if at < 0:
+        at = s.lower().find("%40")
+        sep = s[at:at + 3]
+    return "[redacted]" + sep + s[at + len(sep):]
 
 
 def _tag_values(tags: Any, key: str) -> list[str]:
