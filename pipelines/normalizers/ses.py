@@ -26,9 +26,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import orjson
 
 from ..events import deterministic_event_id
+from ..records import parse_json
 from .base import (NormalizeContext, RecordError, Result, base_event, parse_iso_ts,
                    recipient_fields, text)
 
@@ -174,10 +174,12 @@ def _embedded_object(value: Any, what: str) -> dict[str, Any]:
         raise RecordError(f"{what} is missing")
     if not isinstance(value, str):
         raise RecordError(f"{what} is {_json_type(value)}, not a JSON string")
-    try:
-        inner = orjson.loads(value)
-    except orjson.JSONDecodeError as exc:
-        raise RecordError(f"{what} is not JSON ({exc})") from None
+    # The same parser as a record read from a file line, so a record reads the same bare or
+    # in an envelope (e.g. integers beyond 64 bits).
+    inner, error = parse_json(value.encode("utf-8", "surrogatepass"))
+    if error is not None:
+        raise RecordError(f"{what} is {error}" if error.startswith("not ")
+                          else f"{what} is not JSON ({error})")
     if not isinstance(inner, dict):
         raise RecordError(f"{what} holds {_json_type(inner)}, not an SES record object")
     return inner
