@@ -164,10 +164,13 @@ def smtp_class(reason: str | None) -> str:
 
 def _event(kind: str, item: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
     ts = parse_created(item.get("created"), ctx)
-    # API v2 names the recipient ``to``; API v1 named it ``envelopeTo``.
+    # API v2 names the recipient ``to``; API v1 named it ``envelopeTo``; the Blocks API
+    # (and so possibly ``blocks`` events, whose webhook shape is not published) ``email``.
     recipient = item.get("to")
-    if not (isinstance(recipient, str) and recipient.strip()):
-        recipient = item.get("envelopeTo", recipient)
+    for alt in ("envelopeTo", "email"):
+        if isinstance(recipient, str) and recipient.strip():
+            break
+        recipient = item.get(alt, recipient)
     if recipient is not None and not isinstance(recipient, str):
         raise RecordError(f"recipient address is a {type(recipient).__name__}, not a string")
     email_hash, domain = recipient_fields(ctx, recipient)
