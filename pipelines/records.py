@@ -65,9 +65,11 @@ def parse_json(raw: bytes) -> tuple[Any, str | None]:
             json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)), None
     except UnicodeDecodeError:
         return None, "not UTF-8 text"
-    except (ValueError, RecursionError):
+    except json.JSONDecodeError:
         msg = str(first).split(":")[0] if str(first) else "invalid JSON"
         return None, f"not JSON: {msg}"
+    except (ValueError, RecursionError) as exc:  # NaN / Infinity, or nested too deep
+        return None, f"not JSON: {exc or type(exc).__name__}"
 
 
 def _without_lone_surrogates(value: Any) -> Any:
