@@ -178,6 +178,10 @@ def test_sendgrid_shaped_batches(items, bare):
 
 
 created_times = (
+    # The edges of what datetime and the partition range can hold, in any zone.
+    st.sampled_from(["0001-01-01 00:00:00", "9999-12-31 23:59:59", "1970-01-01 00:00:00",
+                     "2159-12-31 23:59:59", "2160-01-01 09:00:00", "0001-01-01T00:00:00+14:00"])
+    |
     st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)).map(
         lambda d: d.strftime("%Y-%m-%d %H:%M:%S"))
     | st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2200, 1, 1)).map(
