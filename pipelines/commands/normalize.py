@@ -10,8 +10,12 @@ HELP = "print canonical events (stdout) and dead letters (stderr) for payload fi
 DESCRIPTION = """\
 Reads files (one JSON document, or one record per line; plain or .gz) and prints one
 canonical event per line as JSON on stdout; dead letters go to stderr as JSON with
-source, line and reason. Exit 0 when every record was read, 3 when some became dead
-letters, 2 for usage errors. Use '-' to read standard input."""
+source, line and reason (and the record, with addresses redacted; a truncated or
+corrupt .gz is reported the same way). Exit 0 when every record was read, 3 when some
+became dead letters, 2 for usage errors. Use '-' to read standard input.
+
+A file is one JSON document (pretty-printed or not), several concatenated documents,
+or one record per line (NDJSON); gzip is recognised by content, not by name."""
 
 
 def add_arguments(p):

@@ -20,7 +20,7 @@ A body is ``{"event_type": "deliveries"|"bounces"|"blocks", "server_composition"
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from ..events import deterministic_event_id
