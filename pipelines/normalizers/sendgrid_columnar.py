@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
-from .base import NormalizeContext, text
-from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER
+from . import base
+from .base import NormalizeContext, redact_addresses, text
+from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
 #: Every character Python's str.strip() removes (RE2's \s is ASCII only).
 _PY_SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
@@ -27,8 +28,8 @@ _SPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
 _NEEDS_TRIM = f"^{_SPACE_CLASS}|{_SPACE_CLASS}$"
 #: Ids as SendGrid writes them: no whitespace, no control characters.
 _ID_RE = r"^[A-Za-z0-9+/=_\-.:@]+$"
-_MIN_US = int(datetime(1990, 1, 1, tzinfo=timezone.utc).timestamp()) * 1_000_000
-_MAX_US = int(datetime(2200, 1, 1, tzinfo=timezone.utc).timestamp()) * 1_000_000
+_MIN_US = int(base._MIN_TS.timestamp()) * 1_000_000
+_MAX_US = int(base._MAX_TS.timestamp()) * 1_000_000
 _KNOWN = pa.array(sorted(EVENT_MAP))
 _BLOCK_WORDS = pa.array(sorted(k for k, v in BOUNCE_TYPE_CLASS.items() if v == "block"))
 
@@ -46,6 +47,22 @@ def text_column(values: list[Any]) -> pa.Array:
         fixed = [text(v) if n else v for v, n in zip(arr.to_pylist(), needs.to_pylist())]
         arr = pa.array(fixed, type=pa.string())
     return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, pa.string()), arr)
+
+
+def redacted(arr: pa.Array) -> pa.Array:
+    """``base.redact_addresses`` on the values that may hold an address."""
+    may = pc.fill_null(pc.match_substring_regex(arr, "@|%40", ignore_case=True), False)
+    if not pc.any(may).as_py():
+        return arr
+    return pa.array([redact_addresses(v) if m else v
+                     for v, m in zip(arr.to_pylist(), may.to_pylist())], type=pa.string())
+
+
+def _per_distinct(arr: pa.Array, fn) -> pa.Array:
+    """``fn`` applied once per distinct value (ids repeat across a message's events)."""
+    enc = arr.dictionary_encode()
+    return pc.take(pa.array([fn(v) for v in enc.dictionary.to_pylist()], pa.string()),
+                   enc.indices)
 
 
 def _int_column(values: list[Any]) -> tuple[pa.Array, list[int]]:
@@ -97,7 +114,11 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
 
     ok = pc.and_(pc.is_in(event, value_set=_KNOWN), pc.is_valid(email))
     ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(eid, _ID_RE), False))
+    # message ids exactly as the per-record path derives them from sg_message_id alone;
+    # ids that need smtp-id (no message part) take the exact path
+    mid = _per_distinct(mid_raw, lambda v: message_id({"sg_message_id": v}))
     ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(mid_raw, _ID_RE), False))
+    ok = pc.and_(ok, pc.is_valid(mid))
     # seconds, or milliseconds above the threshold (as the exact path reads them)
     is_ms = pc.greater_equal(pc.abs(ts), _MS_THRESHOLD)
     ts_us = pc.if_else(is_ms, pc.multiply(ts, 1000), pc.multiply(ts, 1_000_000))
@@ -131,7 +152,8 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
     btype = pc.utf8_lower(kept(text_column(get("type"))))
     bclass = pc.if_else(pc.fill_null(pc.is_in(btype, value_set=_BLOCK_WORDS), False),
                         "block", "hard")
-    reason = pc.coalesce(kept(text_column(get("reason"))), kept(text_column(get("response"))))
+    reason = redacted(pc.coalesce(kept(text_column(get("reason"))),
+                                  kept(text_column(get("response")))))
     cats_k = pa.array([c for c, m in zip(cats, mask) if m], type=pa.list_(pa.string()))
     m = len(event_k)
     columns = {
@@ -142,13 +164,13 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
         "bounce_class": pc.if_else(bounce, bclass, pa.scalar(None, pa.string())),
         "event_ts": ts_k,
         "event_date": pc.cast(ts_k, pa.date32()),
-        "message_id": pc.replace_substring_regex(kept(mid_raw), r"^(.+?)\.filter.*$", r"\1"),
+        "message_id": kept(mid),
         "email_hash": kept(email_hash),
         "recipient_domain": kept(pc.take(domains, enc.indices)),
         "categories": cats_k,
         "reason": reason,
         "smtp_status": kept(text_column(get("status"))),
-        "url": kept(text_column(get("url"))),
+        "url": redacted(kept(text_column(get("url")))),
         "attempt": kept(text_column(get("attempt"))),
         "source_uri": pa.array([ctx.source_uri or None] * m, pa.string()),
         "ingested_at": pa.array([ctx.ingested_at] * m, pa.timestamp("us", tz="UTC")),

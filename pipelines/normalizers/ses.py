@@ -30,7 +30,7 @@ from typing import Any
 from ..events import deterministic_event_id
 from ..records import parse_json
 from .base import (NormalizeContext, RecordError, Result, base_event, parse_iso_ts,
-                   recipient_fields, text)
+                   recipient_fields, text, redact_addresses)
 
 PROVIDER = "ses"
 
@@ -296,31 +296,6 @@ def _reason_status(word: str, payload: dict, per: dict) -> tuple[str | None, str
     if word == "Rendering Failure":
         return text(payload.get("errorMessage")), None
     return None, None
-
-
-#: Something that looks like an address, plain or URL-encoded (``%40``). Deliberately
-#: generous: redacting a non-address costs little, leaking an address costs a lot.
-_ADDRESS = re.compile(r"[\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*", re.IGNORECASE)
-
-
-def redact_addresses(value: str | None) -> str | None:
-    """Quirk: SES diagnostic codes quote the recipient (``smtp; 550 5.1.1 <jane@example.com>...
-    User``) and tracked links can carry it. Plain addresses never reach the warehouse, so
-    ``jane@example.com`` becomes ``[redacted]@example.com`` (the domain is kept; it is stored
-    as ``recipient_domain`` anyway). Same output as the SendGrid normalizer's redaction."""
-    if not value or ("@" not in value and "%40" not in value.lower()):
-        return value
-    return _ADDRESS.sub(_redact_one, value)
-
-
-def _redact_one(m: "re.Match[str]") -> str:
-    s = m.group(0)
-    at = s.find("@")
-    sep = "@"
-    if at < 0:
-        at = s.lower().find("%40")
-        sep = s[at:at + 3]
-    return "[redacted]" + sep + s[at + len(sep):]
 
 
 def _tag_values(tags: Any, key: str) -> list[str]:
