@@ -33,10 +33,6 @@ def main(capsys):
     return run
 
 
-def ts(s):
-    return s + "Z" if not s.endswith("Z") else s
-
-
 @pytest.fixture
 def loaded(tmp_path, hasher):
     """A warehouse with a small, known set: Alice's SendGrid mail deferred then
