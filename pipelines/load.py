@@ -40,6 +40,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from .events import (DEAD_LETTER_SCHEMA, EVENT_SCHEMA, dead_letters_to_arrow, events_to_arrow)
 from .hashing import EmailHasher
 from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar
+from .normalizers.base import redact_addresses
 from .records import decompress, iter_records, parse_json
 from .warehouse import COUNTERS, LoadBatch, open_warehouse
 from .warehouse.base import load_counts
@@ -271,10 +272,13 @@ class _ChunkAccumulator:
                    dead_letters=len(res.dead_letters), records_without_event=res.without_event)
         self.events.extend(res.events)
         for dl in res.dead_letters:
+            # Plain addresses never reach the warehouse: the stored copy of a dead letter
+            # has them redacted (source_uri + line point at the original in the archive).
             self.dead.append({"source_uri": self.uri, "line": line,
                               "record_index": dl.record_index,
-                              "provider": dl.provider or self.dir_provider, "reason": dl.reason,
-                              "raw": dl.raw, "event_date": self.archive_date,
+                              "provider": dl.provider or self.dir_provider,
+                              "reason": redact_addresses(dl.reason),
+                              "raw": redact_addresses(dl.raw), "event_date": self.archive_date,
                               "load_id": self.load_id, "ingested_at": self.ingested_at})
 
     def events_table(self, fast: pa.Table) -> pa.Table:

@@ -60,7 +60,8 @@ def archive(tmp_path):
     post1 = json.dumps([sg(i) for i in range(10)])
     post2 = json.dumps([sg(i, "open") for i in range(5)]
                        + [{"event": "account_status_change", "timestamp": T0}])
-    write_lines(hour / "09" / "a.json.gz", [post1, post2, "{not json", post1])  # retry in-file
+    # a corrupt line quoting an address, and a retry within the same file
+    write_lines(hour / "09" / "a.json.gz", [post1, post2, '{"email": "leak@example.com", ', post1])
     write_lines(hour / "10" / "b.json.gz", [post1])  # retry in another file
     # a late event: happened the previous day, archived today
     late = json.dumps([sg(99, "delivered", ts=T0 - 86400)])
@@ -123,6 +124,8 @@ def test_load_accounts_for_every_record(archive, tmp_path):
     # no plain address reaches the warehouse
     dump = json.dumps(w.query("SELECT * FROM events").to_pylist(), default=str)
     assert "user1@example.com" not in dump and "a@x.jp" not in dump
+    dls_dump = json.dumps(w.query("SELECT * FROM dead_letters").to_pylist(), default=str)
+    assert "leak@example.com" not in dls_dump and "[redacted]@example.com" in dls_dump
 
 
 def test_rerun_adds_nothing_and_dead_letters_are_not_duplicated(archive, tmp_path):
