@@ -166,7 +166,7 @@ def test_readers_retry_while_another_process_holds_the_write_lock(tmp_path, hash
     lock_sleeps = RealSleeps()
     wh = DuckDBWarehouse(seed.path, sleep=lock_sleeps,
                          lock_retry=LockRetry(attempts=200, initial_delay=0.02, max_delay=0.05))
-    proc = _hold_lock(tmp_path, wh, [ev(e, "delivered", 60) for e in emails], hold=0.6)
+    proc = _hold_lock(tmp_path, wh, [ev(e, "delivered", 60) for e in emails], hold=1.0)
     try:
         clock = FakeClock()
         started = time.monotonic()
@@ -187,7 +187,7 @@ def test_a_lock_beyond_the_backend_retries_is_a_transient_error_the_watcher_retr
     seed = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
     load_events(seed, [ev(e, "processed", 1) for e in emails], tmp_path)
     wh = DuckDBWarehouse(seed.path, lock_retry=LockRetry(attempts=2, initial_delay=0.01))
-    proc = _hold_lock(tmp_path, wh, [ev(e, "delivered", 60) for e in emails], hold=0.6)
+    proc = _hold_lock(tmp_path, wh, [ev(e, "delivered", 60) for e in emails], hold=1.0)
     retry_sleeps = RealSleeps()
     try:
         clock = FakeClock()
