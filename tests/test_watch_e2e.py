@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import subprocess
 import sys
 import textwrap
@@ -127,6 +128,63 @@ def test_raise_on_timeout_after_posting(tmp_path, hasher, slack_env):
     assert info.value.counts == {"delivered": 1, "bounce": 0, "dropped": 0, "deferred": 1,
                                  "unsettled": 1}
     assert len(slack_env.messages) == 1 and "timed out" in str(slack_env.messages[0]["blocks"])
+
+
+# -- the real loader: webhook bodies land in the archive, the Beam load job loads them ----
+def _sg(email, event, after, i, **extra):
+    """A SendGrid Event Webhook event as SendGrid posts it."""
+    e = {"email": email, "timestamp": int(SENT_AT.timestamp()) + after, "event": event,
+         "sg_event_id": f"sg-{event}-{i}-{after}", "sg_message_id": f"msg{i}.filter0001.16.1",
+         "smtp-id": f"<msg{i}@shop.example>", "category": [CAT, "promo"]}
+    e.update(extra)
+    return e
+
+
+def test_events_arriving_in_the_archive_while_the_load_job_runs(tmp_path, hasher, slack_env):
+    from pipelines.load import NormalizeConfig, run_load
+    emails = [f"Buyer{i}@shop.example" for i in range(6)]
+    archive = tmp_path / "archive"
+    hour = archive / "sendgrid" / f"{SENT_AT:%Y/%m/%d/%H}"
+    hour.mkdir(parents=True)
+    wh_uri = f"duckdb://{tmp_path}/warehouse.duckdb"
+    posts = {  # fake seconds -> one webhook POST body (a JSON array) written to the archive
+        0: [_sg(e, "processed", 1, i) for i, e in enumerate(emails)]
+           + [_sg(emails[0], "delivered", 3, 0), _sg(emails[1], "delivered", 3, 1),
+              _sg(emails[2], "deferred", 4, 2, response="421 try again later", attempt="1"),
+              _sg(emails[3], "dropped", 2, 3, reason="Bounced Address")],
+        25: [_sg(emails[4], "bounce", 30, 4, type="bounce", status="5.1.1",
+                 reason="550 5.1.1 The email account does not exist"),
+             _sg(emails[5], "bounce", 31, 5, type="blocked", status="5.7.1",
+                 reason="554 5.7.1 blocked"),
+             _sg(emails[0], "delivered", 3, 0)],          # a webhook retry: same event again
+        70: [_sg(emails[2], "delivered", 65, 2), _sg(emails[1], "open", 66, 1)],
+    }
+
+    def land_and_load(t):
+        (hour / f"post-{t:03d}.json").write_text(json.dumps(posts[t]))
+        report = run_load(str(archive), SENT_AT.date(), wh_uri,
+                          config=NormalizeConfig(hasher=hasher))
+        assert report.adds_up()
+        loads.append(report.totals)
+
+    loads = []
+    land_and_load(0)
+    clock = FakeClock()
+    for t in (25, 70):
+        clock.at(t, lambda t=t: land_and_load(t))
+    counts = wait_for_events(emails, CAT, SENT_AT, warehouse=wh_uri, hasher=hasher,
+                             clock=clock, sleep=clock.sleep,
+                             poll_policy=PollPolicy(initial_delay=10, multiplier=2, max_delay=60))
+    assert counts == {"delivered": 3, "bounce": 2, "dropped": 1, "deferred": 0, "unsettled": 0}
+    assert clock.sleeps == [10, 20, 40]  # settled at the poll after the third load
+    # each load rereads the whole day; only new events are stored (the retry is not)
+    assert [x["events_loaded"] for x in loads] == [10, 2, 2]
+    (msg,) = slack_env.messages
+    fields = {f["text"].split("\n")[0]: f["text"] for f in msg["blocks"][2]["fields"]}
+    assert fields["*Bounced*"] == "*Bounced*\n2 (33.3%)\nhard 1 / soft 0 / block 1"
+    (f,) = slack_env.completed_files()
+    rows = list(csv.DictReader(io.StringIO(f["content"].decode())))
+    assert sorted(r["email"] for r in rows) == sorted(emails[3:])
 
 
 # -- another process holds DuckDB's write lock while the watcher polls -------------------
