@@ -13,6 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT.parent / "shared" / "provider-samples"
 TEST_HASH_KEY = "test-hash-key-0123456789"
 
+# BigQuery emulator fixtures and the session-wide partition-filter guard.
+pytest_plugins = ["conftest_bigquery"]
+
 
 @pytest.fixture(autouse=True)
 def _hash_key(monkeypatch):
