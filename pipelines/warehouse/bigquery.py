@@ -506,8 +506,9 @@ class BigQueryWarehouse(Warehouse):
             schema=[bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(fields)],
             labels={"app": "mailpulse"})
         # Parquet LIST columns (Arrow list<item>) load as REPEATED, not as a record.
-        cfg.parquet_options = bigquery.ParquetOptions()
-        cfg.parquet_options.enable_list_inference = True
+        opts = bigquery.ParquetOptions()
+        opts.enable_list_inference = True
+        cfg.parquet_options = opts  # (the getter returns a copy: set it whole)
         return cfg
 
     def _stage_files(self, name: str, fields, files: list[str], schema: pa.Schema) -> None:
