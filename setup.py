@@ -16,6 +16,7 @@ CORE = [
     "pyarrow>=17,<26",
     "numpy<2.5",
     "orjson>=3.10",
+    "pyyaml>=6",
     "google-cloud-bigquery>=3.30",
     "db-dtypes>=1.2",
     "slack-sdk>=3.30",

@@ -15,7 +15,7 @@ def data_dir(environ=None) -> Path:
 
 
 def default_warehouse_uri(environ=None) -> str:
-    return f"duckdb:///{(data_dir(environ) / 'warehouse.duckdb').resolve()}"
+    return "duckdb://" + str((data_dir(environ) / "warehouse.duckdb").resolve())  # duckdb:///abs
 
 
 def default_archive(environ=None) -> str:

@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "provider-samples"
+#: Customers Mail Cloud webhook bodies from a public write-up of its webhooks (the
+#: same five files as shared/provider-samples/cmc), kept in the repo so tests need
+#: nothing outside the clone.
+SAMPLES = ROOT / "tests" / "payloads" / "provider-samples"
 TEST_HASH_KEY = "test-hash-key-0123456789"
 
 # BigQuery emulator fixtures and the session-wide partition-filter guard.

@@ -41,6 +41,7 @@ class LoadBatch:
     #: duplicates_in_batch (within one chunk, already dropped before staging)
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     files_read: int = 0
+    runner: str = ""
 
 
 @dataclass

@@ -1,0 +1,167 @@
+"""``mailpulse outcomes``: recompute the derived tables for a date range and print the
+per-category delivery outcomes."""
+from __future__ import annotations
+
+import sys
+
+NAME = "outcomes"
+ORDER = 40
+HELP = "recompute delivery outcomes, recipient status and suppressions; print per category"
+DESCRIPTION = """\
+Recomputes the partitions of delivery_outcomes, recipient_status and suppressions for
+[--start, --end] from the loaded events (idempotent: a rerun changes nothing), then
+prints the delivery outcomes. Default range: the 3 days before today (UTC) and today,
+because deferred mail settles for up to 72 hours.
+
+--format table (default) prints one line per category, dates and providers summed;
+json prints a JSON array of rows (event_date, category, provider and every metric);
+csv prints the same rows as CSV. A message with several categories counts in each.
+Rates say what they divide by: delivered % = delivered / requests, open and click
+rates divide by delivered."""
+
+
+def add_arguments(p):
+    from ._common import parse_date
+    p.add_argument("--warehouse", metavar="URI", default=None,
+                   help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
+                        "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)")
+    p.add_argument("--start", type=parse_date, metavar="YYYY-MM-DD",
+                   help="first event date (default: 3 days before --end)")
+    p.add_argument("--end", type=parse_date, metavar="YYYY-MM-DD",
+                   help="last event date (default: today, UTC)")
+    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
+                   help="output format (default: table)")
+    p.add_argument("--soft-bounce-threshold", type=int, default=None, metavar="N",
+                   help="suppress a recipient after N soft-bounced messages (default: 3)")
+    p.add_argument("--soft-bounce-days", type=int, default=None, metavar="D",
+                   help="... within D days (default: 7)")
+
+
+def resolve_range(start, end, today=None):
+    """--start/--end with the defaults filled in: [end - 3 days, end], end = today (UTC)."""
+    from datetime import timedelta
+
+    from ..cli import UsageError
+    from ..outcomes import DEFAULT_LOOKBACK_DAYS, default_range
+
+    if end is None:
+        end = default_range(today)[1]
+    if start is None:
+        start = end - timedelta(days=DEFAULT_LOOKBACK_DAYS)
+    if end < start:
+        raise UsageError(f"--end {end} is before --start {start}; swap them")
+    return start, end
+
+
+def run(args) -> int:
+    from ..cli import UsageError
+    from ..config import default_warehouse_uri
+    from ..outcomes import compute_outcomes, read_outcomes
+    from ..warehouse import WarehouseError, open_warehouse
+
+    start, end = resolve_range(args.start, args.end)
+    params = {}
+    for flag, name in (("soft_bounce_threshold", "soft_bounce_threshold"),
+                       ("soft_bounce_days", "soft_bounce_days")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            if value < 1:
+                raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+            params[name] = value
+    try:
+        wh = open_warehouse(args.warehouse or default_warehouse_uri())
+        if not wh.table_exists("events"):
+            raise UsageError(f"no events in {wh.uri or args.warehouse}; run `mailpulse load` "
+                             "first, or point --warehouse at a loaded warehouse")
+        written = compute_outcomes(wh, start, end, **params)
+        df = read_outcomes(wh, start, end)
+    except WarehouseError as exc:
+        raise UsageError(str(exc)) from None
+    print_outcomes(df, start, end, args.format, sys.stdout, written=written, source=wh.uri)
+    return 0
+
+
+# -- output -----------------------------------------------------------------------------
+def rows_for_json(df) -> list[dict]:
+    """DataFrame rows as plain JSON values (dates ISO, NaN as null, numpy ints as int)."""
+    import math
+    from datetime import date
+
+    out = []
+    for rec in df.to_dict(orient="records"):
+        row = {}
+        for k, v in rec.items():
+            if hasattr(v, "item"):  # numpy scalar
+                v = v.item()
+            if isinstance(v, float) and math.isnan(v):
+                v = None
+            elif isinstance(v, date):
+                v = v.isoformat()
+            elif v is not None and type(v).__name__ == "NaTType":
+                v = None
+            row[k] = v
+        out.append(row)
+    return out
+
+
+def _pct(v) -> str:
+    import math
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{100 * v:.1f}%"
+
+
+def format_table(df, start, end, source: str = "") -> str:
+    """One line per category: what a person reads at a glance."""
+    from ..outcomes import summarize_by_category
+
+    head = f"Delivery outcomes {start} .. {end}" + (f"  ({source})" if source else "")
+    if df.empty:
+        return head + "\nno outcomes in this range (no events loaded for these dates?)\n"
+    s = summarize_by_category(df)
+    cols = ["category", "providers", "requests", "delivered", "deliv %",
+            "bounced (h/s/b/u)", "deferred", "dropped", "opens (uniq)",
+            "clicks (uniq)", "spam", "unsub"]
+    lines = []
+    for r in s.to_dict(orient="records"):
+        lines.append([
+            str(r["category"]), r["providers"], str(r["requests"]), str(r["delivered"]),
+            _pct(r["delivered_rate"]),
+            f'{r["bounces"] + r["blocks"]} ({r["bounces_hard"]}/{r["bounces_soft"]}/'
+            f'{r["blocks"]}/{r["bounces_undetermined"]})', str(r["deferred"]),
+            str(r["drops"]), f'{r["opens"]} ({r["unique_opens"]})',
+            f'{r["clicks"]} ({r["unique_clicks"]})', str(r["spam_reports"]),
+            str(r["unsubscribes"])])
+    widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
+
+    def fmt(cells):
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    body = [fmt(cols), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines]
+    notes = ("requests = recipients sent to; deliv % = delivered / requests; bounced = "
+             "SendGrid's bounces + blocks, split hard/soft/block/undetermined;\nunique opens/clicks are summed per day; a message "
+             "with several categories counts in each (--format json for every metric).")
+    return "\n".join([head, *body, "", notes]) + "\n"
+
+
+def print_outcomes(df, start, end, fmt: str, out=None, *, written: dict | None = None,
+                   source: str = "") -> None:
+    """Print outcomes rows as ``table``, ``csv`` or ``json`` (also used by `mailpulse run`)."""
+    import csv
+    import json
+
+    out = out or sys.stdout
+    if fmt == "json":
+        out.write(json.dumps(rows_for_json(df)) + "\n")
+    elif fmt == "csv":
+        rows = rows_for_json(df)
+        w = csv.DictWriter(out, fieldnames=list(df.columns), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        out.write(format_table(df, start, end, source))
+        if written:
+            out.write("recomputed: " + ", ".join(f"{t} {n} rows" for t, n in written.items())
+                      + "\n")
+    out.flush()

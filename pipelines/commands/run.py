@@ -1,0 +1,94 @@
+"""``mailpulse run``: the main job on one machine: load a day, recompute outcomes, show them."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+NAME = "run"
+ORDER = 5
+HELP = "the main job: load one day's archive, recompute outcomes, print them"
+DESCRIPTION = """\
+Loads one day of the archive into the warehouse (the Beam load job), recomputes the
+derived tables over the look-back window ending that day, and prints the per-category
+outcomes. On the embedded default (a DuckDB file and an archive under
+$MAILPULSE_DATA_DIR, default ./mailpulse-data) an archive with no files at all is first
+filled with a synthetic sample day (`mailpulse synth`), so a fresh machine shows
+something real. Running it again adds nothing: loads are idempotent."""
+ACCEPTS_EXTRA_ARGS = True
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p):
+    from ._common import add_normalize_options, parse_date
+    p.add_argument("--date", type=parse_date, default=None, metavar="YYYY-MM-DD",
+                   help="the day to load (default: yesterday, UTC, a complete day)")
+    p.add_argument("--archive", default=None, metavar="URI",
+                   help="archive root (default: $MAILPULSE_DATA_DIR/archive)")
+    p.add_argument("--warehouse", default=None, metavar="URI",
+                   help="warehouse URI (default: $MAILPULSE_DATA_DIR/warehouse.duckdb)")
+    p.add_argument("--runner", default="DirectRunner", help="Beam runner (default: DirectRunner)")
+    p.add_argument("--sample-messages", type=int, default=20_000, metavar="N",
+                   help="messages in the generated sample day when the archive is empty "
+                        "(default: 20000)")
+    p.add_argument("--no-sample", action="store_true",
+                   help="never generate sample data, even when the archive is empty")
+    p.add_argument("--format", choices=("table", "json"), default="table",
+                   help="table (default) or json: one JSON object {load, outcomes} last")
+    add_normalize_options(p)
+
+
+def run(args) -> int:
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+
+    from ..cli import UsageError
+    from ..config import default_archive, default_warehouse_uri
+    from ..load import NormalizeConfig, run_load
+    from ..outcomes import DEFAULT_LOOKBACK_DAYS, compute_outcomes, read_outcomes
+    from ..warehouse import WarehouseError
+    from .load import format_report
+    from .outcomes import print_outcomes, rows_for_json
+    from ._common import context_from_args, hasher_from_env
+
+    day = args.date or (datetime.now(timezone.utc).date() - timedelta(days=1))
+    archive = args.archive or default_archive()
+    warehouse = args.warehouse or default_warehouse_uri()
+    hasher = hasher_from_env(embedded=warehouse.startswith("duckdb:"))
+    context_from_args(args, hasher)
+    out = sys.stdout if args.format == "table" else sys.stderr
+
+    if "://" not in archive and not args.no_sample and not _has_files(Path(archive)):
+        from ..synth import generate
+        print(f"{archive} holds no archive files: generating a sample day {day} "
+              f"({args.sample_messages:,} messages, all three providers) ...", file=out)
+        summary = generate(archive, day, messages=args.sample_messages, seed=1)
+        print(f"  wrote {summary.files:,} files, "
+              f"{sum(summary.events_by_provider.values()):,} events", file=out)
+    elif "://" not in archive and not Path(archive).is_dir():
+        raise UsageError(f"archive {archive} does not exist; pass --archive DIR")
+
+    config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
+                             cmc_timezone=args.cmc_timezone,
+                             cmc_category_field=args.cmc_category_field)
+    try:
+        report = run_load(archive, day, warehouse, config=config, runner=args.runner,
+                          beam_args=args.extra,
+                          progress=args.format == "table" and sys.stderr.isatty())
+        print(format_report(report), file=out)
+        start = day - timedelta(days=DEFAULT_LOOKBACK_DAYS)
+        written = compute_outcomes(warehouse, start, day)
+        df = read_outcomes(warehouse, start, day)
+    except WarehouseError as exc:
+        raise UsageError(str(exc)) from None
+    if args.format == "json":
+        print(json.dumps({"load": report.as_dict(), "outcomes": rows_for_json(df)}))
+    else:
+        print(file=out)
+        print_outcomes(df, start, day, "table", out, written=written, source=str(warehouse))
+    return 0 if report.adds_up() else 1
+
+
+def _has_files(root) -> bool:
+    return root.is_dir() and any(p.is_file() for p in root.rglob("*.json*"))

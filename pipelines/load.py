@@ -1,0 +1,534 @@
+"""The Beam load job: one archive day -> staged Parquet -> one atomic warehouse commit.
+
+Graph (``build_pipeline``)::
+
+    ListArchiveFiles -> Reshuffle -> ReadArchives (file -> line chunks)
+      -> NormalizeRecords (chunk -> Arrow events + dead letters + counts)
+      -> DropDuplicates (by event_id within the chunk)
+      -> WriteStaging (one Parquet file per chunk, plus its counts)
+
+Each element is a file chunk, not a line: per-element Beam overhead is paid once per
+few thousand records, and memory stays bounded by one chunk. Staged file names are
+deterministic per (file, chunk), so a retried bundle rewrites the same files and the
+counts stay exact. Nothing touches the warehouse until the pipeline has finished; then
+:func:`run_load` hands the staged files to ``Warehouse.commit_load``, which removes
+duplicates across chunks and across loads (by ``event_id``) in one transaction. A load
+killed at any moment leaves the warehouse as it was; a rerun completes it.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import posixpath
+import re
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from typing import Any, Iterable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+
+from .events import (DEAD_LETTER_SCHEMA, EVENT_SCHEMA, dead_letters_to_arrow, events_to_arrow)
+from .hashing import EmailHasher
+from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar
+from .normalizers.base import redact_addresses
+from .records import decompress, iter_records, parse_json
+from .warehouse import COUNTERS, LoadBatch, open_warehouse
+from .warehouse.base import load_counts
+
+log = logging.getLogger(__name__)
+
+PROVIDER_DIRS = ("sendgrid", "ses", "cmc")
+#: Records per chunk: large enough to amortise Beam's per-element cost, small enough
+#: to keep memory flat.
+DEFAULT_CHUNK_LINES = 5_000
+ARCHIVE_SUFFIXES = (".json", ".json.gz", ".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
+#: Beam's DirectRunner first tries Prism, which downloads a binary (not possible offline)
+#: before falling back; naming the in-process FnApiRunner skips that attempt.
+RUNNER_ALIASES = {"directrunner": "FnApiRunner", "direct": "FnApiRunner"}
+
+
+@dataclass(frozen=True)
+class NormalizeConfig:
+    """What the normalizers need on a worker (picklable; the key stays inside the hasher)."""
+
+    hasher: EmailHasher
+    ses_category_tag: str = "category"
+    cmc_timezone: str = "Asia/Tokyo"
+    cmc_category_field: str | None = None
+
+    def context(self, source_uri: str, ingested_at: datetime) -> NormalizeContext:
+        return NormalizeContext(hasher=self.hasher, source_uri=source_uri,
+                                ingested_at=ingested_at,
+                                ses_category_tag=self.ses_category_tag,
+                                cmc_timezone=self.cmc_timezone,
+                                cmc_category_field=self.cmc_category_field)
+
+
+@dataclass
+class LoadReport:
+    load_id: str
+    archive: str
+    archive_date: date
+    warehouse: str
+    runner: str
+    files_read: int
+    per_provider: dict[str, dict[str, int]]
+    seconds: float
+    started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {c: sum(p.get(c, 0) for p in self.per_provider.values()) for c in COUNTERS}
+
+    def adds_up(self) -> bool:
+        for counts in [*self.per_provider.values(), self.totals]:
+            rhs = sum(counts.get(c, 0) for c in COUNTERS if c != "records_read")
+            if counts.get("records_read", 0) != rhs:
+                return False
+        return True
+
+    def as_dict(self) -> dict[str, Any]:
+        t = self.totals
+        return {
+            "load_id": self.load_id, "archive": self.archive,
+            "date": self.archive_date.isoformat(), "warehouse": self.warehouse,
+            "runner": self.runner, "files_read": self.files_read, **t,
+            "events_per_second": round(t["records_read"] / self.seconds, 1) if self.seconds else None,
+            "seconds": round(self.seconds, 3), "per_provider": self.per_provider,
+            "adds_up": self.adds_up(),
+        }
+
+
+# -- archive layout ---------------------------------------------------------------------
+
+def day_glob(archive: str, day: date, provider: str = "*") -> str:
+    """``<archive>/<provider>/YYYY/MM/DD/*/*`` (the hour directories of one day)."""
+    base = archive.rstrip("/")
+    return f"{base}/{provider}/{day:%Y/%m/%d}/*/*"
+
+
+def provider_of(uri: str, archive: str) -> str | None:
+    rel = uri[len(archive.rstrip("/")) + 1:] if uri.startswith(archive.rstrip("/")) else uri
+    head = re.split(r"[/\\]", rel, maxsplit=1)[0]
+    return head if head in PROVIDER_DIRS else None
+
+
+def list_archive_files(archive: str, day: date) -> list[str]:
+    """Archive files of one day, sorted (provider dirs: sendgrid, ses, cmc)."""
+    files: list[str] = []
+    for prov in PROVIDER_DIRS:
+        for m in FileSystems.match([day_glob(archive, day, prov)])[0].metadata_list:
+            if m.path.endswith(ARCHIVE_SUFFIXES) and m.size_in_bytes > 0:
+                files.append(m.path)
+    return sorted(files)
+
+
+def split_chunks(data: bytes, chunk_lines: int) -> Iterator[tuple[int, bytes]]:
+    """(first line number, bytes) chunks on line boundaries.
+
+    A file whose first record is not a one-line JSON value (a pretty-printed document,
+    or several concatenated) stays one chunk, so :func:`iter_records` sees it whole.
+    """
+    if not data.strip():
+        return
+    first_nl = data.find(b"\n")
+    head = data if first_nl < 0 else data[:first_nl]
+    if head.strip() and parse_json(head.strip())[1] is not None and first_nl >= 0:
+        yield 1, data
+        return
+    start, line, pos, n = 0, 1, 0, len(data)
+    while pos < n:
+        end = pos
+        for _ in range(chunk_lines):
+            nl = data.find(b"\n", end)
+            if nl < 0:
+                end = n
+                break
+            end = nl + 1
+        yield line, data[pos:end]
+        line += data.count(b"\n", pos, end)
+        pos = end
+
+
+# -- transforms -------------------------------------------------------------------------
+
+class ListArchiveFiles(beam.PTransform):
+    """The archive files of one day, spread across workers."""
+
+    def __init__(self, archive: str, day: date):
+        super().__init__()
+        self.archive, self.day = archive, day
+
+    def expand(self, pbegin):
+        archive, day = self.archive, self.day
+        return (pbegin
+                | "DayPattern" >> beam.Create([(archive, day)])
+                | "MatchFiles" >> beam.FlatMap(lambda ad: list_archive_files(*ad))
+                | "SpreadFiles" >> beam.Reshuffle())
+
+
+class ReadChunksFn(beam.DoFn):
+    """file URI -> (uri, provider dir, chunk index, first line, bytes)."""
+
+    def __init__(self, archive: str, chunk_lines: int):
+        self.archive, self.chunk_lines = archive, chunk_lines
+
+    def process(self, uri: str):
+        with FileSystems.open(uri, compression_type="uncompressed") as fh:
+            data = decompress(fh.read())
+        provider = provider_of(uri, self.archive)
+        for i, (line, chunk) in enumerate(split_chunks(data, self.chunk_lines)):
+            yield uri, provider, i, line, chunk
+
+
+class ReadArchives(beam.PTransform):
+    def __init__(self, archive: str, chunk_lines: int = DEFAULT_CHUNK_LINES):
+        super().__init__()
+        self.archive, self.chunk_lines = archive, chunk_lines
+
+    def expand(self, files):
+        return files | "ReadChunks" >> beam.ParDo(ReadChunksFn(self.archive, self.chunk_lines))
+
+
+@dataclass
+class NormalizedChunk:
+    uri: str
+    chunk_index: int
+    events: pa.Table
+    dead_letters: pa.Table
+    stats: dict[str, dict[str, int]]
+    is_first_chunk: bool
+
+
+class NormalizeChunkFn(beam.DoFn):
+    def __init__(self, config: NormalizeConfig, archive_date: date, load_id: str,
+                 ingested_at: datetime):
+        self.config, self.archive_date = config, archive_date
+        self.load_id, self.ingested_at = load_id, ingested_at
+
+    def process(self, element):
+        uri, dir_provider, index, first_line, chunk = element
+        ctx = self.config.context(uri, self.ingested_at)
+        acc = _ChunkAccumulator(uri, dir_provider, self.archive_date, self.load_id,
+                                self.ingested_at)
+        # SendGrid POST bodies (JSON arrays) take the columnar fast path item by item;
+        # everything else, and every item the fast path rejects, the exact path.
+        fast_items: list[dict] = []
+        fast_pos: list[tuple[int, int]] = []
+        for rec in iter_records(chunk):
+            line = rec.line + first_line - 1
+            if rec.error is None and type(rec.doc) is list and rec.doc:
+                for i, item in enumerate(rec.doc):
+                    if type(item) is dict:
+                        fast_items.append(item)
+                        fast_pos.append((line, i))
+                    else:
+                        acc.add(sendgrid.normalize_item(item, ctx, i), line)
+            else:
+                acc.add(normalize_record(rec._replace(line=line), ctx), line)
+        table, rejected = sendgrid_columnar.normalize_items(fast_items, ctx)
+        if table.num_rows:
+            acc.count("sendgrid", records_read=table.num_rows, events_normalized=table.num_rows)
+        for j in rejected:
+            line, i = fast_pos[j]
+            acc.add(sendgrid.normalize_item(fast_items[j], ctx, i), line)
+        yield NormalizedChunk(uri, index, acc.events_table(table), acc.dead_letters_table(),
+                              acc.stats, index == 0)
+
+
+class _ChunkAccumulator:
+    """Events, dead letters and per-provider counts of one chunk."""
+
+    def __init__(self, uri, dir_provider, archive_date, load_id, ingested_at):
+        self.uri, self.dir_provider, self.archive_date = uri, dir_provider, archive_date
+        self.load_id, self.ingested_at = load_id, ingested_at
+        self.events: list[dict] = []
+        self.dead: list[dict] = []
+        self.stats: dict[str, dict[str, int]] = {}
+
+    def count(self, provider: str, **counts: int) -> None:
+        s = self.stats.setdefault(provider, {"records_read": 0, "events_normalized": 0,
+                                             "dead_letters": 0, "records_without_event": 0})
+        for k, v in counts.items():
+            s[k] += v
+
+    def add(self, res, line: int) -> None:
+        # Count under the provider the record turned out to be; records that could not
+        # be told apart count under the archive directory's provider.
+        prov = (res.events[0]["provider"] if res.events else
+                next((d.provider for d in res.dead_letters if d.provider), None)
+                ) or self.dir_provider or "unknown"
+        self.count(prov, records_read=res.records, events_normalized=len(res.events),
+                   dead_letters=len(res.dead_letters), records_without_event=res.without_event)
+        self.events.extend(res.events)
+        for dl in res.dead_letters:
+            # Plain addresses never reach the warehouse: the stored copy of a dead letter
+            # has them redacted (source_uri + line point at the original in the archive).
+            self.dead.append({"source_uri": self.uri, "line": line,
+                              "record_index": dl.record_index,
+                              "provider": dl.provider or self.dir_provider,
+                              "reason": redact_addresses(dl.reason),
+                              "raw": redact_addresses(dl.raw), "event_date": self.archive_date,
+                              "load_id": self.load_id, "ingested_at": self.ingested_at})
+
+    def events_table(self, fast: pa.Table) -> pa.Table:
+        if not self.events:
+            return fast
+        slow = events_to_arrow(self.events)
+        return pa.concat_tables([fast, slow]) if fast.num_rows else slow
+
+    def dead_letters_table(self) -> pa.Table:
+        return dead_letters_to_arrow(self.dead)
+
+
+class NormalizeRecords(beam.PTransform):
+    def __init__(self, config: NormalizeConfig, archive_date: date, load_id: str,
+                 ingested_at: datetime):
+        super().__init__()
+        self.fn = NormalizeChunkFn(config, archive_date, load_id, ingested_at)
+
+    def expand(self, chunks):
+        return chunks | "NormalizeChunks" >> beam.ParDo(self.fn)
+
+
+def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
+    """Keep the first row per event_id; count the dropped rows per provider."""
+    if table.num_rows == 0:
+        return table, {}
+    idx = pa.array(range(table.num_rows), pa.int64())
+    firsts = (pa.table({"event_id": table["event_id"], "i": idx})
+              .group_by("event_id", use_threads=False).aggregate([("i", "min")])["i_min"])
+    if len(firsts) == table.num_rows:
+        return table, {}
+    keep = pc.is_in(idx, value_set=firsts)
+    dropped = table.filter(pc.invert(keep))
+    counts = dropped.group_by("provider").aggregate([("provider", "count")]).to_pylist()
+    return table.filter(keep), {c["provider"]: c["provider_count"] for c in counts}
+
+
+class DropDuplicatesFn(beam.DoFn):
+    def process(self, chunk: NormalizedChunk):
+        table, dropped = drop_duplicate_rows(chunk.events)
+        for prov, n in dropped.items():
+            chunk.stats.setdefault(prov, {})
+            chunk.stats[prov]["duplicates_in_batch"] = (
+                chunk.stats[prov].get("duplicates_in_batch", 0) + n)
+        chunk.events = table
+        yield chunk
+
+
+class DropDuplicates(beam.PTransform):
+    """Removes repeated event_ids within each chunk (provider retries sent in one file).
+
+    Duplicates across chunks, files and earlier loads are removed by the warehouse
+    commit, which sees the whole batch and the stored events in one transaction.
+    """
+
+    def expand(self, chunks):
+        return chunks | "DropChunkDuplicates" >> beam.ParDo(DropDuplicatesFn())
+
+
+def staged_name(uri: str, chunk_index: int) -> str:
+    return f"{hashlib.sha1(uri.encode('utf-8')).hexdigest()[:16]}-{chunk_index:05d}"
+
+
+class WriteStagingFn(beam.DoFn):
+    """Writes a chunk's events and dead letters as Parquet and its counts as JSON."""
+
+    def __init__(self, staging: str):
+        self.staging = staging
+
+    def process(self, chunk: NormalizedChunk):
+        name = staged_name(chunk.uri, chunk.chunk_index)
+        if chunk.events.num_rows:
+            _write_parquet(chunk.events, FileSystems.join(self.staging, "events", name + ".parquet"))
+        if chunk.dead_letters.num_rows:
+            _write_parquet(chunk.dead_letters,
+                           FileSystems.join(self.staging, "dead_letters", name + ".parquet"))
+        stats = {"uri": chunk.uri, "chunk": chunk.chunk_index, "first": chunk.is_first_chunk,
+                 "events": chunk.events.num_rows, "stats": chunk.stats}
+        # The counts file is written last: its presence means the chunk is staged.
+        _write_bytes(json.dumps(stats).encode(), FileSystems.join(self.staging, "stats", name + ".json"))
+        yield name
+
+
+class WriteStaging(beam.PTransform):
+    def __init__(self, staging: str):
+        super().__init__()
+        self.staging = staging
+
+    def expand(self, chunks):
+        return chunks | "WriteChunkFiles" >> beam.ParDo(WriteStagingFn(self.staging))
+
+
+def _write_bytes(data: bytes, path: str) -> None:
+    tmp = path + ".tmp-" + uuid.uuid4().hex[:8]
+    with FileSystems.create(tmp) as fh:
+        fh.write(data)
+    FileSystems.rename([tmp], [path])
+
+
+def _write_parquet(table: pa.Table, path: str) -> None:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd")
+    _write_bytes(sink.getvalue().to_pybytes(), path)
+
+
+def build_pipeline(pipeline: beam.Pipeline, *, archive: str, archive_date: date, staging: str,
+                   config: NormalizeConfig, load_id: str, ingested_at: datetime,
+                   chunk_lines: int = DEFAULT_CHUNK_LINES):
+    """Builds the load graph on ``pipeline`` (does not run it); returns the staged names."""
+    return (pipeline
+            | "ListArchiveFiles" >> ListArchiveFiles(archive, archive_date)
+            | "ReadArchives" >> ReadArchives(archive, chunk_lines)
+            | "NormalizeRecords" >> NormalizeRecords(config, archive_date, load_id, ingested_at)
+            | "DropDuplicates" >> DropDuplicates()
+            | "WriteStaging" >> WriteStaging(staging))
+
+
+# -- running a load ---------------------------------------------------------------------
+
+def resolve_runner(name: str) -> str:
+    return RUNNER_ALIASES.get(name.strip().lower(), name.strip())
+
+
+def default_staging(warehouse, options: PipelineOptions) -> str:
+    """Local warehouses stage beside their file; otherwise under Beam's temp_location."""
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    if temp:
+        return temp.rstrip("/") + "/mailpulse-staging"
+    path = getattr(warehouse, "path", None)
+    if path:
+        return posixpath.join(posixpath.dirname(path), ".staging")
+    raise ValueError("no staging location: pass --staging URI (gs:// for Dataflow) or "
+                     "--temp_location gs://BUCKET/tmp")
+
+
+def collect_staged(stage: str) -> tuple[list[str], list[str], dict[str, dict[str, int]], int]:
+    """(event files, dead-letter files, per-provider counts, files read) of a staged load."""
+    stats_files = _match(FileSystems.join(stage, "stats", "*.json"))
+    totals: dict[str, dict[str, int]] = {}
+    files_read = 0
+    for path in stats_files:
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            doc = json.loads(fh.read())
+        files_read += 1 if doc["first"] else 0
+        for prov, counts in doc["stats"].items():
+            t = totals.setdefault(prov, {})
+            for k, v in counts.items():
+                t[k] = t.get(k, 0) + v
+    return (_match(FileSystems.join(stage, "events", "*.parquet")),
+            _match(FileSystems.join(stage, "dead_letters", "*.parquet")), totals, files_read)
+
+
+def _match(pattern: str) -> list[str]:
+    return sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+
+
+class Progress:
+    """Files and events staged so far, read from the staging area (runner-agnostic)."""
+
+    def __init__(self, stage: str, total_files: int, stream=sys.stderr, interval: float = 1.0):
+        self.stage, self.total_files, self.stream, self.interval = stage, total_files, stream, interval
+        self._seen: dict[str, tuple[bool, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.monotonic()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._tick()
+        self.stream.write("\n")
+        self.stream.flush()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self._tick()
+
+    def _tick(self):
+        try:
+            for path in _match(FileSystems.join(self.stage, "stats", "*.json")):
+                if path not in self._seen:
+                    with FileSystems.open(path, compression_type="uncompressed") as fh:
+                        doc = json.loads(fh.read())
+                    self._seen[path] = (doc["first"], doc["events"])
+        except (OSError, ValueError):
+            return  # the staging area is being written; next tick
+        files = sum(1 for first, _ in self._seen.values() if first)
+        events = sum(n for _, n in self._seen.values())
+        secs = max(time.monotonic() - self._t0, 1e-6)
+        self.stream.write(f"\rloading: {files}/{self.total_files} files, {events:,} events "
+                          f"staged, {events / secs:,.0f} events/s   ")
+        self.stream.flush()
+
+
+def run_load(archive: str, archive_date: date, warehouse, *, config: NormalizeConfig,
+             runner: str = "DirectRunner", staging: str | None = None,
+             beam_args: Iterable[str] = (), chunk_lines: int = DEFAULT_CHUNK_LINES,
+             progress: bool = False) -> LoadReport:
+    """Load one archive day into ``warehouse`` (a URI or a Warehouse) and report the counts."""
+    t0 = time.monotonic()
+    wh = open_warehouse(warehouse)
+    runner_name = resolve_runner(runner)
+    options = PipelineOptions(list(beam_args), runner=runner_name)
+    options.view_as(SetupOptions).save_main_session = False
+    started_at = datetime.now(timezone.utc)
+    load_id = f"{archive_date:%Y%m%d}-{started_at:%H%M%S}-{uuid.uuid4().hex[:8]}"
+    stage = FileSystems.join(staging or default_staging(wh, options), load_id)
+    files = list_archive_files(archive, archive_date)
+    if not files:
+        log.warning("no archive files for %s under %s (expected %s)", archive_date, archive,
+                    day_glob(archive, archive_date))
+    try:
+        if files:
+            pipeline = beam.Pipeline(options=options)
+            build_pipeline(pipeline, archive=archive, archive_date=archive_date, staging=stage,
+                           config=config, load_id=load_id, ingested_at=started_at,
+                           chunk_lines=chunk_lines)
+            result = pipeline.run()
+            if progress:
+                with Progress(stage, len(files)):
+                    state = result.wait_until_finish()
+            else:
+                state = result.wait_until_finish()
+            if str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "NONE"):
+                raise RuntimeError(f"load pipeline ended in state {state}; nothing was committed")
+            event_files, dl_files, stats, files_read = collect_staged(stage)
+        else:
+            event_files, dl_files, stats, files_read = [], [], {}, 0
+        batch = LoadBatch(load_id=load_id, archive=archive, archive_date=archive_date,
+                          started_at=started_at, event_files=event_files,
+                          dead_letter_files=dl_files, stats=stats, files_read=files_read,
+                          runner=runner_name)
+        wh.ensure_schema()
+        merged = wh.commit_load(batch)
+    finally:
+        _remove_tree(stage)
+    return LoadReport(load_id=load_id, archive=archive, archive_date=archive_date,
+                      warehouse=wh.uri, runner=runner_name, files_read=files_read,
+                      per_provider=load_counts(batch, merged.per_provider),
+                      seconds=time.monotonic() - t0, started_at=started_at)
+
+
+def _remove_tree(path: str) -> None:
+    try:
+        if FileSystems.exists(path):
+            FileSystems.delete([path])
+    except Exception as exc:  # noqa: BLE001 - cleanup must not mask the load's outcome
+        log.warning("could not remove staging %s: %s", path, exc)
