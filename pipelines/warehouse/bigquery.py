@@ -634,7 +634,7 @@ class BigQueryWarehouse(Warehouse):
         row = {"load_id": batch.load_id, "archive": batch.archive,
                "archive_date": batch.archive_date, "started_at": batch.started_at,
                "finished_at": datetime.now(timezone.utc), "status": "succeeded",
-               "runner": batch.stats.get("_runner"), "files_read": batch.files_read, **totals,
+               "runner": batch.runner or None, "files_read": batch.files_read, **totals,
                "per_provider": json.dumps(per, sort_keys=True)}
         table = pa.Table.from_pylist([row], schema=LOAD_SCHEMA)
         with tempfile.TemporaryDirectory(prefix="mailpulse-bq-") as tmp:
