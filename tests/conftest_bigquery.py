@@ -115,6 +115,17 @@ class BigQueryEndpoint:
         return bigquery.Client(project=self.project, credentials=AnonymousCredentials(),
                                client_options=ClientOptions(api_endpoint=self.emulator.url))
 
+    def new_warehouse(self):
+        """A BigQueryWarehouse on a fresh, empty dataset (the emulator is per session)."""
+        from pipelines.warehouse.bigquery import BigQueryRetry, BigQueryWarehouse
+        name = "t_" + uuid.uuid4().hex[:12]
+        client = self.client()
+        client.create_dataset(f"{self.project}.{name}")
+        client.close()
+        return BigQueryWarehouse(self.project, name, api_endpoint=self.url,
+                                 retry=BigQueryRetry(deadline=20, initial=0.1, maximum=1.0,
+                                                     job_timeout=120))
+
 
 @pytest.fixture(scope="session")
 def bq_emulator(tmp_path_factory):
