@@ -16,7 +16,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "tests" / "payloads" / "provider-samples"
 TEST_HASH_KEY = "test-hash-key-0123456789"
 
-pytest_plugins = ["conftest_slack"]  # the slack_server fixture (tests/slack_server.py)
+# The slack_server fixture (tests/slack_server.py); the BigQuery emulator fixtures and
+# the session-wide partition-filter guard.
+pytest_plugins = ["conftest_slack", "conftest_bigquery"]
 
 
 @pytest.fixture(autouse=True)

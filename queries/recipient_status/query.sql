@@ -47,7 +47,7 @@ per_recipient AS (
     MIN(event_ts) OVER recipient AS first_event_ts,
     MAX(event_ts) OVER recipient AS last_event_ts,
     COUNT(*) OVER recipient AS event_count,
-    COUNTIF(event_type = 'deferred') OVER recipient AS deferred_count,
+    COUNT(IF(event_type = 'deferred', 1, NULL)) OVER recipient AS deferred_count,
     MIN(IF(event_type = 'delivered', event_ts, NULL)) OVER recipient AS delivered_ts
   FROM events_in_range
   WHERE TRUE

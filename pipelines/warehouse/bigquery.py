@@ -1,0 +1,740 @@
+"""Production: BigQuery, through google-cloud-bigquery.
+
+``bigquery://PROJECT/DATASET`` (optionally ``?location=EU&maximum_bytes_billed=N``).
+
+Tables
+------
+``events``
+    DAY-partitioned on ``event_date`` with ``require_partition_filter``. ``event_date`` is
+    the UTC date of ``event_ts`` and a DATE column of its own (not ingestion time, not
+    ``TIMESTAMP_TRUNC(event_ts)``): every query the package runs names a day range
+    (a load's event dates, an outcomes run's ``[start, end]``, the watcher's send window),
+    the same column partitions DuckDB-side queries, and a DATE partition lets a late event
+    (deferrals last up to 72 h) land in the day it happened, so replacing a derived day
+    recomputes from exactly that partition. ``require_partition_filter`` turns a forgotten
+    filter into an error instead of a full-table bill.
+
+    Clustered by ``event_type, provider, message_id, email_hash``. BigQuery prunes blocks
+    best on a prefix of the clustering columns, so the order goes from the filters nearly
+    every query has to the most selective ones: the outcomes job and analysts filter or
+    group on ``event_type`` (bounces, opens, deliveries) and ``provider``; the watcher
+    looks up the events of one send (``message_id IN UNNEST(@ids)``, with the status
+    event types); recipient-level questions (recipient_status, suppressions, "what
+    happened to this address") filter on ``email_hash``. ``categories`` is an ARRAY and
+    cannot cluster; ``event_id`` is only used by the load's MERGE, which reads
+    ``event_id`` and ``event_date`` only.
+``dead_letters``
+    DAY-partitioned on ``event_date`` (the archive date), clustered by provider,
+    source_uri; no required filter (small, browsed by operators).
+``loads``
+    One row per committed load; small, unpartitioned.
+Derived tables (``replace_partitions``)
+    DAY-partitioned on the given column, clustered by ``cluster_by``.
+
+Loads
+-----
+:meth:`BigQueryWarehouse.commit_load` stages the batch's Parquet files with load jobs
+(``load_table_from_file`` for local files, combined into one job; ``load_table_from_uri``
+for ``gs://``) into per-load staging tables ``_mp_stage_*_<load id>`` (expiring after a
+day), counts what is new with one parameterized query, stages the ``loads`` row the same
+way, then runs ONE multi-statement transaction: MERGE the de-duplicated events (only ids
+not present in the batch's event-date range), MERGE the dead letters by (source_uri, line,
+record_index), MERGE the ``loads`` row by load_id, COMMIT. A crash anywhere before COMMIT
+leaves nothing visible (BigQuery rolls an unfinished transaction back; staging tables are
+private and expire); a rerun recreates the staging tables and completes; a rerun after
+COMMIT adds nothing (every MERGE inserts only absent keys). No table is ever truncated.
+
+The script takes no query parameters (production BigQuery accepts them in scripts, the
+emulator does not): the date range comes from ``DECLARE`` over the staging table and every
+value arrives as staged data, never as SQL text.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, Iterable
+from urllib.parse import parse_qs, urlsplit
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOAD_SCHEMA, Field,
+                      bigquery_schema)
+from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
+                   WarehouseError, load_counts)
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_ENV = "MAILPULSE_BIGQUERY_API_ENDPOINT"
+
+EVENTS_PARTITION = "event_date"
+#: See the module docstring for why these, in this order.
+EVENTS_CLUSTERING = ("event_type", "provider", "message_id", "email_hash")
+DEAD_LETTERS_CLUSTERING = ("provider", "source_uri")
+STAGE_PREFIX = "_mp_stage_"
+STAGE_EXPIRY = timedelta(days=1)
+CONCURRENT_MARKER = "mailpulse: concurrent load"
+
+_FIELDS = {"events": EVENT_FIELDS, "dead_letters": DEAD_LETTER_FIELDS, "loads": LOAD_FIELDS}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
+_PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{2,62}$|^[a-z0-9-]+$")
+_DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
+
+
+@dataclass(frozen=True)
+class BigQueryRetry:
+    """How long to retry transient API errors (5xx, 429, dropped connections) and how
+    long to wait for a job (named, overridable; tests pass a short one)."""
+
+    deadline: float = 600.0
+    initial: float = 1.0
+    maximum: float = 32.0
+    multiplier: float = 2.0
+    job_timeout: float | None = 3600.0
+    #: commit_load recounts and retries this often when another load changed ``events``
+    #: between counting and committing.
+    commit_attempts: int = 3
+
+    def api_retry(self):
+        from google.api_core import retry as gretry
+        from google.cloud.bigquery.retry import _should_retry
+        return gretry.Retry(predicate=_should_retry, initial=self.initial,
+                            maximum=self.maximum, multiplier=self.multiplier,
+                            timeout=self.deadline)
+
+
+DEFAULT_RETRY = BigQueryRetry()
+
+
+def is_loopback_http(endpoint: str | None) -> bool:
+    if not endpoint:
+        return False
+    parts = urlsplit(endpoint)
+    return parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def _quote(name: str) -> str:
+    if not _NAME.match(name):
+        raise WarehouseError(f"{name!r} is not a valid BigQuery table or column name")
+    return f"`{name}`"
+
+
+# -- query parameters ----------------------------------------------------------------------
+_SCALAR_TYPES: tuple[tuple[type, str], ...] = (
+    (bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (Decimal, "NUMERIC"),
+    (datetime, "TIMESTAMP"), (date, "DATE"), (str, "STRING"), (bytes, "BYTES"))
+
+
+def _scalar_type(value: Any, name: str) -> str:
+    for py, bq in _SCALAR_TYPES:  # bool before int, datetime before date
+        if isinstance(value, py):
+            return bq
+    raise WarehouseError(
+        f"query parameter @{name}: cannot map {type(value).__name__} to a BigQuery type; "
+        "pass str, int, float, bool, date, datetime or a list of one of those")
+
+
+def _scalar_value(value: Any) -> Any:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)  # all timestamps are UTC (DESIGN)
+    return value
+
+
+def query_parameters(params: dict[str, Any] | None) -> list:
+    """BigQuery query parameters, types inferred from the Python values: str, int, float,
+    bool, Decimal, date, datetime (-> TIMESTAMP, naive = UTC), None (-> NULL STRING), and
+    lists/tuples/sets of those (-> ARRAY; an empty list is ARRAY<STRING>)."""
+    from google.cloud import bigquery
+    out = []
+    for name, value in (params or {}).items():
+        if isinstance(value, (bigquery.ScalarQueryParameter, bigquery.ArrayQueryParameter)):
+            out.append(value)
+        elif value is None:
+            out.append(bigquery.ScalarQueryParameter(name, "STRING", None))
+        elif isinstance(value, (list, tuple, set, frozenset)):
+            items = sorted(value) if isinstance(value, (set, frozenset)) else list(value)
+            kinds = {_scalar_type(v, name) for v in items if v is not None}
+            if len(kinds) > 1:
+                raise WarehouseError(f"query parameter @{name}: mixed element types {kinds}")
+            kind = kinds.pop() if kinds else "STRING"
+            out.append(bigquery.ArrayQueryParameter(name, kind, [_scalar_value(v) for v in items]))
+        else:
+            out.append(bigquery.ScalarQueryParameter(name, _scalar_type(value, name),
+                                                     _scalar_value(value)))
+    return out
+
+
+# -- cost: partition filters ---------------------------------------------------------------
+class PartitionFilterError(AssertionError):
+    """SQL reads a partitioned table without filtering on its partition column."""
+
+
+_FILTER_PREDICATES = None
+
+
+def _predicate_classes():
+    global _FILTER_PREDICATES
+    if _FILTER_PREDICATES is None:
+        from sqlglot import exp
+        _FILTER_PREDICATES = (exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
+    return _FILTER_PREDICATES
+
+
+def _conjuncts(cond) -> list:
+    from sqlglot import exp
+    if cond is None:
+        return []
+    if isinstance(cond, exp.Paren):
+        return _conjuncts(cond.this)
+    if isinstance(cond, exp.And):
+        return _conjuncts(cond.left) + _conjuncts(cond.right)
+    return [cond]
+
+
+def _filters_column(cond, column: str, qualifiers: set[str]) -> bool:
+    """Does a top-level AND-term of ``cond`` compare ``column`` (of this table) with
+    something (BETWEEN, =, <, >, IN)? An OR around it would defeat pruning, so only
+    top-level conjuncts count."""
+    from sqlglot import exp
+    for term in _conjuncts(cond):
+        if not isinstance(term, _predicate_classes()):
+            continue
+        side = term.this
+        sides = [side] if isinstance(term, (exp.Between, exp.In)) else [term.left, term.right]
+        for s in sides:
+            if (isinstance(s, exp.Column) and s.name.lower() == column
+                    and (not s.table or s.table.lower() in qualifiers)):
+                return True
+    return False
+
+
+def partition_filter_violations(sql: str, table: str = "events",
+                                column: str = EVENTS_PARTITION) -> list[str]:
+    """Every place ``sql`` reads ``table`` (bare, dataset- or project-qualified) without a
+    filter on ``column`` in the WHERE (or JOIN ... ON / MERGE ... ON) that reads it."""
+    import sqlglot
+    from sqlglot import exp
+    table, column = table.lower(), column.lower()
+    problems: list[str] = []
+    try:
+        statements = sqlglot.parse(sql, read="bigquery")
+    except sqlglot.errors.ParseError as exc:
+        return [f"cannot parse SQL to check its partition filters: {exc}"]
+    for stmt in statements:
+        if stmt is None:
+            continue
+        for t in stmt.find_all(exp.Table):
+            if t.name.lower() != table:
+                continue
+            qualifiers = {table, (t.alias or "").lower()} - {""}
+            scope = t.parent
+            while scope is not None and not isinstance(
+                    scope, (exp.Select, exp.Merge, exp.Delete, exp.Update)):
+                scope = scope.parent
+            conds = []
+            if isinstance(scope, exp.Select):
+                where = scope.args.get("where")
+                conds.append(where.this if where else None)
+                for j in scope.args.get("joins") or []:
+                    conds.append(j.args.get("on"))
+            elif isinstance(scope, exp.Merge):
+                conds.append(scope.args.get("on"))
+                # the source side, when the table is read in USING (SELECT ...), is a Select
+            elif isinstance(scope, (exp.Delete, exp.Update)):
+                where = scope.args.get("where")
+                conds.append(where.this if where else None)
+            if not any(_filters_column(c, column, qualifiers) for c in conds if c is not None):
+                snippet = (scope or stmt).sql(dialect="bigquery")
+                problems.append(f"{t.sql(dialect='bigquery')} is read without a filter on "
+                                f"{column}: {snippet[:300]}")
+    return problems
+
+
+def assert_partition_filter(sql: str, table: str = "events",
+                            column: str = EVENTS_PARTITION) -> None:
+    """Raise :class:`PartitionFilterError` when ``sql`` reads ``table`` without filtering
+    on ``column`` (``events`` requires a partition filter in production)."""
+    problems = partition_filter_violations(sql, table, column)
+    if problems:
+        raise PartitionFilterError("; ".join(problems) + "\n--- SQL ---\n" + sql)
+
+
+# -- the warehouse -------------------------------------------------------------------------
+class BigQueryWarehouse(Warehouse):
+    dialect = "bigquery"
+
+    def __init__(self, project: str, dataset: str, *, api_endpoint: str | None = None,
+                 location: str | None = None, maximum_bytes_billed: int | None = None,
+                 retry: BigQueryRetry = DEFAULT_RETRY, client=None,
+                 before_commit: Callable[[], None] | None = None):
+        if not project or not _PROJECT.match(project):
+            raise WarehouseError(f"{project!r} is not a Google Cloud project id; use "
+                                 "bigquery://PROJECT/DATASET")
+        if not dataset or not _DATASET.match(dataset):
+            raise WarehouseError(f"{dataset!r} is not a BigQuery dataset name (letters, digits, "
+                                 "underscores); use bigquery://PROJECT/DATASET")
+        self.project, self.dataset = project, dataset
+        self.api_endpoint = api_endpoint or None
+        self.location = location
+        self.maximum_bytes_billed = maximum_bytes_billed
+        self.retry = retry
+        self.uri = f"bigquery://{project}/{dataset}"
+        self._client = client
+        self._schema_ready = False
+        #: test hook: runs between counting and committing (to commit a concurrent load)
+        self._before_commit = before_commit
+
+    @classmethod
+    def from_uri(cls, uri: str, *, api_endpoint: str | None = None, environ=None,
+                 **options: Any) -> "BigQueryWarehouse":
+        """``bigquery://PROJECT/DATASET[?location=L&maximum_bytes_billed=N]``. The API
+        endpoint is read here, once, from ``MAILPULSE_BIGQUERY_API_ENDPOINT`` unless given."""
+        parts = urlsplit(uri)
+        project, dataset = parts.netloc, parts.path.strip("/")
+        if not project or not dataset or "/" in dataset:
+            raise WarehouseError(f"{uri!r}: use bigquery://PROJECT/DATASET")
+        q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+        unknown = set(q) - {"location", "maximum_bytes_billed"}
+        if unknown:
+            raise WarehouseError(f"{uri!r}: unknown option(s) {sorted(unknown)}; "
+                                 "known: location, maximum_bytes_billed")
+        if "location" in q:
+            options.setdefault("location", q["location"])
+        if "maximum_bytes_billed" in q:
+            try:
+                options.setdefault("maximum_bytes_billed", int(q["maximum_bytes_billed"]))
+            except ValueError:
+                raise WarehouseError(f"{uri!r}: maximum_bytes_billed must be an integer "
+                                     "number of bytes") from None
+        if api_endpoint is None:
+            api_endpoint = (os.environ if environ is None else environ).get(ENDPOINT_ENV) or None
+        return cls(project, dataset, api_endpoint=api_endpoint, **options)
+
+    def __repr__(self) -> str:
+        where = f" via {self.api_endpoint}" if self.api_endpoint else ""
+        return f"BigQueryWarehouse({self.project}.{self.dataset}{where})"
+
+    # -- connection ---------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = self._make_client()
+        return self._client
+
+    def _make_client(self):
+        from google.cloud import bigquery
+        kwargs: dict[str, Any] = {"project": self.project}
+        if self.location:
+            kwargs["location"] = self.location
+        if self.api_endpoint:
+            kwargs["client_options"] = {"api_endpoint": self.api_endpoint}
+        if is_loopback_http(self.api_endpoint):
+            from google.auth.credentials import AnonymousCredentials
+            kwargs["credentials"] = AnonymousCredentials()
+        else:
+            import google.auth
+            from google.auth.exceptions import DefaultCredentialsError
+            try:
+                kwargs["credentials"], _ = google.auth.default(
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"])
+            except DefaultCredentialsError as exc:
+                raise WarehouseError(
+                    f"no Google credentials for {self.uri}: run `gcloud auth "
+                    "application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
+                    f"service-account key file); to use a local emulator set {ENDPOINT_ENV}="
+                    f"http://127.0.0.1:PORT. ({exc})") from None
+        return bigquery.Client(**kwargs)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    def _table_id(self, name: str) -> str:
+        _quote(name)
+        return f"{self.project}.{self.dataset}.{name}"
+
+    @contextlib.contextmanager
+    def _errors(self, what: str):
+        """Map API errors to errors that say what to do."""
+        from google.api_core import exceptions as gexc
+        import requests
+        try:
+            yield
+        except WarehouseError:
+            raise
+        except gexc.NotFound as exc:
+            msg = str(exc)
+            if "Dataset" in msg or "dataset" in msg.split("Table")[0]:
+                raise WarehouseError(self._missing_dataset_message() + f" ({msg})") from None
+            raise WarehouseError(f"{what}: {msg}; has anything been loaded into {self.uri}? "
+                                 "Run `mailpulse load --warehouse " + self.uri + "` first") from None
+        except (gexc.Unauthorized, gexc.Forbidden) as exc:
+            raise WarehouseError(
+                f"{what}: {exc}; check that the account from `gcloud auth application-default "
+                f"login` may use {self.project}.{self.dataset} (roles/bigquery.dataEditor and "
+                "roles/bigquery.jobUser)") from None
+        except (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError,
+                requests.ConnectionError, requests.Timeout) as exc:
+            where = self.api_endpoint or "the BigQuery API"
+            raise TransientWarehouseError(f"{what}: {where} did not answer ({exc}); "
+                                          "retry later") from None
+        except gexc.BadRequest as exc:
+            raise WarehouseError(f"{what}: {exc}") from None
+
+    def _missing_dataset_message(self) -> str:
+        loc = f" --location={self.location}" if self.location else ""
+        return (f"dataset {self.project}.{self.dataset} does not exist; create it with "
+                f"`bq mk --dataset{loc} {self.project}:{self.dataset}`")
+
+    # -- jobs ---------------------------------------------------------------------------
+    def _job_config(self, params: dict[str, Any] | None = None, **extra: Any):
+        from google.cloud import bigquery
+        cfg = bigquery.QueryJobConfig(
+            default_dataset=f"{self.project}.{self.dataset}",
+            query_parameters=query_parameters(params), use_legacy_sql=False,
+            labels={"app": "mailpulse"}, **extra)
+        if self.maximum_bytes_billed is not None:
+            cfg.maximum_bytes_billed = self.maximum_bytes_billed
+        return cfg
+
+    def _run(self, sql: str, params: dict[str, Any] | None = None, what: str = "query",
+             **extra: Any):
+        """Run one query job (or script) to completion; returns (job, row iterator)."""
+        with self._errors(what):
+            job = self.client.query(sql, job_config=self._job_config(params, **extra),
+                                    location=self.location, retry=self.retry.api_retry(),
+                                    job_retry=None)
+            rows = job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
+        return job, rows
+
+    def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
+        _, rows = self._run(sql, params)
+        with self._errors("query"):
+            return rows.to_arrow(create_bqstorage_client=False)
+
+    def estimate_bytes(self, sql: str, params: dict[str, Any] | None = None) -> int:
+        """Bytes the query would scan (a dry run; free). The emulator always says 0."""
+        with self._errors("dry run"):
+            job = self.client.query(sql, job_config=self._job_config(
+                params, dry_run=True, use_query_cache=False), location=self.location,
+                retry=self.retry.api_retry(), job_retry=None)
+        return int(job.total_bytes_processed or 0)
+
+    # -- schema -------------------------------------------------------------------------
+    def _check_dataset(self) -> None:
+        from google.api_core import exceptions as gexc
+        with self._errors("checking the dataset"):
+            try:
+                self.client.get_dataset(f"{self.project}.{self.dataset}",
+                                        retry=self.retry.api_retry())
+            except gexc.NotFound:
+                raise WarehouseError(self._missing_dataset_message()) from None
+
+    def _table(self, name: str, fields: Iterable[Field], *, partition: str | None = None,
+               clustering: Iterable[str] = (), require_filter: bool = False,
+               expires: datetime | None = None, description: str | None = None):
+        from google.cloud import bigquery
+        t = bigquery.Table(self._table_id(name), schema=[
+            bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(fields)])
+        if partition:
+            t.time_partitioning = bigquery.TimePartitioning(
+                type_=bigquery.TimePartitioningType.DAY, field=partition)
+            if require_filter:
+                t.require_partition_filter = True
+        if clustering:
+            t.clustering_fields = list(clustering)
+        if expires:
+            t.expires = expires
+        if description:
+            t.description = description
+        t.labels = {"app": "mailpulse"}
+        return t
+
+    def table_definitions(self) -> list:
+        """The ``events``, ``dead_letters`` and ``loads`` tables as created."""
+        return [
+            self._table("events", EVENT_FIELDS, partition=EVENTS_PARTITION,
+                        clustering=EVENTS_CLUSTERING, require_filter=True,
+                        description="Canonical email events, one row per event_id"),
+            self._table("dead_letters", DEAD_LETTER_FIELDS, partition="event_date",
+                        clustering=DEAD_LETTERS_CLUSTERING,
+                        description="Records that could not become events"),
+            self._table("loads", LOAD_FIELDS, description="One row per committed load"),
+        ]
+
+    def ensure_schema(self) -> None:
+        if self._schema_ready:
+            return
+        self._check_dataset()
+        with self._errors("creating tables"):
+            for t in self.table_definitions():
+                self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
+        self._schema_ready = True
+
+    def table_exists(self, name: str) -> bool:
+        return self._get_table(name) is not None
+
+    # -- load ---------------------------------------------------------------------------
+    def _stage_name(self, kind: str, load_id: str) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_]", "_", load_id)[:200]
+        return f"{STAGE_PREFIX}{kind}_{safe}"
+
+    def _create_stage(self, name: str, fields) -> None:
+        with self._errors("creating a staging table"):
+            self.client.delete_table(self._table_id(name), not_found_ok=True,
+                                     retry=self.retry.api_retry())
+            self.client.create_table(
+                self._table(name, fields, expires=datetime.now(timezone.utc) + STAGE_EXPIRY,
+                            description="mailpulse staging (per load; expires)"),
+                retry=self.retry.api_retry())
+
+    def _load_config(self, fields):
+        from google.cloud import bigquery
+        cfg = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET,
+            write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
+            create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
+            schema=[bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(fields)],
+            labels={"app": "mailpulse"})
+        # Parquet LIST columns (Arrow list<item>) load as REPEATED, not as a record.
+        opts = bigquery.ParquetOptions()
+        opts.enable_list_inference = True
+        cfg.parquet_options = opts  # (the getter returns a copy: set it whole)
+        return cfg
+
+    def _stage_files(self, name: str, fields, files: list[str], schema: pa.Schema) -> None:
+        """Load Parquet files into staging table ``name`` (created empty first)."""
+        self._create_stage(name, fields)
+        remote = [f for f in files if "://" in f]
+        local = [f for f in files if "://" not in f]
+        if remote:
+            bad = [f for f in remote if not f.startswith("gs://")]
+            if bad:
+                raise WarehouseError(f"BigQuery loads Parquet from gs:// or local files, not "
+                                     f"{bad[0]!r}; stage the load in a gs:// temp location")
+            with self._errors("loading staged files"):
+                job = self.client.load_table_from_uri(
+                    remote, self._table_id(name), job_config=self._load_config(fields),
+                    location=self.location, retry=self.retry.api_retry())
+                job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
+        if local:
+            # One load job for all local files (BigQuery limits load jobs per table per day).
+            with tempfile.TemporaryDirectory(prefix="mailpulse-bq-") as tmp:
+                path = os.path.join(tmp, "stage.parquet")
+                with pq.ParquetWriter(path, schema, compression="zstd") as w:
+                    for f in local:
+                        t = pq.read_table(f)
+                        if t.num_rows:
+                            w.write_table(t.select(schema.names).cast(schema))
+                with open(path, "rb") as fh, self._errors("loading staged files"):
+                    job = self.client.load_table_from_file(
+                        fh, self._table_id(name), job_config=self._load_config(fields),
+                        location=self.location)  # resumable upload (the emulator
+                    # rejects the multipart one's content type)
+                    job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
+
+    def _drop(self, name: str) -> None:
+        from google.api_core import exceptions as gexc
+        try:
+            self.client.delete_table(self._table_id(name), not_found_ok=True,
+                                     retry=self.retry.api_retry())
+        except gexc.GoogleAPIError as exc:  # it expires by itself
+            log.warning("could not drop staging table %s (it expires in a day): %s", name, exc)
+
+    def commit_load(self, batch: LoadBatch) -> CommitResult:
+        from ..events import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
+        self.ensure_schema()
+        ev, dl, ld = (self._stage_name(k, batch.load_id) for k in ("events", "dead", "load"))
+        try:
+            self._stage_files(ev, EVENT_FIELDS, batch.event_files, EVENT_SCHEMA)
+            self._stage_files(dl, DEAD_LETTER_FIELDS, batch.dead_letter_files, DEAD_LETTER_SCHEMA)
+            for attempt in range(1, self.retry.commit_attempts + 1):
+                per = self._count_new_events(ev)
+                for prov, n in self._count_new_dead_letters(dl).items():
+                    per.setdefault(prov, {})["dead_letters_stored"] = n
+                new_events = sum(p.get("events_loaded", 0) for p in per.values())
+                self._stage_load_row(ld, batch, per)
+                if self._before_commit is not None:
+                    self._before_commit()
+                try:
+                    self._run(self._commit_script(ev, dl, ld, new_events), what="committing the load")
+                except WarehouseError as exc:
+                    if CONCURRENT_MARKER in str(exc) and attempt < self.retry.commit_attempts:
+                        log.warning("events changed while committing load %s; recounting",
+                                    batch.load_id)
+                        continue
+                    if CONCURRENT_MARKER in str(exc):
+                        raise TransientWarehouseError(
+                            f"another load kept changing the same events while load "
+                            f"{batch.load_id} committed; nothing was stored, rerun it") from None
+                    raise
+                return CommitResult(per_provider=per)
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            for name in (ev, dl, ld):
+                self._drop(name)
+
+    @staticmethod
+    def _dedup(stage: str, key: str, order: str) -> str:
+        return (f"SELECT * FROM {_quote(stage)} WHERE TRUE "
+                f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) = 1")
+
+    _EVENT_ORDER = "event_ts, source_uri NULLS LAST"
+    _DEAD_KEY = "source_uri, line, record_index"
+
+    def _count_new_events(self, stage: str) -> dict[str, dict[str, int]]:
+        _, rows = self._run(f"SELECT MIN(event_date) AS lo, MAX(event_date) AS hi "
+                            f"FROM {_quote(stage)}", what="counting staged events")
+        lo, hi = next(iter(rows))
+        if lo is None:
+            return {}
+        sql = f"""
+            WITH staged AS (
+              SELECT provider, COUNT(*) AS n, COUNT(DISTINCT event_id) AS d
+              FROM {_quote(stage)} GROUP BY provider),
+            fresh AS (
+              SELECT s.provider, COUNT(*) AS k
+              FROM ({self._dedup(stage, 'event_id', self._EVENT_ORDER)}) AS s
+              WHERE NOT EXISTS (
+                SELECT 1 FROM events AS e
+                WHERE e.event_date BETWEEN @lo AND @hi AND e.event_id = s.event_id)
+              GROUP BY s.provider)
+            SELECT staged.provider, staged.n, staged.d, COALESCE(fresh.k, 0) AS k
+            FROM staged LEFT JOIN fresh ON fresh.provider = staged.provider
+        """
+        _, rows = self._run(sql, {"lo": lo, "hi": hi}, what="counting new events")
+        return {prov: {"events_loaded": k, "duplicates_in_batch": n - d, "already_loaded": d - k}
+                for prov, n, d, k in rows}
+
+    def _count_new_dead_letters(self, stage: str) -> dict[str, int]:
+        sql = f"""
+            SELECT COALESCE(i.provider, '') AS provider, COUNT(*) AS n
+            FROM ({self._dedup(stage, self._DEAD_KEY, 'load_id')}) AS i
+            WHERE NOT EXISTS (
+              SELECT 1 FROM dead_letters AS d
+              WHERE d.source_uri = i.source_uri AND d.line = i.line
+                AND d.record_index = i.record_index)
+            GROUP BY 1
+        """
+        _, rows = self._run(sql, what="counting new dead letters")
+        return {prov: n for prov, n in rows}
+
+    def _stage_load_row(self, stage: str, batch: LoadBatch, merged) -> None:
+        per = load_counts(batch, merged)
+        totals = {c: sum(p.get(c, 0) for p in per.values()) for c in COUNTERS}
+        row = {"load_id": batch.load_id, "archive": batch.archive,
+               "archive_date": batch.archive_date, "started_at": batch.started_at,
+               "finished_at": datetime.now(timezone.utc), "status": "succeeded",
+               "runner": batch.runner or None, "files_read": batch.files_read, **totals,
+               "per_provider": json.dumps(per, sort_keys=True)}
+        table = pa.Table.from_pylist([row], schema=LOAD_SCHEMA)
+        with tempfile.TemporaryDirectory(prefix="mailpulse-bq-") as tmp:
+            path = os.path.join(tmp, "load.parquet")
+            pq.write_table(table, path)
+            self._stage_files(stage, LOAD_FIELDS, [path], LOAD_SCHEMA)
+
+    def _commit_script(self, ev: str, dl: str, ld: str, new_events: int) -> str:
+        """One transaction; values only as staged data (the emulator takes no parameters
+        in scripts). ``new_events`` is the count this process computed; if another load
+        committed overlapping events since, the check fails and the transaction rolls back.
+        """
+        def cols(fields):
+            return ", ".join(_quote(f.name) for f in fields)
+
+        def vals(fields):
+            return ", ".join(f"S.{_quote(f.name)}" for f in fields)
+
+        ev_new = (f"SELECT COUNT(*) FROM ({self._dedup(ev, 'event_id', self._EVENT_ORDER)}) AS s "
+                  "WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_date BETWEEN lo "
+                  "AND hi AND e.event_id = s.event_id)")
+        return f"""
+DECLARE lo DATE DEFAULT (SELECT MIN(event_date) FROM {_quote(ev)});
+DECLARE hi DATE DEFAULT (SELECT MAX(event_date) FROM {_quote(ev)});
+BEGIN TRANSACTION;
+SELECT IF(({ev_new}) = (SELECT events_loaded FROM {_quote(ld)}), 0,
+          ERROR('{CONCURRENT_MARKER}: events changed since counting'));
+MERGE events AS T
+USING ({self._dedup(ev, 'event_id', self._EVENT_ORDER)}) AS S
+ON T.event_date BETWEEN lo AND hi AND T.event_id = S.event_id
+WHEN NOT MATCHED THEN INSERT ({cols(EVENT_FIELDS)}) VALUES ({vals(EVENT_FIELDS)});
+MERGE dead_letters AS T
+USING ({self._dedup(dl, self._DEAD_KEY, 'load_id')}) AS S
+ON T.source_uri = S.source_uri AND T.line = S.line AND T.record_index = S.record_index
+WHEN NOT MATCHED THEN INSERT ({cols(DEAD_LETTER_FIELDS)}) VALUES ({vals(DEAD_LETTER_FIELDS)});
+MERGE loads AS T
+USING {_quote(ld)} AS S
+ON T.load_id = S.load_id
+WHEN NOT MATCHED THEN INSERT ({cols(LOAD_FIELDS)}) VALUES ({vals(LOAD_FIELDS)});
+COMMIT TRANSACTION;
+"""
+
+    # -- derived tables -----------------------------------------------------------------
+    def replace_partitions(self, table: str, sql: str, params: dict[str, Any],
+                           start: date, end: date, partition_column: str = "event_date",
+                           cluster_by: tuple[str, ...] = ()) -> int:
+        """One MERGE (atomic): rows of ``table`` with ``partition_column`` in [start, end]
+        are deleted and the query's rows in that range inserted; other rows untouched.
+        Creates the table (DAY-partitioned on the column, clustered by ``cluster_by``)
+        when missing. Returns the number of rows now in the range."""
+        self.ensure_schema()
+        pc = _quote(partition_column)
+        p = dict(params or {})
+        p["_mp_start"], p["_mp_end"] = start, end
+        body = f"SELECT * FROM ({sql}) AS _q WHERE _q.{pc} BETWEEN @_mp_start AND @_mp_end"
+        target = self._get_table(table)
+        if target is None:
+            target = self._create_derived(table, body, p, partition_column, cluster_by)
+        names = [f.name for f in target.schema]
+        cols = ", ".join(_quote(n) for n in names)
+        merge = (f"MERGE {_quote(table)} AS T USING ({body}) AS S ON FALSE "
+                 f"WHEN NOT MATCHED BY SOURCE AND T.{pc} BETWEEN @_mp_start AND @_mp_end "
+                 "THEN DELETE "
+                 f"WHEN NOT MATCHED THEN INSERT ({cols}) "
+                 f"VALUES ({', '.join('S.' + _quote(n) for n in names)})")
+        self._run(merge, p, what=f"replacing {table} {start}..{end}")
+        _, rows = self._run(f"SELECT COUNT(*) FROM {_quote(table)} "
+                            f"WHERE {pc} BETWEEN @_mp_start AND @_mp_end",
+                            {"_mp_start": start, "_mp_end": end}, what=f"counting {table}")
+        return int(next(iter(rows))[0])
+
+    def _get_table(self, name: str):
+        from google.api_core import exceptions as gexc
+        with self._errors(f"looking up {name}"):
+            try:
+                return self.client.get_table(self._table_id(name), retry=self.retry.api_retry())
+            except gexc.NotFound:
+                return None
+
+    def _create_derived(self, table: str, body: str, params, partition_column: str,
+                        cluster_by: tuple[str, ...]):
+        from google.cloud import bigquery
+        # A dry run gives the result schema without scanning (free in production).
+        with self._errors(f"planning {table}"):
+            job = self.client.query(body, job_config=self._job_config(
+                params, dry_run=True, use_query_cache=False), location=self.location,
+                retry=self.retry.api_retry(), job_retry=None)
+        schema = list(job.schema or [])
+        if partition_column not in {f.name for f in schema}:
+            raise WarehouseError(f"the query for {table} returns no column {partition_column!r} "
+                                 "to partition by; select it (queries keep the partition "
+                                 "column in the output)")
+        t = bigquery.Table(self._table_id(table), schema=schema)
+        t.time_partitioning = bigquery.TimePartitioning(
+            type_=bigquery.TimePartitioningType.DAY, field=partition_column)
+        if cluster_by:
+            if len(cluster_by) > 4:
+                raise WarehouseError(f"{table}: BigQuery clusters by at most 4 columns, "
+                                     f"got {list(cluster_by)}")
+            t.clustering_fields = list(cluster_by)
+        t.labels = {"app": "mailpulse"}
+        with self._errors(f"creating {table}"):
+            return self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
