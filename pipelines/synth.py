@@ -352,6 +352,15 @@ class GroundTruth:
         self._r_settled.append(settled + 1)
         self._r_provider.append(provider)
 
+    def event_counts(self) -> list[list[int]]:
+        """Model events per provider index and type (what the files hold, once each)."""
+        out = [[0] * len(TYPE_NAMES) for _ in PROVIDERS]
+        for (provider, _cats, codes), (count, _s, _c) in self._sig.items():
+            row = out[provider]
+            for code in codes:
+                row[(code >> 2) & 0x3F] += count
+        return out
+
     def _finish(self) -> None:
         """Expand the signatures into per (day, category, provider) metric counts."""
         daily: dict[tuple[int, int, int], list[int]] = {}
@@ -677,12 +686,14 @@ class _Ids:
 class _Buckets:
     """Encoded events per (provider, arrival hour); spill to disk past a byte budget.
 
-    An entry is ``arrival ms (10 digits) + sequence (10 digits) + kind (1) + events (4)
-    + payload``: sorting the bytes sorts by arrival, ties by generation order.
+    An entry is ``(arrival ms, sequence, kind, events, payload)``: sorting sorts by
+    arrival, ties by generation order (sequences are unique).
     """
 
+    OVERHEAD = 120  # bytes a buffered entry costs beyond its payload
+
     def __init__(self, spill_bytes: int):
-        self.mem: dict[tuple[int, int], list[bytes]] = {}
+        self.mem: dict[tuple[int, int], list[tuple]] = {}
         self.mem_bytes = 0
         self.spill_bytes = spill_bytes
         self.spilled: dict[tuple[int, int], str] = {}
@@ -691,13 +702,12 @@ class _Buckets:
 
     def put(self, provider: int, arrival_ms: int, kind: bytes, count: int, payload: bytes) -> None:
         self.seq += 1
-        entry = b"%010d%010d%s%04d%s" % (arrival_ms, self.seq, kind, count, payload)
         key = (provider, arrival_ms // HOUR_MS)
         lst = self.mem.get(key)
         if lst is None:
             lst = self.mem[key] = []
-        lst.append(entry)
-        self.mem_bytes += len(entry) + 40
+        lst.append((arrival_ms, self.seq, kind, count, payload))
+        self.mem_bytes += len(payload) + self.OVERHEAD
         if self.mem_bytes > self.spill_bytes:
             self.spill()
 
@@ -710,8 +720,8 @@ class _Buckets:
             path = self.spilled.get(key)
             if path is None:
                 path = self.spilled[key] = os.path.join(self._tmp.name, f"{key[0]}-{key[1]}")
-            with open(path, "ab") as f:
-                f.write(b"\n".join(lst) + b"\n")
+            with open(path, "ab") as f:  # payloads are compact JSON: no newlines inside
+                f.write(b"".join([b"%d %d %s%d %s\n" % e for e in lst]))
         self.mem = {}
         self.mem_bytes = 0
 
@@ -719,16 +729,18 @@ class _Buckets:
         keys = set(self.mem) | set(self.spilled)
         return sorted((k for k in keys if k[1] < hour), key=lambda k: (k[1], k[0]))
 
-    def take(self, key: tuple[int, int]) -> list[bytes]:
-        entries: list[bytes] = []
+    def take(self, key: tuple[int, int]) -> list[tuple]:
+        entries: list[tuple] = []
         path = self.spilled.pop(key, None)
         if path is not None:
             with open(path, "rb") as f:
-                entries = f.read().split(b"\n")[:-1]
+                for line in f.read().split(b"\n")[:-1]:
+                    arr, seq, kn, payload = line.split(b" ", 3)
+                    entries.append((int(arr), int(seq), kn[:1], int(kn[1:]), payload))
             os.remove(path)
         lst = self.mem.pop(key, None)
         if lst:
-            self.mem_bytes -= sum(len(e) + 40 for e in lst)
+            self.mem_bytes -= sum(len(e[4]) + self.OVERHEAD for e in lst)
             entries.extend(lst)
         entries.sort()
         return entries
@@ -770,7 +782,6 @@ class _Generator:
         self.ev_counter = 0
         self.next_recipient = 0
         self.late = 0
-        self.type_counts = [[0] * len(TYPE_NAMES) for _ in PROVIDERS]
         s = self.summary
         for p in cfg.providers:
             s.files_by_provider[p] = 0
@@ -832,10 +843,11 @@ class _Generator:
         s.messages = self.truth.messages
         s.recipients = self.truth.recipient_count
         s.late_events = self.late
+        type_counts = self.truth.event_counts()
         for pi in self.prov:
             p = PROVIDERS[pi]
-            s.events_by_type[p] = {TYPE_NAMES[t]: n for t, n in enumerate(self.type_counts[pi]) if n}
-            s.events_by_provider[p] = sum(self.type_counts[pi])
+            s.events_by_type[p] = {TYPE_NAMES[t]: n for t, n in enumerate(type_counts[pi]) if n}
+            s.events_by_provider[p] = sum(type_counts[pi])
         s.truth = self.truth
         return s
 
@@ -996,13 +1008,12 @@ class _Generator:
             arr = ts + lo + int(r() * span)
         b = self.buckets
         b.seq += 1
-        entry = b"%010d%010d%s%04d%s" % (arr, b.seq, kind, n, payload)
         key = (pi, arr // HOUR_MS)
         lst = b.mem.get(key)
         if lst is None:
             lst = b.mem[key] = []
-        lst.append(entry)
-        b.mem_bytes += len(entry) + 40
+        lst.append((arr, b.seq, kind, n, payload))
+        b.mem_bytes += len(payload) + 120
         if b.mem_bytes > b.spill_bytes:
             b.spill()
 
@@ -1015,7 +1026,6 @@ class _Generator:
         category: Any = names[0] if (len(names) == 1 and r() < 0.5) else names
         smtp_id = f"<{mid}@ismtpd0{(i % 97) + 1:03d}p1mdw1.sendgrid.net>"
         prof = self.cats[cats[0]]
-        counts = self.type_counts[0]
         epoch0 = self.epoch0
         event_id = self.ids.event_id
         arrive = self._arrive
@@ -1034,7 +1044,6 @@ class _Generator:
                        b'{"timestamp":%d,"event":"%s","sg_event_id":"%s",%s%s'
                        % (epoch0 + ts // 1000, name, event_id(self.ev_counter), extra, tail))
                 evs.append((ts, t, c))
-                counts[t] += 1
 
             if outcome == DROPPED:
                 emit(final, DROPPED, b"dropped",
@@ -1085,7 +1094,6 @@ class _Generator:
             "headersTruncated": False,
             "tags": {"ses:configuration-set": ["mailpulse"], "category": names},
         })
-        counts = self.type_counts[1]
         sns_rate = self._sns_rate
         arrive = self._arrive
 
@@ -1108,7 +1116,6 @@ class _Generator:
         # Send (and a whole-mail Reject / Rendering Failure): about every recipient at once.
         per: list[list[tuple[int, int, int]]] = [[(send_ms, PROCESSED, 0)] for _ in rcpts]
         put(send_ms, b"Send", b"send", b"{}", len(rcpts))
-        counts[PROCESSED] += len(rcpts)
         if rcpts[0][2][0] == DROPPED:  # single-recipient mails only (see _plan)
             if rcpts[0][2][9] < 0.8:
                 put(send_ms, b"Reject", b"reject", b'{"reason":"Bad content"}', 1)
@@ -1117,7 +1124,6 @@ class _Generator:
                     "templateName": f"{prof.name}-v2",
                     "errorMessage": "Attribute 'firstName' is not present in the rendering data."}), 1)
             per[0].append((send_ms, DROPPED, 0))
-            counts[DROPPED] += 1
         for k, (ri, di, plan) in enumerate(rcpts):
             outcome, cls, start, defers, final, opens, clicks, spam, unsub, variant = plan
             evs = per[k]
@@ -1186,8 +1192,6 @@ class _Generator:
                     b'{"unsubscribeAll":false,"topicSubscriptionStatus":[{"topicName":"%s",'
                     b'"subscriptionStatus":"OptIn"}]}}' % (iso(unsub).encode(), topic, topic), 1)
                 evs.append((unsub, UNSUBSCRIBE, 0))
-            for _ts, t, _c in evs[1:]:
-                counts[t] += 1
             self.truth._add_recipient(i, 1, di, cats, send_ms, evs)
 
     # -- Customers Mail Cloud -------------------------------------------------------
@@ -1196,7 +1200,6 @@ class _Generator:
         mid = self.ids.message_id(2, i)
         prof = self.cats[cats[0]]
         escaped = self.r() < 0.2  # messageId sent as \u003C...\u003E
-        counts = self.type_counts[2]
         jst = self.jst
         arrive = self._arrive
         for ri, di, plan in rcpts:
@@ -1218,14 +1221,12 @@ class _Generator:
                                             b"" if status == b"queued" else b"100.100.100.3",
                                             status))
                 evs.append((ts, t, c))
-                counts[t] += 1
 
             if outcome == DROPPED:
                 arrive(2, final, 0, 2_000, b"k", 1,
                        b'{"reason":"blocked address",%s,"created":"%s","status":"10"}'
                        % (common, jst(final).encode()))
                 evs.append((final, DROPPED, 0))
-                counts[DROPPED] += 1
             else:
                 delivery(start, b"queued", b"", PROCESSED)
                 for ts in defers:
@@ -1251,7 +1252,6 @@ class _Generator:
                            b'{"reason":"%s",%s,"created":"%s","status":"%s"}'
                            % (reason, common, jst(ts + 1000).encode(), code))
                     evs.append((ts + 1000, BOUNCE, cls))
-                    counts[BOUNCE] += 1
             self.truth._add_recipient(i, 2, di, cats, send_ms, evs)
 
     # -- writing files ------------------------------------------------------------
@@ -1265,7 +1265,7 @@ class _Generator:
             pi, h = keys[0]
             self._write_bucket(pi, h, b.take((pi, h)))
 
-    def _write_bucket(self, pi: int, h: int, entries: list[bytes]) -> None:
+    def _write_bucket(self, pi: int, h: int, entries: list[tuple]) -> None:
         cfg = self.cfg
         rng = random.Random(f"mailpulse-synth/{cfg.seed}/{cfg.date.isoformat()}/{pi}/{h}")
         s = self.summary
@@ -1273,9 +1273,7 @@ class _Generator:
             records = self._sendgrid_posts(h, entries, rng)
         elif pi == 1:
             records = []
-            for e in entries:
-                n = int(e[21:25])
-                rec = e[25:]
+            for _arr, _seq, _kind, n, rec in entries:
                 records.append((n, rec))
                 if cfg.retry_rate and rng.random() < cfg.retry_rate:
                     records.append((n, rec))  # Firehose delivered it twice
@@ -1321,7 +1319,7 @@ class _Generator:
         return Path(self.cfg.out) / provider / f"{hour_ts:%Y}" / f"{hour_ts:%m}" / \
             f"{hour_ts:%d}" / f"{hour_ts:%H}"
 
-    def _sendgrid_posts(self, h: int, entries: list[bytes], rng: random.Random) -> list:
+    def _sendgrid_posts(self, h: int, entries: list[tuple], rng: random.Random) -> list:
         cfg, s = self.cfg, self.summary
         out: list[tuple[int, bytes]] = []
         pending: list[tuple[int, int, bytes]] = []  # (posts to wait, n, post): same-file retries
@@ -1357,23 +1355,22 @@ class _Generator:
                 pending[:] = still
 
         last_window = -1
-        for e in entries:
-            kind = e[20:21]
+        for arr, _seq, kind, n, payload in entries:
             if kind == _SG_POST:
                 close()
-                emit(int(e[21:25]), e[25:])
+                emit(n, payload)
                 continue
-            window = int(e[:10]) // 5000  # a batch holds events that arrive within ~5 s
+            window = arr // 5000  # a batch holds events that arrive within ~5 s
             if batch and (len(batch) >= size or window != last_window):
                 close()
             last_window = window
-            batch.append(e[25:])
+            batch.append(payload)
         close()
         for _, pn, pp in pending:
             out.append((pn, pp))
         return out
 
-    def _cmc_bodies(self, entries: list[bytes]) -> list:
+    def _cmc_bodies(self, entries: list[tuple]) -> list:
         out: list[tuple[int, bytes]] = []
         batch: list[bytes] = []
         cur_kind = b""
@@ -1386,13 +1383,12 @@ class _Generator:
                             b'"event":{"' + word + b'":[' + b",".join(batch) + b"]}}"))
                 batch.clear()
 
-        for e in entries:
-            kind = e[20:21]
-            sec = int(e[:10]) // 1000  # CMC batches every second or 100 events
+        for arr, _seq, kind, _n, payload in entries:
+            sec = arr // 1000  # CMC batches every second or 100 events
             if batch and (kind != cur_kind or sec != cur_sec or len(batch) >= 100):
                 close()
             cur_kind, cur_sec = kind, sec
-            batch.append(e[25:])
+            batch.append(payload)
         close()
         return out
 
@@ -1497,7 +1493,7 @@ def _cumulative(weights: Sequence[float]) -> list[float]:
 
 
 def _pick(cum: list[float], u: float) -> int:
-    return min(bisect_right(cum, u), len(cum) - 1)
+    return bisect_right(cum, u)  # u < 1.0 == cum[-1], so always a valid index
 
 
 def _url(category: str, n: int) -> str:
