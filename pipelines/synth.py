@@ -94,6 +94,9 @@ _TYPE_METRICS: dict[tuple[int, int], list[tuple[int, bool]]] = {
 }
 
 HOUR_MS = 3_600_000
+#: Events are buffered and written per arrival slot (an hour file is built from its slots).
+SLOT_MS = 300_000
+SLOTS_PER_HOUR = HOUR_MS // SLOT_MS
 DAY_MS = 24 * HOUR_MS
 #: Deferred mail is retried for up to 72 hours before it bounces as expired.
 DEFER_HORIZON_MS = 72 * HOUR_MS
@@ -197,7 +200,7 @@ class SynthConfig:
     #: replace an earlier synth archive of the same date in ``out``
     overwrite: bool = False
     #: buffered future events above this many bytes spill to temporary files
-    spill_bytes: int = 64 << 20
+    spill_bytes: int = 32 << 20
 
     def validate(self) -> "SynthConfig":
         """Normalise and check; ValueError with a message that names the fix."""
@@ -684,7 +687,8 @@ class _Ids:
 
 
 class _Buckets:
-    """Encoded events per (provider, arrival hour); spill to disk past a byte budget.
+    """Encoded events per (provider, arrival slot); far-future slots spill to disk once
+    the buffer passes a byte budget.
 
     An entry is ``(arrival ms, sequence, kind, events, payload)``: sorting sorts by
     arrival, ties by generation order (sequences are unique).
@@ -696,38 +700,48 @@ class _Buckets:
         self.mem: dict[tuple[int, int], list[tuple]] = {}
         self.mem_bytes = 0
         self.spill_bytes = spill_bytes
+        self.spill_at = spill_bytes
+        #: slots before this one are about to be written: they stay in memory
+        self.keep_below = 0
         self.spilled: dict[tuple[int, int], str] = {}
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.seq = 0
 
     def put(self, provider: int, arrival_ms: int, kind: bytes, count: int, payload: bytes) -> None:
         self.seq += 1
-        key = (provider, arrival_ms // HOUR_MS)
+        key = (provider, arrival_ms // SLOT_MS)
         lst = self.mem.get(key)
         if lst is None:
             lst = self.mem[key] = []
         lst.append((arrival_ms, self.seq, kind, count, payload))
         self.mem_bytes += len(payload) + self.OVERHEAD
-        if self.mem_bytes > self.spill_bytes:
+        if self.mem_bytes > self.spill_at:
             self.spill()
 
     def spill(self) -> None:
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="mailpulse-synth-")
+        kept: dict[tuple[int, int], list[tuple]] = {}
+        kept_bytes = 0
         for key, lst in self.mem.items():
             if not lst:
+                continue
+            if key[1] < self.keep_below:
+                kept[key] = lst
+                kept_bytes += sum(len(e[4]) + self.OVERHEAD for e in lst)
                 continue
             path = self.spilled.get(key)
             if path is None:
                 path = self.spilled[key] = os.path.join(self._tmp.name, f"{key[0]}-{key[1]}")
             with open(path, "ab") as f:  # payloads are compact JSON: no newlines inside
                 f.write(b"".join([b"%d %d %s%d %s\n" % e for e in lst]))
-        self.mem = {}
-        self.mem_bytes = 0
+        self.mem = kept
+        self.mem_bytes = kept_bytes
+        self.spill_at = kept_bytes + self.spill_bytes
 
-    def hours_before(self, hour: int) -> list[tuple[int, int]]:
+    def slots_before(self, slot: int) -> list[tuple[int, int]]:
         keys = set(self.mem) | set(self.spilled)
-        return sorted((k for k in keys if k[1] < hour), key=lambda k: (k[1], k[0]))
+        return sorted((k for k in keys if k[1] < slot), key=lambda k: (k[1], k[0]))
 
     def take(self, key: tuple[int, int]) -> list[tuple]:
         entries: list[tuple] = []
@@ -788,6 +802,8 @@ class _Generator:
             s.records_by_provider[p] = 0
             s.corrupt_by_provider[p] = 0
         self._pool: ThreadPoolExecutor | None = None
+        #: provider -> the file being filled: [hour, part number, lines, events]
+        self._parts: dict[int, list] = {}
         self._writes: deque = deque()
         self._late_rate = cfg.late_rate
         self._sns_rate = cfg.sns_rate
@@ -823,15 +839,22 @@ class _Generator:
         msg = 0
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mailpulse-synth-gzip")
         try:
+            cursor = 0
             for hour in range(24):
-                self._flush_before(hour)
                 r = self.r
                 offsets = sorted([r() for _ in range(counts[hour])])
                 base = hour * HOUR_MS
                 for off in offsets:
-                    self._message(msg, base + int(off * HOUR_MS))
+                    send_ms = base + int(off * HOUR_MS)
+                    if send_ms // SLOT_MS > cursor:
+                        # every event is at or after its send time: earlier slots are complete
+                        cursor = send_ms // SLOT_MS
+                        self._flush_before(cursor)
+                    self._message(msg, send_ms)
                     msg += 1
-            self._flush_before(1 << 30)
+            self._flush_before(1 << 40)
+            for pi in list(self._parts):
+                self._close_part(pi)
             while self._writes:
                 self._collect(self._writes.popleft())
         finally:
@@ -1008,13 +1031,13 @@ class _Generator:
             arr = ts + lo + int(r() * span)
         b = self.buckets
         b.seq += 1
-        key = (pi, arr // HOUR_MS)
+        key = (pi, arr // SLOT_MS)
         lst = b.mem.get(key)
         if lst is None:
             lst = b.mem[key] = []
         lst.append((arr, b.seq, kind, n, payload))
         b.mem_bytes += len(payload) + 120
-        if b.mem_bytes > b.spill_bytes:
+        if b.mem_bytes > b.spill_at:
             b.spill()
 
     # -- SendGrid -----------------------------------------------------------------
@@ -1256,21 +1279,24 @@ class _Generator:
 
     # -- writing files ------------------------------------------------------------
 
-    def _flush_before(self, hour: int) -> None:
+    def _flush_before(self, slot: int) -> None:
         b = self.buckets
+        b.keep_below = slot + SLOTS_PER_HOUR
         while True:
-            keys = b.hours_before(hour)
+            keys = b.slots_before(slot)
             if not keys:
                 return
-            pi, h = keys[0]
-            self._write_bucket(pi, h, b.take((pi, h)))
+            pi, sl = keys[0]
+            self._write_slot(pi, sl, b.take((pi, sl)))
 
-    def _write_bucket(self, pi: int, h: int, entries: list[tuple]) -> None:
+    def _write_slot(self, pi: int, slot: int, entries: list[tuple]) -> None:
+        """Batch one slot's events into provider records and append them to the hour file."""
         cfg = self.cfg
-        rng = random.Random(f"mailpulse-synth/{cfg.seed}/{cfg.date.isoformat()}/{pi}/{h}")
+        rng = random.Random(f"mailpulse-synth/{cfg.seed}/{cfg.date.isoformat()}/{pi}/{slot}")
         s = self.summary
+        hour = slot // SLOTS_PER_HOUR
         if pi == 0:
-            records = self._sendgrid_posts(h, entries, rng)
+            records = self._sendgrid_posts(hour, entries, rng)
         elif pi == 1:
             records = []
             for _arr, _seq, _kind, n, rec in entries:
@@ -1281,36 +1307,46 @@ class _Generator:
                     s.duplicate_events += n
         else:
             records = self._cmc_bodies(entries)
-        # parts of at most events_per_file events
-        parts: list[list[tuple[int, bytes]]] = [[]]
-        n_in = 0
-        for n, rec in records:
-            if n_in and n_in + n > cfg.events_per_file:
-                parts.append([])
-                n_in = 0
-            parts[-1].append((n, rec))
-            n_in += n
-        hour_ts = self.day0 + timedelta(hours=h)
-        d = self.out_dir(PROVIDERS[pi], hour_ts)
+        part = self._parts.get(pi)
+        if part is not None and part[0] != hour:
+            self._close_part(pi)
+            part = None
+        if part is None:
+            part = self._parts[pi] = [hour, 0, [], 0]
         prov = PROVIDERS[pi]
-        for k, part in enumerate(parts):
-            lines: list[bytes] = []
-            for n, rec in part:
-                lines.append(rec)
-                s.events_written += n
-                if cfg.corrupt_rate and rng.random() < cfg.corrupt_rate:
-                    lines.append(self._corrupt(pi, rec, rng))
-                    s.corrupt_records += 1
-                    s.corrupt_by_provider[prov] += 1
-            path = d / f"synth-{self.dstr}-{hour_ts:%Y%m%d%H}-{k:04d}.json.gz"
-            s.files += 1
-            s.files_by_provider[prov] += 1
-            s.records_by_provider[prov] += len(lines)
-            # gzip in a second thread (zlib releases the GIL); a few files in flight at most
-            self._writes.append(self._pool.submit(_write_gzip, path, b"\n".join(lines) + b"\n",
-                                                  cfg.compresslevel))
-            while len(self._writes) > 4:
-                self._collect(self._writes.popleft())
+        corrupt_rate = cfg.corrupt_rate
+        for n, rec in records:
+            if part[3] and part[3] + n > cfg.events_per_file:
+                self._write_part(pi, part)
+                part[1] += 1
+                part[2], part[3] = [], 0
+            part[2].append(rec)
+            part[3] += n
+            s.events_written += n
+            if corrupt_rate and rng.random() < corrupt_rate:
+                part[2].append(self._corrupt(pi, rec, rng))  # never a file's first line
+                s.corrupt_records += 1
+                s.corrupt_by_provider[prov] += 1
+
+    def _close_part(self, pi: int) -> None:
+        part = self._parts.pop(pi)
+        if part[2]:
+            self._write_part(pi, part)
+
+    def _write_part(self, pi: int, part: list) -> None:
+        hour, k, lines, _n = part
+        s = self.summary
+        prov = PROVIDERS[pi]
+        hour_ts = self.day0 + timedelta(hours=hour)
+        path = self.out_dir(prov, hour_ts) / f"synth-{self.dstr}-{hour_ts:%Y%m%d%H}-{k:04d}.json.gz"
+        s.files += 1
+        s.files_by_provider[prov] += 1
+        s.records_by_provider[prov] += len(lines)
+        # gzip in a second thread (zlib releases the GIL); a few files in flight at most
+        self._writes.append(self._pool.submit(_write_gzip, path, b"\n".join(lines) + b"\n",
+                                              self.cfg.compresslevel))
+        while len(self._writes) > 4:
+            self._collect(self._writes.popleft())
 
     def _collect(self, fut) -> None:
         self.summary.bytes_written += fut.result()
@@ -1320,6 +1356,7 @@ class _Generator:
             f"{hour_ts:%d}" / f"{hour_ts:%H}"
 
     def _sendgrid_posts(self, h: int, entries: list[tuple], rng: random.Random) -> list:
+        """Webhook posts from one slot's events (``h``: the slot's hour)."""
         cfg, s = self.cfg, self.summary
         out: list[tuple[int, bytes]] = []
         pending: list[tuple[int, int, bytes]] = []  # (posts to wait, n, post): same-file retries
