@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import binascii
 from bisect import bisect_right
+from heapq import heappop, heappush
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 import gzip
@@ -704,6 +705,8 @@ class _Buckets:
         #: slots before this one are about to be written: they stay in memory
         self.keep_below = 0
         self.spilled: dict[tuple[int, int], str] = {}
+        #: (slot, provider) of every bucket held (in memory or spilled), a heap
+        self.heap: list[tuple[int, int]] = []
         self._tmp: tempfile.TemporaryDirectory | None = None
         self.seq = 0
 
@@ -713,6 +716,8 @@ class _Buckets:
         lst = self.mem.get(key)
         if lst is None:
             lst = self.mem[key] = []
+            if key not in self.spilled:
+                heappush(self.heap, (key[1], provider))
         lst.append((arrival_ms, self.seq, kind, count, payload))
         self.mem_bytes += len(payload) + self.OVERHEAD
         if self.mem_bytes > self.spill_at:
@@ -739,9 +744,12 @@ class _Buckets:
         self.mem_bytes = kept_bytes
         self.spill_at = kept_bytes + self.spill_bytes
 
-    def slots_before(self, slot: int) -> list[tuple[int, int]]:
-        keys = set(self.mem) | set(self.spilled)
-        return sorted((k for k in keys if k[1] < slot), key=lambda k: (k[1], k[0]))
+    def pop_before(self, slot: int) -> tuple[int, int] | None:
+        """The earliest (provider, slot) before ``slot``, in (slot, provider) order."""
+        if self.heap and self.heap[0][0] < slot:
+            sl, provider = heappop(self.heap)
+            return provider, sl
+        return None
 
     def take(self, key: tuple[int, int]) -> list[tuple]:
         entries: list[tuple] = []
@@ -1035,6 +1043,8 @@ class _Generator:
         lst = b.mem.get(key)
         if lst is None:
             lst = b.mem[key] = []
+            if key not in b.spilled:
+                heappush(b.heap, (key[1], pi))
         lst.append((arr, b.seq, kind, n, payload))
         b.mem_bytes += len(payload) + 120
         if b.mem_bytes > b.spill_at:
@@ -1282,12 +1292,11 @@ class _Generator:
     def _flush_before(self, slot: int) -> None:
         b = self.buckets
         b.keep_below = slot + SLOTS_PER_HOUR
-        while True:
-            keys = b.slots_before(slot)
-            if not keys:
+        while True:  # a heap: retries filed meanwhile (always later) keep the order
+            key = b.pop_before(slot)
+            if key is None:
                 return
-            pi, sl = keys[0]
-            self._write_slot(pi, sl, b.take((pi, sl)))
+            self._write_slot(key[0], key[1], b.take(key))
 
     def _write_slot(self, pi: int, slot: int, entries: list[tuple]) -> None:
         """Batch one slot's events into provider records and append them to the hour file."""
