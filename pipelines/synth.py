@@ -29,9 +29,12 @@ and provider counts, per event date. It is what other tests compare the pipeline
 Same arguments -> byte-identical files: one seeded :class:`random.Random` drives the
 model, per-file decisions use RNGs seeded from (seed, provider, hour), gzip is written
 with ``mtime=0`` and file names are stable. Memory does not grow with the number of
-events: events are kept per arrival hour, hours are written and released as soon as no
-later message can reach them, and buffered future hours spill to temporary files once
-they exceed ``spill_bytes``. Only the ground truth keeps ~20 bytes per recipient.
+events: messages are generated in send-time order, events are buffered per 5-minute
+arrival slot, a slot is batched into provider records and appended to its hour file as
+soon as no later message can reach it (a file is written once it holds
+``events_per_file`` events or its hour is complete), and buffered slots more than an hour
+ahead spill to temporary files past ``spill_bytes``. Compression runs in a second thread.
+Only the ground truth keeps ~20 bytes per recipient.
 """
 from __future__ import annotations
 
@@ -798,7 +801,6 @@ class _Generator:
         self.dstr = cfg.date.strftime("%Y%m%d")
         self._dates = [(cfg.date + timedelta(days=k)).isoformat() for k in range(0, 16)]
         self.buckets = _Buckets(cfg.spill_bytes)
-        self.put = self.buckets.put
         self.truth = GroundTruth(cfg, self.ids.message_id)
         self.summary = SynthSummary(out=Path(cfg.out), date=cfg.date, seed=cfg.seed)
         self.ev_counter = 0
@@ -815,7 +817,6 @@ class _Generator:
         self._writes: deque = deque()
         self._late_rate = cfg.late_rate
         self._sns_rate = cfg.sns_rate
-        self._ses_mail_prefix = b""
 
     # -- time formats -----------------------------------------------------------
 
