@@ -1292,7 +1292,7 @@ class _Generator:
 
     def _flush_before(self, slot: int) -> None:
         b = self.buckets
-        b.keep_below = slot + SLOTS_PER_HOUR
+        b.keep_below = slot + 2
         while True:  # a heap: retries filed meanwhile (always later) keep the order
             key = b.pop_before(slot)
             if key is None:
