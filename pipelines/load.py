@@ -39,7 +39,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from .events import (DEAD_LETTER_SCHEMA, EVENT_SCHEMA, dead_letters_to_arrow, events_to_arrow)
 from .hashing import EmailHasher
-from .normalizers import NormalizeContext, normalize_record
+from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar
 from .records import decompress, iter_records, parse_json
 from .warehouse import COUNTERS, LoadBatch, open_warehouse
 from .warehouse.base import load_counts
@@ -218,33 +218,73 @@ class NormalizeChunkFn(beam.DoFn):
     def process(self, element):
         uri, dir_provider, index, first_line, chunk = element
         ctx = self.config.context(uri, self.ingested_at)
-        events: list[dict] = []
-        dead: list[dict] = []
-        stats: dict[str, dict[str, int]] = {}
+        acc = _ChunkAccumulator(uri, dir_provider, self.archive_date, self.load_id,
+                                self.ingested_at)
+        # SendGrid POST bodies (JSON arrays) take the columnar fast path item by item;
+        # everything else, and every item the fast path rejects, the exact path.
+        fast_items: list[dict] = []
+        fast_pos: list[tuple[int, int]] = []
         for rec in iter_records(chunk):
-            if first_line != 1:
-                rec = rec._replace(line=rec.line + first_line - 1)
-            res = normalize_record(rec, ctx)
-            # Count under the provider the record turned out to be; records that could
-            # not be told apart count under the archive directory's provider.
-            prov = (res.events[0]["provider"] if res.events else
-                    (res.dead_letters[0].provider if res.dead_letters and res.dead_letters[0].provider
-                     else None)) or dir_provider or "unknown"
-            s = stats.setdefault(prov, {"records_read": 0, "events_normalized": 0,
-                                        "dead_letters": 0, "records_without_event": 0})
-            s["records_read"] += res.records
-            s["events_normalized"] += len(res.events)
-            s["dead_letters"] += len(res.dead_letters)
-            s["records_without_event"] += res.without_event
-            events.extend(res.events)
-            for dl in res.dead_letters:
-                dead.append({"source_uri": dl.source_uri, "line": dl.line,
-                             "record_index": dl.record_index,
-                             "provider": dl.provider or dir_provider, "reason": dl.reason,
-                             "raw": dl.raw, "event_date": self.archive_date,
-                             "load_id": self.load_id, "ingested_at": self.ingested_at})
-        yield NormalizedChunk(uri, index, events_to_arrow(events), dead_letters_to_arrow(dead),
-                              stats, index == 0)
+            line = rec.line + first_line - 1
+            if rec.error is None and type(rec.doc) is list and rec.doc:
+                for i, item in enumerate(rec.doc):
+                    if type(item) is dict:
+                        fast_items.append(item)
+                        fast_pos.append((line, i))
+                    else:
+                        acc.add(sendgrid.normalize_item(item, ctx, i), line)
+            else:
+                acc.add(normalize_record(rec._replace(line=line), ctx), line)
+        table, rejected = sendgrid_columnar.normalize_items(fast_items, ctx)
+        if table.num_rows:
+            acc.count("sendgrid", records_read=table.num_rows, events_normalized=table.num_rows)
+        for j in rejected:
+            line, i = fast_pos[j]
+            acc.add(sendgrid.normalize_item(fast_items[j], ctx, i), line)
+        yield NormalizedChunk(uri, index, acc.events_table(table), acc.dead_letters_table(),
+                              acc.stats, index == 0)
+
+
+class _ChunkAccumulator:
+    """Events, dead letters and per-provider counts of one chunk."""
+
+    def __init__(self, uri, dir_provider, archive_date, load_id, ingested_at):
+        self.uri, self.dir_provider, self.archive_date = uri, dir_provider, archive_date
+        self.load_id, self.ingested_at = load_id, ingested_at
+        self.events: list[dict] = []
+        self.dead: list[dict] = []
+        self.stats: dict[str, dict[str, int]] = {}
+
+    def count(self, provider: str, **counts: int) -> None:
+        s = self.stats.setdefault(provider, {"records_read": 0, "events_normalized": 0,
+                                             "dead_letters": 0, "records_without_event": 0})
+        for k, v in counts.items():
+            s[k] += v
+
+    def add(self, res, line: int) -> None:
+        # Count under the provider the record turned out to be; records that could not
+        # be told apart count under the archive directory's provider.
+        prov = (res.events[0]["provider"] if res.events else
+                next((d.provider for d in res.dead_letters if d.provider), None)
+                ) or self.dir_provider or "unknown"
+        self.count(prov, records_read=res.records, events_normalized=len(res.events),
+                   dead_letters=len(res.dead_letters), records_without_event=res.without_event)
+        self.events.extend(res.events)
+        for dl in res.dead_letters:
+            self.dead.append({"source_uri": self.uri, "line": line,
+                              "record_index": dl.record_index,
+                              "provider": dl.provider or self.dir_provider, "reason": dl.reason,
+                              "raw": dl.raw, "event_date": self.archive_date,
+                              "load_id": self.load_id, "ingested_at": self.ingested_at})
+
+    def events_table(self, fast: pa.Table) -> pa.Table:
+        if not self.events:
+            return fast
+        slow = events_to_arrow(self.events)
+        return pa.concat_tables([fast, slow]) if fast.num_rows else slow
+
+    def dead_letters_table(self) -> pa.Table:
+        return dead_letters_to_arrow(self.dead)
 
 
 class NormalizeRecords(beam.PTransform):
