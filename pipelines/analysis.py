@@ -287,21 +287,345 @@ def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channe
 def resolve_window(warehouse, start: date | None, end: date | None, *, days: int = 30,
                    table: str = "events") -> tuple[date, date]:
     """[start, end]; a missing end is the latest ``event_date`` in ``table``, a missing
-    start ``days - 1`` days before end."""
+    start ``days - 1`` days before end (or the earliest date in ``table`` if later)."""
     if isinstance(start, str):
         start = date.fromisoformat(start)
     if isinstance(end, str):
         end = date.fromisoformat(end)
-    if end is None:
+    if end is None or start is None:
         wh = open_configured(warehouse)
-        latest = wh.query(f"SELECT MAX(event_date) AS d FROM {table}").column("d")[0].as_py()
-        if latest is None:
+        row = wh.query(f"SELECT MIN(event_date) AS lo, MAX(event_date) AS hi FROM {table}").to_pylist()[0]
+        if row["hi"] is None:
             raise ConfigurationError(
-                f"{table} in {wh.uri} is empty: load a day first (`mailpulse load`) or set "
-                "START and END in the parameters cell")
-        end = latest
-    if start is None:
-        start = end - timedelta(days=days - 1)
+                f"{table} in {wh.uri} is empty: load a day first (`mailpulse load`), compute "
+                "outcomes (`mailpulse outcomes`), or set START and END in the parameters cell")
+        end = end or row["hi"]
+        start = start or max(row["lo"], end - timedelta(days=days - 1))
     if start > end:
         raise ConfigurationError(f"START {start} is after END {end}")
     return start, end
+
+
+def _category_filter(category: str | None, column: str = "categories") -> str:
+    """A fixed SQL fragment (the value itself is the @category parameter)."""
+    return f" AND @category IN UNNEST({column})" if category else ""
+
+
+def _params(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+# -- delivery health ---------------------------------------------------------------------
+
+def category_summary(daily: pd.DataFrame) -> pd.DataFrame:
+    """One row per category over the whole frame: counts summed, rates recomputed."""
+    counts = [c for c in COUNT_COLUMNS if c in daily.columns]
+    out = daily.groupby("category", as_index=False)[counts].sum()
+    out = add_rates(out).sort_values("requests", ascending=False).reset_index(drop=True)
+    return out[["category", *counts, *RATES]]
+
+
+def plot_rates(daily: pd.DataFrame, categories: Iterable[str] | None = None,
+               rates: Iterable[str] = ("delivered_rate", "bounce_rate", "spam_report_rate"),
+               thresholds: Thresholds | None = None):
+    """One line chart per rate: each category over time (thresholds as dashed lines)."""
+    import matplotlib.pyplot as plt
+    rates = list(rates)
+    cats = list(categories) if categories is not None else top_categories(daily)
+    fig, axes = plt.subplots(len(rates), 1, figsize=(10, 3.2 * len(rates)), sharex=True,
+                             squeeze=False)
+    limits = {"bounce_rate": thresholds.bounce_rate,
+              "spam_report_rate": thresholds.spam_report_rate} if thresholds else {}
+    for ax, rate in zip(axes[:, 0], rates):
+        table = rate_table(daily, rate, cats)
+        if not table.empty:
+            table.plot(ax=ax, marker="o", legend=False)
+        num, den = RATES[rate]
+        ax.set_title(f"{rate} = {num} / {den}")
+        ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.1%}"))
+        if rate in limits:
+            ax.axhline(limits[rate], color="red", linestyle="--", linewidth=1, label="threshold")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right", fontsize="small")
+    axes[-1, 0].set_xlabel("event_date (UTC)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_stacked_outcomes(daily: pd.DataFrame, categories: Iterable[str] | None = None):
+    """Stacked bars per day: delivered / deferred / bounces / blocks / drops; one panel
+    for all categories and one per category given."""
+    import matplotlib.pyplot as plt
+    panels = [None, *(categories or [])]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
+    for ax, cat in zip(axes[:, 0], panels):
+        table = stacked_outcomes(daily, cat)
+        if not table.empty:
+            table.index = [pd.Timestamp(d).strftime("%m-%d") for d in table.index]
+            table.plot(kind="bar", stacked=True, ax=ax, width=0.8)
+        ax.set_title(f"outcomes per day: {cat or 'all categories'}")
+        ax.set_ylabel("recipients")
+        ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# -- bounces -----------------------------------------------------------------------------
+
+def bounce_classes(daily: pd.DataFrame) -> pd.DataFrame:
+    """Per day: bounced recipients by class (hard, soft, undetermined, block)."""
+    cols = {"bounces_hard": "hard", "bounces_soft": "soft",
+            "bounces_undetermined": "undetermined", "blocks": "block"}
+    present = [c for c in cols if c in daily.columns]
+    return daily.groupby("event_date")[present].sum().rename(columns=cols)
+
+
+def top_bounce_reasons(warehouse=None, start: date | None = None, end: date | None = None,
+                       category: str | None = None, n: int = 10) -> pd.DataFrame:
+    """The most frequent bounce reasons (bounced recipients) with their class and
+    providers, over [start, end]."""
+    wh = open_configured(warehouse)
+    start, end = resolve_window(wh, start, end)
+    sql = f"""
+        SELECT IFNULL(reason, '(no reason given)') AS reason,
+               IFNULL(bounce_class, 'undetermined') AS bounce_class,
+               COUNT(DISTINCT CONCAT(IFNULL(message_id, ''), '/', IFNULL(email_hash, ''))) AS recipients,
+               COUNT(*) AS events,
+               STRING_AGG(DISTINCT provider, ',') AS providers
+        FROM events
+        WHERE event_date BETWEEN @start_date AND @end_date AND event_type = 'bounce'
+              {_category_filter(category)}
+        GROUP BY reason, bounce_class
+        ORDER BY recipients DESC, reason
+        LIMIT @n"""
+    return wh.query_df(sql, _params(start_date=start, end_date=end, category=category, n=n))
+
+
+def bounce_domains(warehouse=None, start: date | None = None, end: date | None = None,
+                   category: str | None = None, n: int = 10) -> pd.DataFrame:
+    """Per recipient domain (settled status from recipient_status): recipients, bounced
+    by class, dropped, and bounce_rate = bounced / recipients; the ``n`` domains with
+    the most bounced recipients."""
+    wh = open_configured(warehouse)
+    start, end = resolve_window(wh, start, end, table="recipient_status")
+    sql = f"""
+        SELECT recipient_domain,
+               COUNT(*) AS recipients,
+               CAST(COUNTIF(status = 'bounce') AS INT64) AS bounced,
+               CAST(COUNTIF(status = 'bounce' AND bounce_class = 'hard') AS INT64) AS hard,
+               CAST(COUNTIF(status = 'bounce' AND bounce_class = 'soft') AS INT64) AS soft,
+               CAST(COUNTIF(status = 'bounce' AND bounce_class = 'block') AS INT64) AS block,
+               CAST(COUNTIF(status = 'dropped') AS INT64) AS dropped,
+               SAFE_DIVIDE(COUNTIF(status = 'bounce'), COUNT(*)) AS bounce_rate
+        FROM recipient_status
+        WHERE event_date BETWEEN @start_date AND @end_date {_category_filter(category)}
+        GROUP BY recipient_domain
+        ORDER BY bounced DESC, recipients DESC, recipient_domain
+        LIMIT @n"""
+    return wh.query_df(sql, _params(start_date=start, end_date=end, category=category, n=n))
+
+
+def suppressions_growth(warehouse=None, start: date | None = None,
+                        end: date | None = None) -> pd.DataFrame:
+    """Per day and reason: recipients suppressed for the first time (``new``) and the
+    running total of suppressed recipients (``total``, every reason together, counting
+    recipients first suppressed before ``start`` as the starting level)."""
+    wh = open_configured(warehouse)
+    start, end = resolve_window(wh, start, end, table="suppressions")
+    firsts = wh.query_df("""
+        WITH firsts AS (
+          SELECT email_hash, event_date, reason
+          FROM suppressions
+          WHERE event_date <= @end_date
+          QUALIFY ROW_NUMBER() OVER (PARTITION BY email_hash ORDER BY event_date, reason) = 1)
+        SELECT event_date, reason, COUNT(*) AS new
+        FROM firsts GROUP BY event_date, reason ORDER BY event_date, reason""",
+                         {"end_date": end})
+    days = pd.date_range(start, end, freq="D")
+    if firsts.empty:
+        return pd.DataFrame({"new": 0, "total": 0}, index=days).rename_axis("event_date")
+    firsts["event_date"] = pd.to_datetime(firsts["event_date"])
+    before = int(firsts.loc[firsts["event_date"] < pd.Timestamp(start), "new"].sum())
+    table = (firsts[firsts["event_date"] >= pd.Timestamp(start)]
+             .pivot_table(index="event_date", columns="reason", values="new", aggfunc="sum")
+             .reindex(days, fill_value=0).fillna(0).astype("int64"))
+    table.index.name = "event_date"
+    table.columns.name = None
+    table["new"] = table.sum(axis=1)
+    table["total"] = before + table["new"].cumsum()
+    return table
+
+
+def plot_bounces(classes: pd.DataFrame, domains: pd.DataFrame, growth: pd.DataFrame):
+    """Three panels: bounce classes per day, the worst domains, suppressions growth."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(3, 1, figsize=(10, 11))
+    if not classes.empty:
+        c = classes.copy()
+        c.index = [pd.Timestamp(d).strftime("%m-%d") for d in c.index]
+        c.plot(kind="bar", stacked=True, ax=axes[0], width=0.8)
+    axes[0].set_title("bounced recipients per day by class")
+    if not domains.empty:
+        domains.set_index("recipient_domain")[["hard", "soft", "block"]].plot(
+            kind="barh", stacked=True, ax=axes[1])
+        axes[1].invert_yaxis()
+    axes[1].set_title("bounced recipients by domain (settled status)")
+    reasons = [c for c in growth.columns if c not in ("new", "total")]
+    if reasons:
+        g = growth[reasons].copy()
+        g.index = [pd.Timestamp(d).strftime("%m-%d") for d in g.index]
+        g.plot(kind="bar", stacked=True, ax=axes[2], width=0.8, alpha=0.7)
+    ax2 = axes[2].twinx()
+    ax2.plot(range(len(growth)), growth["total"].to_numpy(), color="black", marker="o",
+             label="total suppressed")
+    ax2.set_ylabel("total suppressed")
+    ax2.legend(loc="upper left")
+    axes[2].set_title("suppressions: new per day by reason, and the running total")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# -- campaign post-mortem ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SendWindow:
+    category: str
+    start: datetime
+    end: datetime
+
+    def describe(self) -> str:
+        return f"category {self.category!r}, sent {self.start:%Y-%m-%d %H:%M} .. {self.end:%Y-%m-%d %H:%M} UTC"
+
+
+def _utc(ts) -> datetime | None:
+    if ts is None:
+        return None
+    t = pd.Timestamp(ts)
+    t = t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")
+    return t.to_pydatetime()
+
+
+def send_window(warehouse=None, category: str | None = None, send_start=None, send_end=None,
+                day: date | None = None) -> SendWindow:
+    """The campaign to look at. Missing parts are found in the warehouse: the category
+    with most recipients on ``day`` (default: the latest day of recipient_status), and
+    its first and last send event that day."""
+    wh = open_configured(warehouse)
+    start_ts, end_ts = _utc(send_start), _utc(send_end)
+    if category and start_ts and end_ts:
+        if start_ts > end_ts:
+            raise ConfigurationError(f"SEND_START {start_ts} is after SEND_END {end_ts}")
+        return SendWindow(category, start_ts, end_ts)
+    if day is None:
+        day = (start_ts.date() if start_ts else
+               resolve_window(wh, None, None, table="recipient_status")[1])
+    if not category:
+        top = wh.query_df("""
+            SELECT category, COUNT(*) AS recipients
+            FROM recipient_status, UNNEST(categories) AS category
+            WHERE event_date = @day GROUP BY category ORDER BY recipients DESC, category LIMIT 1""",
+                          {"day": day})
+        if top.empty:
+            raise ConfigurationError(f"no recipients on {day}: set CATEGORY and the send window")
+        category = str(top["category"][0])
+    found = wh.query_df("""
+        SELECT MIN(first_event_ts) AS first_ts, MAX(first_event_ts) AS last_ts
+        FROM recipient_status
+        WHERE event_date = @day AND @category IN UNNEST(categories)""",
+                        {"day": day, "category": category})
+    if found.empty or pd.isna(found["first_ts"][0]):
+        raise ConfigurationError(f"category {category!r} has no recipients on {day}; "
+                                 "check CATEGORY or set SEND_START / SEND_END")
+    return SendWindow(category, start_ts or _utc(found["first_ts"][0]),
+                      end_ts or _utc(found["last_ts"][0]))
+
+
+def campaign_recipients(warehouse, window: SendWindow) -> pd.DataFrame:
+    """recipient_status rows of the campaign: recipients whose first send event falls in
+    the window and whose categories include the campaign's."""
+    wh = open_configured(warehouse)
+    return wh.query_df("""
+        SELECT provider, message_id, email_hash, recipient_domain, status, settled,
+               bounce_class, reason, first_event_ts, delivered_ts, status_event_ts,
+               deferred_count
+        FROM recipient_status
+        WHERE event_date BETWEEN @start_day AND @end_day
+          AND first_event_ts BETWEEN @start_ts AND @end_ts
+          AND @category IN UNNEST(categories)""",
+                       {"start_day": window.start.date(), "end_day": window.end.date(),
+                        "start_ts": window.start, "end_ts": window.end,
+                        "category": window.category})
+
+
+def campaign_funnel(recipients: pd.DataFrame) -> pd.DataFrame:
+    """Recipients per settled status with their share (statuses that end the wait first)."""
+    order = ["delivered", "bounce", "dropped", "deferred", "processed"]
+    counts = recipients["status"].value_counts().reindex(order, fill_value=0)
+    total = int(counts.sum())
+    return pd.DataFrame({"recipients": counts.astype("int64"),
+                         "share": counts / total if total else counts * 0.0})
+
+
+def time_to_deliver(recipients: pd.DataFrame) -> pd.Series:
+    """Minutes from the first send event to delivery, for delivered recipients."""
+    d = recipients.dropna(subset=["delivered_ts"])
+    minutes = (pd.to_datetime(d["delivered_ts"], utc=True)
+               - pd.to_datetime(d["first_event_ts"], utc=True)).dt.total_seconds() / 60
+    return minutes.rename("minutes_to_deliver")
+
+
+def campaign_timeline(warehouse, window: SendWindow, hours_after: int = 72) -> pd.DataFrame:
+    """Events per hour and type for the campaign's category from the window's start to
+    ``hours_after`` hours after its end."""
+    wh = open_configured(warehouse)
+    until = window.end + timedelta(hours=hours_after)
+    df = wh.query_df("""
+        SELECT TIMESTAMP_TRUNC(event_ts, HOUR) AS hour, event_type, COUNT(*) AS events
+        FROM events
+        WHERE event_date BETWEEN @start_day AND @end_day
+          AND event_ts BETWEEN @start_ts AND @until_ts
+          AND @category IN UNNEST(categories)
+        GROUP BY hour, event_type ORDER BY hour, event_type""",
+                     {"start_day": window.start.date(), "end_day": until.date(),
+                      "start_ts": window.start, "until_ts": until, "category": window.category})
+    if df.empty:
+        return pd.DataFrame()
+    return df.pivot_table(index="hour", columns="event_type", values="events",
+                          aggfunc="sum", fill_value=0)
+
+
+def campaign_breakdown(recipients: pd.DataFrame, by: str = "recipient_domain",
+                       n: int = 10) -> pd.DataFrame:
+    """Per ``by`` (domain, provider): recipients, each status, and bounce_rate."""
+    if recipients.empty:
+        return pd.DataFrame()
+    t = recipients.pivot_table(index=by, columns="status", values="email_hash",
+                               aggfunc="count", fill_value=0)
+    t["recipients"] = t.sum(axis=1)
+    t["bounce_rate"] = t.get("bounce", 0) / t["recipients"]
+    return t.sort_values(["recipients"], ascending=False).head(n)
+
+
+def plot_campaign(window: SendWindow, funnel: pd.DataFrame, timeline: pd.DataFrame,
+                  minutes: pd.Series):
+    """Three panels: settled status, events per hour, time to delivery."""
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(3, 1, figsize=(10, 11))
+    funnel["recipients"].plot(kind="barh", ax=axes[0], color="tab:blue")
+    axes[0].invert_yaxis()
+    axes[0].set_title(f"settled status: {window.describe()}")
+    if not timeline.empty:
+        timeline.plot(ax=axes[1], marker=".")
+    axes[1].set_title("events per hour")
+    axes[1].set_ylabel("events")
+    if len(minutes):
+        minutes.clip(upper=minutes.quantile(0.99)).plot(kind="hist", bins=30, ax=axes[2])
+    axes[2].set_title("minutes from first send event to delivery (99th percentile cap)")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
