@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT.parent / "shared" / "provider-samples"
+# /work/main/../shared in the main checkout; worktrees live one level deeper.
+SAMPLES = next((p for p in (ROOT.parent / "shared" / "provider-samples",
+                            ROOT.parent.parent / "shared" / "provider-samples")
+                if p.is_dir()), ROOT.parent / "shared" / "provider-samples")
 TEST_HASH_KEY = "test-hash-key-0123456789"
 
 

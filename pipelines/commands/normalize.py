@@ -1,6 +1,7 @@
 """``mailpulse normalize``: show how provider payloads are read."""
 from __future__ import annotations
 
+import os
 import sys
 
 NAME = "normalize"
@@ -9,8 +10,12 @@ HELP = "print canonical events (stdout) and dead letters (stderr) for payload fi
 DESCRIPTION = """\
 Reads files (one JSON document, or one record per line; plain or .gz) and prints one
 canonical event per line as JSON on stdout; dead letters go to stderr as JSON with
-source, line and reason. Exit 0 when every record was read, 3 when some became dead
-letters, 2 for usage errors. Use '-' to read standard input."""
+source, line and reason (and the record, with addresses redacted; a truncated or
+corrupt .gz is reported the same way). Exit 0 when every record was read, 3 when some
+became dead letters, 2 for usage errors. Use '-' to read standard input.
+
+A file is one JSON document (pretty-printed or not), several concatenated documents,
+or one record per line (NDJSON); gzip is recognised by content, not by name."""
 
 
 def add_arguments(p):
@@ -22,30 +27,63 @@ def add_arguments(p):
     add_normalize_options(p)
 
 
+#: Dead letters on stderr show at most this much of the raw record (the file has it all).
+RAW_PREVIEW_CHARS = 2000
+
+
 def run(args) -> int:
     import orjson
 
     from ..cli import UsageError
-    from ..events import event_to_json
+    from ..events import DeadLetter, event_to_json
     from ..normalizers import normalize_records
-    from ..records import decompress, iter_records
+    from ..normalizers.base import redact_addresses
+    from ..records import decompress_checked, iter_records
     from ._common import context_from_args, hasher_from_env
+
+    # Check every path before printing anything, so a typo in the last path does not
+    # leave half an output behind.
+    for path in args.paths:
+        if path != "-" and not os.path.isfile(path):
+            what = "is a directory" if os.path.isdir(path) else "does not exist"
+            raise UsageError(f"{path} {what}; pass payload files (or '-' for standard input)")
 
     hasher = hasher_from_env(embedded=True)
     out, err = sys.stdout.buffer, sys.stderr.buffer
     dead = 0
+
+    def report(dl: DeadLetter) -> None:
+        # Dead letters can quote anything, including recipients: redact addresses.
+        d = dl.as_dict()
+        raw = d.pop("raw") or ""
+        d["reason"] = redact_addresses(d["reason"])
+        if len(raw) > RAW_PREVIEW_CHARS:
+            raw = raw[:RAW_PREVIEW_CHARS] + f"... ({len(raw)} chars)"
+        d["raw"] = redact_addresses(raw)
+        err.write(orjson.dumps(d) + b"\n")
+
     for path in args.paths:
+        source = "<stdin>" if path == "-" else path
         try:
-            data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+            if path == "-":
+                data = sys.stdin.buffer.read()
+            else:
+                with open(path, "rb") as f:
+                    data = f.read()
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        ctx = context_from_args(args, hasher, source_uri="<stdin>" if path == "-" else path)
-        res = normalize_records(iter_records(decompress(data)), ctx, args.provider)
+        ctx = context_from_args(args, hasher, source_uri=source)
+        data, problem = decompress_checked(data)
+        res = normalize_records(iter_records(data), ctx, args.provider)
         for ev in res.events:
             out.write(orjson.dumps(event_to_json(ev)) + b"\n")
         out.flush()
-        for dl in res.dead_letters:
-            err.write(orjson.dumps(dl.as_dict()) + b"\n")
+        letters = list(res.dead_letters)
+        if problem is not None:
+            letters.append(DeadLetter(reason=problem, raw="", source_uri=source,
+                                      line=data.count(b"\n") + 1))
+        for dl in letters:
+            report(dl)
         err.flush()
-        dead += len(res.dead_letters)
+        dead += len(letters)
     return 3 if dead else 0

@@ -11,6 +11,7 @@ recipient it reports on, so the identity holds for SES multi-recipient records t
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -159,8 +160,12 @@ def as_utc(ts: datetime) -> datetime:
     return ts.astimezone(timezone.utc)
 
 
-_MIN_TS = datetime(1990, 1, 1, tzinfo=timezone.utc)
-_MAX_TS = datetime(2200, 1, 1, tzinfo=timezone.utc)
+#: Accepted event times: from the Unix epoch (SendGrid's own documentation shows a
+#: ``"timestamp": "123456789"``, 1973) to the end of BigQuery's partitionable range
+#: (DATE partitions exist for 1960-01-01 .. 2159-12-31; later rows would land in
+#: ``__UNPARTITIONED__``, out of reach of per-partition recomputes).
+_MIN_TS = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MAX_TS = datetime(2160, 1, 1, tzinfo=timezone.utc)
 
 
 def check_ts(ts: datetime) -> datetime:
@@ -180,4 +185,35 @@ def parse_iso_ts(value: Any) -> datetime:
         ts = datetime.fromisoformat(v)
     except ValueError as exc:
         raise RecordError(f"unreadable timestamp {value!r}") from exc
-    return check_ts(as_utc(ts))
+    try:
+        return check_ts(as_utc(ts))
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+09:00 has no UTC equivalent
+        raise RecordError(f"timestamp out of range: {value!r}") from None
+
+
+#: Something that looks like an address, plain or URL-encoded (``%40``). Deliberately
+#: generous: redacting a non-address costs little, leaking an address costs a lot.
+_ADDRESS = re.compile(r"[\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*", re.IGNORECASE)
+
+
+def redact_addresses(value: str | None) -> str | None:
+    """Free text (an SMTP reason, a clicked URL) with every address's local part removed.
+
+    Bounce texts quote the recipient (``550 5.1.1 <alex@example.com>: User unknown``) and
+    tracked URLs can carry it in a query string; plain addresses must never reach the
+    warehouse or an output, so ``alex@example.com`` becomes ``[redacted]@example.com``
+    (the domain stays: it is already stored as ``recipient_domain``).
+    """
+    if not value or ("@" not in value and "%40" not in value.lower()):
+        return value
+    return _ADDRESS.sub(_redact_one, value)
+
+
+def _redact_one(m: "re.Match[str]") -> str:
+    s = m.group(0)
+    at = s.find("@")
+    sep = "@"
+    if at < 0:
+        at = s.lower().find("%40")
+        sep = s[at:at + 3]
+    return "[redacted]" + sep + s[at + len(sep):]

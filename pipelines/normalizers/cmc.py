@@ -6,21 +6,26 @@ A body is ``{"event_type": "deliveries"|"bounces"|"blocks", "server_composition"
 
 - no event id: a deterministic id is built from the content;
 - ``created`` is ``YYYY-MM-DD HH:MM:SS`` with no offset, in Japan time (configurable);
-- ``messageId`` may arrive as ``\\u003C...\\u003E`` (JSON-decoded to ``<...>``), stripped;
+- ``messageId`` may arrive as ``\\u003C...\\u003E`` (JSON-decoded to ``<...>``; also
+  when a relay escaped it twice and the text still reads ``\\u003C``), stripped;
+- an ISO ``created`` without an offset is local (configured-zone) time too;
 - API v1 names recipients ``envelopeTo`` (sender ``envelopeFrom``), v2 ``to`` / ``from``;
 - a failed delivery is reported twice (``deliveries`` status ``failed`` and a ``bounces``
   event a second later): both are kept as events with their own ids, and outcomes count
-  the (message, recipient) once.
+  the (message, recipient) once;
+- bounce ``status`` may be a number (``2``) or padded (``"02"``); a code not in the
+  documented list is kept in ``smtp_status`` with ``bounce_class`` ``undetermined``;
+- reasons quote recipients: addresses are redacted.
 """
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from ..events import deterministic_event_id
-from .base import (NormalizeContext, RecordError, Result, base_event, check_ts,
-                   parse_iso_ts, recipient_fields, text)
+from .base import (NormalizeContext, RecordError, Result, as_utc, base_event, check_ts,
+                   recipient_fields, redact_addresses, text)
 
 PROVIDER = "cmc"
 
@@ -62,7 +67,8 @@ def looks_like(doc: Any) -> bool:
 
 def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
     res = Result()
-    kind = text(doc.get("event_type"))
+    raw_kind = doc.get("event_type")
+    kind = text(raw_kind) if isinstance(raw_kind, (str, int, float)) else None
     body = doc["event"]
     items = body.get(kind) if kind else None
     if not isinstance(items, list):
@@ -72,8 +78,13 @@ def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
             items = lists[0]
         elif kind and isinstance(body.get(kind), dict):
             items = [body[kind]]
+        elif not kind:
+            return res.dead("CMC body has no event_type (deliveries, bounces or blocks)",
+                            doc, PROVIDER)
         else:
-            return res.dead(f"CMC body has no '{kind}' event list", doc, PROVIDER)
+            keys = ", ".join(sorted(map(str, body))[:8])
+            return res.dead(f"CMC body has no '{kind}' event list under 'event' "
+                            f"(keys: [{keys}])", doc, PROVIDER)
     if not items:
         return res.skip()  # an empty batch carries no event
     for i, item in enumerate(items):
@@ -83,30 +94,63 @@ def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
         try:
             res.add(_event(kind or "", item, ctx))
         except RecordError as exc:
-            res.dead(str(exc), item, PROVIDER, i)
+            res.dead(f"{kind} event {i}: {exc}", item, PROVIDER, i)
     return res
 
 
 def parse_created(value: Any, ctx: NormalizeContext) -> datetime:
-    """``2023-01-25 14:05:15`` in the configured zone (Japan time) -> UTC."""
+    """``2023-01-25 14:05:15`` in the configured zone (Japan time) -> UTC.
+
+    ``2023/01/25 14:05:15`` and ISO 8601 are read too; an ISO time with an offset keeps
+    it, one without is local time like the documented format.
+    """
     if not isinstance(value, str) or not value.strip():
         raise RecordError("missing created time")
     v = value.strip()
-    try:
-        local = datetime.strptime(v, "%Y-%m-%d %H:%M:%S")
-    except ValueError:
+    local = None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S"):
         try:
-            local = datetime.strptime(v, "%Y/%m/%d %H:%M:%S")
+            local = datetime.strptime(v, fmt)
+            break
         except ValueError:
-            return parse_iso_ts(v)  # an offset-carrying ISO time, if ever sent
-    return check_ts(local.replace(tzinfo=ctx.cmc_tz).astimezone(timezone.utc))
+            continue
+    if local is None:
+        iso = v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v
+        try:
+            local = datetime.fromisoformat(iso)
+        except ValueError:
+            raise RecordError(f"unreadable created time {v[:40]!r} "
+                              "(expected YYYY-MM-DD HH:MM:SS)") from None
+    try:
+        if local.tzinfo is None:
+            local = local.replace(tzinfo=ctx.cmc_tz)
+        return check_ts(as_utc(local))
+    except OverflowError:  # 0001-01-01 00:00:00 in Japan is before year 1 in UTC
+        raise RecordError(f"created time out of range: {v[:40]!r}") from None
+
+
+#: ``\\u003C`` / ``\\u003E`` left as text by a relay that escaped the body twice.
+_ESCAPED_ANGLE = re.compile(r"\\u003[cCeE]")
 
 
 def normalize_message_id(value: Any) -> str | None:
-    v = text(value)
+    v = text(value) if not isinstance(value, (dict, list)) else None
     if v is None:
         return None
+    v = _ESCAPED_ANGLE.sub("", v)
     return v.strip("<> \t") or None
+
+
+def bounce_class_for(status: str | None) -> str:
+    """Documented codes classify; anything else (a newer code) is ``undetermined``."""
+    if status is None:
+        return "undetermined"
+    code = status.strip()
+    if code.isdigit():
+        code = str(int(code))  # "02" -> "2"
+    elif code.endswith(".0") and code[:-2].isdigit():
+        code = str(int(code[:-2]))  # 2.0 from a float
+    return BOUNCE_STATUS_CLASS.get(code, "undetermined")
 
 
 def smtp_class(reason: str | None) -> str:
@@ -120,26 +164,35 @@ def smtp_class(reason: str | None) -> str:
 
 def _event(kind: str, item: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
     ts = parse_created(item.get("created"), ctx)
-    recipient = item.get("to") if item.get("to") not in (None, "") else item.get("envelopeTo")
+    # API v2 names the recipient ``to``; API v1 named it ``envelopeTo``; the Blocks API
+    # (and so possibly ``blocks`` events, whose webhook shape is not published) ``email``.
+    recipient = item.get("to")
+    for alt in ("envelopeTo", "email"):
+        if isinstance(recipient, str) and recipient.strip():
+            break
+        recipient = item.get(alt, recipient)
+    if recipient is not None and not isinstance(recipient, str):
+        raise RecordError(f"recipient address is a {type(recipient).__name__}, not a string")
     email_hash, domain = recipient_fields(ctx, recipient)
     mid = normalize_message_id(item.get("messageId"))
-    status = text(item.get("status"))
-    reason = text(item.get("reason"))
+    status = text(item.get("status")) if not isinstance(item.get("status"), (dict, list)) else None
+    reason = redact_addresses(text(item.get("reason")))
     smtp_status = None
     bounce_class = None
 
-    if kind == "deliveries":
+    kind_l = kind.strip().lower()
+    if kind_l == "deliveries":
         word = (status or "").lower()
         event_type = DELIVERY_STATUS_MAP.get(word, "unknown")
-        provider_event_type = f"deliveries.{word}" if word else "deliveries"
+        provider_event_type = f"{kind}.{status}" if status else kind
         if event_type == "bounce":
             bounce_class = smtp_class(reason)
     else:
-        event_type = KIND_MAP.get(kind, "unknown")
+        event_type = KIND_MAP.get(kind_l, "unknown")
         provider_event_type = kind or "unknown"
         smtp_status = status
         if event_type == "bounce":
-            bounce_class = BOUNCE_STATUS_CLASS.get(status or "", "undetermined")
+            bounce_class = bounce_class_for(status)
 
     categories: list[str] = []
     if ctx.cmc_category_field:

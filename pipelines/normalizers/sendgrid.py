@@ -2,15 +2,31 @@
 
 A POST body is a JSON array of event objects (one batch can mix kinds); a record
 may also be one bare event object. SendGrid's event names are the canonical vocabulary.
+
+Quirks handled here (each seen in SendGrid's own Event Webhook reference or in
+payloads users have published):
+
+- ``event`` in any case (``"Processed"`` in the unique-arguments example);
+- ``timestamp`` as int, numeric string (``"123456789"``) or milliseconds (Marketing
+  Campaigns single sends: ``1591726752372``);
+- ``category`` a string or an array (possibly empty);
+- custom / unique arguments flattened as top-level keys (ignored: not canonical);
+- ``sg_message_id`` with a stray leading space, with a ``.filter…`` or ``.stfilter…``
+  suffix, or without the message part at all (``filter0093p1las1.9128.5717FB8127.0``):
+  the message id then comes from ``smtp-id``;
+- no ``sg_event_id`` (older posts): a deterministic id from the content;
+- ``account_status_change`` carries no recipient: counted, not an event;
+- reasons and URLs can quote the recipient: addresses are redacted.
 """
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Any
 
 from ..events import deterministic_event_id
 from .base import (NormalizeContext, RecordError, Result, base_event, categories_from,
-                   check_ts, recipient_fields, text)
+                   check_ts, recipient_fields, redact_addresses, text)
 
 PROVIDER = "sendgrid"
 
@@ -28,6 +44,10 @@ EVENT_MAP = {
     "group_unsubscribe": "group_unsubscribe",
     "group_resubscribe": "group_resubscribe",
 }
+
+#: Other spellings of a canonical name (after lower-casing and turning spaces and
+#: hyphens into ``_``): the reference's own event table writes ``spam report``.
+EVENT_ALIASES = {"spam_report": "spamreport"}
 
 #: Events about the account, not a recipient: counted as records without an event.
 NO_RECIPIENT_EVENTS = frozenset({"account_status_change"})
@@ -48,6 +68,8 @@ def looks_like(doc: Any) -> bool:
 
 def normalize(doc: Any, ctx: NormalizeContext) -> Result:
     if isinstance(doc, list):
+        if not doc:
+            return Result().skip()  # an empty POST body carries no event
         res = Result()
         if not doc:
             return res.skip()  # an empty POST body: a record that carries no event
@@ -87,39 +109,56 @@ def parse_timestamp(value: Any) -> datetime:
         try:
             value = float(v) if any(c in v for c in ".eE") else int(v)
         except ValueError:
-            raise RecordError(f"unreadable timestamp {value!r}") from None
+            raise RecordError(f"unreadable timestamp {_short(value)}") from None
     if not isinstance(value, (int, float)) or value != value:  # NaN
-        raise RecordError(f"unreadable timestamp {value!r}")
-    if abs(value) >= _MS_THRESHOLD:
-        value = value / 1000.0
+        raise RecordError(f"unreadable timestamp {_short(value)}")
     try:
+        if abs(value) >= _MS_THRESHOLD:
+            value = value / 1000.0
         ts = datetime.fromtimestamp(value, tz=timezone.utc)
-    except (OverflowError, OSError, ValueError):
-        raise RecordError(f"timestamp out of range: {value!r}") from None
+    except (OverflowError, OSError, ValueError):  # 1e400, 10**400, ...
+        raise RecordError(f"timestamp out of range: {_short(value)}") from None
     return check_ts(ts)
 
 
+def _short(value: Any) -> str:
+    r = repr(value)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+#: ``<message part>.filter…`` / ``.stfilter…``: the part SendGrid adds per
+#: delivery after the message id (``14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0``).
+_FILTER_SUFFIX = re.compile(r"\.(?:st)?filter", re.IGNORECASE)
+#: An ``sg_message_id`` that is only the per-delivery part, with no message part.
+_NO_MESSAGE_PART = re.compile(r"^(?:st)?filter", re.IGNORECASE)
+
+
 def message_id(ev: dict[str, Any]) -> str | None:
-    """``sg_message_id`` up to ``.filter``; else the X-Message-Id inside ``smtp-id``.
+    """The message part of ``sg_message_id``; else the X-Message-Id inside ``smtp-id``.
 
     ``14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0`` -> ``14c5d75ce93.dfd.64b469``;
-    stray spaces are trimmed; ``<14c5d75ce93.dfd.64b469@ismtpd-555>`` -> ``14c5d75ce93.dfd.64b469``.
+    ``5lFl7Fr1Rjme_EyzNNB_5A.stfilter-015.5185.55F883172.0`` -> ``5lFl7Fr1Rjme_EyzNNB_5A``;
+    stray spaces are trimmed. ``filter0093p1las1.9128.5717FB8127.0`` has no message part
+    (seen on ``dropped`` events), so ``smtp-id`` is used:
+    ``<wrfRRvF7Q0GgwUo2CvDmEA@ismtpd0006p1sjc2.sendgrid.net>`` -> ``wrfRRvF7Q0GgwUo2CvDmEA``
+    (the same id the message's other events carry). With neither, the trimmed
+    ``sg_message_id`` is kept as given.
     """
-    sg = ev.get("sg_message_id")
-    if isinstance(sg, str) and sg.strip():
-        mid = sg.strip()
-        cut = mid.find(".filter")
-        if cut > 0:
-            mid = mid[:cut]
-        return mid.strip() or None
+    sg = text(ev.get("sg_message_id")) if not isinstance(ev.get("sg_message_id"), (dict, list)) else None
+    if sg is not None and not _NO_MESSAGE_PART.match(sg):
+        m = _FILTER_SUFFIX.search(sg)
+        mid = sg[:m.start()].strip() if m else sg
+        if mid:
+            return mid
     smtp = ev.get("smtp-id")
     if isinstance(smtp, str) and smtp.strip():
         mid = smtp.strip().strip("<>").strip()
         at = mid.find("@")
         if at > 0:
             mid = mid[:at]
-        return mid or None
-    return None
+        if mid:
+            return mid
+    return sg
 
 
 def _event(ev: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
@@ -127,12 +166,17 @@ def _event(ev: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
     if not isinstance(word, str) or not word.strip():
         raise RecordError("missing event name")
     name = word.strip().lower()
+    key = re.sub(r"[\s-]+", "_", name)
+    key = EVENT_ALIASES.get(key, key)
     email = ev.get("email")
-    if name in NO_RECIPIENT_EVENTS and not (isinstance(email, str) and email.strip()):
+    if key in NO_RECIPIENT_EVENTS and not (isinstance(email, str) and email.strip()):
         raise _NoRecipient()
-    ts = parse_timestamp(ev.get("timestamp"))
-    email_hash, domain = recipient_fields(ctx, email)
-    event_type = EVENT_MAP.get(name, "unknown")
+    try:
+        ts = parse_timestamp(ev.get("timestamp"))
+        email_hash, domain = recipient_fields(ctx, email)
+    except RecordError as exc:  # say which event lacked it
+        raise RecordError(f"{_short(word.strip())} event: {exc}") from None
+    event_type = EVENT_MAP.get(key, "unknown")
     mid = message_id(ev)
 
     bounce_class = None
@@ -140,7 +184,7 @@ def _event(ev: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
         btype = text(ev.get("type"))
         bounce_class = BOUNCE_TYPE_CLASS.get(btype.lower(), "hard") if btype else "hard"
 
-    url = text(ev.get("url"))
+    url = redact_addresses(text(ev.get("url")))
     event_id = text(ev.get("sg_event_id"))
     if event_id is None:
         event_id = deterministic_event_id(PROVIDER, mid, name, email_hash, ts, url or "")
@@ -157,7 +201,7 @@ def _event(ev: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
         email_hash=email_hash,
         recipient_domain=domain,
         categories=categories_from(ev.get("category")),
-        reason=text(ev.get("reason")) or text(ev.get("response")),
+        reason=redact_addresses(text(ev.get("reason")) or text(ev.get("response"))),
         smtp_status=text(ev.get("status")),
         url=url,
         attempt=text(ev.get("attempt")),

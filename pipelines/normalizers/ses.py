@@ -11,15 +11,24 @@ Shapes read here:
 One mail can have several recipients: ``mail.destination`` lists all of them, while the
 per-type lists (``bouncedRecipients``, ``complainedRecipients``, ``delivery.recipients``,
 ``delayedRecipients``) name the affected ones. One event per affected recipient;
-``mail.destination`` only where the record has no per-recipient list.
+``mail.destination`` only where the record type has no per-recipient list (Send, Reject,
+Rendering Failure, Open, Click, Subscription).
+
+Messages about the set-up rather than a mail (SNS ``SubscriptionConfirmation`` /
+``UnsubscribeConfirmation``, SES ``AmazonSnsSubscriptionSucceeded``, SES's plain-text
+"Successfully validated SNS topic" notification, an empty ``receive-message`` dump) carry
+no event: they are counted as records without an event, never dead-lettered.
+
+Reasons and clicked links can quote an address; it is redacted (``[redacted]@domain``).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
-import orjson
 
 from ..events import deterministic_event_id
+from ..records import parse_json
 from .base import (NormalizeContext, RecordError, Result, base_event, parse_iso_ts,
                    recipient_fields, text)
 
@@ -39,7 +48,8 @@ EVENT_MAP = {
     "Subscription": "unsubscribe",
 }
 
-#: ``eventType`` -> the key of its type-specific object
+#: ``eventType`` -> the key of its type-specific object. Quirk: ``Rendering Failure``
+#: keeps its details under ``failure``; every other key is the type, first letter lowered.
 PAYLOAD_KEY = {
     "Send": "send",
     "Reject": "reject",
@@ -53,7 +63,7 @@ PAYLOAD_KEY = {
     "Subscription": "subscription",
 }
 
-#: type -> the per-recipient list inside its payload (absent: ``mail.destination``)
+#: type -> the per-recipient list inside its payload (types not listed: ``mail.destination``)
 RECIPIENT_LIST = {
     "Bounce": "bouncedRecipients",
     "Complaint": "complainedRecipients",
@@ -63,9 +73,16 @@ RECIPIENT_LIST = {
 
 BOUNCE_CLASS = {"Permanent": "hard", "Transient": "soft", "Undetermined": "undetermined"}
 
-#: Notifications SES (and SNS) send that are about the setup, not a mail.
+#: SES notifications about the set-up, not a mail.
 NO_EVENT_NOTIFICATIONS = frozenset({"AmazonSnsSubscriptionSucceeded"})
+#: SNS message types that are about the subscription, not a notification.
 SNS_NO_EVENT_TYPES = frozenset({"SubscriptionConfirmation", "UnsubscribeConfirmation"})
+#: Quirk: when an event destination topic is set up, SES publishes a plain-text (not JSON)
+#: SNS Notification "Successfully validated SNS topic for Amazon SES event publishing."
+SNS_SETUP_MESSAGE_PREFIX = "Successfully validated SNS topic for Amazon SES"
+
+#: SQS Body -> SNS envelope -> SES record: at most this many envelopes are peeled.
+_MAX_ENVELOPES = 3
 
 
 def looks_like(doc: Any) -> bool:
@@ -78,109 +95,150 @@ def looks_like(doc: Any) -> bool:
 
 
 def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
-    # SQS receive-message dump: several messages, each a record of its own.
-    if isinstance(doc.get("Messages"), list) and "eventType" not in doc:
-        res = Result()
-        for i, msg in enumerate(doc["Messages"]):
-            if not isinstance(msg, dict):
-                res.dead(f"SQS message {i} is not an object", msg, PROVIDER, i)
-            else:
-                res.extend(_reindex(normalize(msg, ctx), i))
-        return res
+    if not isinstance(doc, dict):
+        return Result().dead(f"not an SES record: {_json_type(doc)}", doc, PROVIDER)
+    if _is_receive_dump(doc):
+        return _receive_dump(doc["Messages"], ctx)
+    return _one(doc, ctx)
+
+
+def _is_receive_dump(doc: dict[str, Any]) -> bool:
+    """``aws sqs receive-message`` output: ``{"Messages": [{"Body": ...}, ...]}``."""
+    return (isinstance(doc.get("Messages"), list) and "eventType" not in doc
+            and "notificationType" not in doc and "Type" not in doc)
+
+
+def _receive_dump(messages: list[Any], ctx: NormalizeContext) -> Result:
+    res = Result()
+    if not messages:
+        return res.skip()  # an empty receive (the queue was drained): no event
+    for i, msg in enumerate(messages):
+        if not isinstance(msg, dict):
+            res.dead(f"Messages[{i}] is not an SQS message object", msg, PROVIDER, i)
+            continue
+        try:
+            one = _one(msg, ctx)
+        except Exception as exc:  # noqa: BLE001 - one bad message must not sink the dump
+            one = Result().dead(f"ses normalizer error: {type(exc).__name__}: {exc}",
+                                msg, PROVIDER)
+        for dl in one.dead_letters:
+            dl.reason = f"Messages[{i}]: {dl.reason}"
+            dl.record_index = i
+        res.extend(one)
+    return res
+
+
+def _one(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
+    """One SES record, bare or in its envelopes; dead letters keep the outer record as raw."""
     try:
         inner = _unwrap(doc)
     except RecordError as exc:
         return Result().dead(str(exc), doc, PROVIDER)
     if inner is None:
         return Result().skip()
-    return _record(inner, ctx)
-
-
-def _reindex(res: Result, index: int) -> Result:
-    for dl in res.dead_letters:
-        dl.record_index = index
-    return res
-
-
-def _loads_embedded(value: Any, what: str) -> Any:
-    if isinstance(value, dict):
-        return value
-    if not isinstance(value, str):
-        raise RecordError(f"{what} is not a JSON string")
-    try:
-        return orjson.loads(value)
-    except orjson.JSONDecodeError:
-        raise RecordError(f"{what} is not JSON") from None
+    return _record(inner, ctx, raw=doc)
 
 
 def _unwrap(doc: dict[str, Any]) -> dict[str, Any] | None:
     """Peel SQS and SNS envelopes; None for messages that carry no event."""
-    for _ in range(3):  # SQS Body -> SNS envelope -> SES record
+    for _ in range(_MAX_ENVELOPES):
         if "eventType" in doc or "notificationType" in doc:
             return doc
-        if isinstance(doc.get("Body"), str) and "Type" not in doc:
-            doc = _loads_embedded(doc["Body"], "SQS Body")
-        elif "Type" in doc:
-            if doc.get("Type") in SNS_NO_EVENT_TYPES:
+        if "Type" in doc:  # an SNS envelope
+            sns_type = doc.get("Type")
+            if sns_type in SNS_NO_EVENT_TYPES:
                 return None
-            if doc.get("Type") != "Notification":
-                raise RecordError(f"unknown SNS message type {doc.get('Type')!r}")
-            doc = _loads_embedded(doc.get("Message"), "SNS Message")
+            if sns_type != "Notification":
+                raise RecordError(
+                    f"unknown SNS message Type {sns_type!r} (expected Notification, "
+                    "SubscriptionConfirmation or UnsubscribeConfirmation)")
+            message = doc.get("Message")
+            if isinstance(message, str) and message.strip().startswith(SNS_SETUP_MESSAGE_PREFIX):
+                return None
+            doc = _embedded_object(message, "SNS Message")
+        elif "Body" in doc:  # an SQS message
+            doc = _embedded_object(doc.get("Body"), "SQS message Body")
         else:
             break
-        if not isinstance(doc, dict):
-            raise RecordError("envelope does not hold a JSON object")
     if "eventType" in doc or "notificationType" in doc:
         return doc
-    raise RecordError("SES record has neither eventType nor notificationType")
+    raise RecordError("no SES record: neither eventType nor notificationType in "
+                      + _describe(doc))
 
 
-def _record(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
+def _embedded_object(value: Any, what: str) -> dict[str, Any]:
+    """The JSON object an envelope carries as a string (or, in some dumps, already decoded)."""
+    if isinstance(value, dict):
+        return value
+    if value is None:
+        raise RecordError(f"{what} is missing")
+    if not isinstance(value, str):
+        raise RecordError(f"{what} is {_json_type(value)}, not a JSON string")
+    # The same parser as a record read from a file line, so a record reads the same bare or
+    # in an envelope (e.g. integers beyond 64 bits).
+    inner, error = parse_json(value.encode("utf-8", "surrogatepass"))
+    if error is not None:
+        raise RecordError(f"{what} is {error}" if error.startswith("not ")
+                          else f"{what} is not JSON ({error})")
+    if not isinstance(inner, dict):
+        raise RecordError(f"{what} holds {_json_type(inner)}, not an SES record object")
+    return inner
+
+
+def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any) -> Result:
     res = Result()
-    word = doc.get("eventType", doc.get("notificationType"))
+    field = "eventType" if "eventType" in doc else "notificationType"
+    word = doc.get(field)
     if not isinstance(word, str) or not word.strip():
-        return res.dead("missing eventType / notificationType", doc, PROVIDER)
+        return res.dead(f"{field} is {_json_type(word)}, not an SES event name", raw, PROVIDER)
     word = word.strip()
     if word in NO_EVENT_NOTIFICATIONS:
         return res.skip()
     mail = doc.get("mail")
     if not isinstance(mail, dict):
-        return res.dead("SES record has no mail object", doc, PROVIDER)
-    payload = doc.get(PAYLOAD_KEY.get(word, _lower_first(word)))
+        return res.dead(f"{word} record has no mail object", raw, PROVIDER)
+    key = PAYLOAD_KEY.get(word, _lower_first(word))
+    payload = doc.get(key)
     if not isinstance(payload, dict):
         payload = {}
 
+    # When it happened: the type's own timestamp (bounce.timestamp, open.timestamp, ...);
+    # Send, Reject and Rendering Failure have none, so the mail's (when it was sent).
+    own = payload.get("timestamp")
+    ts_field, ts_value = ((f"{key}.timestamp", own) if own not in (None, "")
+                          else ("mail.timestamp", mail.get("timestamp")))
     try:
-        ts = parse_iso_ts(payload.get("timestamp") or mail.get("timestamp"))
+        ts = parse_iso_ts(ts_value)
     except RecordError as exc:
-        return res.dead(str(exc), doc, PROVIDER)
+        return res.dead(f"{word} record: {ts_field}: {exc}", raw, PROVIDER)
+    except OverflowError:  # an offset that moves year 1 or 9999 out of range
+        return res.dead(f"{word} record: {ts_field}: timestamp out of range: {ts_value!r}",
+                        raw, PROVIDER)
 
-    recipients = None
-    list_key = RECIPIENT_LIST.get(word)
-    if list_key is not None and isinstance(payload.get(list_key), list) and payload[list_key]:
-        recipients = payload[list_key]
-    if recipients is None:
-        recipients = mail.get("destination")
-    if not isinstance(recipients, list) or not recipients:
-        return res.dead("SES record names no recipient (no per-recipient list, no "
-                        "mail.destination)", doc, PROVIDER)
+    try:
+        source, recipients = _recipients(word, key, payload, mail)
+    except RecordError as exc:
+        return res.dead(str(exc), raw, PROVIDER)
 
     mid = text(mail.get("messageId"))
     categories = _tag_values(mail.get("tags"), ctx.ses_category_tag)
     event_type = EVENT_MAP.get(word, "unknown")
     bounce_class = BOUNCE_CLASS.get(text(payload.get("bounceType")) or "", "undetermined") \
         if event_type == "bounce" else None
-    url = text(payload.get("link")) if word == "Click" else None
+    url = redact_addresses(text(payload.get("link"))) if word == "Click" else None
 
     for i, rcpt in enumerate(recipients):
+        address = rcpt.get("emailAddress") if isinstance(rcpt, dict) else rcpt
         try:
-            address = rcpt.get("emailAddress") if isinstance(rcpt, dict) else rcpt
             email_hash, domain = recipient_fields(ctx, address)
-        except RecordError as exc:
-            res.dead(f"{exc} (recipient {i})", rcpt, PROVIDER, i)
+        except RecordError:
+            what = "has no emailAddress" if isinstance(rcpt, dict) else \
+                f"is {_json_type(rcpt)}, not an address"
+            res.dead(f"{word} record: {source}[{i}] {what}", raw, PROVIDER, i)
             continue
         per = rcpt if isinstance(rcpt, dict) else {}
         reason, status = _reason_status(word, payload, per)
+        reason = redact_addresses(reason)
         res.add(base_event(
             ctx,
             event_id=deterministic_event_id(PROVIDER, mid, word, email_hash, ts, url or ""),
@@ -198,6 +256,28 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
             url=url,
         ))
     return res
+
+
+def _recipients(word: str, key: str, payload: dict, mail: dict) -> tuple[str, list]:
+    """(where the list came from, the affected recipients); RecordError when none."""
+    list_key = RECIPIENT_LIST.get(word)
+    destination = mail.get("destination")
+    if list_key is not None:
+        listed = payload.get(list_key)
+        if isinstance(listed, list) and listed:
+            return f"{key}.{list_key}", listed
+        # Quirk: a record whose per-recipient list is missing. Only a single-recipient
+        # mail says who was affected; with several, blaming all of them would be wrong.
+        if isinstance(destination, list) and len(destination) == 1:
+            return "mail.destination", destination
+        n = len(destination) if isinstance(destination, list) else 0
+        raise RecordError(
+            f"{word} record has no {key}.{list_key} and mail.destination names {n} "
+            "recipients: cannot tell which were affected")
+    if not isinstance(destination, list) or not destination:
+        raise RecordError(f"{word} record names no recipient (mail.destination is "
+                          f"{'empty' if destination == [] else _json_type(destination)})")
+    return "mail.destination", destination
 
 
 def _reason_status(word: str, payload: dict, per: dict) -> tuple[str | None, str | None]:
@@ -218,7 +298,34 @@ def _reason_status(word: str, payload: dict, per: dict) -> tuple[str | None, str
     return None, None
 
 
+#: Something that looks like an address, plain or URL-encoded (``%40``). Deliberately
+#: generous: redacting a non-address costs little, leaking an address costs a lot.
+_ADDRESS = re.compile(r"[\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*", re.IGNORECASE)
+
+
+def redact_addresses(value: str | None) -> str | None:
+    """Quirk: SES diagnostic codes quote the recipient (``smtp; 550 5.1.1 <jane@example.com>...
+    User``) and tracked links can carry it. Plain addresses never reach the warehouse, so
+    ``jane@example.com`` becomes ``[redacted]@example.com`` (the domain is kept; it is stored
+    as ``recipient_domain`` anyway). Same output as the SendGrid normalizer's redaction."""
+    if not value or ("@" not in value and "%40" not in value.lower()):
+        return value
+    return _ADDRESS.sub(_redact_one, value)
+
+
+def _redact_one(m: "re.Match[str]") -> str:
+    s = m.group(0)
+    at = s.find("@")
+    sep = "@"
+    if at < 0:
+        at = s.lower().find("%40")
+        sep = s[at:at + 3]
+    return "[redacted]" + sep + s[at + len(sep):]
+
+
 def _tag_values(tags: Any, key: str) -> list[str]:
+    """``mail.tags`` is a map of arrays (``{"category": ["welcome"]}``); a bare string is
+    accepted too. Values trimmed, order kept, duplicates dropped."""
     if not isinstance(tags, dict):
         return []
     values = tags.get(key)
@@ -228,7 +335,7 @@ def _tag_values(tags: Any, key: str) -> list[str]:
         return []
     out: list[str] = []
     for v in values:
-        s = text(v) if isinstance(v, (str, int, float)) else None
+        s = text(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
         if s and s not in out:
             out.append(s)
     return out
@@ -236,3 +343,25 @@ def _tag_values(tags: Any, key: str) -> list[str]:
 
 def _lower_first(word: str) -> str:
     return word[:1].lower() + word[1:].replace(" ", "")
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "an empty string" if not value.strip() else "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _describe(doc: dict[str, Any]) -> str:
+    keys = sorted(map(str, doc))
+    shown = ", ".join(keys[:8]) + (", ..." if len(keys) > 8 else "")
+    return f"an object with keys [{shown}]"

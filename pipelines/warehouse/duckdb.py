@@ -62,6 +62,10 @@ def _is_lock_error(exc: Exception) -> bool:
 class DuckDBWarehouse(Warehouse):
     dialect = "duckdb"
 
+    #: The commit's working memory; beyond it DuckDB spills to ``<file>.tmp`` so a load's
+    #: peak memory does not grow with the size of the batch.
+    COMMIT_MEMORY_LIMIT = "384MB"
+
     def __init__(self, path: str, *, lock_retry: LockRetry = DEFAULT_LOCK_RETRY,
                  sleep: Callable[[float], None] = time.sleep):
         self.path = os.path.abspath(path)
@@ -142,6 +146,8 @@ class DuckDBWarehouse(Warehouse):
         result = CommitResult()
         with self.connect() as con:
             self._create_tables(con)
+            con.execute(f"SET memory_limit = '{self.COMMIT_MEMORY_LIMIT}'")
+            con.execute("SET preserve_insertion_order = false")
             con.execute("BEGIN TRANSACTION")
             try:
                 per = self._merge_events(con, batch.event_files)
@@ -159,40 +165,43 @@ class DuckDBWarehouse(Warehouse):
 
     @staticmethod
     def _merge_events(con, files: list[str]) -> dict[str, dict[str, int]]:
+        """Insert staged events whose id is not stored yet; count per provider.
+
+        Reads the staged Parquet files directly (no copy of the batch in memory):
+        new = distinct ids in the batch - distinct ids already stored, where "stored" is
+        looked up within the batch's event-date range (an event always has one date).
+        """
         per: dict[str, dict[str, int]] = {}
         if not files:
             return per
-        con.execute("CREATE OR REPLACE TEMP TABLE _stage AS SELECT * FROM read_parquet($f)",
-                    {"f": files})
-        lo, hi = con.execute("SELECT min(event_date), max(event_date) FROM _stage").fetchone()
+        p = {"f": files}
+        lo, hi = con.execute("SELECT min(event_date), max(event_date) FROM read_parquet($f)",
+                             p).fetchone()
         if lo is None:
             return per
-        # Keep one row per event_id (the earliest occurrence), then only ids not stored yet
-        # within the batch's event-date range (the same event always has the same date).
+        p.update(lo=lo, hi=hi)
+        staged = con.execute("SELECT provider, count(*), count(DISTINCT event_id) "
+                             "FROM read_parquet($f) GROUP BY provider", {"f": files}).fetchall()
+        stored = dict(con.execute("""
+            SELECT s.provider, count(DISTINCT s.event_id) FROM read_parquet($f) s
+            WHERE EXISTS (SELECT 1 FROM events e
+                          WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
+            GROUP BY s.provider""", p).fetchall())
+        # One row per event_id (the earliest occurrence), only ids not stored yet.
         con.execute("""
-            CREATE OR REPLACE TEMP TABLE _new AS
+            INSERT INTO events
             SELECT s.* EXCLUDE (_rn) FROM (
                 SELECT *, row_number() OVER (
                     PARTITION BY event_id ORDER BY event_ts, source_uri NULLS LAST) AS _rn
-                FROM _stage) s
+                FROM read_parquet($f)) s
             WHERE s._rn = 1 AND NOT EXISTS (
                 SELECT 1 FROM events e
                 WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
-        """, {"lo": lo, "hi": hi})
-        rows = con.execute("""
-            WITH staged AS (
-                SELECT provider, count(*) AS n, count(DISTINCT event_id) AS d
-                FROM _stage GROUP BY provider),
-            fresh AS (SELECT provider, count(*) AS k FROM _new GROUP BY provider)
-            SELECT staged.provider, n, d, coalesce(k, 0)
-            FROM staged LEFT JOIN fresh USING (provider)
-        """).fetchall()
-        for prov, n, d, k in rows:
-            per[prov] = {"events_loaded": k, "duplicates_in_batch": n - d,
-                         "already_loaded": d - k}
-        con.execute("INSERT INTO events SELECT * FROM _new ORDER BY event_date, event_ts")
-        con.execute("DROP TABLE _stage")
-        con.execute("DROP TABLE _new")
+        """, p)
+        for prov, n, d in staged:
+            already = stored.get(prov, 0)
+            per[prov] = {"events_loaded": d - already, "duplicates_in_batch": n - d,
+                         "already_loaded": already}
         return per
 
     @staticmethod
