@@ -268,9 +268,7 @@ def _slack_credentials() -> tuple[str | None, str | None]:
     import os
     conn = _connection(SLACK_CONN_ID)
     token = (conn.password if conn else None) or os.environ.get("SLACK_BOT_TOKEN") or None
-    base = None
-    if conn is not None:
-        base = (conn.extra_dejson or {}).get("api_url") or (conn.host if conn.host and "://" in conn.host else None)
+    base = (conn.extra_dejson or {}).get("api_url") if conn is not None else None
     return token, base or os.environ.get("MAILPULSE_SLACK_API_URL") or None
 
 
