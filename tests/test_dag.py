@@ -1,0 +1,210 @@
+"""The Airflow DAG ``mailpulse_daily`` (dags/mailpulse_daily.py), with real Airflow 3.
+
+Airflow reads AIRFLOW_HOME and its configuration once per process and keeps global
+state (ORM, settings, an in-process execution API), so every Airflow call here runs in
+a subprocess with its own AIRFLOW_HOME in a tmp dir and a fresh SQLite metadata DB
+(tests/airflow_driver.py). The DAG loads a hand-built SendGrid archive with known
+rates (tests/archive_support.py) into a temporary DuckDB warehouse, and the alert goes
+to the suite's local Slack-compatible server through slack_sdk.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from archive_support import CategorySpec, sendgrid_events, write_sendgrid_day
+from conftest import ROOT, TEST_HASH_KEY
+
+DAG_ID = "mailpulse_daily"
+DAY = date(2026, 11, 20)
+#: promo bounces 16/200 = 8 % (> 5 %; its 4 blocks are counted apart); digest reports
+#: spam 2/150 = 1.3 % (> 0.3 %); tiny bounces 5/10 = 50 % but is below the minimum
+#: volume of 50; newsletter is healthy (1 %).
+SPEC = {
+    "promo": CategorySpec(200, bounces=16, blocks=4, opens=50),
+    "digest": CategorySpec(150, spam_reports=2, opens=30, deferred=5),
+    "tiny": CategorySpec(10, bounces=5),
+    "newsletter": CategorySpec(200, bounces=2, opens=80),
+}
+EXPECTED_EVENTS = sum(len(sendgrid_events(DAY, c, s)) for c, s in SPEC.items())
+
+
+def airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """An environment for an isolated Airflow (set before Airflow is first imported)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("AIRFLOW", "MAILPULSE_", "SLACK_"))}
+    env.update({
+        "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+        "MAILPULSE_HASH_KEY": TEST_HASH_KEY,
+        "TZ": "UTC",
+    })
+    env.update(extra)
+    return env
+
+
+def run_driver(tmp_path: Path, runs: list[dict], env: dict[str, str], timeout=240) -> list[dict]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "tests" / "airflow_driver.py"), DAG_ID, json.dumps(runs)],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"runs"')]
+    assert proc.returncode == 0 and lines, (
+        f"driver exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-6000:]}\nSTDERR:\n{proc.stderr[-6000:]}")
+    result = json.loads(lines[-1])
+    assert result["import_errors"] == {}
+    (tmp_path / "airflow-output.txt").write_text(proc.stdout + proc.stderr)
+    return result["runs"]
+
+
+def query(path: Path, sql: str, params=None):
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute(sql, params or []).fetchall()
+    finally:
+        con.close()
+
+
+# -- parsing ---------------------------------------------------------------------------
+
+PARSE_CHECK = r"""
+import json, sys
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+dag = bag.dags.get("mailpulse_daily")
+out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+       "dags": sorted(bag.dags)}
+if dag is not None:
+    out.update(
+        tasks={t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
+        retries={t.task_id: t.retries for t in dag.tasks},
+        retry_policy={t.task_id: type(t.retry_policy).__name__ for t in dag.tasks},
+        catchup=dag.catchup, max_active_runs=dag.max_active_runs,
+        timetable=type(dag.timetable).__name__,
+        params=sorted(dag.params.keys()), doc_md=dag.doc_md or "",
+        heavy=sorted(m for m in ("apache_beam", "duckdb", "pandas", "pipelines.load",
+                                 "pipelines.outcomes", "slack_sdk") if m in sys.modules))
+print(json.dumps(out))
+"""
+
+
+def test_dagbag_imports_the_dag_without_errors_and_without_io(tmp_path):
+    data_dir = tmp_path / "data"  # the embedded default: parsing must not create it
+    env = airflow_env(tmp_path, MAILPULSE_DATA_DIR=str(data_dir),
+                      # a Variable that would fail if it were read at parse time
+                      AIRFLOW_VAR_MAILPULSE_LOOKBACK_DAYS="not-a-number")
+    proc = subprocess.run([sys.executable, "-c", PARSE_CHECK, str(ROOT / "dags")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["import_errors"] == {}
+    assert out["dags"] == [DAG_ID]
+    assert out["tasks"] == {
+        "resolve_settings": [], "load_archive": ["resolve_settings"],
+        "recompute_outcomes": ["load_archive", "resolve_settings"],
+        "check_rates": ["recompute_outcomes", "resolve_settings"],
+        "notify_slack": ["check_rates", "resolve_settings"]}
+    assert set(out["retries"].values()) == {2}
+    assert set(out["retry_policy"].values()) == {"ExceptionRetryPolicy"}
+    assert out["catchup"] is True and out["max_active_runs"] == 1
+    assert out["timetable"] == "CronDataIntervalTimetable"
+    assert {"warehouse", "archive", "runner", "beam_args", "lookback_days", "min_volume",
+            "bounce_rate_threshold", "spam_report_rate_threshold", "slack_channel"} <= set(out["params"])
+    assert "airflow dags test mailpulse_daily 2026-11-20" in out["doc_md"]
+    assert "airflow tasks clear" in out["doc_md"]
+    # No I/O and no heavy imports at parse time: the package's jobs load inside tasks.
+    assert out["heavy"] == []
+    assert not data_dir.exists()
+    assert not list(tmp_path.rglob("*.duckdb"))
+
+
+# -- a real run --------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path, slack_server):
+    archive = tmp_path / "archive"
+    write_sendgrid_day(archive, DAY, SPEC)
+    warehouse = tmp_path / "wh" / "warehouse.duckdb"
+    slack_conn = json.dumps({"conn_type": "slack", "password": slack_server.token,
+                             "extra": {"channel": slack_server.channel,
+                                       "api_url": slack_server.base_url}})
+    env = airflow_env(
+        tmp_path,
+        # configuration by Airflow Variables and a Connection (env-var secrets backend)
+        AIRFLOW_VAR_MAILPULSE_WAREHOUSE=f"duckdb://{warehouse}",
+        AIRFLOW_VAR_MAILPULSE_ARCHIVE=str(archive),
+        AIRFLOW_CONN_MAILPULSE_SLACK=slack_conn,
+        # the embedded default's location: must stay unused when Variables are set
+        MAILPULSE_DATA_DIR=str(tmp_path / "unused-default"))
+    runs = run_driver(tmp_path, [
+        # the day, with a run param overriding the default minimum volume (100)
+        {"date": DAY.isoformat(), "conf": {"min_volume": 50}},
+        # a rerun of the same day without Slack: nothing is loaded twice, the alert is
+        # logged, and the smaller minimum volume now lets "tiny" alert too
+        {"date": DAY.isoformat(), "conf": {"min_volume": 5},
+         "env": {"AIRFLOW_CONN_MAILPULSE_SLACK": ""}},
+    ], env)
+    first, rerun = runs
+
+    assert first["state"] == "success", first["tasks"]
+    assert set(first["tasks"].values()) == {"success"}
+    settings = first["xcom"]["resolve_settings"]
+    assert settings["warehouse"] == f"duckdb://{warehouse}"
+    assert settings["sources"]["warehouse"] == "variable"
+    assert settings["sources"]["min_volume"] == "param" and settings["min_volume"] == 50
+    assert settings["sources"]["lookback_days"] == "default"
+    assert (settings["window_start"], settings["window_end"]) == ("2026-11-18", "2026-11-20")
+    assert settings["slack_channel"] == slack_server.channel
+    assert "password" not in json.dumps(settings) and slack_server.token not in json.dumps(settings)
+
+    load = first["xcom"]["load_archive"]
+    assert load["records_read"] == EXPECTED_EVENTS == load["events_loaded"] and load["adds_up"]
+    assert query(warehouse, "SELECT count(*) FROM events WHERE event_date = ?", [DAY]) == \
+        [(EXPECTED_EVENTS,)]
+
+    rows = query(warehouse, """
+        SELECT category, provider, requests, delivered, bounces, blocks, deferred,
+               spam_reports, unique_opens
+        FROM delivery_outcomes WHERE event_date = ? ORDER BY category""", [DAY])
+    assert rows == [
+        ("digest", "sendgrid", 150, 150, 0, 0, 5, 2, 30),
+        ("newsletter", "sendgrid", 200, 198, 2, 0, 0, 0, 80),
+        ("promo", "sendgrid", 200, 180, 16, 4, 0, 0, 50),
+        ("tiny", "sendgrid", 10, 5, 5, 0, 0, 0, 0),
+    ]
+    assert first["xcom"]["recompute_outcomes"]["result"]["delivery_outcomes"] == 4
+
+    breaches = first["xcom"]["check_rates"]
+    assert [(b["category"], b["metric"], b["numerator"], b["denominator"]) for b in breaches] == [
+        ("digest", "spam_report_rate", 2, 150), ("promo", "bounce_rate", 16, 200)]
+    notified = first["xcom"]["notify_slack"]
+    assert notified["posted"] is True and notified["breaches"] == 2
+    messages = slack_server.messages
+    assert len(messages) == 1
+    text = messages[0]["text"]
+    assert messages[0]["channel"] == slack_server.channel
+    assert "2 rate alert(s) for 2026-11-20" in text
+    assert "*promo*: bounce rate (bounces / requests) 8.00% > 5.00%" in text
+    assert "*digest*: spam-report rate (spam reports / delivered) 1.33% > 0.30%" in text
+    assert "tiny" not in text and "newsletter" not in text
+
+    assert rerun["state"] == "success", rerun["tasks"]
+    again = rerun["xcom"]["load_archive"]
+    assert (again["events_loaded"], again["already_loaded"]) == (0, EXPECTED_EVENTS)
+    assert query(warehouse, "SELECT count(*) FROM events") == [(EXPECTED_EVENTS,)]
+    assert query(warehouse, "SELECT count(*) FROM delivery_outcomes") == [(4,)]
+    assert [b["category"] for b in rerun["xcom"]["check_rates"]] == ["digest", "promo", "tiny"]
+    logged = rerun["xcom"]["notify_slack"]
+    assert logged["posted"] is False and logged["reason"] == "no Slack token"
+    assert "*tiny*: bounce rate (bounces / requests) 50.00%" in logged["text"]
+    assert len(slack_server.messages) == 1  # nothing more was posted
+    assert not (tmp_path / "unused-default").exists()
