@@ -156,7 +156,7 @@ def strip_sql_comments(sql: str) -> str:
         out.append(sql[tok.start:tok.end + 1])
         pos = tok.end + 1
     tail = sql[pos:]
-    out.append(tail if not tail.strip() else "\n")
+    out.append(tail if not tail.strip() else ("\n" if "\n" in tail else ""))
     return "".join(out)
 
 
