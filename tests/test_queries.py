@@ -31,8 +31,14 @@ def make_duckdb(tmp_path: Path):
     return DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
 
 
-#: backend name -> factory(tmp_path) -> empty Warehouse
-BACKENDS = {"duckdb": make_duckdb}
+def make_bigquery(tmp_path: Path, request):
+    """A fresh dataset on the session's BigQuery emulator (tests/conftest_bigquery.py)."""
+    return request.getfixturevalue("bq_emulator").new_warehouse()
+
+
+#: backend name -> factory(tmp_path, request) -> empty Warehouse
+BACKENDS = {"duckdb": lambda tmp_path, request: make_duckdb(tmp_path),
+            "bigquery": make_bigquery}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -40,7 +46,7 @@ def warehouse_factory(request, tmp_path):
     counter = iter(range(1_000_000))
 
     def make():
-        return BACKENDS[request.param](tmp_path / f"wh{next(counter)}")
+        return BACKENDS[request.param](tmp_path / f"wh{next(counter)}", request)
     return make
 
 
