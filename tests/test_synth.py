@@ -162,9 +162,9 @@ def test_corrupt_records_are_exactly_the_dead_letters(tmp_path):
     assert s.corrupt_records > 10
     assert len(dead) == s.corrupt_records
     assert len(events) == s.events_written  # corrupt records are extra, nothing is lost
-    reasons = Counter(d.reason.split(":")[0] for d in dead)
-    assert reasons["not JSON"] > 0 and reasons["missing recipient address"] > 0
-    assert any("names no recipient" in d.reason for d in dead)  # the SES form
+    assert any(d.reason.startswith("not JSON") for d in dead)
+    assert any("missing recipient address" in d.reason for d in dead)
+    assert any(d.reason.startswith("Delivery record has no delivery.recipients") for d in dead)  # SES
     # each provider's corrupt records are in that provider's files
     per_provider = Counter(d.source_uri.split("/a/")[1].split("/")[0] for d in dead)
     assert dict(per_provider) == {p: n for p, n in s.corrupt_by_provider.items() if n}
