@@ -123,14 +123,36 @@ def provider_of(uri: str, archive: str) -> str | None:
     return head if head in PROVIDER_DIRS else None
 
 
-def list_archive_files(archive: str, day: date) -> list[str]:
-    """Archive files of one day, sorted (provider dirs: sendgrid, ses, cmc)."""
-    files: list[str] = []
+def list_archive_files(archive: str, day: date, with_sizes: bool = False):
+    """Archive files of one day, sorted (provider dirs: sendgrid, ses, cmc); with
+    ``with_sizes``, (path, bytes) pairs."""
+    files: list[tuple[str, int]] = []
     for prov in PROVIDER_DIRS:
         for m in FileSystems.match([day_glob(archive, day, prov)])[0].metadata_list:
             if m.path.endswith(ARCHIVE_SUFFIXES) and m.size_in_bytes > 0:
-                files.append(m.path)
-    return sorted(files)
+                files.append((m.path, m.size_in_bytes))
+    files.sort()
+    return files if with_sizes else [p for p, _ in files]
+
+
+#: Above this many archive bytes (compressed) a local load runs Beam workers in several
+#: processes, one per core (up to 4): normalization is CPU-bound Python. Smaller loads
+#: stay in one process, where starting workers would cost more than it saves.
+PARALLEL_LOCAL_BYTES = 16 * 1024 * 1024
+
+
+def local_parallelism(runner_name: str, beam_args: list[str], archive_bytes: int,
+                      cpus: int | None = None) -> list[str]:
+    """Extra Beam flags for the in-process runner on a multi-core machine (none when the
+    user chose the worker flags or another runner)."""
+    import os
+    cpus = cpus or os.cpu_count() or 1
+    if (runner_name != "FnApiRunner" or cpus < 2 or archive_bytes < PARALLEL_LOCAL_BYTES
+            or any(a.startswith(("--direct_num_workers", "--direct_running_mode"))
+                   for a in beam_args)):
+        return []
+    return ["--direct_num_workers", str(min(cpus, 4)),
+            "--direct_running_mode", "multi_processing"]
 
 
 def split_chunks(data: bytes, chunk_lines: int) -> Iterator[tuple[int, bytes]]:
@@ -486,12 +508,15 @@ def run_load(archive: str, archive_date: date, warehouse, *, config: NormalizeCo
     t0 = time.monotonic()
     wh = open_warehouse(warehouse)
     runner_name = resolve_runner(runner)
-    options = PipelineOptions(list(beam_args), runner=runner_name)
+    listed = list_archive_files(archive, archive_date, with_sizes=True)
+    files = [p for p, _ in listed]
+    beam_args = list(beam_args)
+    beam_args += local_parallelism(runner_name, beam_args, sum(s for _, s in listed))
+    options = PipelineOptions(beam_args, runner=runner_name)
     options.view_as(SetupOptions).save_main_session = False
     started_at = datetime.now(timezone.utc)
     load_id = f"{archive_date:%Y%m%d}-{started_at:%H%M%S}-{uuid.uuid4().hex[:8]}"
     stage = FileSystems.join(staging or default_staging(wh, options), load_id)
-    files = list_archive_files(archive, archive_date)
     if not files:
         log.warning("no archive files for %s under %s (expected %s)", archive_date, archive,
                     day_glob(archive, archive_date))

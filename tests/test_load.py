@@ -248,3 +248,14 @@ def test_kill_9_at_any_moment_leaves_the_warehouse_as_it_was(tmp_path):
                     f"duckdb://{wh_path}", "--json")
     assert final.returncode == 0, final.stderr
     assert _counts(wh_path)[0] == 60_000
+
+
+def test_large_local_loads_use_every_core_unless_told_otherwise():
+    from pipelines.load import PARALLEL_LOCAL_BYTES, local_parallelism
+    big = PARALLEL_LOCAL_BYTES
+    assert local_parallelism("FnApiRunner", [], big, cpus=2) == [
+        "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+    assert local_parallelism("FnApiRunner", [], big - 1, cpus=2) == []
+    assert local_parallelism("FnApiRunner", [], big, cpus=1) == []
+    assert local_parallelism("DataflowRunner", [], big, cpus=8) == []
+    assert local_parallelism("FnApiRunner", ["--direct_num_workers=1"], big, cpus=8) == []
