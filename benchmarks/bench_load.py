@@ -67,8 +67,8 @@ def synth(workdir: Path, events: int, env) -> Path:
     if (out / ".complete").exists():
         return out
     shutil.rmtree(out, ignore_errors=True)
-    # about four events per message across the three providers
-    messages = max(events // 4, 1)
+    # synth writes about 2.8 events per message across the three providers
+    messages = max(int(events / 2.7), 1)
     subprocess.run(mailpulse("synth", "--out", out, "--date", DAY, "--messages", messages,
                              "--seed", 7), check=True, env=env, stdout=subprocess.DEVNULL)
     (out / ".complete").touch()
