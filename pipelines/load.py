@@ -433,8 +433,10 @@ def default_staging(warehouse, options: PipelineOptions) -> str:
     path = getattr(warehouse, "path", None)
     if path:
         return posixpath.join(posixpath.dirname(path), ".staging")
-    raise ValueError("no staging location: pass --staging URI (gs:// for Dataflow) or "
-                     "--temp_location gs://BUCKET/tmp")
+    from .warehouse import WarehouseError
+    raise WarehouseError("no staging location for this warehouse: pass --staging URI (a "
+                         "local directory, or gs://BUCKET/path for BigQuery and Dataflow) or "
+                         "--temp_location gs://BUCKET/tmp")
 
 
 def collect_staged(stage: str) -> tuple[list[str], list[str], dict[str, dict[str, int]], int]:

@@ -210,6 +210,14 @@ def test_cli_json_last_line_and_usage_errors(archive, tmp_path):
     assert nokey.returncode == 2 and "MAILPULSE_HASH_KEY" in nokey.stderr
 
 
+def test_bigquery_load_without_staging_names_the_fix(archive):
+    from pipelines.load import default_staging
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipelines.warehouse import WarehouseError
+    with pytest.raises(WarehouseError, match="--staging"):
+        default_staging(object(), PipelineOptions([]))
+
+
 def _counts(wh_path):
     w = open_warehouse(f"duckdb://{wh_path}")
     if not w.table_exists("events"):
