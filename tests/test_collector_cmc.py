@@ -6,7 +6,6 @@ the published samples (provider-samples/cmc) with the api_key added as CMC adds 
 """
 from __future__ import annotations
 
-import gzip
 import json
 from pathlib import Path
 from urllib.parse import urlencode
@@ -16,6 +15,7 @@ import pytest
 from pipelines.collector import CollectorConfig, create_app
 from pipelines.normalizers import normalize_records
 from pipelines.records import iter_records
+from collector_support import archived
 
 KEY = "cmc-key-7f3a9c"
 #: The published CMC sample bodies (provider-samples/cmc), kept here so the tests run anywhere.
@@ -124,12 +124,6 @@ SAMPLES = {
 }
 
 
-def archived(root: Path) -> list[bytes]:
-    lines: list[bytes] = []
-    for p in sorted(root.rglob("*.json*")):
-        data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
-        lines.extend(ln for ln in data.split(b"\n") if ln)
-    return lines
 
 
 @pytest.fixture

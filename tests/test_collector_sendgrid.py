@@ -9,7 +9,6 @@ archived byte-exact, every invalid one rejected with a 4xx and never archived.
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pipelines.collector import CollectorConfig, create_app
 from pipelines.collector.verification import (DEFAULT_SIGNATURE_MAX_AGE, SIGNATURE_HEADER,
                                               TIMESTAMP_HEADER, parse_public_keys)
+from collector_support import archived
 
 # --- sendgrid-python test/unit/test_eventwebhook.py ---------------------------------------
 PY_KEY = ("MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3G"
@@ -82,13 +82,6 @@ INVALID = [
 ]
 
 
-def archived(root: Path) -> list[bytes]:
-    """Every archived line, from open (.json) and closed (.json.gz) files."""
-    lines: list[bytes] = []
-    for p in sorted(root.rglob("*.json*")):
-        data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
-        lines.extend(ln for ln in data.split(b"\n") if ln)
-    return lines
 
 
 def make_client(tmp_path, keys, *, clock, max_age=DEFAULT_SIGNATURE_MAX_AGE, **cfg):

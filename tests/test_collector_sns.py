@@ -8,7 +8,6 @@ from the configured certificate directory.
 from __future__ import annotations
 
 import base64
-import gzip
 import json
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -24,6 +23,7 @@ from pipelines.collector.sns import canonical_string, check_sns_url
 from pipelines.collector.verification import Rejection
 from pipelines.normalizers import normalize_records
 from pipelines.records import iter_records
+from collector_support import archived
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"
 CERT_NAME = "SimpleNotificationService-0123456789abcdef.pem"
@@ -105,12 +105,6 @@ def body_of(msg) -> bytes:
     return json.dumps(msg, indent=2).encode()  # SNS posts pretty-printed JSON
 
 
-def archived(root: Path) -> list[bytes]:
-    lines: list[bytes] = []
-    for p in sorted(root.rglob("*.json*")):
-        data = gzip.decompress(p.read_bytes()) if p.name.endswith(".gz") else p.read_bytes()
-        lines.extend(ln for ln in data.split(b"\n") if ln)
-    return lines
 
 
 @pytest.fixture
