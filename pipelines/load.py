@@ -518,7 +518,9 @@ def run_load(archive: str, archive_date: date, warehouse, *, config: NormalizeCo
     options.view_as(SetupOptions).save_main_session = False
     started_at = datetime.now(timezone.utc)
     load_id = f"{archive_date:%Y%m%d}-{started_at:%H%M%S}-{uuid.uuid4().hex[:8]}"
-    stage = FileSystems.join(staging or default_staging(wh, options), load_id)
+    staging_root = staging or default_staging(wh, options)
+    stage = FileSystems.join(staging_root, load_id)
+    remove_stale_staging(staging_root)
     if not files:
         log.warning("no archive files for %s under %s (expected %s)", archive_date, archive,
                     day_glob(archive, archive_date))
@@ -551,6 +553,30 @@ def run_load(archive: str, archive_date: date, warehouse, *, config: NormalizeCo
                       warehouse=wh.uri, runner=runner_name, files_read=files_read,
                       per_provider=load_counts(batch, merged.per_provider),
                       seconds=time.monotonic() - t0, started_at=started_at)
+
+
+#: A staging folder this old belongs to a load that was killed (loads take minutes);
+#: younger ones may belong to a load still running, so they are left alone.
+STALE_STAGING_SECONDS = 6 * 3600
+
+
+def remove_stale_staging(staging_root: str, *, max_age: float = STALE_STAGING_SECONDS,
+                         now: float | None = None) -> list[str]:
+    """Remove what killed loads left in a local staging folder; returns what was removed.
+    (Remote staging, gs:// or s3://, is left to the bucket's lifecycle rules.)"""
+    import os
+    import shutil
+    if "://" in staging_root or not os.path.isdir(staging_root):
+        return []
+    now = time.time() if now is None else now
+    removed = []
+    for entry in os.scandir(staging_root):
+        if entry.is_dir(follow_symlinks=False) and now - entry.stat().st_mtime > max_age:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.path)
+    if removed:
+        log.info("removed %d staging folders left by killed loads", len(removed))
+    return removed
 
 
 def _remove_tree(path: str) -> None:

@@ -267,3 +267,18 @@ def test_large_local_loads_use_every_core_unless_told_otherwise():
     assert local_parallelism("FnApiRunner", [], big, cpus=1) == []
     assert local_parallelism("DataflowRunner", [], big, cpus=8) == []
     assert local_parallelism("FnApiRunner", ["--direct_num_workers=1"], big, cpus=8) == []
+
+
+def test_staging_left_by_a_killed_load_is_removed_by_a_later_load(archive, tmp_path):
+    from pipelines.load import STALE_STAGING_SECONDS
+    staging = tmp_path / ".staging"
+    old, fresh = staging / "20261120-old", staging / "20261120-running"
+    for d in (old, fresh):
+        (d / "events").mkdir(parents=True)
+        (d / "events" / "x.parquet").write_bytes(b"partial")
+    past = time.time() - STALE_STAGING_SECONDS - 60
+    os.utime(old, (past, past))
+    run_load(str(archive), DAY, f"duckdb://{tmp_path}/w.duckdb", config=config())
+    assert not old.exists()  # a killed load's leftovers
+    assert fresh.exists()  # may belong to a load still running
+    assert [p.name for p in staging.iterdir()] == [fresh.name]  # this load cleaned up too
