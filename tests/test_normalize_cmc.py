@@ -404,3 +404,28 @@ def test_event_type_in_another_case(ctx):
 def test_event_date_is_a_date(ctx):
     (ev,) = events_of(ctx, sample("deliveries_queued.json"), 1)
     assert type(ev["event_date"]) is date
+
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+from pipelines.normalizers.cmc import _fast_local  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.from_regex(r"\A[0-9]{4}[-/][0-9]{2}[-/][0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\Z")
+       | st.text(max_size=20))
+def test_fast_created_parse_agrees_with_strptime(v):
+    """The strptime-free parse of `created` gives exactly strptime's answer, or defers."""
+    fast = _fast_local(v)
+    expected = None
+    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S"):
+        try:
+            expected = datetime.strptime(v, fmt)
+            break
+        except ValueError:
+            continue
+    if fast is not None:
+        assert fast == expected
+    elif expected is not None:
+        # deferring is allowed only for shapes the fast path does not take
+        assert not (len(v) == 19 and v[4] == v[7] and v[4] in "-/")

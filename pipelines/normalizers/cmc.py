@@ -19,6 +19,7 @@ A body is ``{"event_type": "deliveries"|"bounces"|"blocks", "server_composition"
 """
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime
 from typing import Any
@@ -106,9 +107,27 @@ def parse_created(value: Any, ctx: NormalizeContext) -> datetime:
     """
     if not isinstance(value, str) or not value.strip():
         raise RecordError("missing created time")
-    v = value.strip()
-    local = None
-    for fmt in ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S"):
+    return _created_utc(value.strip(), ctx.cmc_tz)
+
+
+def _fast_local(v: str) -> datetime | None:
+    """The documented ``YYYY-MM-DD HH:MM:SS`` without strptime (about 8x faster)."""
+    if (len(v) == 19 and v[4] == v[7] and v[4] in "-/" and v[10] == " " and v[13] == v[16] == ":"
+            and (v[:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:]).isascii()
+            and (v[:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:]).isdigit()):
+        try:
+            return datetime(int(v[:4]), int(v[5:7]), int(v[8:10]),
+                            int(v[11:13]), int(v[14:16]), int(v[17:]))
+        except ValueError:
+            return None  # e.g. month 13: strptime below gives the same answer (none)
+    return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _created_utc(v: str, tz) -> datetime:
+    """A batch's events often share their second: each distinct value is converted once."""
+    local = _fast_local(v)
+    for fmt in (() if local is not None else ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S")):
         try:
             local = datetime.strptime(v, fmt)
             break
@@ -123,7 +142,7 @@ def parse_created(value: Any, ctx: NormalizeContext) -> datetime:
                               "(expected YYYY-MM-DD HH:MM:SS)") from None
     try:
         if local.tzinfo is None:
-            local = local.replace(tzinfo=ctx.cmc_tz)
+            local = local.replace(tzinfo=tz)
         return check_ts(as_utc(local))
     except OverflowError:  # 0001-01-01 00:00:00 in Japan is before year 1 in UTC
         raise RecordError(f"created time out of range: {v[:40]!r}") from None
