@@ -12,8 +12,9 @@ Runs an HTTP service (gunicorn, several workers) with
   POST /webhooks/cmc       Customers Mail Cloud (api_key parameter)
   POST /webhooks/ses       SES notifications through SNS (signature + topic allow-list)
   GET  /healthz            counters
-Each accepted body is one line in archive/<provider>/YYYY/MM/DD/HH/<instance>-<seq>.json,
-fsynced before the 2xx. A route is on when its credentials are configured:
+Each accepted body is one line in archive/<provider>/YYYY/MM/DD/HH/<instance>-<seq>.json.open,
+fsynced before the 2xx; the file is published as <instance>-<seq>.json.gz (what a load
+reads) within --rotate-seconds. A route is on when its credentials are configured:
 MAILPULSE_SENDGRID_PUBLIC_KEYS, MAILPULSE_CMC_API_KEY, MAILPULSE_SNS_TOPIC_ARNS.
 Serve plain HTTP on 127.0.0.1 behind a TLS reverse proxy (see the README)."""
 
@@ -32,6 +33,17 @@ def _positive_int(value: str) -> int:
         raise argparse.ArgumentTypeError(f"{value!r} is not a whole number") from None
     if n < 0:
         raise argparse.ArgumentTypeError(f"{value!r} must be 0 or more")
+    return n
+
+
+def _positive_seconds(value: str) -> float:
+    import argparse
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not n > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0 seconds")
     return n
 
 
@@ -81,9 +93,12 @@ def add_arguments(p):
                    help="larger posts get 413 (default: 10 MiB)")
     g.add_argument("--max-file-bytes", type=_positive_int, default=64 * 1024 * 1024,
                    help="rotate an archive file at this size (default: 64 MiB)")
+    g.add_argument("--rotate-seconds", type=_positive_seconds, default=60.0, metavar="S",
+                   help="publish each open archive file (close, gzip, rename to .json.gz, ship) "
+                        "at most S seconds after its first post, so a load sees an "
+                        "acknowledged post within S seconds (default: 60)")
     g.add_argument("--maintain-interval", type=float, default=30.0, metavar="SECONDS",
-                   help="how often each worker closes last hour's files and retries shipping "
-                        "(default: 30)")
+                   help="how often each worker retries failed uploads (default: 30)")
 
 
 def build_config(args, environ=None):
@@ -155,7 +170,7 @@ def build_config(args, environ=None):
         sns_cert_dir=args.sns_cert_dir, sns_ca_certs=ca,
         confirm_subscriptions=args.confirm_subscriptions,
         max_body_bytes=args.max_body_bytes, max_file_bytes=args.max_file_bytes,
-        maintain_interval=args.maintain_interval)
+        maintain_interval=args.maintain_interval, rotate_seconds=args.rotate_seconds)
     if not any(cfg.enabled().values()):
         raise UsageError(f"no webhook is configured: set {ENV_KEYS} (SendGrid), {ENV_CMC} "
                          f"(Customers Mail Cloud) and/or {ENV_TOPICS} (SES via SNS)")
