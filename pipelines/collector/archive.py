@@ -122,9 +122,9 @@ def ship_hint(exc: BaseException, dest_root: str) -> str:
     low = text.lower()
     bucket = dest_root.split("/")[2] if "://" in dest_root else dest_root
     s3 = dest_root.startswith("s3://")
-    if "nosuchbucket" in low or "bucket does not exist" in low or (
-            "404" in low and "bucket" in low) or "specified bucket does not exist" in low:
-        return (f"the bucket {bucket!r} does not exist: create it, or fix --archive")
+    if "nosuchbucket" in low or "bucket does not exist" in low or "notfound" in low or "404" in low:
+        # an upload that gets 404 writes into a bucket that is not there
+        return f"the bucket {bucket!r} does not exist (HTTP 404): create it, or fix --archive"
     if ("no credentials" in low or "unable to locate credentials" in low
             or "defaultcredentialserror" in low or "could not automatically determine credentials" in low):
         return ("no credentials found: " + (

@@ -18,6 +18,10 @@ reads) within --rotate-seconds. A route is on when its credentials are configure
 MAILPULSE_SENDGRID_PUBLIC_KEYS, MAILPULSE_CMC_API_KEY, MAILPULSE_SNS_TOPIC_ARNS.
 Serve plain HTTP on 127.0.0.1 behind a TLS reverse proxy (see the README)."""
 
+#: Beam's storage flags (``--s3_endpoint_url``, ``--s3_region_name``, ``--project`` ...)
+#: are passed to Beam's FileSystems for shipping; anything else unknown is an error.
+ACCEPTS_EXTRA_ARGS = True
+
 ENV_KEYS = "MAILPULSE_SENDGRID_PUBLIC_KEYS"
 ENV_MAX_AGE = "MAILPULSE_SIGNATURE_MAX_AGE"
 ENV_CMC = "MAILPULSE_CMC_API_KEY"
@@ -101,6 +105,39 @@ def add_arguments(p):
                    help="how often each worker retries failed uploads (default: 30)")
 
 
+def storage_args(extra: list[str]) -> list[str]:
+    """The extra command-line words, if each flag is one of Beam's pipeline options
+    (``--s3_endpoint_url URL``, ``--s3_region_name=R``, ``--project P``); otherwise a
+    usage error naming the closest serve flag."""
+    import difflib
+
+    from ..cli import UsageError
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    known = set(PipelineOptions([]).get_all_options(retain_unknown_options=False))
+    serve_flags = ["--archive", "--spool-dir", "--host", "--port", "--workers", "--threads",
+                   "--timeout", "--dev", "--access-log", "--signature-max-age",
+                   "--sendgrid-public-key", "--sendgrid-basic-auth", "--sns-topic-arn",
+                   "--sns-cert-dir", "--sns-ca-file", "--confirm-subscriptions",
+                   "--max-body-bytes", "--max-file-bytes", "--rotate-seconds",
+                   "--maintain-interval"]
+    takes_value = False
+    for word in extra:
+        if not word.startswith("--"):
+            if not takes_value:
+                raise UsageError(f"unexpected argument {word!r} (see mailpulse serve --help)")
+            takes_value = False
+            continue
+        takes_value = "=" not in word
+        name = word[2:].split("=", 1)[0]
+        if name.replace("-", "_") not in known:
+            close = difflib.get_close_matches(word.split("=", 1)[0], serve_flags, n=1)
+            hint = f"; did you mean {close[0]}?" if close else " (see mailpulse serve --help)"
+            raise UsageError(f"unrecognized argument {word.split('=', 1)[0]}{hint} Beam's storage "
+                             f"options such as --s3_endpoint_url are accepted too")
+    return list(extra)
+
+
 def build_config(args, environ=None):
     """Flags and environment -> CollectorConfig (the only place configuration is read)."""
     from ..cli import UsageError
@@ -152,14 +189,14 @@ def build_config(args, environ=None):
 
     archive = args.archive or default_archive(env)
     spool = args.spool_dir
+    beam_args = storage_args(getattr(args, "extra", None) or [])
     if is_remote(archive):
         spool = spool or str((data_dir(env) / "spool").resolve())
-        try:
-            from apache_beam.io.filesystems import FileSystems
-            FileSystems.get_filesystem(archive)
-        except (ValueError, ImportError) as exc:
-            raise UsageError(f"cannot write to {archive}: {exc}; install apache-beam[gcp] "
-                             f"(gs://) or apache-beam[aws] (s3://)") from None
+        from ..storage import StorageError, configure
+        try:  # before gunicorn forks: every worker inherits Beam's FileSystems options
+            configure([archive], beam_args, environ=env)
+        except StorageError as exc:
+            raise UsageError(f"cannot ship to {archive}: {exc}") from None
     else:
         archive = os.path.abspath(archive)
 
