@@ -5,6 +5,8 @@ import http.client
 import json
 import os
 import signal
+import socketserver
+import threading
 import socket
 import subprocess
 import sys
@@ -100,3 +102,74 @@ def cmc_body(n: int, tag: str = "t") -> bytes:
                      "from": "news@example.com", "status": "5.1.1",
                      "messageId": f"<{tag}-{n}@example.com>", "subject": "s"}]}},
         separators=(",", ":")).encode()
+
+
+class TcpProxy:
+    """A loopback TCP forwarder to ``target_port`` that can be taken down (connection
+    refused, open connections cut) and brought back on the same port: a storage
+    endpoint that goes away and returns."""
+
+    def __init__(self, target_port: int):
+        self.target_port = target_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._server = None
+        self._conns: set = set()
+        self._lock = threading.Lock()
+
+    def up(self) -> "TcpProxy":
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self):
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", proxy.target_port), timeout=10)
+                except OSError:
+                    return
+                with proxy._lock:
+                    proxy._conns.update({self.request, upstream})
+                t = threading.Thread(target=_pump, args=(upstream, self.request), daemon=True)
+                t.start()
+                _pump(self.request, upstream)
+                t.join(10)
+                upstream.close()
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def down(self) -> None:
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        self._server = None
+        with self._lock:
+            conns, self._conns = list(self._conns), set()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+def _pump(src, dst) -> None:
+    try:
+        while True:
+            data = src.recv(65536)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass

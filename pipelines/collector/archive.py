@@ -162,14 +162,31 @@ class Shipper:
                                      compression_type=CompressionTypes.UNCOMPRESSED)
             try:
                 shutil.copyfileobj(src, out, 1024 * 1024)
-            finally:
                 out.close()
+            except BaseException:
+                _discard(out)
+                raise
         found = FileSystems.match([dest])[0].metadata_list
         if not found or found[0].size_in_bytes != size:
             got = found[0].size_in_bytes if found else "nothing"
             raise ArchiveError(f"upload of {rel} not confirmed: expected {size} bytes at {dest}, "
                                f"found {got}")
         return dest
+
+
+def _discard(out) -> None:
+    """Abandon a failed upload so that nothing retries it later: the GCS writer's
+    ``close()`` retries the upload (for up to 120 s) when the object is garbage-collected
+    unless it was terminated."""
+    terminate = getattr(out, "terminate", None)
+    try:
+        if terminate is not None:
+            terminate()
+    except Exception as exc:  # noqa: BLE001 - the endpoint is the problem; close locally below
+        log.debug("cancelling the failed upload: %s", exc)
+    buf = getattr(out, "_buffer", None)
+    if buf is not None and not getattr(buf, "closed", True):
+        buf.close()
 
 
 def spool_status(spool: Path | str, now: float | None = None) -> dict[str, Any]:
