@@ -105,34 +105,38 @@ def add_arguments(p):
                    help="how often each worker retries failed uploads (default: 30)")
 
 
-def storage_args(extra: list[str]) -> list[str]:
+SERVE_FLAGS = ["--archive", "--spool-dir", "--host", "--port", "--workers", "--threads",
+               "--timeout", "--dev", "--access-log", "--signature-max-age",
+               "--sendgrid-public-key", "--sendgrid-basic-auth", "--sns-topic-arn",
+               "--sns-cert-dir", "--sns-ca-file", "--confirm-subscriptions",
+               "--max-body-bytes", "--max-file-bytes", "--rotate-seconds",
+               "--maintain-interval"]
+
+
+def storage_args(extra: list[str], own_flags: list[str] = SERVE_FLAGS,
+                 command: str = "serve") -> list[str]:
     """The extra command-line words, if each flag is one of Beam's pipeline options
     (``--s3_endpoint_url URL``, ``--s3_region_name=R``, ``--project P``); otherwise a
-    usage error naming the closest serve flag."""
+    usage error naming the closest flag of ``command``."""
     import difflib
 
     from ..cli import UsageError
     from apache_beam.options.pipeline_options import PipelineOptions
 
     known = set(PipelineOptions([]).get_all_options(retain_unknown_options=False))
-    serve_flags = ["--archive", "--spool-dir", "--host", "--port", "--workers", "--threads",
-                   "--timeout", "--dev", "--access-log", "--signature-max-age",
-                   "--sendgrid-public-key", "--sendgrid-basic-auth", "--sns-topic-arn",
-                   "--sns-cert-dir", "--sns-ca-file", "--confirm-subscriptions",
-                   "--max-body-bytes", "--max-file-bytes", "--rotate-seconds",
-                   "--maintain-interval"]
+    serve_flags = own_flags
     takes_value = False
     for word in extra:
         if not word.startswith("--"):
             if not takes_value:
-                raise UsageError(f"unexpected argument {word!r} (see mailpulse serve --help)")
+                raise UsageError(f"unexpected argument {word!r} (see mailpulse {command} --help)")
             takes_value = False
             continue
         takes_value = "=" not in word
         name = word[2:].split("=", 1)[0]
         if name.replace("-", "_") not in known:
             close = difflib.get_close_matches(word.split("=", 1)[0], serve_flags, n=1)
-            hint = f"; did you mean {close[0]}?" if close else " (see mailpulse serve --help)"
+            hint = f"; did you mean {close[0]}?" if close else f" (see mailpulse {command} --help);"
             raise UsageError(f"unrecognized argument {word.split('=', 1)[0]}{hint} Beam's storage "
                              f"options such as --s3_endpoint_url are accepted too")
     return list(extra)
