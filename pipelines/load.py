@@ -483,8 +483,9 @@ def _match(pattern: str) -> list[str]:
 class Progress:
     """Files and events staged so far, read from the staging area (runner-agnostic)."""
 
-    def __init__(self, stage: str, total_files: int, stream=sys.stderr, interval: float = 1.0):
-        self.stage, self.total_files, self.stream, self.interval = stage, total_files, stream, interval
+    def __init__(self, stage: str, total_files: int, stream=None, interval: float = 1.0):
+        self.stage, self.total_files, self.interval = stage, total_files, interval
+        self.stream = stream if stream is not None else sys.stderr
         self._seen: dict[str, tuple[bool, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

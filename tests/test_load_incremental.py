@@ -299,3 +299,23 @@ def test_follow_after_kill_9_picks_up_where_it_was(tmp_path):
         assert g.stop() == 0
     assert events(wh) == 30000
     assert count(wh, "SELECT count(*) AS n FROM loaded_files") == 3
+
+
+def test_progress_line_shows_while_the_load_runs(tmp_path, capsys):
+    import re
+    root, wh = tmp_path / "a", f"duckdb://{tmp_path}/w.duckdb"
+    for h in range(24):
+        sg_file(root, DAY, h, f"f{h}.json.gz", range(h * 2000, h * 2000 + 2000))
+    t0 = time.monotonic()
+    run_load(str(root), DAY, wh, config=config(), progress=True, chunk_lines=20)
+    elapsed = time.monotonic() - t0
+    err = capsys.readouterr().err
+    ticks = [m for m in re.finditer(r"loading: (\d+)/24 files, ([\d,]+) events staged, "
+                                    r"([\d,]+) events/s", err)]
+    assert ticks and ticks[-1].group(1) == "24"
+    assert int(ticks[-1].group(2).replace(",", "")) == 48000
+    # the rate is of the load's own time, not of an instant after it finished (the
+    # line used to appear once, after the work, at 110 million events/s)
+    assert int(ticks[-1].group(3).replace(",", "")) <= 3 * 48000 / elapsed
+    if elapsed > 3:
+        assert len(ticks) >= 2  # it updated while running
