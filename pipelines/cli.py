@@ -149,33 +149,36 @@ def check_beam_args(extra: list[str], own: list[str]) -> list[str]:
 
 
 def check_command_line(args: argparse.Namespace, extra: list[str]) -> None:
-    """Usage errors (exit 2, with the command's usage line) for unknown flags and for a
-    malformed ``--warehouse``, before the command runs."""
+    """Raise :class:`UsageError` for unknown flags and for a malformed ``--warehouse``,
+    before the command runs (so before it asks for a hash key or connects)."""
     sub: argparse.ArgumentParser = args._parser
     if extra:
         own = long_flags(sub)
         if getattr(args, "_accepts_extra", False):
-            try:
-                check_beam_args(extra, own)
-            except UsageError as exc:
-                sub.error(str(exc))
+            check_beam_args(extra, own)
         else:
             problems = unknown_arguments(extra, own)
-            sub.error("unrecognized argument" + ("s" if len(problems) > 1 else "") + ": "
-                      + "; ".join(problems) + " (see --help for this command's flags)")
+            raise UsageError("unrecognized argument" + ("s" if len(problems) > 1 else "")
+                             + ": " + "; ".join(problems)
+                             + " (see --help for this command's flags)")
     target = getattr(args, "warehouse", None)
     if isinstance(target, str):
         from .warehouse import WarehouseError, check_warehouse_uri
         try:
             check_warehouse_uri(target)
         except WarehouseError as exc:
-            sub.error(f"argument --warehouse: {exc}")
+            raise UsageError(f"argument --warehouse: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    check_command_line(args, extra)
+    try:
+        check_command_line(args, extra)
+    except UsageError as exc:  # argparse's format: the usage line, then the error
+        args._parser.print_usage(sys.stderr)
+        print(f"mailpulse {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args.extra = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="mailpulse: %(levelname)s: %(message)s", stream=sys.stderr)

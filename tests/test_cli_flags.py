@@ -193,3 +193,15 @@ def test_check_warehouse_uri_does_not_connect(tmp_path):
                 "", "bigquery://my-project/mail?colour=red"):
         with pytest.raises(WarehouseError):
             check_warehouse_uri(bad)
+
+
+def test_main_in_process_returns_2_with_the_usage_line(capsys, data_dir):
+    from pipelines.cli import main
+    assert main(["load", "--date", DAY, "--warehose=x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: mailpulse load")
+    assert "mailpulse load: error: unrecognized argument: --warehose (did you mean --warehouse?)" \
+        in err
+    assert main(["history", "--email", "a@example.com", "--warehouse", "bigquery://x"]) == 2
+    assert "argument --warehouse: 'bigquery://x': use bigquery://PROJECT/DATASET" in \
+        capsys.readouterr().err
