@@ -9,7 +9,7 @@ from setuptools import find_packages, setup
 CORE = [
     # Beam pins pyarrow<26, numpy<2.5, protobuf<7 itself; pandas 3 breaks
     # apache_beam.dataframe on import (PLATFORM-NOTES), so pandas stays < 3.
-    "apache-beam[gcp]==2.77.0",
+    "apache-beam[gcp,aws]==2.77.0",  # aws: boto3 for s3:// archives and SQS
     "duckdb==2.0.0",
     "sqlglot>=30.12,<31",
     "pandas>=2.2,<3",
@@ -35,7 +35,10 @@ EXTRAS = {
     "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib>=3.8"],
 }
 EXTRAS["test"] = (
-    ["pytest>=8", "hypothesis>=6.100"] + EXTRAS["airflow"] + EXTRAS["notebooks"]
+    ["pytest>=8", "hypothesis>=6.100",
+     # real S3 + SQS and GCS servers on loopback, started by tests/storage_servers.py
+     "moto[server]==5.2.5", "gcp-storage-emulator>=2024.8"]
+    + EXTRAS["airflow"] + EXTRAS["notebooks"]
 )
 
 setup(
