@@ -154,15 +154,21 @@ COMMANDS = {
 }
 
 
-@pytest.mark.parametrize("command", sorted(COMMANDS))
-@pytest.mark.parametrize("uri,says", [
-    ("postgres://x", "unknown warehouse scheme 'postgres'"),
-    ("bigquery://my-project", "use bigquery://PROJECT/DATASET"),
-    ("bigquery://my-project/bad-dataset", "is not a BigQuery dataset name"),
-    ("warehouse.duckdb", "not a warehouse URI"),
-])
-def test_a_wrong_uri_is_named_before_the_hash_key(command, uri, says, tmp_path, data_dir,
+WRONG_URIS = {
+    "postgres://x": "unknown warehouse scheme 'postgres'",
+    "bigquery://my-project": "use bigquery://PROJECT/DATASET",
+    "bigquery://my-project/bad-dataset": "is not a BigQuery dataset name",
+    "warehouse.duckdb": "not a warehouse URI",
+}
+
+
+# Every command with a BigQuery URI missing its dataset; every kind of wrong URI on `load`
+# (the other shapes are covered in process by test_check_warehouse_uri_does_not_connect).
+@pytest.mark.parametrize("command,uri", [(c, "bigquery://my-project") for c in sorted(COMMANDS)]
+                         + [("load", u) for u in WRONG_URIS if u != "bigquery://my-project"])
+def test_a_wrong_uri_is_named_before_the_hash_key(command, uri, tmp_path, data_dir,
                                                   monkeypatch):
+    says = WRONG_URIS[uri]
     monkeypatch.delenv("MAILPULSE_HASH_KEY", raising=False)
     res = run_cli(*COMMANDS[command], "--warehouse", uri, cwd=tmp_path)
     assert res.returncode == 2, res.stderr
@@ -173,11 +179,12 @@ def test_a_wrong_uri_is_named_before_the_hash_key(command, uri, says, tmp_path, 
     assert not data_dir.exists()
 
 
-def test_a_good_bigquery_uri_without_a_key_asks_for_the_key(tmp_path, data_dir, monkeypatch):
+def test_a_good_bigquery_uri_without_a_key_asks_for_the_key(tmp_path, data_dir, monkeypatch,
+                                                            sample_archive):
     """The control: with the URI right, the missing key is what `load` reports."""
     monkeypatch.delenv("MAILPULSE_HASH_KEY", raising=False)
-    res = run_cli("load", "--date", DAY, "--warehouse", "bigquery://my-project/mail",
-                  cwd=tmp_path)
+    res = run_cli("load", "--archive", sample_archive, "--date", DAY,
+                  "--warehouse", "bigquery://my-project/mail", cwd=tmp_path)
     assert res.returncode == 2
     assert "MAILPULSE_HASH_KEY is not set" in res.stderr
     assert "argument --warehouse" not in res.stderr
