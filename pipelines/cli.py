@@ -134,9 +134,15 @@ def check_beam_args(extra: list[str], own: list[str]) -> list[str]:
     raises :class:`UsageError` naming each unknown flag and the closest known one."""
     parser = beam_option_parser()
     try:
-        _, unknown = parser.parse_known_args(extra)
+        known, unknown = parser.parse_known_args(extra)
     except _BeamFlagError as exc:
         raise UsageError(f"{exc} (a Beam pipeline option)") from None
+    if known.dry_run is not False:  # Beam reads any value, even "False", as a dry run
+        raise UsageError(
+            "--dry_run cannot be used with a mailpulse command: the runner would return "
+            "without reading anything and the load would then record every file as loaded. "
+            "To check a Dataflow job without submitting it, build it with "
+            "pipelines.load.build_pipeline (see tests/test_dataflow_dry_run.py)")
     if unknown:
         problems = unknown_arguments(unknown, own, long_flags(parser))
         raise UsageError(

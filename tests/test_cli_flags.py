@@ -84,6 +84,19 @@ def test_a_bad_value_for_a_beam_option_is_a_usage_error(tmp_path, data_dir):
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize("flag", [["--dry_run=True"], ["--dry_run", "False"]])
+def test_a_dry_run_is_refused_because_it_would_mark_files_loaded(flag, tmp_path, data_dir,
+                                                                 sample_archive):
+    """With --dry_run the runner returns DONE without running; the load would then commit
+    manifest rows for files it never read. Refused before anything runs."""
+    wh = tmp_path / "wh.duckdb"
+    res = run_cli("load", "--archive", sample_archive, "--date", DAY,
+                  "--warehouse", f"duckdb://{wh}", *flag, cwd=tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert "--dry_run cannot be used" in res.stderr
+    assert not wh.exists()
+
+
 def test_commands_without_beam_options_suggest_too(tmp_path, data_dir):
     res = run_cli("outcomes", "--warehose", "duckdb:///x.duckdb", cwd=tmp_path)
     assert res.returncode == 2
