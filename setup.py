@@ -23,6 +23,10 @@ CORE = [
     "flask>=3.0",
     "gunicorn>=22",
     "cryptography>=42",
+    # Launching a Dataflow job with --setup_file stages this package as an sdist, which
+    # Beam builds with `python -m build --no-isolation` (offline); without it Beam falls
+    # back to the deprecated `setup.py sdist`.
+    "build>=1.2",
 ]
 
 EXTRAS = {
