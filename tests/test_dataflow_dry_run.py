@@ -23,6 +23,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import apache_beam as beam
+
+from pipelines import __version__
 import pytest
 from apache_beam.options.pipeline_options import (GoogleCloudOptions, PipelineOptions,
                                                   SetupOptions, StandardOptions)
@@ -133,14 +135,14 @@ def test_readme_dataflow_command_builds_a_dataflow_job(project_copy, caplog):
                 dep.type_payload).path
     assert "workflow.tar.gz" in staged, staged
     sdist = Path(staged["workflow.tar.gz"])
-    assert sdist.name == "mailpulse-0.1.0.tar.gz" and sdist.is_file()
+    assert sdist.name == f"mailpulse-{__version__}.tar.gz" and sdist.is_file()
     assert str(sdist).startswith(tempfile.tempdir)
     with tarfile.open(sdist) as tar:
         members = set(tar.getnames())
         for path in ("setup.py", "pipelines/__init__.py", "pipelines/load.py",
                      "pipelines/normalizers/ses.py", "pipelines/warehouse/bigquery.py"):
-            assert f"mailpulse-0.1.0/{path}" in members, path
-        requires = tar.extractfile("mailpulse-0.1.0/mailpulse.egg-info/requires.txt").read()
+            assert f"mailpulse-{__version__}/{path}" in members, path
+        requires = tar.extractfile(f"mailpulse-{__version__}/mailpulse.egg-info/requires.txt").read()
     requires = requires.decode().split("\n\n[", 1)[0].split()
     assert any(r.startswith("apache-beam[") and r.endswith("==2.77.0") for r in requires), \
         requires
