@@ -4,7 +4,17 @@ One distribution, one package (``pipelines``), one console script (``mailpulse``
 The same file is the ``--setup_file`` a Dataflow job ships to its workers, so the
 core dependencies below are exactly what the load job needs at run time.
 """
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+#: The version lives in one place: pipelines/__init__.py (read here without importing
+#: the package, whose dependencies may not be installed yet).
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (HERE / "pipelines" / "__init__.py").read_text(encoding="utf-8"),
+                    re.M).group(1)
 
 CORE = [
     # Beam pins pyarrow<26, numpy<2.5, protobuf<7 itself; pandas 3 breaks
@@ -23,6 +33,10 @@ CORE = [
     "flask>=3.0",
     "gunicorn>=22",
     "cryptography>=42",
+    # Launching a Dataflow job with --setup_file stages this package as an sdist, which
+    # Beam builds with `python -m build --no-isolation` (offline); without it Beam falls
+    # back to the deprecated `setup.py sdist`.
+    "build>=1.2",
 ]
 
 EXTRAS = {
@@ -39,9 +53,10 @@ EXTRAS["test"] = (
 
 setup(
     name="mailpulse",
-    version="0.1.0",
+    version=VERSION,
     description="Email delivery analytics: provider events -> Beam -> warehouse -> outcomes",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=((HERE / "README.md").read_text(encoding="utf-8")
+                      if (HERE / "README.md").exists() else ""),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*"]),

@@ -82,8 +82,14 @@ def check_s3(options, environ: Mapping[str, str]) -> None:
     if s3.s3_access_key_id and s3.s3_secret_access_key:
         return
     import boto3
-    session = boto3.session.Session()
-    if session.get_credentials() is None:
+    from botocore.exceptions import BotoCoreError
+    try:
+        creds = boto3.session.Session().get_credentials()
+    except BotoCoreError as exc:
+        raise StorageError(f"AWS configuration for s3:// is not usable: {exc} (check "
+                           "AWS_PROFILE and ~/.aws/config, or set AWS_ACCESS_KEY_ID and "
+                           "AWS_SECRET_ACCESS_KEY)") from None
+    if creds is None:
         raise StorageError(
             "no AWS credentials found for s3://: set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run on an instance with a role), "
