@@ -140,8 +140,12 @@ def sqs_client(queue_url: str, environ):
 
 
 def _is_transient(exc: BaseException) -> bool:
-    from botocore.exceptions import (ConnectionClosedError, EndpointConnectionError,
-                                     ReadTimeoutError, ConnectTimeoutError)
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        ConnectTimeoutError,
+        EndpointConnectionError,
+        ReadTimeoutError,
+    )
     return isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError,
                             ConnectTimeoutError))
 

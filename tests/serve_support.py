@@ -5,11 +5,11 @@ import http.client
 import json
 import os
 import signal
-import socketserver
-import threading
 import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 

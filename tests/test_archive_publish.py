@@ -16,14 +16,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from serve_support import Serve, cmc_body
 
 from pipelines.collector import CollectorConfig, create_app
 from pipelines.collector import archive as archive_mod
-from pipelines.collector.archive import ArchiveError, ArchiveWriter, Shipper, spool_status
-from pipelines.load import ARCHIVE_SUFFIXES
+from pipelines.collector.archive import ArchiveError, ArchiveWriter, spool_status
 from pipelines.records import decompress, iter_records
-
-from serve_support import Serve, cmc_body
+from pipelines.sources import Source, accept
 
 T0 = datetime(2026, 11, 23, 10, 0, 5, tzinfo=timezone.utc)
 
@@ -40,10 +39,11 @@ class Clock:
 
 
 def visible(root: Path) -> dict[str, str]:
-    """What a load would list: archive suffixes, no hidden names -> sha256 of the bytes."""
+    """What a load would read (the load's own name filter, pipelines.sources.accept)
+    -> sha256 of the bytes."""
     out = {}
     for p in root.rglob("*"):
-        if p.is_file() and p.name.endswith(ARCHIVE_SUFFIXES) and not p.name.startswith("."):
+        if p.is_file() and accept(Source("ses", str(root)), p.name) is None:
             out[p.relative_to(root).as_posix()] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
@@ -231,7 +231,7 @@ def test_serve_rotate_seconds_2_publishes_within_2_seconds(tmp_path):
             assert list(archive.rglob("*.json.gz")), server.log_text()[-2000:]
     finally:
         rc = server.stop()
-    print(f"\nserve --rotate-seconds 2: acknowledged -> published in "
+    print("\nserve --rotate-seconds 2: acknowledged -> published in "
           + ", ".join(f"{d:.2f}" for d in delays) + " s")
     assert rc == 0
     assert max(delays) <= 2.0 + 0.3, delays

@@ -19,8 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
+
 from pipelines.normalizers import normalize_bytes
 from pipelines.sqs import archive_line
 

@@ -13,7 +13,6 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-
 from serve_support import Serve, TcpProxy, cmc_body
 from storage_servers import unique_name
 
@@ -92,8 +91,8 @@ def test_missing_bucket_is_degraded_then_recovers(request, tmp_path, kind):
                    "--workers", "1", *FAST)
     try:
         assert server.post_cmc(cmc_body(1, "m")) == 200
-        health = wait_for(lambda: (h := server.get("/healthz"))["status"] == "degraded" and h,
-                          20, "degraded", server)
+        health = wait_for(lambda: ((h := server.get("/healthz"))["status"] == "degraded"
+                                   and "ship_error" in h and h), 30, "degraded", server)
         assert health["unshipped"]["files"] == 1
         assert health["unshipped"]["oldest_age_seconds"] >= 0
         err = health["ship_error"]
@@ -104,9 +103,9 @@ def test_missing_bucket_is_degraded_then_recovers(request, tmp_path, kind):
             store.client("s3").create_bucket(Bucket=name)
         else:
             store.client().create_bucket(name)
-        wait_for(lambda: server.get("/healthz")["status"] == "ok", 20, "ok again", server)
-        assert shipped_lines(bucket, store) == [cmc_body(1, "m")]
-        assert server.get("/healthz")["unshipped"]["files"] == 0
+        wait_for(lambda: ((h := server.get("/healthz"))["status"] == "ok"
+                          and h["unshipped"]["files"] == 0), 30, "ok again", server)
+        wait_for(lambda: shipped_lines(bucket, store) == [cmc_body(1, "m")], 10, "the object", server)
     finally:
         assert server.stop() == 0
 

@@ -28,9 +28,6 @@ the message says what to fix), 2 usage errors."""
 
 ACCEPTS_EXTRA_ARGS = True
 
-OWN_FLAGS = ["--queue-url", "--archive", "--spool-dir", "--follow", "--json", "--wait-seconds",
-             "--rotate-seconds", "--max-file-bytes"]
-
 
 def _wait_seconds(value: str) -> int:
     import argparse
@@ -78,11 +75,10 @@ def run(args) -> int:
     from ..collector.archive import ArchiveWriter, Shipper, is_remote, new_instance_id
     from ..config import data_dir, default_archive
     from ..sqs import DrainError, DrainPolicy, SqsDrainer, sqs_client
-    from .serve import storage_args
 
     env = os.environ
     logging.getLogger("mailpulse").setLevel(logging.INFO)
-    beam_args = storage_args(getattr(args, "extra", None) or [], OWN_FLAGS, NAME)
+    beam_args = list(getattr(args, "extra", None) or [])  # checked by the CLI: Beam options
     archive = args.archive or default_archive(env)
     if is_remote(archive):
         from ..storage import StorageError, configure

@@ -19,7 +19,7 @@ MAILPULSE_SENDGRID_PUBLIC_KEYS, MAILPULSE_CMC_API_KEY, MAILPULSE_SNS_TOPIC_ARNS.
 Serve plain HTTP on 127.0.0.1 behind a TLS reverse proxy (see the README)."""
 
 #: Beam's storage flags (``--s3_endpoint_url``, ``--s3_region_name``, ``--project`` ...)
-#: are passed to Beam's FileSystems for shipping; anything else unknown is an error.
+#: are passed to Beam's FileSystems for shipping (the CLI rejects flags Beam does not know).
 ACCEPTS_EXTRA_ARGS = True
 
 ENV_KEYS = "MAILPULSE_SENDGRID_PUBLIC_KEYS"
@@ -105,51 +105,18 @@ def add_arguments(p):
                    help="how often each worker retries failed uploads (default: 30)")
 
 
-SERVE_FLAGS = ["--archive", "--spool-dir", "--host", "--port", "--workers", "--threads",
-               "--timeout", "--dev", "--access-log", "--signature-max-age",
-               "--sendgrid-public-key", "--sendgrid-basic-auth", "--sns-topic-arn",
-               "--sns-cert-dir", "--sns-ca-file", "--confirm-subscriptions",
-               "--max-body-bytes", "--max-file-bytes", "--rotate-seconds",
-               "--maintain-interval"]
-
-
-def storage_args(extra: list[str], own_flags: list[str] = SERVE_FLAGS,
-                 command: str = "serve") -> list[str]:
-    """The extra command-line words, if each flag is one of Beam's pipeline options
-    (``--s3_endpoint_url URL``, ``--s3_region_name=R``, ``--project P``); otherwise a
-    usage error naming the closest flag of ``command``."""
-    import difflib
-
-    from ..cli import UsageError
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    known = set(PipelineOptions([]).get_all_options(retain_unknown_options=False))
-    serve_flags = own_flags
-    takes_value = False
-    for word in extra:
-        if not word.startswith("--"):
-            if not takes_value:
-                raise UsageError(f"unexpected argument {word!r} (see mailpulse {command} --help)")
-            takes_value = False
-            continue
-        takes_value = "=" not in word
-        name = word[2:].split("=", 1)[0]
-        if name.replace("-", "_") not in known:
-            close = difflib.get_close_matches(word.split("=", 1)[0], serve_flags, n=1)
-            hint = f"; did you mean {close[0]}?" if close else f" (see mailpulse {command} --help);"
-            raise UsageError(f"unrecognized argument {word.split('=', 1)[0]}{hint} Beam's storage "
-                             f"options such as --s3_endpoint_url are accepted too")
-    return list(extra)
-
-
 def build_config(args, environ=None):
     """Flags and environment -> CollectorConfig (the only place configuration is read)."""
     from ..cli import UsageError
     from ..collector.app import CollectorConfig
     from ..collector.archive import is_remote
     from ..collector.sns import load_ca_file
-    from ..collector.verification import (DEFAULT_SIGNATURE_MAX_AGE, KeyConfigError,
-                                          parse_basic_credentials, parse_public_keys)
+    from ..collector.verification import (
+        DEFAULT_SIGNATURE_MAX_AGE,
+        KeyConfigError,
+        parse_basic_credentials,
+        parse_public_keys,
+    )
     from ..config import data_dir, default_archive
 
     env = os.environ if environ is None else environ
@@ -193,7 +160,7 @@ def build_config(args, environ=None):
 
     archive = args.archive or default_archive(env)
     spool = args.spool_dir
-    beam_args = storage_args(getattr(args, "extra", None) or [])
+    beam_args = list(getattr(args, "extra", None) or [])  # checked by the CLI: Beam options
     if is_remote(archive):
         spool = spool or str((data_dir(env) / "spool").resolve())
         from ..storage import StorageError, configure
