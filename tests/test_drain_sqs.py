@@ -289,3 +289,86 @@ def test_usage_errors_name_the_fix(tmp_path, cli, monkeypatch):
     assert r.returncode == 2 and "AWS_ACCESS_KEY_ID" in r.stderr, r.stderr
     r = cli("drain-sqs", "--queue-url", url, "--archive", tmp_path / "a", "--folow", timeout=60)
     assert r.returncode == 2 and "did you mean --follow" in r.stderr, r.stderr
+
+
+# -- the loop, in-process (real moto SQS; the clock and the sleep injected) -------------------
+class Recording:
+    """Forwards to a real boto3 client and records each receive's WaitTimeSeconds."""
+
+    def __init__(self, client):
+        self.client, self.waits = client, []
+
+    def receive_message(self, **kw):
+        self.waits.append(kw["WaitTimeSeconds"])
+        return self.client.receive_message(**kw)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_the_long_poll_is_shortened_to_the_next_publication(tmp_path, sqs_queue, moto_server):
+    from datetime import datetime, timedelta, timezone
+
+    from pipelines.collector.archive import ArchiveWriter
+    from pipelines.sqs import DrainPolicy, SqsDrainer
+
+    now = [datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)]
+    writer = ArchiveWriter(tmp_path, instance="t", rotate_seconds=10, clock=lambda: now[0])
+    sqs = Recording(moto_server.client("sqs"))
+    sqs.send_message(QueueUrl=sqs_queue.url, MessageBody='{"n":1}')
+    d = SqsDrainer(sqs, sqs_queue.url, writer, str(tmp_path), follow=True,
+                   policy=DrainPolicy(wait_seconds=20))
+
+    def after_batch(stats):  # 8.5 s pass (injected) while the batch is handled
+        now[0] += timedelta(seconds=8.5)
+
+    d.on_batch = after_batch
+    real_receive = sqs.receive_message
+
+    def receive_twice(**kw):
+        out = real_receive(**kw)
+        if len(sqs.waits) == 2:
+            d.stop.set()
+        return out
+
+    sqs.receive_message = receive_twice
+    stats = d.run()
+    # nothing open: the full 20 s long poll; then the file is due 9 s after its line (10 s
+    # minus the 1 s margin), 8.5 s of which have passed: a short poll, to publish in time
+    assert sqs.waits == [20, 0]
+    assert stats.received == stats.archived == stats.deleted == 1
+    assert stats.stopped_by == "signal"
+    now[0] += timedelta(seconds=0.5)
+    assert writer.publish_due() == 1
+    d.close()
+
+
+def test_follow_backs_off_while_the_endpoint_is_down_then_stops(tmp_path, sqs_queue, moto_server):
+    import boto3
+    from botocore.config import Config
+    from serve_support import TcpProxy
+
+    from pipelines.collector.archive import ArchiveWriter
+    from pipelines.sqs import DrainError, DrainPolicy, SqsDrainer
+
+    dead = TcpProxy(1)  # never up: connection refused
+    client = boto3.client("sqs", endpoint_url=dead.url, region_name="us-east-1",
+                          aws_access_key_id="testing", aws_secret_access_key="testing",
+                          config=Config(retries={"max_attempts": 1}))
+    writer = ArchiveWriter(tmp_path, instance="t")
+    slept = []
+    d = SqsDrainer(client, sqs_queue.url, writer, str(tmp_path), follow=True,
+                   policy=DrainPolicy(backoff_initial=1, backoff_max=4))
+
+    def sleep(seconds, stop):
+        slept.append(seconds)
+        if len(slept) == 4:
+            stop.set()  # SIGTERM
+
+    d.sleep = sleep
+    stats = d.run()
+    assert slept == [1, 2, 4, 4] and stats.stopped_by == "signal" and stats.received == 0
+    # without --follow the same failure ends the run, naming what to check
+    d = SqsDrainer(client, sqs_queue.url, writer, str(tmp_path), follow=False)
+    with pytest.raises(DrainError, match="endpoint cannot be reached.*AWS_ENDPOINT_URL"):
+        d.run()
