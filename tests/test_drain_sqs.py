@@ -149,6 +149,13 @@ def test_drain_every_kind_of_message_into_a_local_archive(tmp_path, sqs_queue, m
     raws = sorted(d["raw"] for d in dead)
     assert raws == sorted([garbage[0], json.dumps(garbage[1])])
     assert json.loads(json.dumps(garbage[1])) == garbage[1]
+    # and the load counts every one of them
+    r = cli("load", "--archive", archive, "--warehouse", f"duckdb:///{tmp_path / 'wh.duckdb'}",
+            "--json", timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout.strip().splitlines()[-1])
+    assert report["events_loaded"] == len(want), report
+    assert report["dead_letters"] == 2 and report["files_read"] == len(files), report
 
 
 def test_a_failed_archive_write_deletes_nothing(tmp_path, sqs_queue, moto_server, cli):
