@@ -31,6 +31,7 @@ The access log (``--access-log``) redacts every query value and never logs heade
 from __future__ import annotations
 
 import asyncio
+import http
 import io
 import json
 import logging
@@ -252,6 +253,8 @@ class _Connection:
                 size = await self._send_error(rej.status, rej.reason)
                 if self.lim.access_log and req is not None:
                     self._access(req, rej.status, size, started)
+                if rej.status == 413 and req is not None:
+                    await self._linger(loop)
                 return
             try:
                 keep = await self._dispatch(loop, req, body, started)
@@ -353,7 +356,8 @@ class _Connection:
         headers.append((b"content-length", str(len(payload)).encode()))
         if not self.w.alive:
             headers.append((b"connection", b"close"))
-        self.writer.write(self.conn.send(h11.Response(status_code=status, headers=headers)))
+        self.writer.write(self.conn.send(h11.Response(status_code=status, headers=headers,
+                                                      reason=_phrase(status))))
         self.writer.write(self.conn.send(h11.Data(data=payload)))
         self.writer.write(self.conn.send(h11.EndOfMessage()))
         await self._drain()
@@ -413,6 +417,23 @@ class _Connection:
             environ["wsgi.url_scheme"] = environ["HTTP_X_FORWARDED_PROTO"]
         return environ
 
+    async def _linger(self, loop, seconds: float = 2.0) -> None:
+        """After a 413 the client is usually still sending: read and drop what follows for
+        a moment (bounded in time and bytes) so that it gets to read the answer instead of
+        a connection reset, as nginx's lingering close does."""
+        budget = self.lim.max_body_bytes
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            end = loop.time() + seconds
+            while budget > 0:
+                data = await self._read(end)
+                if not data:
+                    return
+                budget -= len(data)
+        except (TimeoutError, OSError):
+            return
+
     # -- writing -----------------------------------------------------------------------
     async def _drain(self) -> None:
         try:
@@ -429,7 +450,8 @@ class _Connection:
             headers.append((b"retry-after", b"1"))
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
-                self.writer.write(self.conn.send(h11.Response(status_code=status, headers=headers)))
+                self.writer.write(self.conn.send(h11.Response(status_code=status, headers=headers,
+                                                              reason=_phrase(status))))
                 self.writer.write(self.conn.send(h11.Data(data=payload)))
                 self.writer.write(self.conn.send(h11.EndOfMessage()))
             except h11.LocalProtocolError:
@@ -483,10 +505,16 @@ def _call_wsgi(app, environ: dict[str, Any]) -> tuple[int, list[tuple[bytes, byt
     return status, headers, b"".join(chunks)
 
 
+def _phrase(status: int) -> bytes:
+    try:
+        return http.HTTPStatus(status).phrase.encode("ascii")
+    except ValueError:
+        return b""
+
+
 def _raw_response(status: int, reason: str, retry_after: int | None = None) -> bytes:
     payload = json.dumps({"error": reason}).encode()
-    phrase = {400: "Bad Request", 408: "Request Timeout", 413: "Content Too Large",
-              431: "Request Header Fields Too Large", 503: "Service Unavailable"}.get(status, "Error")
+    phrase = _phrase(status).decode("ascii")
     extra = f"Retry-After: {retry_after}\r\n" if retry_after else ""
     return (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(payload)}\r\nConnection: close\r\n{extra}\r\n").encode() + payload
