@@ -197,8 +197,10 @@ class CollectorWorker(base.Worker):
             if self.waiting:
                 oldest = next(iter(self.waiting))
                 self.waiting.pop(oldest)
+                self.connections.discard(oldest)  # its task ends on its own
                 oldest.close()
-                self.on_reject("shed")
+                log.info("closed the oldest idle or slow connection (from %s) to make room: "
+                         "--max-connections %d reached", oldest.peer[0], self.limits.max_connections)
             else:
                 self.on_reject("overloaded")
                 log.warning("rejected a connection from %s: overloaded (%d connections busy, "
@@ -301,6 +303,10 @@ class _Connection:
 
     async def _read_body(self, loop, req: h11.Request) -> bytes | None:
         limit = self.lim.max_body_bytes
+        names = {name for name, _ in req.headers}
+        if b"content-length" in names and b"transfer-encoding" in names:
+            # ambiguous framing (request smuggling through a proxy): refuse, as gunicorn does
+            raise _Reject(400, "bad_request", "both Content-Length and Transfer-Encoding")
         for name, value in req.headers:
             if name == b"content-length" and int(value) > limit:
                 raise _Reject(413, "too_large", f"Content-Length {int(value)}, limit {limit} bytes")
