@@ -312,3 +312,58 @@ def test_unauthenticated_large_form_is_rejected_fast(tmp_path):
         assert size > 9_000_000
         assert took < 1.0, f"{name}: 401 after {took:.2f} s"
     assert after < 0.5
+
+
+def _exchange(port: int, data: bytes, wait: float = 3.0) -> bytes:
+    """Send raw bytes, read until the server closes or ``wait`` seconds pass."""
+    out = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=wait) as s:
+        s.sendall(data)
+        end = time.monotonic() + wait
+        while time.monotonic() < end:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                break
+            if not chunk:
+                break
+            out += chunk
+    return out
+
+
+def test_http_edges(tmp_path, key):
+    priv, pub = key
+    server = Serve(tmp_path, "--workers", "1", pub=pub, cmc=False)
+    body, headers = signed_batch(priv, "edge")
+    hdr = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
+    req = (b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: x\r\n" + hdr
+           + b"Content-Length: %d\r\n" % len(body))
+    try:
+        # Expect: 100-continue: told to go on, then accepted
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
+            s.sendall(req + b"Expect: 100-continue\r\n\r\n")
+            interim = s.recv(4096)
+            s.sendall(body)
+            final = s.recv(4096)
+        # two pipelined posts in one write: two answers, in order
+        pipelined = _exchange(server.port, (req + b"\r\n" + body) * 2, wait=2)
+        # ambiguous framing is refused
+        smuggle = _exchange(server.port, req + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        # a head over 16 KiB
+        huge = _exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
+                         + b"a" * 20000 + b"\r\n\r\n")
+        # HTTP/1.0: answered, then closed
+        old = _exchange(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")
+        health = server.healthz()["counters"]
+    finally:
+        server.stop()
+    assert interim.startswith(b"HTTP/1.1 100 ")
+    assert final.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert pipelined.count(b"HTTP/1.1 200 OK\r\n") == 2
+    assert smuggle.startswith(b"HTTP/1.1 400 Bad Request\r\n") and b'"bad_request"' in smuggle
+    assert huge.startswith(b"HTTP/1.1 431 ")
+    assert old.startswith(b"HTTP/1.1 200 OK\r\n") and b'"status": "ok"' in old
+    assert health["accepted"] == 3
+    assert len(archived(server.archive)) == 3

@@ -296,6 +296,12 @@ class _Connection:
                     self.conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Request):
+                    # h11 bounds only a head that is still incomplete; one that arrives in
+                    # a single read is measured here
+                    size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
+                    if size > self.lim.max_header_bytes:
+                        raise _Reject(431, "too_large", f"request head of {size} bytes, limit "
+                                                        f"{self.lim.max_header_bytes}")
                     return event
                 return None  # ConnectionClosed
         finally:
