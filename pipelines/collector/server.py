@@ -68,8 +68,6 @@ def gunicorn_options(host: str, port: int, workers: int, timeout: int) -> dict[s
         "accesslog": None,
         "errorlog": "-",
         "proc_name": "mailpulse-serve",
-        # Behind a TLS proxy on the same host: trust its X-Forwarded-* headers only.
-        "forwarded_allow_ips": "127.0.0.1,::1",
         # gunicorn >= 25.1 opens a control socket at one fixed path per user; two
         # collectors on one host would fight over it. Not needed here.
         "control_socket_disable": True,

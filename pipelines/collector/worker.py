@@ -59,6 +59,7 @@ access_log = logging.getLogger("mailpulse.collector.access")
 _FRAMING = {"CONTENT_LENGTH", "TRANSFER_ENCODING"}
 _HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
                b"upgrade", b"proxy-connection"}
+#: Behind a TLS proxy on the same host: X-Forwarded-Proto is trusted from these only.
 _TRUSTED_PROXIES = {"127.0.0.1", "::1"}
 _READ_SIZE = 65536
 
