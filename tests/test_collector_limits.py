@@ -121,3 +121,17 @@ def test_redact_target(target, shown):
 
 def test_worker_rejection_reasons_are_counted_reasons():
     assert REASONS["timeout"] == 408 and REASONS["overloaded"] == 503 and REASONS["too_large"] == 413
+
+
+def test_worker_log_lines_are_throttled_per_kind(caplog):
+    from pipelines.collector.worker import _Throttle
+    now = [100.0]
+    throttle = _Throttle(every=1.0, clock=lambda: now[0])
+    with caplog.at_level("INFO", logger="mailpulse.collector"):
+        for _ in range(50):
+            throttle("timeout", 30, "rejected %s", "x")
+        throttle("too_large", 30, "rejected %s", "y")
+        now[0] += 1.5
+        throttle("timeout", 30, "rejected %s", "z")
+    assert [r.getMessage() for r in caplog.records] == [
+        "rejected x", "rejected y", "rejected z (and 49 more like it since the last such line)"]

@@ -83,6 +83,27 @@ class ServerLimits:
         return 2 * max(self.threads, 1) * max(self.max_body_bytes, 1024 * 1024)
 
 
+class _Throttle:
+    """At most one log line per kind per ``every`` seconds; the lines held back are counted
+    into the next one. A flood of slow clients must not become a flood of log lines."""
+
+    def __init__(self, every: float = 1.0, clock: Callable[[], float] = time.monotonic):
+        self.every, self.clock = every, clock
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def __call__(self, kind: str, level: int, msg: str, *args: Any) -> None:
+        now = self.clock()
+        if now - self._last.get(kind, -1e18) < self.every:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return
+        self._last[kind] = now
+        held = self._held.pop(kind, 0)
+        if held:
+            msg += f" (and {held} more like it since the last such line)"
+        log.log(level, msg, *args)
+
+
 class _Reject(Exception):
     """Answer ``status`` with ``{"error": reason}`` and close the connection."""
 
@@ -105,6 +126,7 @@ class CollectorWorker(base.Worker):
         #: connections not working on a request, oldest first (shed first at the bound)
         self.waiting: OrderedDict[_Connection, None] = OrderedDict()
         self.buffered = 0
+        self.throttled_log = _Throttle()
 
     # -- process life ---------------------------------------------------------------
     def init_process(self) -> None:
@@ -200,13 +222,16 @@ class CollectorWorker(base.Worker):
                 self.waiting.pop(oldest)
                 self.connections.discard(oldest)  # its task ends on its own
                 oldest.close()
-                log.info("closed the oldest idle or slow connection (from %s) to make room: "
-                         "--max-connections %d reached", oldest.peer[0], self.limits.max_connections)
+                self.throttled_log("shed", logging.INFO,
+                                   "closed the oldest idle or slow connection (from %s) to make "
+                                   "room: --max-connections %d reached", oldest.peer[0],
+                                   self.limits.max_connections)
             else:
                 self.on_reject("overloaded")
-                log.warning("rejected a connection from %s: overloaded (%d connections busy, "
-                            "--max-connections %d)", _peer(writer)[0], len(self.connections),
-                            self.limits.max_connections)
+                self.throttled_log("overloaded", logging.WARNING,
+                                   "rejected a connection from %s: overloaded (%d connections "
+                                   "busy, --max-connections %d)", _peer(writer)[0],
+                                   len(self.connections), self.limits.max_connections)
                 writer.write(_raw_response(503, "overloaded", retry_after=1))
                 await _close(writer)
                 return
@@ -476,7 +501,8 @@ class _Connection:
         self.w.on_reject(rej.reason)
         what = (f"{req.method.decode('ascii', 'replace')} {_path(req)}" if req is not None
                 else "a request")
-        log.warning("rejected %s from %s: %s (%s)", what, self.peer[0], rej.reason, rej.detail)
+        self.w.throttled_log(rej.reason, logging.WARNING, "rejected %s from %s: %s (%s)", what,
+                             self.peer[0], rej.reason, rej.detail)
 
     def _access(self, req: h11.Request, status: int, size: int, started: float,
                 user_agent: str | None = None) -> None:
