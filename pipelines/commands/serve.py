@@ -36,6 +36,14 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _at_least_one(value: str) -> int:
+    import argparse
+    n = _positive_int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
+    return n
+
+
 def _positive_float(value: str) -> float:
     import argparse
     try:
@@ -69,7 +77,8 @@ def add_arguments(p):
     p.add_argument("--access-log", action="store_true",
                    help="log every request on stderr (query values redacted, headers never logged)")
 
-    g = p.add_argument_group("slow and hostile clients")
+    g = p.add_argument_group("slow and hostile clients",
+                             "limits of each worker's HTTP server (not applied by --dev)")
     g.add_argument("--header-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                    help="a request's head must be complete this long after the connection "
                         "opens (or after its first byte on a kept-alive connection); else 408 "
@@ -79,7 +88,7 @@ def add_arguments(p):
                         "(default: 30)")
     g.add_argument("--keepalive", type=_positive_float, default=75.0, metavar="SECONDS",
                    help="close a kept-alive connection idle this long (default: 75)")
-    g.add_argument("--max-connections", type=_positive_int, default=1000, metavar="N",
+    g.add_argument("--max-connections", type=_at_least_one, default=1000, metavar="N",
                    help="open connections per worker; past it the oldest idle or still-sending-"
                         "its-head connection is closed, or 503 when all are busy (default: 1000)")
 
@@ -223,7 +232,7 @@ def run(args) -> int:
     counters = Counters(shared=True)  # created before the fork: one set for all workers
     opts = gunicorn_options(args.host, args.port, args.workers or 1, args.timeout)
     limits = ServerLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
-                          keepalive=args.keepalive, max_connections=max(args.max_connections, 1),
+                          keepalive=args.keepalive, max_connections=args.max_connections,
                           max_body_bytes=cfg.max_body_bytes, threads=args.threads or 1,
                           access_log=args.access_log)
     CollectorServer(lambda: create_app(cfg, counters=counters), opts, limits=limits,
