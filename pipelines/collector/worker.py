@@ -208,12 +208,21 @@ class CollectorWorker(base.Worker):
             s.close()
         for c in list(self.waiting):
             c.close()
-        deadline = self.loop.time() + (0 if self._quick_exit else self.cfg.graceful_timeout)
+        # finish before the master's own graceful timeout runs out and it kills us
+        grace = 0 if self._quick_exit else 0.8 * self.cfg.graceful_timeout
+        deadline = self.loop.time() + grace
         while self.connections and self.loop.time() < deadline and not self._quick_exit:
             self.notify()
             await asyncio.sleep(0.1)
         for c in list(self.connections):
             c.close()
+        # let the connection tasks end (a post still in a pool thread completes its append:
+        # run() waits for the pool before gunicorn's worker_exit closes the archive files)
+        tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=2)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if len(self.connections) >= self.limits.max_connections:
