@@ -280,8 +280,9 @@ def test_credentials_never_reach_the_log(tmp_path, key, mode):
     assert archived(server.archive) and all(CMC_KEY.encode() not in ln for ln in archived(server.archive))
 
 
-def test_unauthenticated_large_form_is_rejected_fast(tmp_path):
-    server = Serve(tmp_path, "--workers", "1", "--threads", "1")
+def test_unauthenticated_large_form_is_rejected_fast(tmp_path, key):
+    priv, pub = key
+    server = Serve(tmp_path, "--workers", "1", "--threads", "1", pub=pub)
     event = json.dumps({"deliveries": [{"status": "succeeded", "to": f"u{i}@example.jp",
                                         "messageId": f"<m{i}@example.com>"} for i in range(20000)]})
     fields = [("server_composition", "pro"), ("event_type", "deliveries"), ("event", event)]
@@ -298,6 +299,18 @@ def test_unauthenticated_large_form_is_rejected_fast(tmp_path):
             status, data, took = server.post("/webhooks/cmc", body, ctype, timeout=30)
             assert (status, json.loads(data)) == (401, {"error": "unauthenticated"}), name
             timings[name] = (len(body), took)
+        # the other routes: a 9.9 MB CMC JSON body with a wrong key, a 9.9 MB SendGrid
+        # batch with a signature by another key
+        js = json.dumps({"api_key": "not-the-key", **cmc_doc(), "padding": "a" * 9_800_000}).encode()
+        status, _, took = server.post("/webhooks/cmc", js, {"Content-Type": "application/json"})
+        assert status == 401
+        timings["CMC JSON, wrong api_key"] = (len(js), took)
+        other, _ = signing_key()
+        sg = json.dumps([{"event": "delivered", "email": "a@example.com", "pad": "a" * 9_800_000}]).encode()
+        _, headers = signed_batch(other, "forged")
+        status, _, took = server.post("/webhooks/sendgrid", sg, headers)
+        assert status == 403
+        timings["SendGrid, forged signature"] = (len(sg), took)
         right = urlencode(fields + [("api_key", CMC_KEY)]).encode()
         status, _, took_ok = server.post("/webhooks/cmc", right, ctype, timeout=60)
         assert status == 200
@@ -308,7 +321,7 @@ def test_unauthenticated_large_form_is_rejected_fast(tmp_path):
     finally:
         server.stop()
     print("\nunauthenticated CMC forms: " + "; ".join(
-        f"{n} ({b / 1e6:.1f} MB) -> 401 in {s * 1000:.0f} ms" for n, (b, s) in timings.items())
+        f"{n} ({b / 1e6:.1f} MB) -> rejected in {s * 1000:.0f} ms" for n, (b, s) in timings.items())
         + f"; the same form with the right key -> 200 in {took_ok * 1000:.0f} ms")
     for name, (size, took) in timings.items():
         assert size > 9_000_000
