@@ -17,11 +17,12 @@ Per connection:
   counted as it arrives and answered 413 the moment it passes the limit. The app is not
   called, so nothing is archived. The whole body must arrive within ``body_timeout``
   (408).
-- at most ``max_connections`` per worker. When a new connection would pass the bound,
-  the oldest connection that is not working on a request (kept alive, or still sending
-  its head) is closed to make room; when every connection is busy the newcomer gets 503.
-  Genuine senders send their head in milliseconds, so under a slow-header flood it is the
-  attacker's connections that are shed.
+- ``max_connections`` per worker. Past it, newcomers are admitted (up to twice the
+  bound) and 50 ms later the oldest connections that are not working on a request (kept
+  alive, or still sending their head) are closed until the bound holds again; at twice
+  the bound, or when every connection is busy, a newcomer gets 503. Genuine senders send
+  their head in milliseconds, so under a slow-header flood it is the attacker's
+  connections that are shed.
 - bodies held in memory by one worker are bounded by ``max_buffered_bytes`` (503 past it).
 
 Rejections made here are counted under the same reasons as the app's (``too_large``,
@@ -31,6 +32,7 @@ The access log (``--access-log``) redacts every query value and never logs heade
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import http
 import io
 import json
@@ -38,7 +40,9 @@ import logging
 import os
 import resource
 import signal
+import struct
 import sys
+import termios
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -142,7 +146,7 @@ class CollectorWorker(base.Worker):
         super().init_process()
 
     def _raise_fd_limit(self) -> None:
-        need = self.limits.max_connections + 256  # archive files, pipes, the pool
+        need = 2 * self.limits.max_connections + 256  # a burst, archive files, pipes, the pool
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if soft != resource.RLIM_INFINITY and soft < need:
             target = need if hard == resource.RLIM_INFINITY else min(need, hard)
@@ -152,8 +156,8 @@ class CollectorWorker(base.Worker):
             except (ValueError, OSError):
                 pass
             if soft < need:
-                log.warning("open file limit %s is below --max-connections %s + 256; raise it "
-                            "(ulimit -n / LimitNOFILE=) or lower --max-connections",
+                log.warning("open file limit %s is below 2 x --max-connections %s + 256; raise "
+                            "it (ulimit -n / LimitNOFILE=) or lower --max-connections",
                             soft, self.limits.max_connections)
 
     def init_signals(self) -> None:
@@ -224,26 +228,66 @@ class CollectorWorker(base.Worker):
         if tasks:
             await asyncio.wait(tasks, timeout=2)
 
+    def _victim(self) -> _Connection | None:
+        """The connection to close for room: the oldest waiting one that has no bytes in
+        its socket which the loop has not read yet. One that has is making progress (or
+        has not been looked at yet): typically a genuine post whose head came with its
+        connection, accepted in the same burst as a flood of new connections."""
+        for i, c in enumerate(self.waiting):
+            if i >= 256:
+                break
+            if c.unread_bytes() == 0 and not c.buffered_unparsed():
+                return c
+        return None
+
+    def _shed(self, victim: _Connection) -> None:
+        self.waiting.pop(victim, None)
+        self.connections.discard(victim)  # its task ends on its own
+        victim.close()
+        self.throttled_log("shed", logging.INFO,
+                           "closed the oldest idle or slow connection (from %s) to make room: "
+                           "--max-connections %d reached", victim.peer[0],
+                           self.limits.max_connections)
+
+    def _enforce_bound(self) -> None:
+        """Back to ``max_connections``: shed idle or slow connections, oldest first. Runs
+        shortly after a burst took the count over, once the loop has read what the new
+        connections sent (so that a genuine head is complete and its connection busy)."""
+        self._enforce_pending = False
+        while len(self.connections) > self.limits.max_connections:
+            victim = self._victim()
+            if victim is None:
+                if self.waiting:
+                    self._schedule_enforce()
+                return
+            self._shed(victim)
+
+    _enforce_pending = False
+
+    def _schedule_enforce(self) -> None:
+        if not self._enforce_pending:
+            self._enforce_pending = True
+            self.loop.call_later(0.05, self._enforce_bound)
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self.connections) >= self.limits.max_connections:
-            if self.waiting:
-                oldest = next(iter(self.waiting))
-                self.waiting.pop(oldest)
-                self.connections.discard(oldest)  # its task ends on its own
-                oldest.close()
-                self.throttled_log("shed", logging.INFO,
-                                   "closed the oldest idle or slow connection (from %s) to make "
-                                   "room: --max-connections %d reached", oldest.peer[0],
-                                   self.limits.max_connections)
-            else:
+        n = len(self.connections)
+        if n >= self.limits.max_connections:
+            # over the bound: admit for a moment (up to twice the bound) and shed the
+            # oldest idle or slow ones once the loop has read from the newcomers
+            victim = self._victim() if n >= 2 * self.limits.max_connections else None
+            if victim is not None:
+                self._shed(victim)
+            elif n >= 2 * self.limits.max_connections or not self.waiting:
                 self.on_reject("overloaded")
                 self.throttled_log("overloaded", logging.WARNING,
                                    "rejected a connection from %s: overloaded (%d connections "
                                    "busy, --max-connections %d)", _peer(writer)[0],
-                                   len(self.connections), self.limits.max_connections)
+                                   n, self.limits.max_connections)
                 writer.write(_raw_response(503, "overloaded", retry_after=1))
                 await _close(writer)
                 return
+            else:
+                self._schedule_enforce()
         conn = _Connection(self, reader, writer)
         self.connections.add(conn)
         try:
@@ -270,7 +314,24 @@ class _Connection:
         self.accepted = time.monotonic()
 
     def close(self) -> None:
+        self.closed_by_us = True
         self.writer.transport.abort()
+
+    closed_by_us = False
+
+    def buffered_unparsed(self) -> bool:
+        """Bytes read from the socket that this connection's task has not taken yet
+        (asyncio's StreamReader keeps them in ``_buffer``; False if that ever changes)."""
+        return bool(len(getattr(self.reader, "_buffer", b"")))
+
+    def unread_bytes(self) -> int:
+        """Bytes in the kernel's receive buffer for this socket (Linux FIONREAD; 0 where
+        that is not available)."""
+        sock = self.writer.get_extra_info("socket")
+        try:
+            return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+        except (OSError, AttributeError, ValueError):
+            return 0
 
     async def serve(self) -> None:
         loop = asyncio.get_running_loop()
@@ -311,11 +372,14 @@ class _Connection:
         head_deadline = now + self.lim.header_timeout if (first or self.conn.trailing_data[0]) else None
         idle_deadline = now + self.lim.keepalive
         self.w.waiting[self] = None
+        eof = False
         try:
             while True:
                 try:
                     event = self.conn.next_event()
                 except h11.RemoteProtocolError as exc:
+                    if eof or self.closed_by_us:
+                        return None  # the client left mid-head, or we shed it: no answer
                     raise _Reject(exc.error_status_hint, "too_large" if exc.error_status_hint == 431
                                   else "bad_request", "malformed request head") from None
                 if event is h11.NEED_DATA:
@@ -328,6 +392,7 @@ class _Connection:
                                                       f"{self.lim.header_timeout:g} s") from None
                     if head_deadline is None and data:
                         head_deadline = loop.time() + self.lim.header_timeout
+                    eof = not data
                     self.conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Request):
@@ -358,6 +423,8 @@ class _Connection:
                 try:
                     event = self.conn.next_event()
                 except h11.RemoteProtocolError:
+                    if self.closed_by_us or self.reader.at_eof():
+                        return self._gone(body)  # the client left mid-body
                     raise _Reject(400, "bad_request", "malformed request body framing") from None
                 if event is h11.NEED_DATA:
                     if self.conn.they_are_waiting_for_100_continue:
@@ -382,11 +449,15 @@ class _Connection:
                 elif isinstance(event, h11.EndOfMessage):
                     return bytes(body)
                 else:  # ConnectionClosed mid-body
-                    self.w.buffered -= len(body)
-                    return None
+                    return self._gone(body)
         except BaseException:
             self.w.buffered -= len(body)
             raise
+
+    def _gone(self, body: bytearray) -> None:
+        self.w.buffered -= len(body)
+        body.clear()  # so that nothing is released twice
+        return None
 
     # -- the app -----------------------------------------------------------------------
     async def _dispatch(self, loop, req: h11.Request, body: bytes, started: float) -> bool:

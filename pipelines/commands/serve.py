@@ -90,7 +90,8 @@ def add_arguments(p):
                    help="close a kept-alive connection idle this long (default: 75)")
     g.add_argument("--max-connections", type=_at_least_one, default=1000, metavar="N",
                    help="open connections per worker; past it the oldest idle or still-sending-"
-                        "its-head connection is closed, or 503 when all are busy (default: 1000)")
+                        "their-head connections are closed (a burst may briefly reach 2N), a new "
+                        "one gets 503 at 2N or when all are busy (default: 1000)")
 
     g = p.add_argument_group("verification")
     g.add_argument("--signature-max-age", type=_positive_int, default=None, metavar="SECONDS",
