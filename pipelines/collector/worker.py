@@ -26,7 +26,7 @@ Per connection:
 - bodies held in memory by one worker are bounded by ``max_buffered_bytes`` (503 past it).
 
 Rejections made here are counted under the same reasons as the app's (``too_large``,
-``timeout``, ``bad_request``, ``overloaded``) and logged without the request target.
+``timeout``, ``bad_request``, ``overloaded``) and logged with the path, never the query.
 The access log (``--access-log``) redacts every query value and never logs headers.
 """
 from __future__ import annotations
