@@ -244,6 +244,7 @@ def test_chunked_body_over_the_limit_gets_413_and_nothing_is_archived(tmp_path, 
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     try:
         big = server.post("/webhooks/cmc", small + pad, form, chunked=True, timeout=60)
+        after_big = archived(server.archive)
         exact = server.post("/webhooks/cmc", (small + pad)[:10 * 1024 * 1024], form, chunked=True,
                             timeout=60)
         declared = server.post("/webhooks/cmc", small + pad, form, timeout=60)
@@ -255,6 +256,7 @@ def test_chunked_body_over_the_limit_gets_413_and_nothing_is_archived(tmp_path, 
     print(f"\n{mode}: 11 MiB chunked -> {big[0]} in {big[2] * 1000:.0f} ms; "
           f"exactly 10 MiB chunked -> {exact[0]}; 11 MiB with Content-Length -> {declared[0]}")
     assert (big[0], json.loads(big[1])) == (413, {"error": "too_large"})
+    assert after_big == []  # nothing archived, not even a truncated copy
     assert declared[0] == 413
     assert exact[0] == 200  # at the limit is not over it
     assert len(archived_before) == 1 and b"padding" in archived_before[0]  # only the 10 MiB one
