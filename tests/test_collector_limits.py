@@ -12,10 +12,10 @@ import time
 from urllib.parse import urlencode
 
 import pytest
+from collector_support import archived
 
 from pipelines.collector import CollectorConfig, create_app
 from pipelines.collector.verification import REASONS, form_field, redact_target
-from collector_support import archived
 
 KEY = "cmc-key-4411"
 

@@ -424,7 +424,8 @@ class _Connection:
                     event = self.conn.next_event()
                 except h11.RemoteProtocolError:
                     if self.closed_by_us or self.reader.at_eof():
-                        return self._gone(body)  # the client left mid-body
+                        self._gone(body)  # the client left mid-body
+                        return None
                     raise _Reject(400, "bad_request", "malformed request body framing") from None
                 if event is h11.NEED_DATA:
                     if self.conn.they_are_waiting_for_100_continue:
@@ -449,7 +450,8 @@ class _Connection:
                 elif isinstance(event, h11.EndOfMessage):
                     return bytes(body)
                 else:  # ConnectionClosed mid-body
-                    return self._gone(body)
+                    self._gone(body)
+                    return None
         except BaseException:
             self.w.buffered -= len(body)
             raise
@@ -457,7 +459,6 @@ class _Connection:
     def _gone(self, body: bytearray) -> None:
         self.w.buffered -= len(body)
         body.clear()  # so that nothing is released twice
-        return None
 
     # -- the app -----------------------------------------------------------------------
     async def _dispatch(self, loop, req: h11.Request, body: bytes, started: float) -> bool:
