@@ -41,7 +41,7 @@ def _wait_seconds(value: str) -> int:
 
 
 def add_arguments(p):
-    from .serve import _positive_int, _positive_seconds
+    from .serve import _positive_float, _positive_int
     p.add_argument("--queue-url", required=True, metavar="URL",
                    help="https://sqs.REGION.amazonaws.com/ACCOUNT/NAME")
     p.add_argument("--archive", default=None, metavar="URI",
@@ -55,7 +55,7 @@ def add_arguments(p):
     p.add_argument("--wait-seconds", type=_wait_seconds, default=20, metavar="S",
                    help="long-poll wait with --follow (1-20, default: 20); it bounds how long "
                         "SIGTERM waits for the receive in flight")
-    p.add_argument("--rotate-seconds", type=_positive_seconds, default=60.0, metavar="S",
+    p.add_argument("--rotate-seconds", type=_positive_float, default=60.0, metavar="S",
                    help="publish open archive files at most S seconds after their first "
                         "message (default: 60)")
     p.add_argument("--max-file-bytes", type=_positive_int, default=64 * 1024 * 1024,
