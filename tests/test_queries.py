@@ -342,3 +342,48 @@ def test_recipient_status_one_row_per_recipient_and_forward_only(synthetic, ware
     assert len(rows) == len(best)
     for row in rows:
         assert row["status"] == best[(row["provider"], row["message_id"], row["email_hash"])][2]
+
+
+# -- provider payloads through to the metric columns ------------------------------------
+def test_cmc_never_sent_statuses_land_in_the_drop_columns(warehouse_factory, tmp_path, ctx):
+    """Real CMC bodies (provider-samples/cmc) normalized and loaded: error statuses 10, 11
+    and 9 count as bounce_drops, unsubscribe_drops and invalid_emails (never as bounces),
+    beside a real failed-delivery + bounce pair (one hard bounce) and a delivered mail."""
+    from conftest import SAMPLES
+    from pipelines.normalizers import normalize_bytes
+
+    cmc = SAMPLES / "cmc"
+    host = json.loads((cmc / "bounces_host_unknown.json").read_text())
+    item = host["event"]["bounces"][0]
+    # Built: the real bounce body with the documented never-sent statuses.
+    host["event"]["bounces"] = [
+        dict(item, status=status, reason=reason, to=f"{name}@docomo.ne.jp")
+        for status, reason, name in [("10", "blocked address", "blocked1"),
+                                     ("10", "blocked address", "blocked2"),
+                                     ("11", "unsubscribed address", "unsub"),
+                                     ("9", "address format error", "format")]]
+    bodies = [json.dumps(host).encode()] + [
+        (cmc / name).read_bytes() for name in
+        ("deliveries_queued.json", "deliveries_succeeded.json", "deliveries_failed.json",
+         "bounces_user_unknown.json")]
+    events = []
+    for raw in bodies:
+        res = normalize_bytes(raw, ctx)
+        assert not res.dead_letters
+        events += res.events
+    assert [e["event_type"] for e in events] == [
+        "dropped", "dropped", "dropped", "dropped", "processed", "delivered", "bounce", "bounce"]
+
+    wh = warehouse_factory()
+    load_events(wh, events, tmp_path)
+    day = date(2023, 1, 25)
+    compute_outcomes(wh, day, day)
+    compare_rows("delivery_outcomes", read_table(wh, "delivery_outcomes", day, day), [{
+        "event_date": "2023-01-25", "category": "(none)", "provider": "cmc",
+        "requests": 6, "processed": 1, "delivered": 1, "bounces": 1, "bounces_hard": 1,
+        "drops": 4, "bounce_drops": 2, "unsubscribe_drops": 1, "invalid_emails": 1,
+        "drop_rate": 0.666667, "bounce_rate": 0.166667}])
+    # ... and the addresses are suppressed for those reasons
+    reasons = sorted(r["reason"] for r in read_table(wh, "suppressions", day, day))
+    assert reasons == ["hard_bounce", "hard_bounce", "hard_bounce", "invalid_address",
+                       "unsubscribe"]
