@@ -8,7 +8,8 @@ NAME = "outcomes"
 ORDER = 40
 HELP = "recompute delivery outcomes, recipient status and suppressions; print per category"
 DESCRIPTION = """\
-Recomputes the partitions of delivery_outcomes, recipient_status and suppressions for
+Recomputes the partitions of delivery_outcomes (and domain_outcomes, the same per
+recipient domain), recipient_status and suppressions for
 [--start, --end] from the loaded events (idempotent: a rerun changes nothing), then
 prints the delivery outcomes. Default range: the 3 days before today (UTC) and today,
 because deferred mail settles for up to 72 hours.
