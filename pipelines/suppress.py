@@ -83,7 +83,8 @@ class CleanList:
     keep: list[str]
     drop: list[Suppressed]
     duplicates: int = 0
-    checked_through: date | None = None
+    #: the latest day of the suppressions log read (how fresh the answer is), or None
+    suppressions_through: date | None = None
 
     def by_reason(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -152,8 +153,10 @@ def clean_list(email_list: Iterable[str], *,
             seen.add(h)
             order.append((a, h))
         hashes = [h for _, h in order if h is not None]
-        rows = _suppressed_rows(wh, hashes, since, until, retry_policy or DEFAULT_RETRY_POLICY,
-                                sleep, is_transient) if hashes else []
+        policy = retry_policy or DEFAULT_RETRY_POLICY
+        rows = _suppressed_rows(wh, hashes, since, until, policy, sleep,
+                                is_transient) if hashes else []
+        latest = _latest_day(wh, since, until, policy, sleep, is_transient) if hashes else None
     finally:
         if owned:
             wh.close()
@@ -173,7 +176,22 @@ def clean_list(email_list: Iterable[str], *,
             drop.append(Suppressed(address, reasons[0], reasons, first, last, found[h]))
         else:
             keep.append(address)
-    return CleanList(keep=keep, drop=drop, duplicates=duplicates, checked_through=until)
+    return CleanList(keep=keep, drop=drop, duplicates=duplicates,
+                     suppressions_through=latest)
+
+
+def _retrying(fn, policy, sleep, is_transient):
+    """``fn()``, retrying transient errors per ``policy``; other errors propagate."""
+    delays = policy.delays()
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            delay = next(delays, None) if is_transient(exc) else None
+            if delay is None:
+                raise
+            log.warning("transient warehouse error (retrying in %.1fs): %s", delay, exc)
+            sleep(delay)
 
 
 def _suppressed_rows(wh: Warehouse, hashes: list[str], since: date, until: date,
@@ -186,18 +204,17 @@ def _suppressed_rows(wh: Warehouse, hashes: list[str], since: date, until: date,
     for i in range(0, len(hashes), MAX_HASHES_PER_QUERY):
         params = {"start_date": since, "end_date": until,
                   "hashes": hashes[i:i + MAX_HASHES_PER_QUERY]}
-        delays = policy.delays()
-        while True:
-            try:
-                rows += wh.query(SUPPRESSED_SQL, params).to_pylist()
-                break
-            except Exception as exc:
-                delay = next(delays, None) if is_transient(exc) else None
-                if delay is None:
-                    raise
-                log.warning("transient warehouse error (retrying in %.1fs): %s", delay, exc)
-                sleep(delay)
+        rows += _retrying(lambda: wh.query(SUPPRESSED_SQL, params).to_pylist(), policy,
+                          sleep, is_transient)
     return rows
+
+
+def _latest_day(wh: Warehouse, since: date, until: date, policy, sleep, is_transient):
+    rows = _retrying(lambda: wh.query(
+        "SELECT MAX(event_date) AS latest FROM suppressions "
+        "WHERE event_date BETWEEN @start_date AND @end_date",
+        {"start_date": since, "end_date": until}).to_pylist(), policy, sleep, is_transient)
+    return rows[0]["latest"] if rows else None
 
 
 def _utc(v):

@@ -167,3 +167,40 @@ def test_outcomes_table_by_mailbox_has_a_bounce_column(loaded, cli):
     # a --by value that does not exist is a usage error naming the choices
     res = cli("outcomes", "--warehouse", loaded.uri, "--by", "domain")
     assert res.returncode == 2 and "mailbox" in res.stderr
+
+
+@pytest.fixture(params=["duckdb", "bigquery"])
+def any_backend(request, tmp_path):
+    from test_queries import BACKENDS
+    return BACKENDS[request.param](tmp_path / "wh", request)
+
+
+def test_breakdown_reads_both_backends(any_backend, tmp_path):
+    """read_domain_outcomes + summarize_by on DuckDB and the BigQuery emulator: the same
+    sums (dates, NULL domains and the mapping included)."""
+    from test_queries import event_from_json, load_events
+    from pipelines.breakdown import read_domain_outcomes, summarize_by
+    from pipelines.outcomes import compute_outcomes
+
+    rows = [dict(event_type="processed", event_ts="2026-11-20T10:00:00Z", message_id="m1",
+                 email_hash=h, recipient_domain=d, categories=["sale"])
+            for h, d in [("h1", "gmail.com"), ("h2", "googlemail.com"), ("h3", "au.com")]]
+    rows += [dict(event_type="bounce", bounce_class="hard", event_ts="2026-11-21T10:00:00Z",
+                  message_id="m2", email_hash="h4", recipient_domain="docomo.ne.jp",
+                  categories=["news"]),
+             dict(provider="ses", event_type="dropped", event_ts="2026-11-21T10:00:00Z",
+                  message_id="s1", reason="Bad content")]  # no recipient
+    load_events(any_backend, [event_from_json(r) for r in rows], tmp_path)
+    compute_outcomes(any_backend, date(2026, 11, 20), date(2026, 11, 21),
+                     tables=("delivery_outcomes", "domain_outcomes"))
+    df = read_domain_outcomes(any_backend, date(2026, 11, 20), date(2026, 11, 21))
+    mb = summarize_by(df, "mailbox")
+    assert [(r["mailbox_provider"], r["requests"], r["bounces"]) for r in
+            mb.to_dict(orient="records")] == [("Gmail", 2, 0), ("au", 1, 0), ("docomo", 1, 1),
+                                              ("(unknown)", 1, 0)]
+    day = summarize_by(df, "day")
+    assert [(str(r["event_date"]), r["requests"]) for r in day.to_dict(orient="records")] == [
+        ("2026-11-20", 3), ("2026-11-21", 2)]
+    sale = read_domain_outcomes(any_backend, date(2026, 11, 20), date(2026, 11, 21),
+                                category="sale")
+    assert int(sale["requests"].sum()) == 3

@@ -90,6 +90,7 @@ def test_clean_list_splits_with_reasons_and_times(warehouse):
         ("not an address", "malformed_address", ("malformed_address",), None, None),
     ]
     assert res.duplicates == 1  # ann@example.com again, in another spelling
+    assert res.suppressions_through == date(2026, 11, 22)  # how fresh the answer is
     assert res.by_reason() == {"spam_report": 1, "unsubscribe": 2, "hard_bounce": 2,
                                "invalid_address": 1, "soft_bounces": 1,
                                "malformed_address": 1}
@@ -141,7 +142,7 @@ def test_cli_prints_what_to_drop(duck, cli, tmp_path):
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0] == (f"{f}: 4 addresses, 2 to keep, 2 to drop (1 unsubscribed, "
-                        "1 hard bounce)")
+                        "1 hard bounce); suppressions through 2026-11-22")
     assert lines[2].split()[:3] == ["ann@example.com", "hard", "bounce"]
     assert "2026-11-20T10:00:00Z" in lines[2]
     assert lines[3].split()[:2] == ["hank@au.com", "unsubscribed"]

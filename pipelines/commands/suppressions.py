@@ -157,7 +157,8 @@ def run(args) -> int:
     summary = {"checked": len(result.keep) + len(result.drop) + result.duplicates,
                "keep": len(result.keep), "drop": len(result.drop),
                "duplicates": result.duplicates, "by_reason": result.by_reason(),
-               "checked_through": result.checked_through.isoformat(), **written}
+               "suppressions_through": (result.suppressions_through.isoformat()
+                                        if result.suppressions_through else None), **written}
     out = sys.stdout
     if args.format == "json":
         summary["dropped"] = [{"email": d.email, "reason": d.reason, "reasons": list(d.reasons),
@@ -168,7 +169,9 @@ def run(args) -> int:
     reasons = ", ".join(f"{n} {REASON_TEXT.get(r, r)}" for r, n in summary["by_reason"].items())
     out.write(f"{name}: {summary['checked']} addresses, {summary['keep']} to keep, "
               f"{summary['drop']} to drop" + (f" ({reasons})" if reasons else "")
-              + (f", {result.duplicates} repeated" if result.duplicates else "") + "\n")
+              + (f", {result.duplicates} repeated" if result.duplicates else "")
+              + (f"; suppressions through {summary['suppressions_through']}"
+                 if summary["suppressions_through"] else "") + "\n")
     if written:
         out.write(f"wrote the {summary['keep']} to keep to {written['out']} and the "
                   f"{summary['drop']} to drop to {written['dropped_file']}\n")
