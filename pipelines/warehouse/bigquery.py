@@ -47,6 +47,10 @@ COMMIT adds nothing (every MERGE inserts only absent keys). No table is ever tru
 The script takes no query parameters (production BigQuery accepts them in scripts, the
 emulator does not): the date range comes from ``DECLARE`` over the staging table and every
 value arrives as staged data, never as SQL text.
+
+Beside this module: :mod:`.bq_params` types query parameters from Python values,
+:mod:`.bq_emulator` holds the local emulator's comment workaround, and
+:mod:`.partition_filters` is the linter that tests run over every query the package sends.
 """
 from __future__ import annotations
 
@@ -59,7 +63,6 @@ import tempfile
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from decimal import Decimal
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
 
@@ -70,6 +73,10 @@ from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOAD_SCHEMA
                       LOADED_FILE_FIELDS, LOADED_FILE_SCHEMA, Field, bigquery_schema)
 from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
                    WarehouseError, load_counts)
+from .bq_emulator import is_loopback_http, strip_sql_comments
+from .bq_params import query_parameters
+from .partition_filters import (  # noqa: F401 (re-exported: callers import them from here)
+    PartitionFilterError, assert_partition_filter, partition_filter_violations)
 
 log = logging.getLogger(__name__)
 
@@ -115,190 +122,10 @@ class BigQueryRetry:
 DEFAULT_RETRY = BigQueryRetry()
 
 
-def is_loopback_http(endpoint: str | None) -> bool:
-    if not endpoint:
-        return False
-    parts = urlsplit(endpoint)
-    return parts.scheme == "http" and (parts.hostname or "") in ("127.0.0.1", "localhost", "::1")
-
-
 def _quote(name: str) -> str:
     if not _NAME.match(name):
         raise WarehouseError(f"{name!r} is not a valid BigQuery table or column name")
     return f"`{name}`"
-
-
-# -- the emulator's parameter binding ------------------------------------------------------
-def strip_sql_comments(sql: str) -> str:
-    """``sql`` without its ``--``, ``#`` and ``/* */`` comments, everything else byte for
-    byte (strings, raw and triple-quoted strings, backtick names are tokens, not gaps).
-
-    Why: bqemulator 1.4.0 binds named parameters by replacing every ``@name`` in the
-    translated SQL *text* with ``?`` (``bqemulator/sql/parameters.py::_bind_named``), so an
-    ``@start_date`` in a comment (or string literal) adds a value DuckDB has no placeholder
-    for and the job fails with "Parameter argument/count mismatch, identifiers of the
-    excess parameters: ...". The queries' comments name their parameters; production
-    BigQuery ignores comments, so only jobs sent to an emulator are stripped
-    (:meth:`BigQueryWarehouse._wire_sql`). A string literal spelling ``@name`` of a
-    parameter it is sent with still fails on the emulator (none does). Returns ``sql``
-    unchanged when it cannot be tokenized (the server then reports the real error).
-    """
-    from sqlglot.dialects.bigquery import BigQuery
-    from sqlglot.errors import TokenError
-    try:
-        tokens = BigQuery().tokenize(sql)
-    except TokenError:
-        return sql
-    out, pos = [], 0
-    for tok in tokens:
-        gap = sql[pos:tok.start]
-        # between two tokens there is only whitespace and comments
-        out.append(gap if not gap.strip() else ("\n" if "\n" in gap else " "))
-        out.append(sql[tok.start:tok.end + 1])
-        pos = tok.end + 1
-    tail = sql[pos:]
-    out.append(tail if not tail.strip() else ("\n" if "\n" in tail else ""))
-    return "".join(out)
-
-
-# -- query parameters ----------------------------------------------------------------------
-_SCALAR_TYPES: tuple[tuple[type, str], ...] = (
-    (bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (Decimal, "NUMERIC"),
-    (datetime, "TIMESTAMP"), (date, "DATE"), (str, "STRING"), (bytes, "BYTES"))
-
-
-def _scalar_type(value: Any, name: str) -> str:
-    for py, bq in _SCALAR_TYPES:  # bool before int, datetime before date
-        if isinstance(value, py):
-            return bq
-    raise WarehouseError(
-        f"query parameter @{name}: cannot map {type(value).__name__} to a BigQuery type; "
-        "pass str, int, float, bool, date, datetime or a list of one of those")
-
-
-def _scalar_value(value: Any) -> Any:
-    if isinstance(value, datetime) and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)  # all timestamps are UTC (DESIGN)
-    return value
-
-
-def query_parameters(params: dict[str, Any] | None) -> list:
-    """BigQuery query parameters, types inferred from the Python values: str, int, float,
-    bool, Decimal, date, datetime (-> TIMESTAMP, naive = UTC), None (-> NULL STRING), and
-    lists/tuples/sets of those (-> ARRAY; an empty list is ARRAY<STRING>)."""
-    from google.cloud import bigquery
-    out = []
-    for name, value in (params or {}).items():
-        if isinstance(value, (bigquery.ScalarQueryParameter, bigquery.ArrayQueryParameter)):
-            out.append(value)
-        elif value is None:
-            out.append(bigquery.ScalarQueryParameter(name, "STRING", None))
-        elif isinstance(value, (list, tuple, set, frozenset)):
-            items = sorted(value) if isinstance(value, (set, frozenset)) else list(value)
-            kinds = {_scalar_type(v, name) for v in items if v is not None}
-            if len(kinds) > 1:
-                raise WarehouseError(f"query parameter @{name}: mixed element types {kinds}")
-            kind = kinds.pop() if kinds else "STRING"
-            out.append(bigquery.ArrayQueryParameter(name, kind, [_scalar_value(v) for v in items]))
-        else:
-            out.append(bigquery.ScalarQueryParameter(name, _scalar_type(value, name),
-                                                     _scalar_value(value)))
-    return out
-
-
-# -- cost: partition filters ---------------------------------------------------------------
-class PartitionFilterError(AssertionError):
-    """SQL reads a partitioned table without filtering on its partition column."""
-
-
-_FILTER_PREDICATES = None
-
-
-def _predicate_classes():
-    global _FILTER_PREDICATES
-    if _FILTER_PREDICATES is None:
-        from sqlglot import exp
-        _FILTER_PREDICATES = (exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
-    return _FILTER_PREDICATES
-
-
-def _conjuncts(cond) -> list:
-    from sqlglot import exp
-    if cond is None:
-        return []
-    if isinstance(cond, exp.Paren):
-        return _conjuncts(cond.this)
-    if isinstance(cond, exp.And):
-        return _conjuncts(cond.left) + _conjuncts(cond.right)
-    return [cond]
-
-
-def _filters_column(cond, column: str, qualifiers: set[str]) -> bool:
-    """Does a top-level AND-term of ``cond`` compare ``column`` (of this table) with
-    something (BETWEEN, =, <, >, IN)? An OR around it would defeat pruning, so only
-    top-level conjuncts count."""
-    from sqlglot import exp
-    for term in _conjuncts(cond):
-        if not isinstance(term, _predicate_classes()):
-            continue
-        side = term.this
-        sides = [side] if isinstance(term, (exp.Between, exp.In)) else [term.left, term.right]
-        for s in sides:
-            if (isinstance(s, exp.Column) and s.name.lower() == column
-                    and (not s.table or s.table.lower() in qualifiers)):
-                return True
-    return False
-
-
-def partition_filter_violations(sql: str, table: str = "events",
-                                column: str = EVENTS_PARTITION) -> list[str]:
-    """Every place ``sql`` reads ``table`` (bare, dataset- or project-qualified) without a
-    filter on ``column`` in the WHERE (or JOIN ... ON / MERGE ... ON) that reads it."""
-    import sqlglot
-    from sqlglot import exp
-    table, column = table.lower(), column.lower()
-    problems: list[str] = []
-    try:
-        statements = sqlglot.parse(sql, read="bigquery")
-    except sqlglot.errors.ParseError as exc:
-        return [f"cannot parse SQL to check its partition filters: {exc}"]
-    for stmt in statements:
-        if stmt is None:
-            continue
-        for t in stmt.find_all(exp.Table):
-            if t.name.lower() != table:
-                continue
-            qualifiers = {table, (t.alias or "").lower()} - {""}
-            scope = t.parent
-            while scope is not None and not isinstance(
-                    scope, (exp.Select, exp.Merge, exp.Delete, exp.Update)):
-                scope = scope.parent
-            conds = []
-            if isinstance(scope, exp.Select):
-                where = scope.args.get("where")
-                conds.append(where.this if where else None)
-                for j in scope.args.get("joins") or []:
-                    conds.append(j.args.get("on"))
-            elif isinstance(scope, exp.Merge):
-                conds.append(scope.args.get("on"))
-                # the source side, when the table is read in USING (SELECT ...), is a Select
-            elif isinstance(scope, (exp.Delete, exp.Update)):
-                where = scope.args.get("where")
-                conds.append(where.this if where else None)
-            if not any(_filters_column(c, column, qualifiers) for c in conds if c is not None):
-                snippet = (scope or stmt).sql(dialect="bigquery")
-                problems.append(f"{t.sql(dialect='bigquery')} is read without a filter on "
-                                f"{column}: {snippet[:300]}")
-    return problems
-
-
-def assert_partition_filter(sql: str, table: str = "events",
-                            column: str = EVENTS_PARTITION) -> None:
-    """Raise :class:`PartitionFilterError` when ``sql`` reads ``table`` without filtering
-    on ``column`` (``events`` requires a partition filter in production)."""
-    problems = partition_filter_violations(sql, table, column)
-    if problems:
-        raise PartitionFilterError("; ".join(problems) + "\n--- SQL ---\n" + sql)
 
 
 # -- the warehouse -------------------------------------------------------------------------
