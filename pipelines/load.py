@@ -40,8 +40,9 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 from .events import (DEAD_LETTER_SCHEMA, EVENT_SCHEMA, dead_letters_to_arrow, events_to_arrow)
 from .hashing import EmailHasher
 from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar
-from .normalizers.base import redact_addresses
-from .records import decompress, iter_records, parse_json
+from .normalizers.base import redacted_preview
+from .records import (DEFAULT_MAX_RECORD_BYTES, SkippedRecord, iter_records, read_blocks,
+                      read_chunks, split_chunks)
 from .warehouse import COUNTERS, LoadBatch, open_warehouse
 from .warehouse.base import load_counts
 
@@ -65,6 +66,9 @@ class NormalizeConfig:
     ses_category_tag: str = "category"
     cmc_timezone: str = "Asia/Tokyo"
     cmc_category_field: str | None = None
+    #: A record longer than this becomes a dead letter without being read whole or parsed
+    #: (``--max-record-bytes``; default: the collector's body limit).
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     def context(self, source_uri: str, ingested_at: datetime) -> NormalizeContext:
         return NormalizeContext(hasher=self.hasher, source_uri=source_uri,
@@ -155,33 +159,6 @@ def local_parallelism(runner_name: str, beam_args: list[str], archive_bytes: int
             "--direct_running_mode", "multi_processing"]
 
 
-def split_chunks(data: bytes, chunk_lines: int) -> Iterator[tuple[int, bytes]]:
-    """(first line number, bytes) chunks on line boundaries.
-
-    A file whose first record is not a one-line JSON value (a pretty-printed document,
-    or several concatenated) stays one chunk, so :func:`iter_records` sees it whole.
-    """
-    if not data.strip():
-        return
-    first_nl = data.find(b"\n")
-    head = data if first_nl < 0 else data[:first_nl]
-    if head.strip() and parse_json(head.strip())[1] is not None and first_nl >= 0:
-        yield 1, data
-        return
-    start, line, pos, n = 0, 1, 0, len(data)
-    while pos < n:
-        end = pos
-        for _ in range(chunk_lines):
-            nl = data.find(b"\n", end)
-            if nl < 0:
-                end = n
-                break
-            end = nl + 1
-        yield line, data[pos:end]
-        line += data.count(b"\n", pos, end)
-        pos = end
-
-
 # -- transforms -------------------------------------------------------------------------
 
 class ListArchiveFiles(beam.PTransform):
@@ -202,24 +179,40 @@ class ListArchiveFiles(beam.PTransform):
 class ReadChunksFn(beam.DoFn):
     """file URI -> (uri, provider dir, chunk index, first line, bytes)."""
 
-    def __init__(self, archive: str, chunk_lines: int):
+    def __init__(self, archive: str, chunk_lines: int,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         self.archive, self.chunk_lines = archive, chunk_lines
+        self.max_record_bytes = max_record_bytes
 
     def process(self, uri: str):
-        with FileSystems.open(uri, compression_type="uncompressed") as fh:
-            data = decompress(fh.read())
+        # Streamed: decompressed as read (gzip told by the bytes), cut on record
+        # boundaries; a record over the limit is skipped, never held (records.read_chunks).
         provider = provider_of(uri, self.archive)
-        for i, (line, chunk) in enumerate(split_chunks(data, self.chunk_lines)):
-            yield uri, provider, i, line, chunk
+        limit = getattr(self, "max_record_bytes", None) or DEFAULT_MAX_RECORD_BYTES
+        count, next_line = 0, 1
+        with FileSystems.open(uri, compression_type="uncompressed") as fh:
+            blocks = read_blocks(fh)
+            for line, chunk in read_chunks(blocks, self.chunk_lines, limit):
+                yield uri, provider, count, line, chunk
+                count += 1
+                if isinstance(chunk, SkippedRecord):
+                    next_line = line + 1
+                else:
+                    next_line = line + chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        if blocks.problem is not None:  # corrupt or truncated gzip: the rest is unreadable
+            yield uri, provider, count, next_line, SkippedRecord(None, b"", blocks.problem)
 
 
 class ReadArchives(beam.PTransform):
-    def __init__(self, archive: str, chunk_lines: int = DEFAULT_CHUNK_LINES):
+    def __init__(self, archive: str, chunk_lines: int = DEFAULT_CHUNK_LINES,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         super().__init__()
         self.archive, self.chunk_lines = archive, chunk_lines
+        self.max_record_bytes = max_record_bytes
 
     def expand(self, files):
-        return files | "ReadChunks" >> beam.ParDo(ReadChunksFn(self.archive, self.chunk_lines))
+        return files | "ReadChunks" >> beam.ParDo(
+            ReadChunksFn(self.archive, self.chunk_lines, self.max_record_bytes))
 
 
 @dataclass
@@ -295,12 +288,14 @@ class _ChunkAccumulator:
         self.events.extend(res.events)
         for dl in res.dead_letters:
             # Plain addresses never reach the warehouse: the stored copy of a dead letter
-            # has them redacted (source_uri + line point at the original in the archive).
+            # is a bounded preview with them redacted, plus the record's length
+            # (source_uri + line point at the whole original in the archive).
             self.dead.append({"source_uri": self.uri, "line": line,
                               "record_index": dl.record_index,
                               "provider": dl.provider or self.dir_provider,
-                              "reason": redact_addresses(dl.reason),
-                              "raw": redact_addresses(dl.raw), "event_date": self.archive_date,
+                              "reason": redacted_preview(dl.reason),
+                              "raw": redacted_preview(dl.raw or ""), "raw_bytes": dl.raw_bytes,
+                              "event_date": self.archive_date,
                               "load_id": self.load_id, "ingested_at": self.ingested_at})
 
     def events_table(self, fast: pa.Table) -> pa.Table:
@@ -412,7 +407,7 @@ def build_pipeline(pipeline: beam.Pipeline, *, archive: str, archive_date: date,
     """Builds the load graph on ``pipeline`` (does not run it); returns the staged names."""
     return (pipeline
             | "ListArchiveFiles" >> ListArchiveFiles(archive, archive_date)
-            | "ReadArchives" >> ReadArchives(archive, chunk_lines)
+            | "ReadArchives" >> ReadArchives(archive, chunk_lines, config.max_record_bytes)
             | "NormalizeRecords" >> NormalizeRecords(config, archive_date, load_id, ingested_at)
             | "DropDuplicates" >> DropDuplicates()
             | "WriteStaging" >> WriteStaging(staging))

@@ -63,7 +63,8 @@ def run(args) -> int:
                          "(or create sample data with `mailpulse synth --out DIR`)")
     config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
                              cmc_timezone=args.cmc_timezone,
-                             cmc_category_field=args.cmc_category_field)
+                             cmc_category_field=args.cmc_category_field,
+                             max_record_bytes=args.max_record_bytes)
     try:
         report = run_load(archive, args.date, warehouse, config=config, runner=args.runner,
                           staging=args.staging, beam_args=args.extra,

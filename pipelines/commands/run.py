@@ -71,7 +71,8 @@ def run(args) -> int:
 
     config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
                              cmc_timezone=args.cmc_timezone,
-                             cmc_category_field=args.cmc_category_field)
+                             cmc_category_field=args.cmc_category_field,
+                             max_record_bytes=args.max_record_bytes)
     try:
         report = run_load(archive, day, warehouse, config=config, runner=args.runner,
                           beam_args=args.extra,

@@ -60,8 +60,10 @@ class Result:
 
     def dead(self, reason: str, raw: Any, provider: str | None, index: int = 0) -> "Result":
         self.records += 1
+        text = raw_text(raw)
         self.dead_letters.append(
-            DeadLetter(reason=reason, raw=raw_text(raw), provider=provider, record_index=index))
+            DeadLetter(reason=reason, raw=text, provider=provider, record_index=index,
+                       raw_bytes=raw_size(raw, text)))
         return self
 
     def skip(self) -> "Result":
@@ -91,7 +93,22 @@ def raw_text(raw: Any) -> str:
     try:
         return orjson.dumps(raw).decode("utf-8")
     except TypeError:
+        pass
+    try:  # integers beyond 64 bits (the reader's nesting limit keeps this shallow)
         return repr(raw)
+    except RecursionError:
+        return f"<{type(raw).__name__} nested too deep to show>"
+
+
+def raw_size(raw: Any, text: str) -> int | None:
+    """A dead letter's length in bytes: the archived record's for raw bytes (a skipped
+    record's preview knows the whole record's), else the UTF-8 length of its text."""
+    total = getattr(raw, "total_bytes", False)
+    if total is not False:
+        return total
+    if isinstance(raw, (bytes, bytearray)):
+        return len(raw)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def text(value: Any) -> str | None:

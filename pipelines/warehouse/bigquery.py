@@ -518,8 +518,18 @@ class BigQueryWarehouse(Warehouse):
         self._check_dataset()
         with self._errors("creating tables"):
             for t in self.table_definitions():
-                self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
+                got = self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
+                self._add_new_columns(got, t)
         self._schema_ready = True
+
+    def _add_new_columns(self, existing, wanted) -> None:
+        """Nullable columns added to a table's fields after it was created (e.g.
+        dead_letters.raw_bytes) are appended to the stored table's schema."""
+        have = {f.name for f in existing.schema}
+        missing = [f for f in wanted.schema if f.name not in have and f.mode == "NULLABLE"]
+        if missing:
+            existing.schema = list(existing.schema) + missing
+            self.client.update_table(existing, ["schema"], retry=self.retry.api_retry())
 
     def table_exists(self, name: str) -> bool:
         return self._get_table(name) is not None

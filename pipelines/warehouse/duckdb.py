@@ -131,6 +131,14 @@ class DuckDBWarehouse(Warehouse):
     def _create_tables(con) -> None:
         con.execute(f"CREATE TABLE IF NOT EXISTS events ({ddl_columns(EVENT_FIELDS)})")
         con.execute(f"CREATE TABLE IF NOT EXISTS dead_letters ({ddl_columns(DEAD_LETTER_FIELDS)})")
+        # Nullable columns added after a table was created (appended last, as in the
+        # field list, so positional inserts keep matching): dead_letters.raw_bytes.
+        have = {r[0] for r in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = $t",
+            {"t": "dead_letters"}).fetchall()}
+        for f in DEAD_LETTER_FIELDS:
+            if f.name not in have:
+                con.execute(f"ALTER TABLE dead_letters ADD COLUMN {ddl_columns((f,))}")
         con.execute(f"CREATE TABLE IF NOT EXISTS loads ({ddl_columns(LOAD_FIELDS)})")
 
     def table_exists(self, name: str) -> bool:
