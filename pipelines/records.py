@@ -477,6 +477,19 @@ class _Chunker:
         self.span_at = 0     # index in pending where the record being read began
         self.span_bytes = 0
 
+    def span_complete(self) -> bool:
+        """Whether the record being read is whole already, so that the lines after it
+        are not part of it (as :func:`iter_records` reads them: only a document left
+        open continues onto the next lines)."""
+        if self.span_at >= len(self.pending):
+            return True
+        first = self.pending[self.span_at]
+        i = _WS.match(first).end()
+        if i >= len(first) or first[i] not in _OPENERS:
+            return True
+        span = b"".join(self.pending[self.span_at:])
+        return scan_document(span, i, len(span))[0] == "closed"
+
     def flush(self, upto: int | None = None) -> Iterator[tuple[int, Any]]:
         """Emit pending[:upto] (all by default) as one chunk; drop the rest."""
         upto = len(self.pending) if upto is None else upto
@@ -515,6 +528,9 @@ def read_chunks(blocks: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LINES,
                 ck.span_at, ck.span_bytes = len(ck.pending), 0
                 ck.pending_records += 1
             ck.span_bytes += len(data)
+            if ck.span_bytes > limit and ck.span_at < len(ck.pending) and ck.span_complete():
+                # what came before is a whole record: these lines are one of their own
+                ck.span_at, ck.span_bytes = len(ck.pending), len(data)
             if ck.span_bytes <= limit or ck.span_at == len(ck.pending):  # (one line fits)
                 ck.pending.append(data)
                 ck.pending_bytes += len(data)
@@ -528,7 +544,7 @@ def read_chunks(blocks: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LINES,
             ck.first_line += 1
             continue
         else:
-            if starts_record or not ck.pending:
+            if starts_record or ck.span_complete():
                 ck.span_at, ck.span_bytes = len(ck.pending), 0
             head = b"".join(ck.pending[ck.span_at:]) + data
             ck.span_bytes += len(data) + stream.skip_line()
