@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import apache_beam as beam
 import pyarrow as pa
@@ -40,8 +40,8 @@ from .events import (DEAD_LETTER_SCHEMA, EVENT_SCHEMA, dead_letters_to_arrow, ev
 from .hashing import EmailHasher
 from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar
 from .normalizers.base import redacted_preview
-from .records import (DEFAULT_MAX_RECORD_BYTES, SkippedRecord, iter_records, read_blocks,
-                      read_chunks, split_chunks)
+from .records import (DEFAULT_MAX_RECORD_BYTES, SkippedRecord,  # noqa: F401 (split_chunks)
+                      iter_records, read_blocks, read_chunks, split_chunks)
 from .sources import (ARCHIVE_SUFFIXES, PROVIDERS, ArchiveFile, Listing, Source,  # noqa: F401
                       archive_sources, explain_empty, list_days)
 from .warehouse import COUNTERS, LoadBatch, open_warehouse

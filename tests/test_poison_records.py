@@ -21,14 +21,21 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from conftest import ROOT
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT
 from pipelines.normalizers.base import PREVIEW_CHARS
-from pipelines.records import (DEFAULT_MAX_RECORD_BYTES, MAX_JSON_DEPTH, TOO_DEEP, RawPreview,
-                               SkippedRecord, iter_records, read_blocks, read_chunks,
-                               read_records)
+from pipelines.records import (
+    DEFAULT_MAX_RECORD_BYTES,
+    MAX_JSON_DEPTH,
+    TOO_DEEP,
+    RawPreview,
+    iter_records,
+    read_blocks,
+    read_chunks,
+    read_records,
+)
 
 DATE = "2026-11-20"
 T0 = int(datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc).timestamp())
@@ -96,7 +103,7 @@ def dead_letters(wh_path):
         cur = con.execute("SELECT source_uri, line, record_index, reason, raw, raw_bytes "
                           "FROM dead_letters ORDER BY source_uri, line, record_index")
         cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     finally:
         con.close()
 
@@ -343,7 +350,7 @@ def test_every_layout_reads_the_same_documents_however_the_stream_is_cut(
     assert [(d, e) for _, d, e in streamed] == whole
     # line numbers are the file's: each record starts on the line it says
     lines = data.split(b"\n")
-    for line, doc, _ in streamed:
+    for line, _doc, _ in streamed:
         assert lines[line - 1].lstrip()[:1] in (b"{", b"[") or b"}{" in lines[line - 1] \
             or lines[line - 1].rstrip().endswith((b"}", b"]"))
 
@@ -362,7 +369,7 @@ def test_arbitrary_depth_never_crashes_and_never_takes_neighbours(nests, cuts):
     got = _records(data, cuts=cuts)
     assert len(got) == 2 * len(nests) + 1
     assert [d for _, d, _ in got[::2]] == [{"ok": 1}] * (len(nests) + 1)
-    for (_, depth), (_, doc, err) in zip(nests, got[1::2]):
+    for (_, depth), (_, doc, err) in zip(nests, got[1::2], strict=True):
         assert (err == TOO_DEEP) == (depth > MAX_JSON_DEPTH)
         if depth <= MAX_JSON_DEPTH:
             assert err is None and doc is not None
@@ -400,7 +407,7 @@ def test_a_gzip_bomb_is_decompressed_in_bounded_blocks():
     blocks = read_blocks(io.BytesIO(data))
     sizes = []
     recs = []
-    for first, chunk in read_chunks(iter(_tap(blocks, sizes)), 10, 1024):
+    for _first, chunk in read_chunks(iter(_tap(blocks, sizes)), 10, 1024):
         recs += list(iter_records(chunk))
     assert max(sizes) <= 1024 * 1024 and blocks.problem is None
     assert isinstance(recs[0].raw, RawPreview) and recs[0].raw.total_bytes == 64 * 1024 * 1024 + 1

@@ -67,7 +67,7 @@ def run(args) -> int:
         # Streamed like a load: a record over --max-record-bytes is skipped, not held.
         last_line = [0]
 
-        def records(blocks):
+        def records(blocks, last_line=last_line):
             for rec in read_records(blocks, args.max_record_bytes):
                 last_line[0] = rec.line
                 yield rec
