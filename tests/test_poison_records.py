@@ -140,9 +140,10 @@ def test_deeply_nested_lines_become_dead_letters_and_the_day_loads(tmp_path):
                                                        (6, TOO_DEEP)]
     assert [d["raw_bytes"] for d in dls] == [2000, 200_000, len(deep_obj)]
     assert all(len(d["raw"]) <= PREVIEW_CHARS + 1 for d in dls)
-    # a rerun adds nothing and fails nothing
-    p2, r2, _ = load(root, f"duckdb://{wh_path}")
-    assert p2.returncode == 0 and r2["events_loaded"] == 0 and r2["already_loaded"] == 100
+    # a rerun that reads the file again (--full) adds nothing and fails nothing
+    p2, r2, _ = load(root, f"duckdb://{wh_path}", "--full")
+    assert p2.returncode == 0, p2.stderr[-3000:]
+    assert (r2["events_loaded"], r2["already_loaded"], r2["dead_letters"]) == (0, 100, 3)
 
 
 def test_a_200_mb_line_loads_the_rest_of_the_day_in_bounded_memory(tmp_path):
@@ -212,9 +213,12 @@ def test_max_record_bytes_flag_and_back_to_back_records(tmp_path):
     root = tmp_path / "archive"
     ses = hour_dir(root, "ses", 10)
     recs = [json.dumps(ses_delivery(f"m-{i}", f"r{i}@x.example")).encode() for i in range(40)]
-    # a Firehose object: every record back to back, no newline at all (about 10 KB)
-    # (named .json: the listing of Firehose's own key layout is issue 11's)
-    (ses / "firehose-1.json").write_bytes(b"".join(recs[:30]))
+    # a Firehose object in Firehose's own key layout: every record back to back, no
+    # newline at all (about 10 KB, longer than --max-record-bytes below)
+    fh_dir = tmp_path / "firehose" / "2026" / "11" / "20" / "10"
+    fh_dir.mkdir(parents=True)
+    (fh_dir / "stream-1-2026-11-20-10-00-00-3f1c2a9e-1b7d-4c4e-9d55-0a1b2c3d4e5f"
+     ).write_bytes(b"".join(recs[:30]))
     # a file whose first record fits on one line, then back-to-back and pretty records
     pretty = json.dumps(ses_delivery("m-p", "p@x.example"), indent=2).encode()
     mixed = (recs[30] + b"\n" + recs[31] + recs[32] + b"\n" + pretty + b"\n"
@@ -224,7 +228,9 @@ def test_max_record_bytes_flag_and_back_to_back_records(tmp_path):
     sgdir = hour_dir(root, "sendgrid", 11)
     (sgdir / "a.json").write_bytes(b"\n".join([big] + good_posts(1, 3, start=950)) + b"\n")
     wh_path = tmp_path / "w.duckdb"
-    p, r, _ = load(root, f"duckdb://{wh_path}", "--max-record-bytes", 4096)
+    p, r, _ = load(root, f"duckdb://{wh_path}", "--max-record-bytes", 4096,
+                   "--source", f"ses={tmp_path / 'firehose'}?layout=firehose")
+    assert sum(len(x) for x in recs[:30]) > 4096
     assert p.returncode == 0, p.stderr[-3000:]
     per = r["per_provider"]
     assert per["ses"]["events_loaded"] == 36 and per["ses"]["dead_letters"] == 0
