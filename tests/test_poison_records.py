@@ -436,3 +436,75 @@ def test_gzip_members_back_to_back_and_garbage_after_them():
     assert b"".join(corrupt) == b"" and corrupt.problem.startswith("corrupt gzip data")
     with pytest.raises(zlib.error):
         zlib.decompress(b"\x00" * 10)  # (the corrupt case above is a real zlib error)
+
+
+# --- what reaches the warehouse: the normalize step on streamed chunks --------------------
+
+AT_FORMS = ["@", "%40", "%2540", "\\u0040", "&#64;", "&#x40;"]
+# ``Z``/``Q`` occur only in local parts, so any surviving piece of one shows
+local_parts = st.from_regex(r"ZQ[a-z0-9._+-]{0,12}", fullmatch=True)
+address_parts = st.tuples(local_parts, st.sampled_from(AT_FORMS),
+                          st.sampled_from(["example.com", "x.jp", ""]))
+addresses = address_parts.map("".join)
+junk = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="ZQ\n\r"), max_size=40)
+
+
+@st.composite
+def poisoned_lines(draw):
+    """A day's file: good SendGrid posts (addresses in url/reason), garbage quoting
+    addresses, records cut anywhere (also right after an at-sign), long lines."""
+    lines, good = [], 0
+    for i in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(["good", "garbage", "cut", "long", "deep"]))
+        addr = draw(addresses)
+        if kind == "good":
+            ev = sg(i, "click", url=f"https://t.example/?to={addr}",
+                    reason=draw(junk) + " " + addr)
+            lines.append(json.dumps([ev]).encode())
+            good += 1
+        elif kind == "garbage":
+            lines.append((draw(junk) + addr + draw(junk)).encode())
+        elif kind == "cut":
+            # a record cut anywhere after the at-sign (right after it: the domain is lost)
+            loc, at, dom = draw(address_parts)
+            text = json.dumps([sg(i, url=f"https://t.example/?to={loc}{at}{dom}&x=1")])
+            after_at = text.index(loc) + len(loc) + len(json.dumps(at)) - 2
+            cut = after_at + draw(st.integers(0, len(dom) + 3))
+            lines.append(text[:cut].encode())
+        elif kind == "long":
+            lines.append((draw(junk) + "y" * draw(st.integers(2000, 20000)) + " " + addr).encode())
+        else:
+            d = draw(st.integers(255, 3000))
+            lines.append(b"[" * d + json.dumps(addr).encode() + b"]" * d)
+    return lines, good
+
+
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(poisoned_lines(), st.integers(1000, 30000), st.integers(1, 4))
+def test_poisoned_days_never_leak_never_crash_and_always_add_up(spec, limit, chunk_lines):
+    from datetime import date
+
+    from pipelines.hashing import EmailHasher
+    from pipelines.load import NormalizeChunkFn, NormalizeConfig
+    lines, good = spec
+    data = b"\n".join(lines) + b"\n"
+    fn = NormalizeChunkFn(NormalizeConfig(hasher=EmailHasher("prop-key-0123456789"),
+                                          max_record_bytes=limit),
+                          "load-1", datetime(2026, 11, 20, tzinfo=timezone.utc))
+    totals = {"records_read": 0, "events_normalized": 0, "dead_letters": 0,
+              "records_without_event": 0}
+    stored = []
+    for i, (first, chunk) in enumerate(read_chunks([data], chunk_lines, limit)):
+        for out in fn.process(("file://a", "sendgrid", i, first, chunk, date(2026, 11, 20))):
+            for counts in out.stats.values():
+                for k in totals:
+                    totals[k] += counts.get(k, 0)
+            stored += out.events.select(["url", "reason"]).to_pylist()
+            stored += out.dead_letters.select(["reason", "raw"]).to_pylist()
+            assert all(n is None or n >= 0 for n in out.dead_letters["raw_bytes"].to_pylist())
+    dump = json.dumps(stored)
+    assert "Z" not in dump and "Q" not in dump, dump[:2000]
+    assert totals["records_read"] == (totals["events_normalized"] + totals["dead_letters"]
+                                      + totals["records_without_event"])
+    assert totals["events_normalized"] >= good

@@ -223,6 +223,11 @@ _AT = re.compile(r"""
   | &(?:amp;)*(?:\#(?:0*64|x0*40);?|commat;)
 """, re.IGNORECASE | re.VERBOSE)
 
+#: The same forms for Arrow's (RE2) ``match_substring_regex``, case-insensitive: the
+#: columnar path redacts only the values this finds.
+AT_SIGN_RE2 = (r"[@\x{ff20}\x{fe6b}]|%(?:25)*40|%u0040|\\(?:u0040|U00000040|x40)"
+               r"|&(?:amp;)*(?:#(?:0*64|x0*40)|commat;)")
+
 #: What a local part is made of, generously: word characters, ``. % + -`` (the class
 #: addresses were always redacted with) and ``\ & # ;``, so that encoded characters
 #: inside the local part (``%2B``, ``\u002e``, ``&#46;``) are redacted with it.
