@@ -279,6 +279,43 @@ _CONTINUES = frozenset(b' \t\r\n}],"-0123456789')
 _NEXT_RECORD_LINE = re.compile(rb'\n(?=[^ \t\r\n}\],"\-0-9])')
 
 
+NEEDS_MORE = -1
+
+
+def document_end(data, pos: int, end: int, hint: int = 4096, ascii_only: bool | None = None
+                 ) -> int | None:
+    """End of the JSON document at ``data[pos]`` (an opening bracket), found by orjson on
+    a window of ``data[pos:end]`` that grows from ``hint`` bytes (about the size of the
+    documents around it): orjson stops where the document stops and says where that is.
+    :data:`NEEDS_MORE` when the document goes on past ``end``; None when orjson cannot
+    tell (a broken document, or one nested past its limit): use :func:`scan_document`.
+    Work stays linear: each try reads at most four times the bytes of the one before."""
+    mv = memoryview(data)
+    width = max(hint, 4096)
+    while True:
+        stop = min(end, pos + width)
+        window = mv[pos:stop]
+        try:
+            orjson.loads(window)
+        except orjson.JSONDecodeError as exc:
+            if exc.msg.startswith("unexpected content after document"):
+                k = exc.pos  # in characters
+                if not (ascii_only if ascii_only is not None else bytes(window[:k]).isascii()):
+                    k = len(bytes(window).decode("utf-8", "ignore")[:k].encode("utf-8"))
+                stop = pos + k
+                break
+            if exc.msg.startswith("unexpected end of data"):
+                if stop >= end:
+                    return NEEDS_MORE
+                width *= 4
+                continue
+            return None
+        break
+    while stop > pos and data[stop - 1] in b" \t\r\n":
+        stop -= 1
+    return stop
+
+
 def scan_document(data, pos: int, end: int, depth: int = 0, in_string: bool = False,
                   max_depth: int | None = None) -> tuple[str, int, int, bool]:
     """Where the JSON document at ``data[pos]`` (an opening bracket, or a resumed state)
@@ -349,6 +386,7 @@ def iter_records(data) -> Iterator[RawRecord]:
         return
     n = len(data)
     pos, line = 0, 1
+    ascii_only, hint = data.isascii(), 4096
     after_document = False  # ``pos`` follows a document on the same line
     eol = stop = -1  # end of the current line; start of the next line that starts a record
     while True:
@@ -376,7 +414,12 @@ def iter_records(data) -> Iterator[RawRecord]:
         if stop < eol:
             m = _NEXT_RECORD_LINE.search(data, eol)
             stop = n if m is None else m.start() + 1
-        status, end, _, _ = scan_document(data, pos, stop)
+        end = document_end(data, pos, stop, hint, ascii_only)
+        if end is not None and end != NEEDS_MORE:
+            status = "closed"
+            hint = 2 * (end - pos)
+        else:
+            status, end, _, _ = scan_document(data, pos, stop)
         if status == "closed":
             if line_err is not None and end <= eol and _WS.match(data, end, eol).end() == eol:
                 # the line is one document after all, a bad one
@@ -572,7 +615,7 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
     (a Firehose object without newlines), cut into chunks between documents. A document
     over the limit, or nested too deep, is skipped with the rest of the line."""
     limit = ck.limit
-    window, line_done, pos = head, False, 0
+    window, line_done, pos, hint = head, False, 0, 4096
     piece: list[bytes] = []
     piece_bytes = 0
 
@@ -606,6 +649,25 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
             size = len(rest) + stream.skip_line()
             yield line_no, SkippedRecord(size, rest[:PREVIEW_BYTES], too_large(size, limit))
             return
+        # orjson finds where the document ends; the scanner only for a broken one
+        end = document_end(window, start, len(window), hint)
+        while end == NEEDS_MORE and not line_done and len(window) - start < limit:
+            more, line_done = stream.read_line(limit - (len(window) - start))
+            window, start, pos = window[start:] + more, 0, 0
+            end = document_end(window, start, len(window), hint)
+        if end == NEEDS_MORE and not line_done:  # a document over the limit
+            yield from emit()
+            size = len(window) - start + stream.skip_line()
+            yield line_no, SkippedRecord(size, window[start:start + PREVIEW_BYTES],
+                                         too_large(size, limit))
+            return
+        if end is not None and end != NEEDS_MORE:
+            piece.append(window[start:end])
+            piece_bytes += end - start
+            hint, pos = 2 * (end - start), end
+            if len(piece) >= ck.chunk_lines or piece_bytes >= ck.chunk_bytes:
+                yield from emit()
+            continue
         scan_pos, depth, in_string = start, 0, False
         while True:
             status, p, depth, in_string = scan_document(window, scan_pos, len(window),

@@ -362,6 +362,19 @@ def test_every_layout_reads_the_same_documents_however_the_stream_is_cut(
 
 
 @SETTINGS
+@given(st.lists(json_docs, min_size=2, max_size=30),
+       st.lists(st.sampled_from([b"", b" ", b"\t"]), min_size=1, max_size=3),
+       st.lists(st.integers(0, 5000), max_size=6), st.integers(1, 6), st.booleans())
+def test_a_line_longer_than_the_limit_is_read_document_by_document(
+        docs, seps, cuts, chunk_lines, ascii_only):
+    encoded = [json.dumps(d, ensure_ascii=ascii_only).encode() for d in docs]
+    data = b"".join(e + seps[i % len(seps)] for i, e in enumerate(encoded)) + b"\n"
+    limit = max(len(e) for e in encoded) + 8  # every document fits, the line does not
+    got = _records(data, limit=limit, cuts=cuts, chunk_lines=chunk_lines)
+    assert [(line, d, e) for line, d, e in got] == [(1, d, None) for d in docs]
+
+
+@SETTINGS
 @given(st.lists(st.tuples(st.sampled_from(["[", "{\"a\":"]), st.integers(1, 3000)),
                 min_size=1, max_size=4), st.lists(st.integers(0, 20000), max_size=4))
 def test_arbitrary_depth_never_crashes_and_never_takes_neighbours(nests, cuts):
