@@ -613,7 +613,8 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
                      ) -> Iterator[tuple[int, Any]]:
     """A line longer than the record limit that starts a document: documents back to back
     (a Firehose object without newlines), cut into chunks between documents. A document
-    over the limit, or nested too deep, is skipped with the rest of the line."""
+    over the limit is skipped with the rest of the line; one nested too deep is passed on
+    (:func:`iter_records` makes it a dead letter without parsing it)."""
     limit = ck.limit
     window, line_done, pos, hint = head, False, 0, 4096
     piece: list[bytes] = []
@@ -678,11 +679,11 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
                 pos = p
                 break
             held = len(window) - start
-            if status == "deep" or (not line_done and held >= limit):
+            if not line_done and held >= limit:
                 yield from emit()
-                size = held + (0 if line_done else stream.skip_line())
-                reason = TOO_DEEP if status == "deep" else too_large(size, limit)
-                yield line_no, SkippedRecord(size, window[start:start + PREVIEW_BYTES], reason)
+                size = held + stream.skip_line()
+                yield line_no, SkippedRecord(size, window[start:start + PREVIEW_BYTES],
+                                             too_large(size, limit))
                 return
             if line_done:  # the line ends inside the document: a truncated one
                 piece.append(window[start:])

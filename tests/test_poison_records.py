@@ -521,3 +521,11 @@ def test_poisoned_days_never_leak_never_crash_and_always_add_up(spec, limit, chu
     assert totals["records_read"] == (totals["events_normalized"] + totals["dead_letters"]
                                       + totals["records_without_event"])
     assert totals["events_normalized"] >= good
+
+
+def test_the_default_limit_is_the_collectors_body_limit():
+    """Anything the collector accepted fits a record (the default of --max-record-bytes)."""
+    from pipelines.collector.app import DEFAULT_MAX_BODY_BYTES
+    from pipelines.load import NormalizeConfig
+    assert DEFAULT_MAX_RECORD_BYTES == DEFAULT_MAX_BODY_BYTES
+    assert NormalizeConfig.__dataclass_fields__["max_record_bytes"].default == DEFAULT_MAX_BODY_BYTES
