@@ -32,6 +32,7 @@ CORE = [
     "slack-sdk>=3.30",
     "flask>=3.0",
     "gunicorn>=22",
+    "h11>=0.16",  # the collector worker's HTTP/1.1 parser (pipelines/collector/worker.py)
     "cryptography>=42",
     # Launching a Dataflow job with --setup_file stages this package as an sdist, which
     # Beam builds with `python -m build --no-isolation` (offline); without it Beam falls

@@ -1,7 +1,10 @@
 """The collector's Flask application: verify, archive durably, then acknowledge.
 
-Order of work for a post: is the provider configured -> credentials (Basic auth,
-api_key) -> size -> signature -> JSON -> durable append (fsync) -> 2xx. Whatever fails
+Order of work for a post: is the provider configured -> credentials in headers or URL
+(Basic auth, ``?api_key=``) -> size -> credentials in the raw body (SendGrid signature,
+a CMC form's api_key found by a byte search) -> parsing (JSON, the CMC form) -> durable
+append (fsync) -> 2xx. Nothing is parsed before the sender is authenticated, except an SNS
+envelope or a CMC JSON body, whose credentials are inside the document. Whatever fails
 gets a 4xx (5xx when the disk write fails, so the provider retries) and is never
 archived; the reason is logged and counted, the body never logged.
 """
@@ -26,7 +29,8 @@ from ..records import parse_json
 from .archive import ArchiveError, ArchiveWriter, Shipper, compact_line, is_remote
 from .sns import SnsVerifier, check_sns_url, fetch_url
 from .verification import (DEFAULT_SIGNATURE_MAX_AGE, REASONS, Rejection, SendGridVerifier,
-                           SIGNATURE_HEADER, TIMESTAMP_HEADER, check_api_key, check_basic_auth)
+                           SIGNATURE_HEADER, TIMESTAMP_HEADER, check_api_key, check_basic_auth,
+                           form_field)
 
 log = logging.getLogger("mailpulse.collector")
 
@@ -177,7 +181,9 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
            if config.sns_topic_arns else None)
 
     app = Flask("mailpulse.collector")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # One byte over the limit: Werkzeug's LimitedStream returns a chunked body cut at
+    # MAX_CONTENT_LENGTH without raising, so read_body reads one byte more and checks.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes + 1
     app.extensions["mailpulse"] = state
 
     def reply(code: int, **body: Any) -> Response:
@@ -196,9 +202,12 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
         if request.content_length is not None and request.content_length > config.max_body_bytes:
             raise Rejection("too_large", f"{request.content_length} bytes, limit {config.max_body_bytes}")
         try:
-            return request.get_data(cache=False)
+            body = request.get_data(cache=False)
         except RequestEntityTooLarge:
             raise Rejection("too_large", f"limit {config.max_body_bytes} bytes") from None
+        if len(body) > config.max_body_bytes:
+            raise Rejection("too_large", f"chunked body over the limit of {config.max_body_bytes} bytes")
+        return body
 
     def parse(body: bytes, kinds=(list, dict)) -> Any:
         doc, err = parse_json(body)
@@ -245,8 +254,13 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
             if query_key is not None:
                 check_api_key(query_key, config.cmc_api_key)
             body = read_body()
-            doc, line = _cmc_document(body, request.mimetype)
-            if query_key is None:
+            form = _is_form(body, request.mimetype)
+            if query_key is None and form:
+                # before parsing: an unauthenticated form costs a byte search, not a parse
+                check_api_key(form_field(body, b"api_key"), config.cmc_api_key)
+            doc, line = _cmc_document(body, form)
+            if query_key is None and not form:
+                # a JSON body carries its key inside: the (linear, C) JSON parse comes first
                 check_api_key(doc.get("api_key") if isinstance(doc.get("api_key"), str) else None,
                               config.cmc_api_key)
         except Rejection as exc:
@@ -297,14 +311,19 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
     return app
 
 
-def _cmc_document(body: bytes, mimetype: str) -> tuple[dict[str, Any], bytes]:
+def _is_form(body: bytes, mimetype: str) -> bool:
     """CMC posts ``api_key``, ``server_composition``, ``event_type`` and ``event`` either as
-    a form (``event`` a JSON string) or, when "use JSON" is set, as a JSON object. Returns
-    the document and the archive line: the api_key (a credential) is removed; a form post
-    becomes the JSON object the normalizer reads."""
-    stripped = body.lstrip()
-    if mimetype == "application/x-www-form-urlencoded" or (stripped[:1] not in (b"{", b"[")
-                                                          and b"=" in body[:200]):
+    a form (``event`` a JSON string) or, when "use JSON" is set, as a JSON object; a form is
+    recognised by its content type, or by its shape when the type is missing or wrong."""
+    if mimetype == "application/x-www-form-urlencoded":
+        return True
+    return body[:200].lstrip()[:1] not in (b"{", b"[") and b"=" in body[:200]
+
+
+def _cmc_document(body: bytes, form: bool) -> tuple[dict[str, Any], bytes]:
+    """The CMC document and its archive line: the api_key (a credential) is removed; a form
+    post becomes the JSON object the normalizer reads."""
+    if form:
         try:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
         except (UnicodeDecodeError, ValueError):
