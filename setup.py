@@ -61,6 +61,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*"]),
+    # the mailbox-provider mapping (pipelines/mailbox.py)
+    package_data={"pipelines": ["data/*.csv"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mailpulse = pipelines.cli:main"]},

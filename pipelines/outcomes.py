@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 QUERIES_DIR = Path(pipelines.__file__).resolve().parent.parent / "queries"
 
 #: The derived tables, in the order the job computes them.
-TABLES = ("recipient_status", "delivery_outcomes", "suppressions")
+TABLES = ("recipient_status", "delivery_outcomes", "domain_outcomes", "suppressions")
 
 #: Deferrals settle for up to 72 hours: the default run recomputes the last 3 days
 #: before today as well as today.

@@ -26,7 +26,8 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..records import parse_json
-from .archive import ArchiveError, ArchiveWriter, Shipper, compact_line, is_remote
+from .archive import (DEFAULT_ROTATE_SECONDS, ArchiveError, ArchiveWriter, Shipper, compact_line,
+                      is_remote, spool_status)
 from .sns import SnsVerifier, check_sns_url, fetch_url
 from .verification import (DEFAULT_SIGNATURE_MAX_AGE, REASONS, Rejection, SendGridVerifier,
                            SIGNATURE_HEADER, TIMESTAMP_HEADER, check_api_key, check_basic_auth,
@@ -99,6 +100,10 @@ class CollectorConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_file_bytes: int = 64 * 1024 * 1024
     maintain_interval: float = 30.0
+    rotate_seconds: float = DEFAULT_ROTATE_SECONDS
+    #: /healthz says ``degraded`` once an unshipped file is older than this (seconds);
+    #: default: two maintenance rounds plus the rotation time
+    ship_grace_seconds: float | None = None
 
     @property
     def local_dir(self) -> Path:
@@ -137,7 +142,8 @@ class CollectorState:
             if self._writer is None or self._pid != os.getpid():
                 cfg = self.config
                 shipper = Shipper(cfg.archive) if cfg.ships else None
-                w = ArchiveWriter(cfg.local_dir, max_bytes=cfg.max_file_bytes, clock=self.now,
+                w = ArchiveWriter(cfg.local_dir, max_bytes=cfg.max_file_bytes,
+                                  rotate_seconds=cfg.rotate_seconds, clock=self.now,
                                   shipper=shipper, on_event=self.counters.add)
                 try:
                     w.recover()  # files left by workers that died
@@ -151,15 +157,51 @@ class CollectorState:
             return self._writer
 
     def _maintain_loop(self, w: ArchiveWriter, stop: threading.Event) -> None:
-        while not stop.wait(self.config.maintain_interval):
+        """Publish each file when it is due (``--rotate-seconds``, the hour, or closed by
+        a post) and retry failed uploads every ``maintain_interval`` seconds."""
+        interval = self.config.maintain_interval
+        next_round = time.monotonic() + interval
+        while not stop.is_set():
+            wait = next_round - time.monotonic()
+            due = w.seconds_until_due()
+            if due is not None:
+                wait = min(wait, due)
+            if wait > 0:
+                w.wakeup.wait(wait)
+            if stop.is_set():
+                return
+            backlog = time.monotonic() >= next_round
             try:
-                w.maintain()
+                w.maintain(retry_backlog=backlog)
             except Exception as exc:  # noqa: BLE001 - keep the thread alive; retried next round
-                log.warning("archive maintenance failed (retrying in %ss): %s",
-                            self.config.maintain_interval, exc)
+                log.warning("archive maintenance failed (retrying in %ss): %s", interval, exc)
+                stop.wait(min(interval, 5.0))
+            if backlog:
+                next_round = time.monotonic() + interval
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "degraded", "unshipped": ...}`` from the spool (the same
+        for every worker): degraded while an upload failed and files wait, or a file has
+        waited longer than the grace period."""
+        cfg = self.config
+        if not cfg.ships:
+            return {"status": "ok"}
+        st = spool_status(cfg.local_dir, time.time())
+        grace = cfg.ship_grace_seconds
+        if grace is None:
+            grace = 2 * cfg.maintain_interval + (cfg.rotate_seconds or 0)
+        last = st.pop("last_error")
+        degraded = st["files"] > 0 and (last is not None or (st["oldest_age_seconds"] or 0) > grace)
+        out: dict[str, Any] = {"status": "degraded" if degraded else "ok",
+                               "archive": cfg.archive, "unshipped": st}
+        if degraded and last is not None:
+            out["ship_error"] = last
+        return out
 
     def shutdown(self) -> None:
         self._stop.set()
+        if self._writer is not None:
+            self._writer.wakeup.set()
         if self._writer is not None and self._pid == os.getpid():
             self._writer.close()
 
@@ -306,7 +348,8 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return reply(200, status="ok", providers=config.enabled(), counters=counters.snapshot())
+        health = state.health()
+        return reply(200, **health, providers=config.enabled(), counters=counters.snapshot())
 
     return app
 

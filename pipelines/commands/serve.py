@@ -13,10 +13,15 @@ deadlines and a connection bound; the app runs in a thread pool) with
   POST /webhooks/cmc       Customers Mail Cloud (api_key parameter)
   POST /webhooks/ses       SES notifications through SNS (signature + topic allow-list)
   GET  /healthz            counters
-Each accepted body is one line in archive/<provider>/YYYY/MM/DD/HH/<instance>-<seq>.json,
-fsynced before the 2xx. A route is on when its credentials are configured:
+Each accepted body is one line in archive/<provider>/YYYY/MM/DD/HH/<instance>-<seq>.json.open,
+fsynced before the 2xx; the file is published as <instance>-<seq>.json.gz (what a load
+reads) within --rotate-seconds. A route is on when its credentials are configured:
 MAILPULSE_SENDGRID_PUBLIC_KEYS, MAILPULSE_CMC_API_KEY, MAILPULSE_SNS_TOPIC_ARNS.
 Serve plain HTTP on 127.0.0.1 behind a TLS reverse proxy (see the README)."""
+
+#: Beam's storage flags (``--s3_endpoint_url``, ``--s3_region_name``, ``--project`` ...)
+#: are passed to Beam's FileSystems for shipping (the CLI rejects flags Beam does not know).
+ACCEPTS_EXTRA_ARGS = True
 
 ENV_KEYS = "MAILPULSE_SENDGRID_PUBLIC_KEYS"
 ENV_MAX_AGE = "MAILPULSE_SIGNATURE_MAX_AGE"
@@ -119,9 +124,12 @@ def add_arguments(p):
                    help="larger posts get 413 (default: 10 MiB)")
     g.add_argument("--max-file-bytes", type=_positive_int, default=64 * 1024 * 1024,
                    help="rotate an archive file at this size (default: 64 MiB)")
+    g.add_argument("--rotate-seconds", type=_positive_float, default=60.0, metavar="S",
+                   help="publish each open archive file (close, gzip, rename to .json.gz, ship) "
+                        "at most S seconds after its first post, so a load sees an "
+                        "acknowledged post within S seconds (default: 60)")
     g.add_argument("--maintain-interval", type=float, default=30.0, metavar="SECONDS",
-                   help="how often each worker closes last hour's files and retries shipping "
-                        "(default: 30)")
+                   help="how often each worker retries failed uploads (default: 30)")
 
 
 def build_config(args, environ=None):
@@ -130,8 +138,12 @@ def build_config(args, environ=None):
     from ..collector.app import CollectorConfig
     from ..collector.archive import is_remote
     from ..collector.sns import load_ca_file
-    from ..collector.verification import (DEFAULT_SIGNATURE_MAX_AGE, KeyConfigError,
-                                          parse_basic_credentials, parse_public_keys)
+    from ..collector.verification import (
+        DEFAULT_SIGNATURE_MAX_AGE,
+        KeyConfigError,
+        parse_basic_credentials,
+        parse_public_keys,
+    )
     from ..config import data_dir, default_archive
 
     env = os.environ if environ is None else environ
@@ -175,14 +187,14 @@ def build_config(args, environ=None):
 
     archive = args.archive or default_archive(env)
     spool = args.spool_dir
+    beam_args = list(getattr(args, "extra", None) or [])  # checked by the CLI: Beam options
     if is_remote(archive):
         spool = spool or str((data_dir(env) / "spool").resolve())
-        try:
-            from apache_beam.io.filesystems import FileSystems
-            FileSystems.get_filesystem(archive)
-        except (ValueError, ImportError) as exc:
-            raise UsageError(f"cannot write to {archive}: {exc}; install apache-beam[gcp] "
-                             f"(gs://) or apache-beam[aws] (s3://)") from None
+        from ..storage import StorageError, configure
+        try:  # before gunicorn forks: every worker inherits Beam's FileSystems options
+            configure([archive], beam_args, environ=env)
+        except StorageError as exc:
+            raise UsageError(f"cannot ship to {archive}: {exc}") from None
     else:
         archive = os.path.abspath(archive)
 
@@ -193,7 +205,7 @@ def build_config(args, environ=None):
         sns_cert_dir=args.sns_cert_dir, sns_ca_certs=ca,
         confirm_subscriptions=args.confirm_subscriptions,
         max_body_bytes=args.max_body_bytes, max_file_bytes=args.max_file_bytes,
-        maintain_interval=args.maintain_interval)
+        maintain_interval=args.maintain_interval, rotate_seconds=args.rotate_seconds)
     if not any(cfg.enabled().values()):
         raise UsageError(f"no webhook is configured: set {ENV_KEYS} (SendGrid), {ENV_CMC} "
                          f"(Customers Mail Cloud) and/or {ENV_TOPICS} (SES via SNS)")
