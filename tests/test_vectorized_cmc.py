@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipelines.normalizers import cmc, cmc_columnar
-from vectorized_support import assert_same, chunk_of, context, mutated, payload_docs, synth_lines
+from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
+                                raw_mutated, synth_lines)
 
 MODULES = (cmc_columnar,)
 SYNTH = synth_lines("cmc")
@@ -27,7 +28,7 @@ def cmc_lines(draw):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(cmc_lines(), min_size=1, max_size=25),
+@given(st.lists(raw_mutated(cmc_lines()), min_size=1, max_size=25),
        st.sampled_from([None, "apiData", "subject"]), st.sampled_from(["Asia/Tokyo", "UTC"]))
 def test_fast_path_equals_exact_path(lines, cat_field, tz):
     assert_same(chunk_of(lines), context(cmc_category_field=cat_field, cmc_timezone=tz), MODULES)

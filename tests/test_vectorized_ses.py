@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from pipelines.normalizers import ses, ses_columnar, vectorized
 from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
-                                sns_wrapped, synth_lines)
+                                raw_mutated, sns_wrapped, synth_lines)
 
 MODULES = (ses_columnar,)
 SYNTH = synth_lines("ses")
@@ -31,7 +31,7 @@ def ses_lines(draw):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(ses_lines(), min_size=1, max_size=25),
+@given(st.lists(raw_mutated(ses_lines()), min_size=1, max_size=25),
        st.sampled_from(["category", "ses:configuration-set", "missing"]))
 def test_fast_path_equals_exact_path(lines, tag):
     assert_same(chunk_of(lines), context(ses_category_tag=tag), MODULES)
@@ -42,6 +42,31 @@ def test_synth_records_take_the_fast_path():
     # every SES record synth writes (bare or SNS-wrapped) is in the clean shape
     assert fast.records_fast == len(SYNTH) and not fast.residual
     assert fast.events.num_rows > len(SYNTH)  # multi-recipient records fan out
+
+
+def test_synth_chunks_take_the_arrow_reader():
+    """Tier 1: a chunk of bare event-publishing records is read by Arrow's JSON reader
+    (no Python object per record); the SNS-wrapped ones are left to the record path."""
+    bare = [ln for ln in SYNTH if ln.startswith(b'{"eventType"')]
+    t1 = vectorized.normalize_chunk_arrow(chunk_of(list(SYNTH)), context(), modules=MODULES)
+    assert t1 is not None and t1.records_fast == len(bare)
+    assert all(not r.raw.startswith(b'{"eventType"') for r in t1.residual)
+
+
+def test_chunks_arrow_cannot_read_as_orjson_does_take_the_record_path():
+    base = list(SYNTH[:40])
+    for odd in (b'{"eventType":"Send","mail":5}',            # a type Arrow cannot hold
+                b'{"eventType":"Send","eventType":"Open"}',  # a repeated key it reads
+                b"", b"[1]"):
+        chunk = chunk_of(base[:20] + [odd] + base[20:])
+        assert vectorized.normalize_chunk_arrow(chunk, context(), modules=MODULES) is None
+        assert_same(chunk, context(), MODULES)
+    # a line with NaN is read by Arrow, but only the exact path may answer for it
+    nan = base[5][:-1] + b',"x":NaN}'
+    chunk = chunk_of(base[:5] + [nan] + base[6:])
+    t1 = vectorized.normalize_chunk_arrow(chunk, context(), modules=MODULES)
+    assert t1 is not None and any(r.raw == nan for r in t1.residual)
+    assert_same(chunk, context(), MODULES)
 
 
 def test_real_payloads_agree_and_event_records_take_the_fast_path():
@@ -70,7 +95,7 @@ def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
     lines = list(SYNTH[:200]) + [orjson.dumps(d) for d in PAYLOADS]
     if mutation == "iso":  # event ids from the date alone
         monkeypatch.setattr(ses_columnar, "iso_utc",
-                            lambda ts: pc.strftime(ts, format="%Y-%m-%d"))
+                            lambda ts, head=None: pc.strftime(ts, format="%Y-%m-%d"))
     elif mutation == "reason":  # reasons no longer redacted
         monkeypatch.setattr(ses_columnar, "redact_column", lambda a: a)
     else:  # domains upper-cased

@@ -125,6 +125,36 @@ def mutated(draw, base_docs):
     return doc
 
 
+#: Text-level changes to a serialized record: what a relay, a hand edit or a broken
+#: writer does, and what one JSON reader accepts and another refuses.
+RAW_MUTATIONS = [
+    lambda b: b.replace(b'":"', b'": "', 1),                      # spacing
+    lambda b: b.replace(b"{", b'{"eventType":"Bounce",', 1),     # a repeated key
+    lambda b: b.replace(b"{", b'{"timestamp":"x",', 1),
+    lambda b: b[:-1] + b',"n":NaN}' if b.endswith(b"}") else b,   # NaN (orjson refuses)
+    lambda b: b[:-1] + b',"n":Infinity}' if b.endswith(b"}") else b,
+    lambda b: b[:-1] + b',"n":"NaN and Inf"}' if b.endswith(b"}") else b,
+    lambda b: b[:-1] + b',}' if b.endswith(b"}") else b,          # trailing comma
+    lambda b: b + b" ",                                           # padding
+    lambda b: b + b"\r",
+    lambda b: b + b"{}",                                          # two values on a line
+    lambda b: b[:-1] + b',"s":"\\ud800"}' if b.endswith(b"}") else b,  # lone surrogate
+    lambda b: b[:-1] + b',"s":"\xff"}' if b.endswith(b"}") else b,     # not UTF-8
+    lambda b: b[:-1] + b',"big":1e999}' if b.endswith(b"}") else b,
+    lambda b: b.replace(b'"mail"', b'"\\u006dail"', 1),          # an escaped key
+    lambda b: b"",                                                # a blank line
+]
+
+
+@st.composite
+def raw_mutated(draw, line_strategy):
+    """A serialized record, sometimes changed as text (see RAW_MUTATIONS)."""
+    line = draw(line_strategy)
+    if draw(st.integers(0, 5)) == 0:
+        line = draw(st.sampled_from(RAW_MUTATIONS))(line)
+    return line
+
+
 def sns_wrapped(doc) -> dict:
     return {"Type": "Notification", "MessageId": "m-1", "Timestamp": "2026-11-20T00:00:00.000Z",
             "TopicArn": "arn:aws:sns:x", "Message": orjson.dumps(doc).decode()}
