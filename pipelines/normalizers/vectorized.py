@@ -106,23 +106,27 @@ def redact_column(arr: pa.Array) -> pa.Array:
     return pc.if_else(may, per_distinct(arr, redact_addresses, _STR), arr)
 
 
-_RECIPIENT = pa.struct([("h", _STR), ("d", _STR)])
+#: Addresses whose domain Arrow kernels derive as hashing.recipient_domain does: printable
+#: ASCII without ``<``/``>`` (no display name to parse) and nothing to trim.
+_PLAIN_ADDRESS = r"^[\x21-\x3b\x3d\x3f-\x7e]+$"
 
 
 def recipient_columns(addresses: pa.Array, ctx: NormalizeContext
                       ) -> tuple[pa.Array, pa.Array, np.ndarray]:
-    """(email_hash, recipient_domain, unusable) for string addresses: the hasher and
-    domain rule of ``base.recipient_fields``, once per distinct address. Null or blank
-    addresses are ``unusable`` (the exact path turns them into dead letters)."""
+    """(email_hash, recipient_domain, unusable) for string addresses: the configured
+    hasher once per distinct address, and ``hashing.recipient_domain`` (in kernels for
+    plain ASCII addresses, in Python for the rest). Null or blank addresses are
+    ``unusable`` (the exact path turns them into dead letters)."""
     from ..hashing import recipient_domain
-
-    def one(a: str):
-        if not a.strip():
-            return None
-        return {"h": ctx.hasher(a), "d": recipient_domain(a)}
-
-    st = per_distinct(addresses, one, _RECIPIENT)
-    return st.field("h"), st.field("d"), pc.is_null(st).to_numpy(zero_copy_only=False)
+    addresses = as_array(addresses)
+    hasher = ctx.hasher
+    h = per_distinct(addresses, lambda a: hasher(a) if a.strip() else None, _STR)
+    plain = pc.fill_null(pc.match_substring_regex(addresses, _PLAIN_ADDRESS), False)
+    dom = pc.struct_field(pc.extract_regex(pc.utf8_lower(addresses), r"@(?P<d>[^@]*)$"), "d")
+    dom = pc.if_else(pc.equal(pc.utf8_length(dom), 0), pa.scalar(None, _STR), dom)
+    if not pc.all(pc.or_(plain, pc.is_null(addresses))).as_py():
+        dom = pc.if_else(plain, dom, per_distinct(addresses, recipient_domain, _STR))
+    return h, dom, pc.is_null(h).to_numpy(zero_copy_only=False)
 
 
 def ts_ok(us: pa.Array) -> pa.Array:
@@ -171,8 +175,10 @@ class FastResult:
 
 
 def _modules():
-    from . import cmc_columnar, ses_columnar
-    return (ses_columnar, cmc_columnar)
+    """The fast modules: tier 1 uses those with ``arrow_schema``, the record path those
+    with ``select``."""
+    from . import cmc_columnar, sendgrid_columnar, ses_columnar
+    return (sendgrid_columnar, ses_columnar, cmc_columnar)
 
 
 def normalize_chunk(chunk: bytes, ctx: NormalizeContext, *, min_records: int = MIN_RECORDS,
@@ -214,6 +220,8 @@ def normalize_records(records: list[RawRecord], ctx: NormalizeContext, *,
     tables: list[pa.Table] = []
     counts: dict[str, int] = {}
     for module in (modules if modules is not None else _modules()):
+        if not hasattr(module, "select"):
+            continue
         pos, docs = module.select(records, taken)
         if not pos or len(pos) < min_records:
             continue
@@ -355,6 +363,8 @@ def _arrow_tier(chunk: bytes, ctx: NormalizeContext, module, opener: bytes,
         allowed = allowed.to_numpy(zero_copy_only=False)
     else:
         allowed = np.ones(len(lines), dtype=bool)
+    if hasattr(module, "arrow_allowed"):
+        allowed = allowed & module.arrow_allowed(lines.array(), chunk)
     events, rows = module.normalize_table(table, ctx, allowed)
     return events, rows, lines
 
@@ -365,7 +375,9 @@ def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
     record path). Returns a FastResult whose residual holds the records of every line
     it did not take, as ``iter_records`` yields them."""
     from ..records import parse_json
-    for module in (modules if modules is not None else _arrow_modules()):
+    for module in (modules if modules is not None else _modules()):
+        if not hasattr(module, "arrow_schema"):
+            continue
         opener = module.ARROW_OPENER
         if chunk[:1] != opener or not module.arrow_sniff(chunk):
             continue
@@ -392,10 +404,6 @@ def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
                           residual, records_fast=int(taken.sum()))
     return None
 
-
-def _arrow_modules():
-    from . import ses_columnar
-    return (ses_columnar,)
 
 
 def text_array(arr: pa.Array) -> pa.Array:
