@@ -1,29 +1,41 @@
 """Vectorized normalization of a chunk's clean records, exact by construction.
 
-The per-record normalizers cost about 10 us per event in Python logic. Here the records
-of a chunk (parsed once, by the same :func:`pipelines.records.iter_records` the exact path
-uses, so both see the same JSON values) are split by provider; each provider's fast
-module (:mod:`.ses_columnar`, :mod:`.cmc_columnar`) pulls the fields its mapping reads
-into Arrow columns and normalizes them with Arrow compute kernels. Python work is left
-only per *distinct* value (address hashes with the configured hasher, CMC local times,
-message ids, redaction of texts that quote an address) and for the event-id digests.
+The per-record path (orjson -> dicts -> the provider normalizers -> Arrow) costs 10-30 us
+per event, most of it Python logic per record. Here a chunk goes through two tiers, and
+whatever neither takes goes to the exact path, unchanged:
 
-A record takes the fast path only when it is *provably* in its provider's clean,
-common shape (each module says which). Every other record is returned, untouched and
-in order, for the exact per-record path, which stays the reference; the property tests
-in ``tests/test_vectorized_*.py`` compare both paths record for record. A record is the
-unit: all of its events come from one path.
+1. Arrow's C++ JSON reader parses the whole chunk straight into typed columns (SendGrid
+   POST bodies, SES event-publishing records; see :func:`_arrow_tier` for when it is
+   provably read as orjson reads it), and the provider's fast module normalizes the
+   columns with Arrow compute kernels. No Python object per record.
+2. For the records tier 1 could not take (or chunks it cannot read), the records parsed
+   by :func:`pipelines.records.iter_records` (the exact path's own parser) are split by
+   provider; SES (incl. SNS/SQS envelopes) and CMC ``deliveries`` in their clean shape
+   are pulled into columns with plain dict look-ups and normalized with the same kernels.
 
-Why not DuckDB's JSON reader per chunk: measured on these machines, its parse
-(``json_transform`` into typed structs, 4-6 us per SES line) is slower than orjson (3 us),
-and the shape checks in SQL (per-row lambdas, regexes, duplicate-key checks that DuckDB
-needs and orjson does not) cost another 20 us per line, so it lost to the exact path.
+In both tiers Python work is left only per *distinct* value (address hashes with the
+configured hasher, CMC local times, SES tag lists) and for the event-id digests. The
+provider modules (:mod:`.sendgrid_columnar`, :mod:`.ses_columnar`, :mod:`.cmc_columnar`)
+read their provider module's mapping dicts each time they run and call its helpers;
+none keeps a copy.
+
+A record takes a fast tier only when it is *provably* in its provider's clean, common
+shape (each module says which); every other record is returned, in order, as
+``iter_records`` would have yielded it. A record is the unit: all of its events come
+from one path. The property tests in ``tests/test_vectorized_*.py`` compare the paths
+record for record, events, dead letters and counts.
+
+Why not DuckDB SQL per chunk: measured here, DuckDB's JSON parse (``json_transform``
+into typed structs, 4-6 us per SES line) was slower than orjson (3 us), planning the
+query cost about 25 ms per chunk, and the shape checks it needs (duplicate keys, which
+DuckDB resolves to the first and orjson to the last) cost 20 us more per line.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
@@ -36,6 +48,10 @@ from ..records import RawRecord
 from .base import NormalizeContext, redact_addresses, text
 
 log = logging.getLogger(__name__)
+
+#: Seconds this process spent parsing JSON inside :func:`normalize_chunk` (Arrow's reader,
+#: orjson via iter_records / parse_json): the benchmark's "parse" step.
+PARSE_SECONDS = [0.0]
 
 #: Below this many candidate records a provider's records take the exact path (the
 #: fixed cost of the kernels is about a hundred microseconds).
@@ -192,7 +208,12 @@ def normalize_chunk(chunk: bytes, ctx: NormalizeContext, *, min_records: int = M
     if arrow:
         t1 = normalize_chunk_arrow(chunk, ctx, with_lines=True, min_lines=min_records,
                                    modules=[m for m in mods if hasattr(m, "arrow_schema")])
-    records = t1.residual if t1 is not None else list(iter_records(chunk))
+    if t1 is not None:
+        records = t1.residual
+    else:
+        t0 = time.perf_counter()
+        records = list(iter_records(chunk))
+        PARSE_SECONDS[0] += time.perf_counter() - t0
     t2 = normalize_records(records, ctx, min_records=min_records, modules=mods,
                            with_lines=True)
     if t1 is None or not t1.events.num_rows:
@@ -347,6 +368,7 @@ def _arrow_tier(chunk: bytes, ctx: NormalizeContext, module, opener: bytes,
     except UnicodeDecodeError:
         return None
     data = module.arrow_input(chunk) if hasattr(module, "arrow_input") else chunk
+    t0 = time.perf_counter()
     try:
         table = pj.read_json(
             io.BytesIO(data),
@@ -356,6 +378,8 @@ def _arrow_tier(chunk: bytes, ctx: NormalizeContext, module, opener: bytes,
                                           newlines_in_values=False))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
+    finally:
+        PARSE_SECONDS[0] += time.perf_counter() - t0
     if table.num_rows != len(lines):
         return None
     if b"NaN" in chunk or b"Inf" in chunk:
@@ -393,10 +417,12 @@ def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
         if not taken[0] and parse_json(lines.raw(0))[1] is not None:
             return None
         residual = []
+        t0 = time.perf_counter()
         for i in np.flatnonzero(~taken):
             raw = lines.raw(int(i))
             doc, err = parse_json(raw)
             residual.append(RawRecord(int(i) + 1, raw, doc, err))
+        PARSE_SECONDS[0] += time.perf_counter() - t0
         if with_lines:
             events = events.append_column("_line", pc.add(events["_row"], 1))
         events = events.drop_columns(["_row"])
