@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.normalizers import cmc, cmc_columnar
+from pipelines.normalizers import cmc, cmc_columnar, vectorized
 from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
                                 raw_mutated, synth_lines)
 
@@ -41,6 +41,12 @@ def test_synth_deliveries_take_the_fast_path():
     assert fast.records_fast > 0.8 * len(SYNTH)
 
 
+def test_synth_chunks_take_the_arrow_reader():
+    t1 = vectorized.normalize_chunk_arrow(chunk_of(list(SYNTH)), context(), modules=MODULES)
+    deliveries = [ln for ln in SYNTH if b'"event_type":"deliveries"' in ln]
+    assert t1 is not None and t1.records_fast == len(deliveries)
+
+
 def test_real_payloads_agree():
     lines = [orjson.dumps(d) for d in PAYLOADS]
     fast = assert_same(chunk_of(lines), context(cmc_category_field="apiData"), MODULES)
@@ -56,7 +62,6 @@ def test_reads_the_mapping_dict_of_the_cmc_module(monkeypatch):
 @pytest.mark.parametrize("mutation", ["ids", "time", "category"])
 def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
     """Mutation check: a fast path that differs in one field is caught."""
-    import pyarrow as pa
     lines = list(SYNTH[:200])
     if mutation == "ids":  # the id without its empty last part
         real = cmc_columnar.event_ids
@@ -65,7 +70,8 @@ def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
         from datetime import datetime, timezone
         monkeypatch.setattr(cmc_columnar, "_EPOCH", datetime(1970, 1, 1, 1, tzinfo=timezone.utc))
     else:  # the category field ignored
-        monkeypatch.setattr(cmc_columnar, "text_column",
-                            lambda values: pa.array([None] * len(values), pa.string()))
+        real_events = cmc_columnar._events
+        monkeypatch.setattr(cmc_columnar, "_events",
+                            lambda *a: real_events(*a[:7], None, a[8]))
     with pytest.raises(AssertionError):
         assert_same(chunk_of(lines), context(cmc_category_field="apiData"), MODULES)
