@@ -405,7 +405,12 @@ def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
         opener = module.ARROW_OPENER
         if chunk[:1] != opener or not module.arrow_sniff(chunk):
             continue
-        got = _arrow_tier(chunk, ctx, module, opener, min_lines)
+        try:
+            got = _arrow_tier(chunk, ctx, module, opener, min_lines)
+        except Exception:  # noqa: BLE001 - a fast-path bug must not lose records: the
+            log.exception("Arrow tier for %s failed; the chunk takes the record path",
+                          module.PROVIDER)  # chunk takes the record path instead
+            return None
         if got is None:
             return None
         events, rows, lines = got
