@@ -219,13 +219,17 @@ def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
 
 
 def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
-    if chunk and b"\\u00" not in chunk and chunk.count(b'"category"') == (
-            chunk.count(b'"category":"') + chunk.count(b'"category":[')):
+    """Lines whose ``category`` keys the rename saw, all of them (and that hold no key of
+    the renamed spellings already, nor a letter written as an escape)."""
+    if (chunk and b"\\u00" not in chunk and b'"category_' not in chunk
+            and chunk.count(b'"category"') == (chunk.count(b'"category":"')
+                                               + chunk.count(b'"category":['))):
         return np.ones(len(lines), dtype=bool)  # every line: the common case, checked at once
     renamed = pc.add(pc.count_substring(lines, '"category":"'),
                      pc.count_substring(lines, '"category":['))
     ok = pc.and_(pc.equal(renamed, pc.count_substring(lines, '"category"')),
                  pc.invert(pc.match_substring_regex(lines, _LETTER_ESCAPE)))
+    ok = pc.and_(ok, pc.invert(pc.match_substring(lines, '"category_')))
     return ok.to_numpy(zero_copy_only=False)
 
 
