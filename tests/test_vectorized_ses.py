@@ -113,3 +113,11 @@ def test_small_chunks_stay_on_the_exact_path():
     lines = list(SYNTH[: vectorized.MIN_RECORDS - 1])
     fast = vectorized.normalize_chunk(chunk_of(lines), context(), modules=MODULES)
     assert fast.records_fast == 0 and len(fast.residual) == len(lines)
+
+
+def test_the_whitespace_set_is_pythons():
+    import sys
+
+    from pipelines.normalizers import sendgrid_columnar
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+    assert vectorized._PY_SPACE == every == sendgrid_columnar._PY_SPACE

@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import ses
-from .base import NormalizeContext, RecordError, text
+from .base import NormalizeContext, text
 from .vectorized import (as_array, event_ids, finish, iso_utc, per_distinct,
                          recipient_columns, redact_column, text_column, ts_ok)
 
