@@ -248,8 +248,8 @@ class NormalizeChunkFn(beam.DoFn):
         # everything else, and every item the fast path rejects, the exact path.
         fast_items: list[dict] = []
         fast_pos: list[tuple[int, int]] = []
-        # SES and CMC records in their clean shape take the vectorized path; the rest
-        # (and every record it leaves) the loop below, as before.
+        # Records in their provider's clean shape take the vectorized path
+        # (normalizers/vectorized.py); every record it leaves, the loop below, as before.
         vec = vectorized.normalize_chunk(chunk, ctx)
         for prov, n in vec.counts.items():
             acc.count(prov, records_read=n, events_normalized=n)
