@@ -223,16 +223,24 @@ class DuckDBWarehouse(Warehouse):
             WHERE EXISTS (SELECT 1 FROM events e
                           WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
             GROUP BY s.provider""", p).fetchall())
-        # One row per event_id (the earliest occurrence), only ids not stored yet.
+        # One row per event_id (the earliest occurrence), only ids not stored yet. Ids the
+        # batch holds once (nearly all: chunks are deduplicated already) stream straight
+        # from the staged files; only repeated ids go through the window that picks the
+        # earliest (a window over the whole batch cost 2 s per 0.5M events).
         con.execute("""
             INSERT INTO events
-            SELECT s.* EXCLUDE (_rn) FROM (
+            WITH dup AS (SELECT event_id FROM read_parquet($f)
+                         GROUP BY event_id HAVING count(*) > 1),
+            stored AS (SELECT event_id FROM events WHERE event_date BETWEEN $lo AND $hi)
+            SELECT s.* FROM read_parquet($f) s
+            WHERE s.event_id NOT IN (SELECT event_id FROM dup)
+              AND s.event_id NOT IN (SELECT event_id FROM stored)
+            UNION ALL
+            SELECT d.* EXCLUDE (_rn) FROM (
                 SELECT *, row_number() OVER (
                     PARTITION BY event_id ORDER BY event_ts, source_uri NULLS LAST) AS _rn
-                FROM read_parquet($f)) s
-            WHERE s._rn = 1 AND NOT EXISTS (
-                SELECT 1 FROM events e
-                WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
+                FROM read_parquet($f) WHERE event_id IN (SELECT event_id FROM dup)) d
+            WHERE d._rn = 1 AND d.event_id NOT IN (SELECT event_id FROM stored)
         """, p)
         for prov, n, d in staged:
             already = stored.get(prov, 0)
