@@ -48,14 +48,28 @@ def select(records, taken) -> tuple[list[int], list[dict]]:
             if is_dump(d):
                 continue
             try:
-                d = unwrap(d)
+                d, envelope_ts = unwrap(d)
             except Exception:  # noqa: BLE001 - RecordError or a normalizer bug: the exact
                 continue  # path turns it into the dead letter it always was
             if type(d) is not dict:
                 continue
+            if envelope_ts is not None and not _own_time(d):
+                continue  # its time is the envelope's: the exact path's rule (ses._time_of)
         pos.append(i)
         docs.append(d)
     return pos, docs
+
+
+def _own_time(d: dict) -> bool:
+    """Whether a record carries its own time, so an SNS envelope's Timestamp is not used."""
+    word = d.get("eventType") or d.get("notificationType")
+    payload = (d.get(ses.PAYLOAD_KEY.get(word, ses._lower_first(word)))
+               if isinstance(word, str) else None)
+    if type(payload) is dict and payload.get("timestamp") not in (None, ""):
+        return True
+    mail = d.get("mail")
+    return (word in ses.MAIL_TIME_TYPES and type(mail) is dict
+            and mail.get("timestamp") not in (None, ""))
 
 
 def _words() -> frozenset[str]:
