@@ -324,3 +324,61 @@ def test_postmortem_funnel_is_delivered_opened_clicked_from_the_events(
     assert sum(r["recipients"] for r in rows) == sent
     assert sum(r["opened"] for r in rows) == opened
     assert {"Gmail", "docomo"} <= {r["mailbox_provider"] for r in rows}
+
+
+def test_notebooks_extra_installs_jupyterlab():
+    import ast
+    tree = ast.parse((ROOT / "setup.py").read_text(encoding="utf-8"))
+    extras = next(n.value for n in ast.walk(tree) if isinstance(n, ast.Assign)
+                  and any(getattr(t, "id", None) == "EXTRAS" for t in n.targets))
+    notebooks = ast.literal_eval(next(v for k, v in zip(extras.keys, extras.values)
+                                      if ast.literal_eval(k) == "notebooks"))
+    assert any(req.startswith("jupyterlab") for req in notebooks)
+
+
+@pytest.mark.slow
+def test_readme_jupyter_lab_command_serves_the_notebooks(tmp_path):
+    """`jupyter lab notebooks/` (the README's command) from this environment: the server
+    starts on loopback and lists the three notebooks."""
+    import secrets
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    jupyter = Path(sys.executable).parent / "jupyter"
+    assert jupyter.exists(), "install the notebooks extra: pip install -e '.[notebooks]'"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(8)
+    env = {**os.environ, "JUPYTER_CONFIG_DIR": str(tmp_path / "config"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+           "JUPYTER_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        [str(jupyter), "lab", "notebooks/", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
+         f"--IdentityProvider.token={token}",
+         # Jupyter refuses to run as root without it (as in containers like this one)
+         *(["--allow-root"] if hasattr(os, "geteuid") and os.geteuid() == 0 else [])],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        listing, deadline = None, time.monotonic() + 60
+        while listing is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/contents?token={token}", timeout=5) as r:
+                    listing = json.load(r)
+            except OSError:
+                time.sleep(0.5)
+        assert listing is not None, proc.stderr.read().decode() if proc.poll() is not None else "no answer"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as r:
+            assert r.status == 200 and b"JupyterLab" in r.read()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert {c["name"] for c in listing["content"]} >= set(NAMES)
