@@ -61,6 +61,14 @@ def delivery_health():
         new_code_cell("daily = frames.delivery_health(wh, start, end)\n"
                       "categories = CATEGORIES or frames.top_categories(daily, TOP_N)\n"
                       "frames.category_summary(daily)"),
+        new_markdown_cell(
+            "## Funnel per campaign\n\n"
+            "Recipients first sent to in the window, per category: sent → delivered → opened → "
+            "clicked, each stage a subset of the one before (opened: delivered and an open or a "
+            "click; clicked: delivered and a click), opens and clicks followed 3 days past END. "
+            "`open_share` and `click_share` divide by delivered."),
+        new_code_cell("funnels = frames.campaign_funnels(wh, start, end)\n"
+                      "funnels"),
         new_markdown_cell("## Rates over time\n\nDashed red lines: the alert thresholds "
                           "the daily Airflow DAG uses."),
         new_code_cell("thresholds = analysis.Thresholds(bounce_rate=BOUNCE_RATE_THRESHOLD,\n"

@@ -626,6 +626,48 @@ def campaign_funnel(recipients: pd.DataFrame) -> pd.DataFrame:
                          "share_of_previous": (s / prev.where(prev > 0)).astype("float64")})
 
 
+def campaign_funnels(warehouse=None, start: date | None = None, end: date | None = None,
+                     follow_days: int = 3) -> pd.DataFrame:
+    """The :func:`campaign_funnel` of every category (campaign) whose recipients were first
+    sent to in [start, end] (``recipient_status``), opens and clicks followed up to
+    ``follow_days`` days after ``end``: one row per category with ``sent``,
+    ``delivered``, ``opened``, ``clicked`` and ``delivered_share`` (of sent),
+    ``open_share`` (opened / delivered), ``click_share`` (clicked / delivered). Most
+    recipients first."""
+    wh = open_configured(warehouse)
+    start, end = data_window(wh, start, end)
+    df = wh.query_df("""
+        WITH engaged AS (
+          SELECT provider, IFNULL(message_id, '') AS mid, IFNULL(email_hash, '') AS eh,
+                 COUNTIF(event_type = 'open') > 0 AS opened,
+                 COUNTIF(event_type = 'click') > 0 AS clicked
+          FROM events
+          WHERE event_date BETWEEN @start_date AND @until_day
+            AND event_type IN ('open', 'click')
+          GROUP BY provider, mid, eh),
+        r AS (
+          SELECT category, r.delivered_ts IS NOT NULL AS delivered,
+                 IFNULL(e.opened, FALSE) AS opened, IFNULL(e.clicked, FALSE) AS clicked
+          FROM recipient_status AS r
+          LEFT JOIN engaged AS e
+            ON e.provider = r.provider AND e.mid = IFNULL(r.message_id, '')
+               AND e.eh = IFNULL(r.email_hash, ''),
+          UNNEST(IF(IFNULL(ARRAY_LENGTH(r.categories), 0) = 0, ['(none)'], r.categories)) AS category
+          WHERE r.event_date BETWEEN @start_date AND @end_date)
+        SELECT category, COUNT(*) AS sent, COUNTIF(delivered) AS delivered,
+               COUNTIF(delivered AND (opened OR clicked)) AS opened,
+               COUNTIF(delivered AND clicked) AS clicked
+        FROM r GROUP BY category ORDER BY sent DESC, category""",
+                     {"start_date": start, "end_date": end,
+                      "until_day": end + timedelta(days=follow_days)})
+    for c in FUNNEL_STAGES:
+        df[c] = df[c].astype("int64")
+    df["delivered_share"] = df["delivered"] / df["sent"].where(df["sent"] > 0)
+    df["open_share"] = df["opened"] / df["delivered"].where(df["delivered"] > 0)
+    df["click_share"] = df["clicked"] / df["delivered"].where(df["delivered"] > 0)
+    return df.reset_index(drop=True)
+
+
 def campaign_statuses(recipients: pd.DataFrame) -> pd.DataFrame:
     """Recipients per settled status with their share (statuses that end the wait first)."""
     order = ["delivered", "bounce", "dropped", "deferred", "processed"]
@@ -722,6 +764,7 @@ __all__ = [
     "ENHANCED_CODE", "CODE_MEANING", "NO_CODE", "enhanced_status_code", "code_meaning",
     "bounce_reasons", "bounce_codes", "top_bounce_reasons", "suppressions_growth",
     "plot_bounces", "SendWindow", "send_window", "DEFAULT_HOURS_AFTER",
-    "campaign_recipients", "FUNNEL_STAGES", "campaign_funnel", "campaign_statuses",
+    "campaign_recipients", "FUNNEL_STAGES", "campaign_funnel", "campaign_funnels",
+    "campaign_statuses",
     "time_to_deliver", "campaign_timeline", "campaign_breakdown", "plot_campaign",
 ]

@@ -101,6 +101,9 @@ def test_frames_on_both_warehouses(wh):
     funnel = frames.campaign_funnel(recipients)
     assert funnel["recipients"].to_dict() == {"sent": 8, "delivered": 3, "opened": 3,
                                               "clicked": 2}
+    funnels = frames.campaign_funnels(wh, D1, D1).set_index("category")
+    assert funnels.loc["spring", ["sent", "delivered", "opened", "clicked"]].tolist() == [8, 3, 3, 2]
+    assert funnels.loc["spring", "click_share"] == pytest.approx(2 / 3)
     by_mailbox = frames.campaign_breakdown(recipients, by="mailbox_provider")
     assert by_mailbox.loc["Gmail", ["recipients", "opened", "clicked"]].tolist() == [5, 3, 2]
     assert by_mailbox.loc["docomo", "bounce_rate"] == 1.0

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import nbformat
@@ -186,6 +186,7 @@ def test_delivery_health_by_mailbox_provider_without_an_empty_tail(
     nb = execute("delivery_health.ipynb", synthetic_warehouse, kernel_dir, monkeypatch,
                  tmp_path, parameters={"END": end} if end else None,
                  probe="{'daily': daily.to_dict('records'), 'mailbox': mailbox.to_dict('records'),"
+                       " 'funnels': funnels.to_dict('records'),"
                        " 'summary': frames.mailbox_summary(mailbox).to_dict('records')}")
     assert not outputs(nb, "error")
     got = probed(nb)
@@ -218,6 +219,18 @@ def test_delivery_health_by_mailbox_provider_without_an_empty_tail(
             sum(b for _, b in expect.values()) / sum(r for r, _ in expect.values()))
     # mailbox providers the mapping knows come first, "other" last
     assert got["summary"][-1]["mailbox_provider"] == "other"
+    # the funnel per campaign equals SQL over the events
+    first = datetime(FIRST_DAY.year, FIRST_DAY.month, FIRST_DAY.day, tzinfo=timezone.utc)
+    last = datetime(LAST_SEND_DAY.year, LAST_SEND_DAY.month, LAST_SEND_DAY.day,
+                    tzinfo=timezone.utc) + timedelta(days=1, microseconds=-1)
+    named = [f for f in got["funnels"] if f["category"] != "(none)"]
+    assert len(named) == 5
+    for f in named:
+        expect = sql(synthetic_warehouse, FUNNEL_SQL,
+                     [FIRST_DAY - timedelta(days=1), LAST_SEND_DAY + timedelta(days=4),
+                      f["category"], first, last, first, last + timedelta(days=3)])[0]
+        assert (f["sent"], f["delivered"], f["opened"], f["clicked"]) == expect, f["category"]
+        assert f["sent"] > f["delivered"] > f["opened"] > f["clicked"] > 0
 
 
 @pytest.mark.slow
@@ -296,7 +309,6 @@ FROM campaign c LEFT JOIN engaged e USING (provider, message_id, email_hash)
 @pytest.mark.slow
 def test_postmortem_funnel_is_delivered_opened_clicked_from_the_events(
         synthetic_warehouse, kernel_dir, monkeypatch, tmp_path):
-    from datetime import datetime, timezone
     category, day = "reengagement", FIRST_DAY + timedelta(days=1)
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
     end = start + timedelta(hours=23, minutes=59, seconds=59)
