@@ -122,7 +122,8 @@ def bounce_analysis():
             "mailbox full, `5.7.1` refused by policy, ...) whichever provider reported them and "
             "however it worded the reason. Each recipient counts once: CMC reports a failure "
             "twice (a failed delivery and a bounce), and the more informative report is kept. "
-            "Bounces without a code are listed per reason."),
+            "CMC's own status numbers count under the code they document (`code_basis` says "
+            "`cmc status N`); bounces without any code are listed per reason."),
         new_code_cell("reasons = frames.bounce_reasons(wh, start, end, category=CATEGORY)\n"
                       "codes = frames.bounce_codes(reasons)\n"
                       "codes.head(TOP_N)"),

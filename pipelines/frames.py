@@ -23,7 +23,8 @@ Views and what they count:
   is noise, not the worst domain).
 - :func:`bounce_codes`: bounced recipients grouped by enhanced status code (RFC 3463,
   ``5.1.1``), across providers; each recipient counted once (CMC reports a failure
-  twice, as a failed delivery and as a bounce).
+  twice, as a failed delivery and as a bounce); CMC's own status numbers count under
+  the code they document (:data:`CMC_STATUS_CODE`).
 - :func:`campaign_funnel`: sent -> delivered -> opened -> clicked, each stage a subset of
   the one before.
 """
@@ -325,6 +326,35 @@ def enhanced_status_code(*texts: str | None) -> str | None:
     return None
 
 
+#: CMC reports its own bounce status numbers (pipelines/normalizers/cmc.py) and often no
+#: SMTP text; the ones whose documented meaning is one RFC 3463 code are grouped under it
+#: (3 retransmission timeout, 6 forward error, 7 receiving server error and 99 other are
+#: not one code and stay "(no code)").
+CMC_STATUS_CODE = {
+    "1": "5.1.2",  # unknown host
+    "2": "5.1.1",  # unknown user
+    "4": "5.7.1",  # rejected by the receiver's policy
+    "5": "4.2.2",  # over capacity (mailbox full)
+    "8": "5.3.4",  # oversized message
+}
+
+
+def status_code_of(provider: str | None, smtp_status: str | None,
+                   reason: str | None) -> tuple[str, str]:
+    """(code, basis) of one bounce: the RFC 3463 code the provider reported (in
+    smtp_status or the reason text; basis ``reported``), else CMC's status number mapped
+    by :data:`CMC_STATUS_CODE` (basis ``cmc status N``), else :data:`NO_CODE`."""
+    code = enhanced_status_code(smtp_status, reason)
+    if code:
+        return code, "reported"
+    if provider == "cmc" and smtp_status is not None:
+        from .normalizers.cmc import status_code
+        n = status_code(str(smtp_status))
+        if n in CMC_STATUS_CODE:
+            return CMC_STATUS_CODE[n], f"cmc status {n}"
+    return NO_CODE, "none"
+
+
 def code_meaning(code: str | None) -> str:
     if not code or code == NO_CODE:
         return "no enhanced status code given; see the reasons"
@@ -373,14 +403,18 @@ def bounce_codes(reasons: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
     """:func:`bounce_reasons` grouped by enhanced status code across providers: one row
     per code (``(no code)`` per reason text where the provider gave none), with its
     meaning, ``recipients``, ``events``, the ``providers`` that reported it, the
-    ``bounce_classes`` they gave it, and one example reason. Most recipients first."""
+    ``bounce_classes`` they gave it, ``code_basis`` (``reported``, or ``cmc status N``
+    where CMC gave only its own number, :func:`status_code_of`), and one example
+    reason. Most recipients first."""
     cols = ["status_code", "meaning", "recipients", "events", "providers", "bounce_classes",
-            "example_reason"]
+            "code_basis", "example_reason"]
     if reasons.empty:
         return pd.DataFrame(columns=cols)
     df = reasons.copy()
-    df["status_code"] = [enhanced_status_code(s, r) or NO_CODE
-                         for s, r in zip(df["smtp_status"], df["reason"])]
+    found = [status_code_of(p, s, r)
+             for p, s, r in zip(df["provider"], df["smtp_status"], df["reason"])]
+    df["status_code"] = [c for c, _ in found]
+    df["code_basis"] = [b for _, b in found]
     # without a code, the reason text is all there is: keep those apart per reason
     # (pandas cannot group on strings holding NUL, so the key is code + reason, or code)
     df["_key"] = [c if c != NO_CODE else f"{c} {(r or '').strip().lower()}"
@@ -394,6 +428,7 @@ def bounce_codes(reasons: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
             "recipients": int(g["recipients"].sum()), "events": int(g["events"].sum()),
             "providers": ",".join(sorted(set(g["provider"]))),
             "bounce_classes": ",".join(sorted(set(g["bounce_class"]))),
+            "code_basis": ",".join(sorted(set(g["code_basis"]))),
             "example_reason": g["reason"].dropna().iloc[0] if g["reason"].notna().any() else "",
         })
     out = (pd.DataFrame(rows, columns=cols)
@@ -412,8 +447,8 @@ def top_bounce_reasons(warehouse=None, start: date | None = None, end: date | No
     if df.empty:
         return pd.DataFrame(columns=cols)
     df["reason"] = df["reason"].fillna("(no reason given)")
-    df["status_code"] = [enhanced_status_code(s, r) or NO_CODE
-                         for s, r in zip(df["smtp_status"], df["reason"])]
+    df["status_code"] = [status_code_of(p, s, r)[0]
+                         for p, s, r in zip(df["provider"], df["smtp_status"], df["reason"])]
     out = (df.groupby(["reason", "status_code"], as_index=False)
            .agg(recipients=("recipients", "sum"), events=("events", "sum"),
                 bounce_classes=("bounce_class", lambda s: ",".join(sorted(set(s)))),
@@ -761,7 +796,8 @@ __all__ = [
     "stacked_outcomes", "category_summary", "plot_rates", "plot_stacked_outcomes",
     "mailbox_daily", "mailbox_summary", "top_mailboxes", "plot_mailbox_rates",
     "DEFAULT_MIN_REQUESTS", "domain_ranking", "bounce_domains", "bounce_classes",
-    "ENHANCED_CODE", "CODE_MEANING", "NO_CODE", "enhanced_status_code", "code_meaning",
+    "ENHANCED_CODE", "CODE_MEANING", "NO_CODE", "CMC_STATUS_CODE", "enhanced_status_code",
+    "status_code_of", "code_meaning",
     "bounce_reasons", "bounce_codes", "top_bounce_reasons", "suppressions_growth",
     "plot_bounces", "SendWindow", "send_window", "DEFAULT_HOURS_AFTER",
     "campaign_recipients", "FUNNEL_STAGES", "campaign_funnel", "campaign_funnels",

@@ -40,17 +40,35 @@ def test_the_same_code_from_several_providers_is_one_row():
          "hard", 19, 38),
         ("ses", "smtp; 452 4.2.2 mailbox full", "4.2.2", "soft", 3, 3),
         ("cmc", "rejected by the receiver's policy", "4", "block", 9, 18),
-        ("cmc", "host unknown", "1", "hard", 2, 4),
+        ("cmc", "retransmission timeout", "03", "soft", 2, 4),
+        ("cmc", "other error", "99", "hard", 2, 4),
     ))
-    assert codes["status_code"].tolist() == ["5.1.1", "(no code)", "4.2.2", "(no code)"]
+    assert codes["status_code"].tolist() == ["5.1.1", "5.7.1", "4.2.2", "(no code)",
+                                             "(no code)"]
     first = codes.iloc[0]
     assert (first.recipients, first.events, first.providers) == (73, 92, "cmc,sendgrid,ses")
     assert first.meaning == "permanent: bad destination mailbox (no such user)"
+    assert first.code_basis == "reported"
+    # CMC's status 4 (policy) is 5.7.1; 3 (timeout) and 99 are no one code
+    policy = codes.iloc[1]
+    assert (policy.recipients, policy.providers, policy.code_basis) == (9, "cmc", "cmc status 4")
     assert codes.iloc[2].meaning == "transient: mailbox full"
     # reasons without a code stay apart, one row each
     assert sorted(codes[codes.status_code == "(no code)"].example_reason) == [
-        "host unknown", "rejected by the receiver's policy"]
-    assert codes["recipients"].sum() == 29 + 25 + 19 + 3 + 9 + 2
+        "other error", "retransmission timeout"]
+    assert codes["recipients"].sum() == 29 + 25 + 19 + 3 + 9 + 2 + 2
+
+
+@pytest.mark.parametrize("provider,status,reason,expect", [
+    ("cmc", "1", "host unknown", ("5.1.2", "cmc status 1")),
+    ("cmc", "02", "550 5.1.1 no such user", ("5.1.1", "reported")),
+    ("cmc", "2", "user unknown", ("5.1.1", "cmc status 2")),
+    ("cmc", "3", "retransmission timeout", ("(no code)", "none")),
+    ("cmc", None, "rejected by the receiver's policy", ("(no code)", "none")),
+    ("sendgrid", "4", "rejected", ("(no code)", "none")),  # only CMC's numbers are mapped
+])
+def test_status_code_of(provider, status, reason, expect):
+    assert frames.status_code_of(provider, status, reason) == expect
 
 
 def test_funnel_stages_are_nested():

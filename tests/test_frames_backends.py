@@ -88,12 +88,14 @@ def test_frames_on_both_warehouses(wh):
 
     codes = frames.bounce_codes(frames.bounce_reasons(wh, D1, D1))
     rows = {c.status_code: c for c in codes.itertuples()}
-    assert set(rows) == {"5.1.1", "(no code)"}  # x1's 5.2.2 is after the window
+    assert set(rows) == {"5.1.1", "5.7.1"}  # x1's 5.2.2 is after the window
     assert (rows["5.1.1"].recipients, rows["5.1.1"].providers) == (2, "sendgrid,ses")
-    cmc = rows["(no code)"]
-    assert (cmc.recipients, cmc.events, cmc.bounce_classes) == (1, 2, "block")
-    assert frames.bounce_codes(frames.bounce_reasons(wh, D1, D2))["status_code"].tolist()[:2] == [
-        "5.1.1", "(no code)"]
+    # d2: one recipient of two reports, the block with CMC's status 4 kept
+    cmc = rows["5.7.1"]
+    assert (cmc.recipients, cmc.events, cmc.bounce_classes, cmc.code_basis) == (
+        1, 2, "block", "cmc status 4")
+    assert frames.bounce_codes(frames.bounce_reasons(wh, D1, D2))["status_code"].tolist() == [
+        "5.1.1", "5.2.2", "5.7.1"]
 
     window = frames.send_window(wh, "spring", datetime(2026, 11, 20, tzinfo=timezone.utc),
                                 datetime(2026, 11, 20, 23, 59, 59, tzinfo=timezone.utc))

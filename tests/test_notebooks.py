@@ -272,6 +272,10 @@ def test_bounce_analysis_ranks_domains_by_rate_and_groups_codes(
           AND (regexp_matches(coalesce(smtp_status, ''), ?) OR regexp_matches(coalesce(reason, ''), ?))""",
                      [FIRST_DAY, LAST_SEND_DAY, code_re, code_re])[0][0]
     assert row["recipients"] == expect_511 > 0
+    # CMC's "rejected by the receiver's policy" (its status 4, no SMTP text) joins the
+    # 5.7.1 refusals SendGrid and SES report
+    policy = next(c for c in codes if c["status_code"] == "5.7.1")
+    assert policy["providers"] == "cmc,sendgrid,ses" and "cmc status 4" in policy["code_basis"]
     # every bounced recipient counted once (CMC reports each failure twice)
     bounced, events = sql(synthetic_warehouse, """
         SELECT COUNT(DISTINCT provider || '/' || message_id || '/' || email_hash), COUNT(*)
