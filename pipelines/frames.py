@@ -530,7 +530,7 @@ def plot_bounces(classes: pd.DataFrame, domains: pd.DataFrame, growth: pd.DataFr
     ax2.plot(range(len(growth)), growth["total"].to_numpy(), color="black", marker="o",
              label="total suppressed")
     ax2.set_ylabel("total suppressed")
-    ax2.legend(loc="upper left")
+    ax2.legend(loc="upper right")  # the bars' legend (reasons) keeps the upper left
     ax.set_title("suppressions: new per day by reason, and the running total")
     for a in axes:
         a.grid(alpha=0.3)
@@ -649,6 +649,11 @@ def campaign_funnel(recipients: pd.DataFrame) -> pd.DataFrame:
     if recipients.empty:
         counts = [0, 0, 0, 0]
     else:
+        if not {"opened", "clicked"} <= set(recipients.columns):
+            raise ConfigurationError(
+                "campaign_funnel needs the opened / clicked columns of "
+                "frames.campaign_recipients(wh, window); recipient_status rows alone have "
+                "no engagement")
         delivered = recipients["delivered_ts"].notna()
         opened = delivered & (recipients["opened"] | recipients["clicked"])
         clicked = delivered & recipients["clicked"]
