@@ -549,6 +549,10 @@ def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": state}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
+    hint = getattr(result, "hint", None)
+    if hint:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trunc(
+            f":mag: {hint}", 3000)}})
     reasons = result.top_reasons(5)
     if reasons:
         lines = "\n".join(f"• {k} × {_trunc(r, 300)}" for r, k in reasons)
