@@ -108,11 +108,11 @@ def test_queries_folder_can_be_overridden(tmp_path, loaded):
                          queries_dir=tmp_path / "nowhere")
     q = load_query("delivery_outcomes")
     assert q.partition_column == "event_date" and q.cluster_by == ("category", "provider")
-    assert q.parameters["lookback_days"] == ("INT64", 4)
+    assert q.parameters["days_read_before"] == ("INT64", 4)
     assert "SendGrid" in q.description
 
 
-def test_default_range_is_a_three_day_look_back():
+def test_default_range_is_a_four_day_window_ending_today():
     assert default_range(date(2026, 11, 23)) == (date(2026, 11, 20), date(2026, 11, 23))
 
 

@@ -26,9 +26,13 @@ def add_arguments(p):
                    help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
                         "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)")
     p.add_argument("--start", type=parse_date, metavar="YYYY-MM-DD",
-                   help="first event date (default: 3 days before --end)")
+                   help="first event date (default: --window-days days ending at --end)")
     p.add_argument("--end", type=parse_date, metavar="YYYY-MM-DD",
                    help="last event date (default: today, UTC)")
+    p.add_argument("--window-days", type=int, default=None, metavar="N",
+                   help="days in the window when --start is not given, ending at --end "
+                        "(default: 4, so mail that settles within 72 h lands; the DAGs and "
+                        "`mailpulse run` use the same setting)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="output format (default: table)")
     p.add_argument("--soft-bounce-threshold", type=int, default=None, metavar="N",
@@ -37,17 +41,19 @@ def add_arguments(p):
                    help="... within D days (default: 7)")
 
 
-def resolve_range(start, end, today=None):
-    """--start/--end with the defaults filled in: [end - 3 days, end], end = today (UTC)."""
-    from datetime import timedelta
-
+def resolve_range(start, end, today=None, window_days=None):
+    """--start/--end with the defaults filled in: the ``window_days`` (default 4) days
+    ending at end, end = today (UTC)."""
     from ..cli import UsageError
-    from ..outcomes import DEFAULT_LOOKBACK_DAYS, default_range
+    from ..outcomes import WINDOW_DAYS, default_range, window_ending
 
+    window_days = WINDOW_DAYS if window_days is None else window_days
+    if window_days < 1:
+        raise UsageError(f"--window-days must be at least 1, got {window_days}")
     if end is None:
         end = default_range(today)[1]
     if start is None:
-        start = end - timedelta(days=DEFAULT_LOOKBACK_DAYS)
+        start = window_ending(end, window_days)[0]
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}; swap them")
     return start, end
@@ -59,7 +65,8 @@ def run(args) -> int:
     from ..outcomes import compute_outcomes, read_outcomes
     from ..warehouse import WarehouseError, open_warehouse
 
-    start, end = resolve_range(args.start, args.end)
+    start, end = resolve_range(args.start, args.end,
+                               window_days=getattr(args, "window_days", None))
     params = {}
     for flag, name in (("soft_bounce_threshold", "soft_bounce_threshold"),
                        ("soft_bounce_days", "soft_bounce_days")):
