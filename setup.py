@@ -4,12 +4,22 @@ One distribution, one package (``pipelines``), one console script (``mailpulse``
 The same file is the ``--setup_file`` a Dataflow job ships to its workers, so the
 core dependencies below are exactly what the load job needs at run time.
 """
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+#: The version lives in one place: pipelines/__init__.py (read here without importing
+#: the package, whose dependencies may not be installed yet).
+VERSION = re.search(r'^__version__ = "([^"]+)"',
+                    (HERE / "pipelines" / "__init__.py").read_text(encoding="utf-8"),
+                    re.M).group(1)
 
 CORE = [
     # Beam pins pyarrow<26, numpy<2.5, protobuf<7 itself; pandas 3 breaks
     # apache_beam.dataframe on import (PLATFORM-NOTES), so pandas stays < 3.
-    "apache-beam[gcp]==2.77.0",
+    "apache-beam[gcp,aws]==2.77.0",  # aws: boto3 for s3:// archives and SQS
     "duckdb==2.0.0",
     "sqlglot>=30.12,<31",
     "pandas>=2.2,<3",
@@ -23,6 +33,10 @@ CORE = [
     "flask>=3.0",
     "gunicorn>=22",
     "cryptography>=42",
+    # Launching a Dataflow job with --setup_file stages this package as an sdist, which
+    # Beam builds with `python -m build --no-isolation` (offline); without it Beam falls
+    # back to the deprecated `setup.py sdist`.
+    "build>=1.2",
 ]
 
 EXTRAS = {
@@ -31,14 +45,18 @@ EXTRAS = {
     "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib>=3.8"],
 }
 EXTRAS["test"] = (
-    ["pytest>=8", "hypothesis>=6.100"] + EXTRAS["airflow"] + EXTRAS["notebooks"]
+    ["pytest>=8", "hypothesis>=6.100",
+     # real S3 + SQS and GCS servers on loopback, started by tests/storage_servers.py
+     "moto[server]==5.2.5", "gcp-storage-emulator>=2024.8"]
+    + EXTRAS["airflow"] + EXTRAS["notebooks"]
 )
 
 setup(
     name="mailpulse",
-    version="0.1.0",
+    version=VERSION,
     description="Email delivery analytics: provider events -> Beam -> warehouse -> outcomes",
-    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description=((HERE / "README.md").read_text(encoding="utf-8")
+                      if (HERE / "README.md").exists() else ""),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*"]),

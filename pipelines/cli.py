@@ -5,10 +5,19 @@ Each subcommand is a module in :mod:`pipelines.commands` exposing ``NAME``, ``HE
 heavy dependencies (Beam, BigQuery) inside ``run`` so ``mailpulse --help`` stays fast.
 Exit codes: 0 success, 2 usage or configuration error (the message names the fix),
 3 finished with dead letters (``normalize``) or timed out (``watch``).
+
+The command line is checked before any command runs: a flag the command does not know is a
+usage error naming the closest flag. Commands with ``ACCEPTS_EXTRA_ARGS`` (``load``,
+``run``, ...) hand the flags they do not know to Beam as pipeline options; those are
+checked here against every option Beam registers (:func:`check_beam_args`), so a
+misspelled ``--warehose X`` fails instead of being dropped by Beam with a warning. A
+``--warehouse`` URI is checked for shape (:func:`pipelines.warehouse.check_warehouse_uri`)
+before the command asks for a hash key or connects.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import logging
 import pkgutil
@@ -46,15 +55,136 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run, _accepts_extra=getattr(mod, "ACCEPTS_EXTRA_ARGS", False))
+        p.set_defaults(_run=mod.run, _accepts_extra=getattr(mod, "ACCEPTS_EXTRA_ARGS", False),
+                       _parser=p)
     return parser
+
+
+# -- checking the command line ----------------------------------------------------------
+class _BeamFlagError(Exception):
+    """Beam's option parser rejected a value (e.g. ``--num_workers=many``)."""
+
+
+def beam_option_parser() -> argparse.ArgumentParser:
+    """An argument parser holding every pipeline option Beam knows, built the way Beam's
+    own ``PipelineOptions.get_all_options`` builds it: each direct subclass of
+    ``PipelineOptions`` (deduplicated by name) registers its flags through
+    ``_add_argparse_args``, abbreviations off. It raises instead of exiting."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    class _RaisingParser(_BeamArgumentParser):
+        def error(self, message):
+            raise _BeamFlagError(message)
+
+    parser = _RaisingParser(allow_abbrev=False, add_help=False)
+    classes: dict[str, type] = {}
+    for cls in PipelineOptions.__subclasses__():
+        classes.setdefault(str(cls), cls)
+    for cls in classes.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    return parser
+
+
+def long_flags(parser: argparse.ArgumentParser) -> list[str]:
+    """The ``--long`` flags a parser defines (``--help`` left out)."""
+    return sorted({o for a in parser._actions for o in a.option_strings
+                   if o.startswith("--") and o != "--help"})
+
+
+def closest_flag(name: str, own: list[str], beam: list[str] = ()) -> str | None:
+    """The command's own flag closest to ``name``; failing that Beam's, marked as such."""
+    for candidates, note in ((own, ""), (beam, " (a Beam pipeline option)")):
+        match = difflib.get_close_matches(name, candidates, n=1, cutoff=0.6)
+        if match:
+            return match[0] + note
+    return None
+
+
+def unknown_arguments(args: list[str], own: list[str], beam: list[str] = ()) -> list[str]:
+    """One line per argument nobody knows: a flag (``--x``, ``--x=v``) with the closest
+    known flag, or a stray value. A value right after an unknown flag is taken to be that
+    flag's value and not reported again."""
+    problems: list[str] = []
+    after_flag = False
+    for arg in args:
+        if arg.startswith("-") and len(arg) > 1 and not _is_number(arg):
+            name = arg.split("=", 1)[0]
+            hint = closest_flag(name, own, beam)
+            problems.append(f"{name}" + (f" (did you mean {hint}?)" if hint else ""))
+            after_flag = "=" not in arg
+        elif after_flag:
+            after_flag = False
+        else:
+            problems.append(f"unexpected value {arg!r}")
+    return problems
+
+
+def _is_number(arg: str) -> bool:
+    try:
+        float(arg)
+        return True
+    except ValueError:
+        return False
+
+
+def check_beam_args(extra: list[str], own: list[str]) -> list[str]:
+    """``extra`` (what the command's parser did not know) checked against Beam's options.
+
+    Returns ``extra`` unchanged when Beam knows every flag in it and accepts its values;
+    raises :class:`UsageError` naming each unknown flag and the closest known one."""
+    parser = beam_option_parser()
+    try:
+        known, unknown = parser.parse_known_args(extra)
+    except _BeamFlagError as exc:
+        raise UsageError(f"{exc} (a Beam pipeline option)") from None
+    if known.dry_run is not False:  # Beam reads any value, even "False", as a dry run
+        raise UsageError(
+            "--dry_run cannot be used with a mailpulse command: the runner would return "
+            "without reading anything and the load would then record every file as loaded. "
+            "To check a Dataflow job without submitting it, build it with "
+            "pipelines.load.build_pipeline (see tests/test_dataflow_dry_run.py)")
+    if unknown:
+        problems = unknown_arguments(unknown, own, long_flags(parser))
+        raise UsageError(
+            "unrecognized argument" + ("s" if len(problems) > 1 else "") + ": "
+            + "; ".join(problems)
+            + ". Neither mailpulse nor Beam knows "
+            + ("them" if len(problems) > 1 else "it")
+            + " (see --help for this command's flags; Beam's pipeline options are passed on)")
+    return extra
+
+
+def check_command_line(args: argparse.Namespace, extra: list[str]) -> None:
+    """Raise :class:`UsageError` for unknown flags and for a malformed ``--warehouse``,
+    before the command runs (so before it asks for a hash key or connects)."""
+    sub: argparse.ArgumentParser = args._parser
+    if extra:
+        own = long_flags(sub)
+        if getattr(args, "_accepts_extra", False):
+            check_beam_args(extra, own)
+        else:
+            problems = unknown_arguments(extra, own)
+            raise UsageError("unrecognized argument" + ("s" if len(problems) > 1 else "")
+                             + ": " + "; ".join(problems)
+                             + " (see --help for this command's flags)")
+    target = getattr(args, "warehouse", None)
+    if isinstance(target, str):
+        from .warehouse import WarehouseError, check_warehouse_uri
+        try:
+            check_warehouse_uri(target)
+        except WarehouseError as exc:
+            raise UsageError(f"argument --warehouse: {exc}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "_accepts_extra", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        check_command_line(args, extra)
+    except UsageError as exc:  # argparse's format: the usage line, then the error
+        args._parser.print_usage(sys.stderr)
+        print(f"mailpulse {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     args.extra = extra
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="mailpulse: %(levelname)s: %(message)s", stream=sys.stderr)

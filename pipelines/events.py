@@ -191,7 +191,8 @@ LOAD_FIELDS: tuple[Field, ...] = (
     Field("archive_date", "DATE", "REQUIRED", "The archive day that was loaded"),
     Field("started_at", "TIMESTAMP", "REQUIRED", "When the load started (UTC)"),
     Field("finished_at", "TIMESTAMP", "REQUIRED", "When it committed (UTC)"),
-    Field("status", "STRING", "REQUIRED", "succeeded (failed loads leave no row and no data)"),
+    Field("status", "STRING", "REQUIRED",
+          "succeeded, or empty (no archive file found); failed loads leave no row and no data"),
     Field("runner", "STRING", "NULLABLE", "Beam runner"),
     Field("files_read", "INT64", "REQUIRED", "Archive files read"),
     Field("records_read", "INT64", "REQUIRED", "Provider records read"),
@@ -201,5 +202,25 @@ LOAD_FIELDS: tuple[Field, ...] = (
     Field("dead_letters", "INT64", "REQUIRED", "Records that became dead letters"),
     Field("records_without_event", "INT64", "REQUIRED", "Records that carry no event"),
     Field("per_provider", "STRING", "NULLABLE", "The same counts per provider, as JSON"),
+    # Added with the loaded_files manifest (nullable: older tables gain them in place).
+    Field("files_skipped", "INT64", "NULLABLE", "Files found but already loaded (not read)"),
+    Field("first_date", "DATE", "NULLABLE", "First archive day of the load's window"),
 )
 LOAD_SCHEMA = arrow_schema(LOAD_FIELDS)
+
+
+#: The manifest of loaded files: one row per archive object, written in the same
+#: transaction as its events. A load reads only objects not in it, or whose size or
+#: generation (last-modified time) changed since.
+LOADED_FILE_FIELDS: tuple[Field, ...] = (
+    Field("source_uri", "STRING", "REQUIRED", "The archive object"),
+    Field("provider", "STRING", "REQUIRED", "Provider of its source"),
+    Field("archive_date", "DATE", "REQUIRED", "Archive day of its key (the partition)"),
+    Field("size", "INT64", "REQUIRED", "Bytes when it was read"),
+    Field("generation", "STRING", "NULLABLE", "Last-modified time (seconds) when it was read"),
+    Field("load_id", "STRING", "REQUIRED", "The load that read it last"),
+    Field("records", "INT64", "REQUIRED", "Provider records read from it"),
+    Field("events", "INT64", "REQUIRED", "Events normalized from it (before de-duplication)"),
+    Field("loaded_at", "TIMESTAMP", "REQUIRED", "When that load committed (UTC)"),
+)
+LOADED_FILE_SCHEMA = arrow_schema(LOADED_FILE_FIELDS)

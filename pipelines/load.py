@@ -21,13 +21,12 @@ import hashlib
 import json
 import logging
 import posixpath
-import re
 import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Iterable, Iterator
 
 import apache_beam as beam
@@ -42,16 +41,17 @@ from .hashing import EmailHasher
 from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar
 from .normalizers.base import redact_addresses
 from .records import decompress, iter_records, parse_json
+from .sources import (ARCHIVE_SUFFIXES, PROVIDERS, ArchiveFile, Listing, Source,  # noqa: F401
+                      archive_sources, explain_empty, list_days)
 from .warehouse import COUNTERS, LoadBatch, open_warehouse
 from .warehouse.base import load_counts
 
 log = logging.getLogger(__name__)
 
-PROVIDER_DIRS = ("sendgrid", "ses", "cmc")
+PROVIDER_DIRS = PROVIDERS
 #: Records per chunk: large enough to amortise Beam's per-element cost, small enough
 #: to keep memory flat.
 DEFAULT_CHUNK_LINES = 5_000
-ARCHIVE_SUFFIXES = (".json", ".json.gz", ".ndjson", ".ndjson.gz", ".jsonl", ".jsonl.gz")
 #: Beam's DirectRunner first tries Prism, which downloads a binary (not possible offline)
 #: before falling back; naming the in-process FnApiRunner skips that attempt.
 RUNNER_ALIASES = {"directrunner": "FnApiRunner", "direct": "FnApiRunner"}
@@ -74,6 +74,10 @@ class NormalizeConfig:
                                 cmc_category_field=self.cmc_category_field)
 
 
+#: ``load`` without ``--date`` reads the new files of this many archive days, ending today.
+DEFAULT_DAYS = 4
+
+
 @dataclass
 class LoadReport:
     load_id: str
@@ -85,10 +89,22 @@ class LoadReport:
     per_provider: dict[str, dict[str, int]]
     seconds: float
     started_at: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    files_skipped: int = 0
+    first_date: date | None = None
+    #: ``succeeded``; ``up_to_date`` (files found, all loaded before); ``empty`` (no file)
+    status: str = "succeeded"
+    message: str = ""
+    #: newest last-modified time among the files found (for the lag of ``--follow``)
+    newest_file_at: datetime | None = None
+    sources: list[str] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, int]:
         return {c: sum(p.get(c, 0) for p in self.per_provider.values()) for c in COUNTERS}
+
+    @property
+    def empty(self) -> bool:
+        return self.status == "empty"
 
     def adds_up(self) -> bool:
         for counts in [*self.per_provider.values(), self.totals]:
@@ -101,38 +117,24 @@ class LoadReport:
         t = self.totals
         return {
             "load_id": self.load_id, "archive": self.archive,
-            "date": self.archive_date.isoformat(), "warehouse": self.warehouse,
-            "runner": self.runner, "files_read": self.files_read, **t,
+            "date": self.archive_date.isoformat(),
+            "first_date": (self.first_date or self.archive_date).isoformat(),
+            "warehouse": self.warehouse, "runner": self.runner, "status": self.status,
+            "files_read": self.files_read, "files_skipped": self.files_skipped, **t,
             "events_per_second": round(t["records_read"] / self.seconds, 1) if self.seconds else None,
             "seconds": round(self.seconds, 3), "per_provider": self.per_provider,
-            "adds_up": self.adds_up(),
+            "adds_up": self.adds_up(), "sources": self.sources,
+            **({"message": self.message} if self.message else {}),
         }
 
 
-# -- archive layout ---------------------------------------------------------------------
-
-def day_glob(archive: str, day: date, provider: str = "*") -> str:
-    """``<archive>/<provider>/YYYY/MM/DD/*/*`` (the hour directories of one day)."""
-    base = archive.rstrip("/")
-    return f"{base}/{provider}/{day:%Y/%m/%d}/*/*"
-
-
-def provider_of(uri: str, archive: str) -> str | None:
-    rel = uri[len(archive.rstrip("/")) + 1:] if uri.startswith(archive.rstrip("/")) else uri
-    head = re.split(r"[/\\]", rel, maxsplit=1)[0]
-    return head if head in PROVIDER_DIRS else None
-
+# -- archive layout: see pipelines/sources.py --------------------------------------------
 
 def list_archive_files(archive: str, day: date, with_sizes: bool = False):
-    """Archive files of one day, sorted (provider dirs: sendgrid, ses, cmc); with
-    ``with_sizes``, (path, bytes) pairs."""
-    files: list[tuple[str, int]] = []
-    for prov in PROVIDER_DIRS:
-        for m in FileSystems.match([day_glob(archive, day, prov)])[0].metadata_list:
-            if m.path.endswith(ARCHIVE_SUFFIXES) and m.size_in_bytes > 0:
-                files.append((m.path, m.size_in_bytes))
-    files.sort()
-    return files if with_sizes else [p for p, _ in files]
+    """Archive files of one day in the mailpulse layout, sorted (a convenience for
+    scripts; loads list through :mod:`pipelines.sources`)."""
+    files = list_days(archive_sources(archive), [day]).files
+    return [(f.uri, f.size) for f in files] if with_sizes else [f.uri for f in files]
 
 
 #: Above this many archive bytes (compressed) a local load runs Beam workers in several
@@ -185,41 +187,46 @@ def split_chunks(data: bytes, chunk_lines: int) -> Iterator[tuple[int, bytes]]:
 # -- transforms -------------------------------------------------------------------------
 
 class ListArchiveFiles(beam.PTransform):
-    """The archive files of one day, spread across workers."""
+    """The archive files this load reads, spread across workers.
 
-    def __init__(self, archive: str, day: date):
+    The driver lists each source and day once (``pipelines.sources.list_days``) and
+    leaves out what the ``loaded_files`` manifest already holds, so the graph starts
+    from that list; ``Reshuffle`` spreads the files over the workers.
+    """
+
+    def __init__(self, files: Iterable[ArchiveFile]):
         super().__init__()
-        self.archive, self.day = archive, day
+        self.files = list(files)
 
     def expand(self, pbegin):
-        archive, day = self.archive, self.day
         return (pbegin
-                | "DayPattern" >> beam.Create([(archive, day)])
-                | "MatchFiles" >> beam.FlatMap(lambda ad: list_archive_files(*ad))
+                | "FileList" >> beam.Create(self.files)
                 | "SpreadFiles" >> beam.Reshuffle())
 
 
 class ReadChunksFn(beam.DoFn):
-    """file URI -> (uri, provider dir, chunk index, first line, bytes)."""
+    """ArchiveFile -> (uri, provider, chunk index, first line, bytes, archive day)."""
 
-    def __init__(self, archive: str, chunk_lines: int):
-        self.archive, self.chunk_lines = archive, chunk_lines
+    def __init__(self, chunk_lines: int):
+        self.chunk_lines = chunk_lines
 
-    def process(self, uri: str):
+    def process(self, f: ArchiveFile):
+        uri, provider, day = f.uri, f.provider, f.day
         with FileSystems.open(uri, compression_type="uncompressed") as fh:
             data = decompress(fh.read())
-        provider = provider_of(uri, self.archive)
         for i, (line, chunk) in enumerate(split_chunks(data, self.chunk_lines)):
-            yield uri, provider, i, line, chunk
+            yield uri, provider, i, line, chunk, day
 
 
 class ReadArchives(beam.PTransform):
-    def __init__(self, archive: str, chunk_lines: int = DEFAULT_CHUNK_LINES):
+    """Archive files -> line chunks (the provider comes from the file's source)."""
+
+    def __init__(self, chunk_lines: int = DEFAULT_CHUNK_LINES):
         super().__init__()
-        self.archive, self.chunk_lines = archive, chunk_lines
+        self.chunk_lines = chunk_lines
 
     def expand(self, files):
-        return files | "ReadChunks" >> beam.ParDo(ReadChunksFn(self.archive, self.chunk_lines))
+        return files | "ReadChunks" >> beam.ParDo(ReadChunksFn(self.chunk_lines))
 
 
 @dataclass
@@ -233,15 +240,14 @@ class NormalizedChunk:
 
 
 class NormalizeChunkFn(beam.DoFn):
-    def __init__(self, config: NormalizeConfig, archive_date: date, load_id: str,
-                 ingested_at: datetime):
-        self.config, self.archive_date = config, archive_date
+    def __init__(self, config: NormalizeConfig, load_id: str, ingested_at: datetime):
+        self.config = config
         self.load_id, self.ingested_at = load_id, ingested_at
 
     def process(self, element):
-        uri, dir_provider, index, first_line, chunk = element
+        uri, dir_provider, index, first_line, chunk, archive_day = element
         ctx = self.config.context(uri, self.ingested_at)
-        acc = _ChunkAccumulator(uri, dir_provider, self.archive_date, self.load_id,
+        acc = _ChunkAccumulator(uri, dir_provider, archive_day, self.load_id,
                                 self.ingested_at)
         # SendGrid POST bodies (JSON arrays) take the columnar fast path item by item;
         # everything else, and every item the fast path rejects, the exact path.
@@ -314,10 +320,11 @@ class _ChunkAccumulator:
 
 
 class NormalizeRecords(beam.PTransform):
-    def __init__(self, config: NormalizeConfig, archive_date: date, load_id: str,
-                 ingested_at: datetime):
+    """Line chunks -> canonical events, dead letters and per-provider counts."""
+
+    def __init__(self, config: NormalizeConfig, load_id: str, ingested_at: datetime):
         super().__init__()
-        self.fn = NormalizeChunkFn(config, archive_date, load_id, ingested_at)
+        self.fn = NormalizeChunkFn(config, load_id, ingested_at)
 
     def expand(self, chunks):
         return chunks | "NormalizeChunks" >> beam.ParDo(self.fn)
@@ -406,14 +413,14 @@ def _write_parquet(table: pa.Table, path: str) -> None:
     _write_bytes(sink.getvalue().to_pybytes(), path)
 
 
-def build_pipeline(pipeline: beam.Pipeline, *, archive: str, archive_date: date, staging: str,
+def build_pipeline(pipeline: beam.Pipeline, *, files: Iterable[ArchiveFile], staging: str,
                    config: NormalizeConfig, load_id: str, ingested_at: datetime,
                    chunk_lines: int = DEFAULT_CHUNK_LINES):
     """Builds the load graph on ``pipeline`` (does not run it); returns the staged names."""
     return (pipeline
-            | "ListArchiveFiles" >> ListArchiveFiles(archive, archive_date)
-            | "ReadArchives" >> ReadArchives(archive, chunk_lines)
-            | "NormalizeRecords" >> NormalizeRecords(config, archive_date, load_id, ingested_at)
+            | "ListArchiveFiles" >> ListArchiveFiles(files)
+            | "ReadArchives" >> ReadArchives(chunk_lines)
+            | "NormalizeRecords" >> NormalizeRecords(config, load_id, ingested_at)
             | "DropDuplicates" >> DropDuplicates()
             | "WriteStaging" >> WriteStaging(staging))
 
@@ -439,21 +446,34 @@ def default_staging(warehouse, options: PipelineOptions) -> str:
                          "--temp_location gs://BUCKET/tmp")
 
 
-def collect_staged(stage: str) -> tuple[list[str], list[str], dict[str, dict[str, int]], int]:
-    """(event files, dead-letter files, per-provider counts, files read) of a staged load."""
-    stats_files = _match(FileSystems.join(stage, "stats", "*.json"))
+@dataclass
+class Staged:
+    """What the pipeline staged: files to commit, counts per provider and per file."""
+
+    event_files: list[str]
+    dead_letter_files: list[str]
+    stats: dict[str, dict[str, int]]
+    #: per source file: (records read, events normalized)
+    per_file: dict[str, tuple[int, int]]
+
+
+def collect_staged(stage: str) -> Staged:
+    """The staged files and counts of a finished pipeline."""
     totals: dict[str, dict[str, int]] = {}
-    files_read = 0
-    for path in stats_files:
+    per_file: dict[str, list[int]] = {}
+    for path in _match(FileSystems.join(stage, "stats", "*.json")):
         with FileSystems.open(path, compression_type="uncompressed") as fh:
             doc = json.loads(fh.read())
-        files_read += 1 if doc["first"] else 0
+        f = per_file.setdefault(doc["uri"], [0, 0])
+        f[1] += doc["events"]
         for prov, counts in doc["stats"].items():
+            f[0] += counts.get("records_read", 0)
             t = totals.setdefault(prov, {})
             for k, v in counts.items():
                 t[k] = t.get(k, 0) + v
-    return (_match(FileSystems.join(stage, "events", "*.parquet")),
-            _match(FileSystems.join(stage, "dead_letters", "*.parquet")), totals, files_read)
+    return Staged(_match(FileSystems.join(stage, "events", "*.parquet")),
+                  _match(FileSystems.join(stage, "dead_letters", "*.parquet")), totals,
+                  {u: (r, e) for u, (r, e) in per_file.items()})
 
 
 def _match(pattern: str) -> list[str]:
@@ -463,8 +483,9 @@ def _match(pattern: str) -> list[str]:
 class Progress:
     """Files and events staged so far, read from the staging area (runner-agnostic)."""
 
-    def __init__(self, stage: str, total_files: int, stream=sys.stderr, interval: float = 1.0):
-        self.stage, self.total_files, self.stream, self.interval = stage, total_files, stream, interval
+    def __init__(self, stage: str, total_files: int, stream=None, interval: float = 1.0):
+        self.stage, self.total_files, self.interval = stage, total_files, interval
+        self.stream = stream if stream is not None else sys.stderr
         self._seen: dict[str, tuple[bool, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -502,57 +523,147 @@ class Progress:
         self.stream.flush()
 
 
-def run_load(archive: str, archive_date: date, warehouse, *, config: NormalizeConfig,
-             runner: str = "DirectRunner", staging: str | None = None,
-             beam_args: Iterable[str] = (), chunk_lines: int = DEFAULT_CHUNK_LINES,
-             progress: bool = False) -> LoadReport:
-    """Load one archive day into ``warehouse`` (a URI or a Warehouse) and report the counts."""
+def load_days(archive_date: date | None, days: int = DEFAULT_DAYS,
+              today: date | None = None) -> list[date]:
+    """The archive days a load looks at: ``--date D`` alone, else the last ``days`` days
+    ending today (UTC), oldest first."""
+    if archive_date is not None:
+        return [archive_date]
+    if days < 1:
+        raise ValueError("--days must be at least 1")
+    today = today or datetime.now(timezone.utc).date()
+    return [today - timedelta(days=i) for i in range(days - 1, -1, -1)]
+
+
+def files_to_read(listing: Listing, manifest: dict[str, tuple[int, str]],
+                  full: bool = False) -> tuple[list[ArchiveFile], int]:
+    """(files to read, files skipped): a file is skipped when the manifest holds it with
+    the same size and generation; a grown or rewritten file is read again."""
+    if full:
+        return list(listing.files), 0
+    todo = [f for f in listing.files
+            if manifest.get(f.uri) != (f.size, f.generation)]
+    return todo, len(listing.files) - len(todo)
+
+
+def run_load(archive: str | None, archive_date: date | None, warehouse, *,
+             config: NormalizeConfig, sources: Iterable[Source] | None = None,
+             days: int = DEFAULT_DAYS, full: bool = False, runner: str = "DirectRunner",
+             staging: str | None = None, beam_args: Iterable[str] = (),
+             chunk_lines: int = DEFAULT_CHUNK_LINES, progress: bool = False,
+             record_idle: bool = True, today: date | None = None) -> LoadReport:
+    """Load the archive files not loaded yet into ``warehouse`` (a URI or a Warehouse).
+
+    ``archive`` (the mailpulse layout) and/or ``sources`` say where to read;
+    ``archive_date`` one day, or ``None`` for the last ``days`` days. Files already in the
+    ``loaded_files`` manifest with the same size and generation are skipped unless
+    ``full``. Everything read is committed in one transaction with the manifest rows.
+    ``record_idle=False`` writes nothing when there is nothing new (``--follow``).
+    """
+    from . import storage
     t0 = time.monotonic()
+    srcs = list(sources or []) + (archive_sources(archive) if archive else [])
+    if not srcs:
+        raise ValueError("run_load needs an archive or at least one source")
+    beam_args = list(beam_args)
+    storage.configure([s.root for s in srcs], beam_args)
     wh = open_warehouse(warehouse)
     runner_name = resolve_runner(runner)
-    listed = list_archive_files(archive, archive_date, with_sizes=True)
-    files = [p for p, _ in listed]
-    beam_args = list(beam_args)
-    beam_args += local_parallelism(runner_name, beam_args, sum(s for _, s in listed))
+    window = load_days(archive_date, days, today)
+    listing = list_days(srcs, window)
+    manifest = {} if full else wh.loaded_files(window[0], window[-1])
+    files, skipped = files_to_read(listing, manifest, full)
+    beam_args += local_parallelism(runner_name, beam_args, sum(f.size for f in files))
     options = PipelineOptions(beam_args, runner=runner_name)
     options.view_as(SetupOptions).save_main_session = False
     started_at = datetime.now(timezone.utc)
-    load_id = f"{archive_date:%Y%m%d}-{started_at:%H%M%S}-{uuid.uuid4().hex[:8]}"
+    load_id = f"{window[-1]:%Y%m%d}-{started_at:%H%M%S}-{uuid.uuid4().hex[:8]}"
+    label = sources_label(srcs)
+    status = "succeeded" if files else ("up_to_date" if listing.files else "empty")
+    message = explain_empty(listing, srcs, window) if status == "empty" else ""
+    if message:
+        log.info("%s", message)
+    newest = max((float(f.generation) for f in listing.files if f.generation), default=None)
+    report = LoadReport(load_id=load_id, archive=label, archive_date=window[-1],
+                        warehouse=wh.uri, runner=runner_name, files_read=len(files),
+                        per_provider={}, seconds=0.0, started_at=started_at,
+                        files_skipped=skipped, first_date=window[0], status=status,
+                        message=message, sources=[s.spec for s in srcs],
+                        newest_file_at=(datetime.fromtimestamp(newest, tz=timezone.utc)
+                                        if newest else None))
+    if not files and not record_idle:
+        report.seconds = time.monotonic() - t0
+        return report
     staging_root = staging or default_staging(wh, options)
     stage = FileSystems.join(staging_root, load_id)
     remove_stale_staging(staging_root)
-    if not files:
-        log.warning("no archive files for %s under %s (expected %s)", archive_date, archive,
-                    day_glob(archive, archive_date))
     try:
+        staged = Staged([], [], {}, {})
         if files:
             pipeline = beam.Pipeline(options=options)
-            build_pipeline(pipeline, archive=archive, archive_date=archive_date, staging=stage,
-                           config=config, load_id=load_id, ingested_at=started_at,
-                           chunk_lines=chunk_lines)
-            result = pipeline.run()
-            if progress:
-                with Progress(stage, len(files)):
-                    state = result.wait_until_finish()
-            else:
-                state = result.wait_until_finish()
-            if str(state).upper().rsplit(".", 1)[-1] not in ("DONE", "NONE"):
+            build_pipeline(pipeline, files=files, staging=stage, config=config,
+                           load_id=load_id, ingested_at=started_at, chunk_lines=chunk_lines)
+            with (Progress(stage, len(files)) if progress else _NoProgress()):
+                state = pipeline.run().wait_until_finish()
+            if not _finished(state):
                 raise RuntimeError(f"load pipeline ended in state {state}; nothing was committed")
-            event_files, dl_files, stats, files_read = collect_staged(stage)
-        else:
-            event_files, dl_files, stats, files_read = [], [], {}, 0
-        batch = LoadBatch(load_id=load_id, archive=archive, archive_date=archive_date,
-                          started_at=started_at, event_files=event_files,
-                          dead_letter_files=dl_files, stats=stats, files_read=files_read,
-                          runner=runner_name)
+            staged = collect_staged(stage)
+        batch = LoadBatch(load_id=load_id, archive=label, archive_date=window[-1],
+                          started_at=started_at, event_files=staged.event_files,
+                          dead_letter_files=staged.dead_letter_files, stats=staged.stats,
+                          files_read=len(files), runner=runner_name,
+                          files=manifest_rows(files, staged.per_file, load_id),
+                          files_skipped=skipped, first_date=window[0],
+                          status="empty" if status == "empty" else "succeeded")
         wh.ensure_schema()
         merged = wh.commit_load(batch)
     finally:
         _remove_tree(stage)
-    return LoadReport(load_id=load_id, archive=archive, archive_date=archive_date,
-                      warehouse=wh.uri, runner=runner_name, files_read=files_read,
-                      per_provider=load_counts(batch, merged.per_provider),
-                      seconds=time.monotonic() - t0, started_at=started_at)
+    report.per_provider = load_counts(batch, merged.per_provider)
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def sources_label(srcs: list[Source]) -> str:
+    """How a load names what it read: an archive root for the three providers of the
+    mailpulse layout, else each source's PROVIDER=URI."""
+    parts, used = [], set()
+    for s in srcs:
+        root = s.root.rsplit("/", 1)[0]
+        trio = archive_sources(root)
+        if s.layout == "hourly" and s.root == f"{root}/{s.provider}" and all(
+                t in srcs for t in trio):
+            if root not in used:
+                used.add(root)
+                parts.append(root)
+        else:
+            parts.append(s.spec)
+    return " ".join(parts)
+
+
+def manifest_rows(files: list[ArchiveFile], per_file: dict[str, tuple[int, int]],
+                  load_id: str) -> list[dict[str, Any]]:
+    """``loaded_files`` rows for the files a load read (loaded_at is set at commit)."""
+    return [{"source_uri": f.uri, "provider": f.provider, "archive_date": f.day,
+             "size": f.size, "generation": f.generation or None, "load_id": load_id,
+             "records": per_file.get(f.uri, (0, 0))[0],
+             "events": per_file.get(f.uri, (0, 0))[1]} for f in files]
+
+
+def _finished(state) -> bool:
+    """Whether a pipeline result state means success (``PipelineState`` or its name)."""
+    from apache_beam.runners.runner import PipelineState
+    if state is None:
+        return True
+    return state == PipelineState.DONE or str(state).upper().rsplit(".", 1)[-1] == "DONE"
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 #: A staging folder this old belongs to a load that was killed (loads take minutes);

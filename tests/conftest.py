@@ -17,8 +17,8 @@ SAMPLES = ROOT / "tests" / "payloads" / "provider-samples"
 TEST_HASH_KEY = "test-hash-key-0123456789"
 
 # The slack_server fixture (tests/slack_server.py); the BigQuery emulator fixtures and
-# the session-wide partition-filter guard.
-pytest_plugins = ["conftest_slack", "conftest_bigquery"]
+# the session-wide partition-filter guard; moto (S3, SQS) and the GCS emulator (tests/storage_servers.py).
+pytest_plugins = ["conftest_slack", "conftest_bigquery", "storage_servers"]
 
 
 @pytest.fixture(autouse=True)

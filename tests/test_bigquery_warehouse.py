@@ -47,6 +47,7 @@ def test_tables_are_created_partitioned_clustered_and_filter_required(bq_emulato
     assert bodies["dead_letters"]["timePartitioning"]["field"] == "event_date"
     assert "requirePartitionFilter" not in bodies["dead_letters"]
     assert "timePartitioning" not in bodies["loads"]
+    assert bodies["loaded_files"]["timePartitioning"] == {"type": "DAY", "field": "archive_date"}
     # ...and the emulator did create them that way where it can.
     t = bq_emulator.client().get_table(f"test-project.{bq_dataset}.events")
     assert t.time_partitioning.field == "event_date" and t.clustering_fields[0] == "event_type"
@@ -78,7 +79,7 @@ def test_commit_sends_load_jobs_without_decorators_and_one_transaction(bq_emulat
     assert len(scripts) == 1
     script = scripts[0]
     assert script.count("MERGE events") == 1 and script.count("MERGE dead_letters") == 1
-    assert script.count("MERGE loads") == 1
+    assert script.count("MERGE loads") == 1 and script.count("MERGE loaded_files") == 1
     assert script.rstrip().endswith("COMMIT TRANSACTION;")
     assert "TRUNCATE" not in " ".join(str(j) for j in jobs).upper()
     # every query runs with the default dataset and named, typed parameters
@@ -92,7 +93,7 @@ def test_commit_sends_load_jobs_without_decorators_and_one_transaction(bq_emulat
         {"lo": "DATE", "hi": "DATE"}
     # staging tables are gone
     names = {t.table_id for t in bq_emulator.client().list_tables(f"test-project.{bq_dataset}")}
-    assert names == {"events", "dead_letters", "loads"}
+    assert names == {"events", "dead_letters", "loads", "loaded_files"}
 
 
 def test_query_job_carries_byte_cap_and_dry_run_request(bq_emulator, bq_dataset):

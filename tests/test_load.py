@@ -20,6 +20,7 @@ from conftest import ROOT, TEST_HASH_KEY, run_cli
 from pipelines.hashing import EmailHasher
 from pipelines.load import (DropDuplicates, ListArchiveFiles, NormalizeConfig, NormalizeRecords,
                             ReadArchives, run_load, split_chunks)
+from pipelines.sources import archive_sources, list_days
 from pipelines.warehouse import open_warehouse
 
 DAY = date(2026, 11, 20)
@@ -131,17 +132,26 @@ def test_load_accounts_for_every_record(archive, tmp_path):
 def test_rerun_adds_nothing_and_dead_letters_are_not_duplicated(archive, tmp_path):
     wh = f"duckdb://{tmp_path}/w.duckdb"
     first = run_load(str(archive), DAY, wh, config=config())
+    # the manifest: a rerun reads nothing (every file is loaded, unchanged)
     second = run_load(str(archive), DAY, wh, config=config())
-    assert second.totals["events_loaded"] == 0
-    assert second.totals["already_loaded"] == first.totals["events_loaded"]
-    assert second.totals["records_read"] == first.totals["records_read"]
-    assert second.adds_up()
+    assert (second.files_read, second.files_skipped, second.status) == (0, 5, "up_to_date")
+    assert second.totals["records_read"] == 0 and second.adds_up()
+    # --full reads everything again and stores nothing new
+    third = run_load(str(archive), DAY, wh, config=config(), full=True)
+    assert third.files_read == 5 and third.totals["events_loaded"] == 0
+    assert third.totals["already_loaded"] == first.totals["events_loaded"]
+    assert third.totals["records_read"] == first.totals["records_read"]
+    assert third.adds_up()
     w = open_warehouse(wh)
     assert w.query("SELECT count(*) AS n FROM dead_letters").to_pylist()[0]["n"] == 3
-    loads = w.query("SELECT events_loaded, already_loaded FROM loads ORDER BY started_at").to_pylist()
+    loads = w.query("SELECT events_loaded, already_loaded, files_read, files_skipped "
+                    "FROM loads ORDER BY started_at").to_pylist()
     # 17 SendGrid + 3 SES + 2 CMC events
-    assert loads == [{"events_loaded": 22, "already_loaded": 0},
-                     {"events_loaded": 0, "already_loaded": 22}]
+    assert loads == [{"events_loaded": 22, "already_loaded": 0, "files_read": 5, "files_skipped": 0},
+                     {"events_loaded": 0, "already_loaded": 0, "files_read": 0, "files_skipped": 5},
+                     {"events_loaded": 0, "already_loaded": 22, "files_read": 5, "files_skipped": 0}]
+    files = w.query("SELECT source_uri, records FROM loaded_files ORDER BY 1").to_pylist()
+    assert len(files) == 5 and len({f["source_uri"] for f in files}) == 5
 
 
 def test_retry_crossing_midnight_is_not_counted_twice(tmp_path):
@@ -158,11 +168,13 @@ def test_retry_crossing_midnight_is_not_counted_twice(tmp_path):
     assert (r2.totals["events_loaded"], r2.totals["already_loaded"]) == (1, 1)
 
 
-def test_empty_day_records_a_load_with_zero_counts(tmp_path):
+def test_empty_day_records_an_empty_load(tmp_path):
     (tmp_path / "archive").mkdir()
-    report = run_load(str(tmp_path / "archive"), DAY, f"duckdb://{tmp_path}/w.duckdb",
-                      config=config())
+    wh = f"duckdb://{tmp_path}/w.duckdb"
+    report = run_load(str(tmp_path / "archive"), DAY, wh, config=config())
     assert report.totals["records_read"] == 0 and report.files_read == 0
+    assert report.status == "empty" and "no archive files for 2026-11-20" in report.message
+    assert open_warehouse(wh).query("SELECT status FROM loads").to_pylist() == [{"status": "empty"}]
 
 
 def test_split_chunks_keeps_line_numbers_and_whole_documents():
@@ -178,9 +190,10 @@ def test_pipeline_transforms_with_test_pipeline(archive):
     """The graph's composite transforms, run with TestPipeline + assert_that."""
     ingested = datetime(2026, 11, 20, tzinfo=timezone.utc)
     with BeamTestPipeline(runner="FnApiRunner") as p:
-        chunks = (p | "List" >> ListArchiveFiles(str(archive), DAY)
-                  | "Read" >> ReadArchives(str(archive), chunk_lines=2)
-                  | "Normalize" >> NormalizeRecords(config(), DAY, "L1", ingested)
+        files = list_days(archive_sources(str(archive)), [DAY]).files
+        chunks = (p | "List" >> ListArchiveFiles(files)
+                  | "Read" >> ReadArchives(chunk_lines=2)
+                  | "Normalize" >> NormalizeRecords(config(), "L1", ingested)
                   | "Dedupe" >> DropDuplicates())
         per_file = (chunks
                     | "Key" >> beam.Map(lambda c: (Path(c.uri).name, c.events.num_rows))

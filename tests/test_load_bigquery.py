@@ -20,9 +20,9 @@ SPAN = {"lo": date(2026, 11, 1), "hi": date(2026, 11, 30)}
 VOLATILE = {"load_id", "warehouse", "seconds", "started_at", "staging", "events_per_second"}
 
 
-def _load(archive, warehouse, env, tmp_path):
+def _load(archive, warehouse, env, tmp_path, *extra):
     r = run_cli("load", "--archive", archive, "--date", DAY, "--warehouse", warehouse,
-                "--staging", tmp_path / "staging", "--json", env=env)
+                "--staging", tmp_path / "staging", "--json", *extra, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     doc = json.loads(r.stdout.strip().splitlines()[-1])
     return {k: v for k, v in doc.items() if k not in VOLATILE}
@@ -46,7 +46,16 @@ def test_load_into_bigquery_matches_duckdb_and_reruns_add_nothing(archive, tmp_p
     assert first["events_loaded"] > 0 and first["adds_up"] is True
     assert first == duck  # same counts, per provider too
 
-    again = _load(archive, bq_uri, env, tmp_path)
+    # the loaded_files manifest on BigQuery: a rerun reads no file
+    idle = _load(archive, bq_uri, env, tmp_path)
+    assert (idle["files_read"], idle["files_skipped"]) == (0, first["files_read"])
+    assert idle["records_read"] == 0
+    manifest = open_warehouse(bq_uri, api_endpoint=bq_emulator.url, retry=TEST_RETRY).query(
+        "SELECT source_uri, records FROM loaded_files").to_pylist()
+    assert len(manifest) == first["files_read"]
+    assert sum(m["records"] for m in manifest) == first["records_read"]
+    # --full reads everything again; nothing new is stored
+    again = _load(archive, bq_uri, env, tmp_path, "--full")
     assert again["events_loaded"] == 0
     assert again["already_loaded"] == first["events_loaded"]
     assert again["records_read"] == first["records_read"]
@@ -60,11 +69,12 @@ def test_load_into_bigquery_matches_duckdb_and_reruns_add_nothing(archive, tmp_p
     assert bq.query(n.format("dead_letters")).to_pylist() == \
         dk.query(n.format("dead_letters")).to_pylist()
     loads = bq.query("SELECT events_loaded, already_loaded, runner FROM loads "
-                     "ORDER BY events_loaded DESC").to_pylist()
+                     "ORDER BY events_loaded DESC, already_loaded DESC").to_pylist()
     assert loads == [{"events_loaded": first["events_loaded"], "already_loaded": 0,
                       "runner": first["runner"]},
                      {"events_loaded": 0, "already_loaded": first["events_loaded"],
-                      "runner": first["runner"]}]
+                      "runner": first["runner"]},
+                     {"events_loaded": 0, "already_loaded": 0, "runner": first["runner"]}]
 
     # Everything the CLI sent over the wire, checked for partition filters on events.
     sent = [r.query for r in bq_emulator.proxy.since(mark) if r.query]

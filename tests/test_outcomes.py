@@ -155,7 +155,7 @@ def test_outcomes_cli_errors_name_the_fix(tmp_path, main):
     assert res.returncode == 2
     assert "mailpulse load" in res.stderr
     assert not (tmp_path / "none.duckdb").exists()
-    res = main("outcomes", "--warehouse", "postgres://x", "--start", "2026-11-21", "--end", "2026-11-20")
+    res = main("outcomes", "--warehouse", f"duckdb:///{tmp_path}/none.duckdb", "--start", "2026-11-21", "--end", "2026-11-20")
     assert res.returncode == 2 and "swap" in res.stderr
 
 

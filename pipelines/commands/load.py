@@ -1,34 +1,80 @@
-"""``mailpulse load``: one archive day into the warehouse (a Beam job)."""
+"""``mailpulse load``: archive files not loaded yet into the warehouse (a Beam job)."""
 from __future__ import annotations
 
 import json
+import logging
+import signal
 import sys
+import threading
+import time
+from datetime import datetime, timezone
 
 NAME = "load"
 ORDER = 30
-HELP = "load one day of raw provider archives into the warehouse (Apache Beam)"
+HELP = "load new raw provider archive files into the warehouse (Apache Beam)"
 DESCRIPTION = """\
-Reads every archive file of one day (<archive>/<provider>/YYYY/MM/DD/*/*.json[.gz]) from a
+Reads the archive files not loaded yet (the loaded_files manifest says which were) from a
 local path, gs:// or s3://, normalizes the records, removes duplicates by event_id (within
-this load and against what is stored), keeps dead letters, and commits everything to the
-warehouse in one transaction. Loading the same day twice adds nothing.
+this load and against what is stored), keeps dead letters, and commits everything, with
+the manifest, to the warehouse in one transaction. Loading the same files twice adds
+nothing; a file that grew or was rewritten is read again.
+
+Where to read:
+  --archive URI        the mailpulse layout: <archive>/{sendgrid,ses,cmc}/YYYY/MM/DD/HH/*
+  --source P=URI[?layout=hourly|firehose]   one provider's events (repeatable), e.g.
+                       --source ses=s3://bucket/firehose?layout=firehose
+  (neither: $MAILPULSE_SOURCES, else the default archive)
+Which days: --date D (that day's new files), else the last --days N days (default 4).
+--follow repeats the load every --interval seconds until SIGTERM.
 
 Flags this command does not know are passed to Beam as pipeline options, e.g.
   --runner DataflowRunner --project P --region R --temp_location gs://B/tmp --setup_file ./setup.py
+  --s3_endpoint_url URL --s3_region_name R (S3 also takes the standard AWS_* variables)
+
+Exit codes: 0 loaded (or nothing new), 1 counts do not add up, 2 usage error,
+4 no archive file found at all (0 with --allow-empty).
 
 Counts printed at the end add up:
   records_read = events_loaded + duplicates_in_batch + already_loaded
                  + dead_letters + records_without_event"""
 ACCEPTS_EXTRA_ARGS = True
 
+EXIT_EMPTY = 4
+DEFAULT_INTERVAL = 30.0
+
+log = logging.getLogger(__name__)
+
+
+def add_source_options(p) -> None:
+    """--archive / --source, shared by ``load`` and ``run``."""
+    from ..config import default_archive
+    p.add_argument("--archive", default=None, metavar="URI",
+                   help="archive root in the mailpulse layout: a directory, gs://... or "
+                        f"s3://... (default: {default_archive()}, unless --source is given)")
+    p.add_argument("--source", action="append", default=[], metavar="PROVIDER=URI",
+                   help="one provider's archive: PROVIDER=URI[?layout=hourly|firehose] "
+                        "(repeatable; sendgrid, ses or cmc; firehose = Kinesis Firehose's "
+                        "default S3 keys). Default: $MAILPULSE_SOURCES")
+    p.add_argument("--allow-empty", action="store_true",
+                   help="finding no archive file at all is not an error (exit 0, not 4)")
+
 
 def add_arguments(p):
-    from ..config import default_archive, default_warehouse_uri
+    from ..config import default_warehouse_uri
+    from ..load import DEFAULT_DAYS
     from ._common import add_normalize_options, parse_date
-    p.add_argument("--archive", default=None, metavar="URI",
-                   help=f"archive root: a directory, gs://... or s3://... (default: {default_archive()})")
-    p.add_argument("--date", required=True, type=parse_date, metavar="YYYY-MM-DD",
-                   help="the archive day to load (UTC)")
+    add_source_options(p)
+    p.add_argument("--date", default=None, type=parse_date, metavar="YYYY-MM-DD",
+                   help="load this archive day's new files (default: the last --days days)")
+    p.add_argument("--days", type=int, default=DEFAULT_DAYS, metavar="N",
+                   help=f"without --date: the last N archive days, ending today UTC "
+                        f"(default: {DEFAULT_DAYS})")
+    p.add_argument("--full", action="store_true",
+                   help="read every file again, loaded or not (repair; events still dedupe)")
+    p.add_argument("--follow", action="store_true",
+                   help="keep loading new files every --interval seconds until SIGTERM")
+    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="S",
+                   help=f"with --follow: seconds between loads (default: {DEFAULT_INTERVAL:g})")
     p.add_argument("--warehouse", default=None, metavar="URI",
                    help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
                         f"(default: {default_warehouse_uri()})")
@@ -44,38 +90,145 @@ def add_arguments(p):
     add_normalize_options(p)
 
 
+def sources_from_args(args):
+    """The Source list for --archive/--source/$MAILPULSE_SOURCES (UsageError when bad)."""
+    from ..cli import UsageError
+    from ..config import default_archive
+    from ..sources import SourceError, archive_sources, resolve_sources
+    try:
+        srcs = resolve_sources(args.archive, args.source, default_archive=default_archive())
+    except SourceError as exc:
+        raise UsageError(str(exc)) from None
+    from_archive = set()
+    for root in {args.archive} | ({default_archive()} if not args.archive else set()):
+        if root:
+            from_archive |= set(archive_sources(root))
+    for s in srcs:
+        if not s.is_local():
+            continue
+        where = s.root.rsplit("/", 1)[0] if s in from_archive else s.root
+        if not _exists(where):
+            raise UsageError(f"archive {where} does not exist; pass --archive DIR or "
+                             "--source PROVIDER=URI (or create sample data with "
+                             "`mailpulse synth --out DIR`)")
+    return srcs
+
+
+def check_storage(srcs, beam_args) -> None:
+    """Fail at start when a source's storage cannot be used (library, credentials)."""
+    from ..cli import UsageError
+    from ..storage import StorageError, configure
+    try:
+        configure([s.root for s in srcs], beam_args)
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run(args) -> int:
     from ..cli import UsageError
-    from ..config import default_archive, default_warehouse_uri
-    from ..load import DEFAULT_CHUNK_LINES, NormalizeConfig, run_load
-    from ..warehouse import WarehouseError
+    from ..config import default_warehouse_uri
+    from ..load import DEFAULT_CHUNK_LINES, NormalizeConfig
     from ._common import context_from_args, hasher_from_env
 
     warehouse = args.warehouse or default_warehouse_uri()
-    archive = args.archive or default_archive()
     embedded = warehouse.startswith("duckdb:")
+    srcs = sources_from_args(args)
     hasher = hasher_from_env(embedded=embedded)
     context_from_args(args, hasher)  # validates --cmc-timezone early
     if args.chunk_lines is not None and args.chunk_lines < 1:
         raise UsageError("--chunk-lines must be a positive number")
-    if "://" not in archive and not _exists(archive):
-        raise UsageError(f"archive {archive} does not exist; pass --archive DIR "
-                         "(or create sample data with `mailpulse synth --out DIR`)")
+    if args.days < 1:
+        raise UsageError("--days must be at least 1")
+    if args.follow and args.interval <= 0:
+        raise UsageError("--interval must be a positive number of seconds")
+    check_storage(srcs, args.extra)
     config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
                              cmc_timezone=args.cmc_timezone,
                              cmc_category_field=args.cmc_category_field)
-    try:
-        report = run_load(archive, args.date, warehouse, config=config, runner=args.runner,
-                          staging=args.staging, beam_args=args.extra,
-                          chunk_lines=args.chunk_lines or DEFAULT_CHUNK_LINES,
-                          progress=(not args.json) and sys.stderr.isatty())
-    except WarehouseError as exc:
-        raise UsageError(str(exc)) from None
+    kwargs = dict(config=config, sources=srcs, days=args.days, full=args.full,
+                  runner=args.runner, staging=args.staging, beam_args=args.extra,
+                  chunk_lines=args.chunk_lines or DEFAULT_CHUNK_LINES)
+    if args.follow:
+        return follow(args, warehouse, kwargs)
+    report = _load_once(warehouse, args.date, kwargs,
+                        progress=(not args.json) and sys.stderr.isatty())
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     else:
         print(format_report(report))
+    if report.empty:
+        print(f"mailpulse load: {report.message}", file=sys.stderr)
+        return 0 if args.allow_empty else EXIT_EMPTY
     return 0 if report.adds_up() else 1
+
+
+def _load_once(warehouse, day, kwargs, *, progress=False, record_idle=True):
+    from ..cli import UsageError
+    from ..load import run_load
+    from ..storage import StorageError
+    from ..warehouse import TransientWarehouseError, WarehouseError
+    try:
+        return run_load(None, day, warehouse, progress=progress, record_idle=record_idle,
+                        **kwargs)
+    except TransientWarehouseError:
+        raise
+    except (WarehouseError, StorageError) as exc:
+        raise UsageError(str(exc)) from None
+
+
+def follow(args, warehouse, kwargs, *, stream=None, clock=time.time) -> int:
+    """Incremental loads every ``--interval`` seconds until SIGTERM/SIGINT; the batch in
+    progress finishes first. One line per batch: files, events, lag behind the newest file."""
+    from ..warehouse import TransientWarehouseError
+    stream = stream or sys.stdout
+    stop = threading.Event()
+
+    def _stop(signum, frame):
+        stop.set()
+
+    old = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    batches = 0
+    try:
+        while not stop.is_set():
+            t0 = clock()
+            try:
+                report = _load_once(warehouse, args.date, kwargs, record_idle=False)
+            except TransientWarehouseError as exc:
+                print(f"{_now()} waiting: {exc}", file=stream, flush=True)
+            else:
+                batches += 1
+                line = follow_line(report, now=datetime.now(timezone.utc))
+                if args.json:
+                    line = json.dumps(report.as_dict(), sort_keys=True)
+                print(line, file=stream, flush=True)
+                if not report.adds_up():
+                    log.error("counts of load %s do not add up (please report a bug)",
+                              report.load_id)
+            stop.wait(max(0.0, args.interval - (clock() - t0)))
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    print(f"{_now()} stopped after {batches} batches", file=stream, flush=True)
+    return 0
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def follow_line(report, now: datetime) -> str:
+    t = report.totals
+    lag = (f"{(now - report.newest_file_at).total_seconds():.0f} s"
+           if report.newest_file_at else "n/a")
+    if report.status == "empty":
+        what = "no archive files yet"
+    elif report.files_read == 0:
+        what = f"nothing new ({report.files_skipped} files already loaded)"
+    else:
+        what = (f"{report.files_read} files, {t['events_loaded']:,} new events, "
+                f"{t['dead_letters']:,} dead letters, {t['already_loaded'] + t['duplicates_in_batch']:,} "
+                f"duplicates in {report.seconds:.1f} s")
+    return f"{_now()} load {report.load_id}: {what}; newest file {lag} old"
 
 
 def _exists(path: str) -> bool:
@@ -90,8 +243,12 @@ def format_report(report) -> str:
         rows.append((prov, *(f"{counts.get(c, 0):,}" for c in COUNTERS)))
     rows.append(("total", *(f"{report.totals[c]:,}" for c in COUNTERS)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    lines = [f"load {report.load_id}: {report.archive} {report.archive_date} -> {report.warehouse}",
-             f"{report.files_read} files in {report.seconds:.1f} s "
+    days = (f"{report.archive_date}" if not report.first_date
+            or report.first_date == report.archive_date
+            else f"{report.first_date}..{report.archive_date}")
+    lines = [f"load {report.load_id}: {report.archive} {days} -> {report.warehouse}",
+             f"{report.files_read} files read, {report.files_skipped} already loaded, in "
+             f"{report.seconds:.1f} s "
              f"({report.totals['records_read'] / max(report.seconds, 1e-9):,.0f} records/s, "
              f"runner {report.runner})", ""]
     for r in rows:

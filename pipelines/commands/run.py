@@ -22,10 +22,10 @@ log = logging.getLogger(__name__)
 
 def add_arguments(p):
     from ._common import add_normalize_options, parse_date
+    from .load import add_source_options
     p.add_argument("--date", type=parse_date, default=None, metavar="YYYY-MM-DD",
                    help="the day to load (default: yesterday, UTC, a complete day)")
-    p.add_argument("--archive", default=None, metavar="URI",
-                   help="archive root (default: $MAILPULSE_DATA_DIR/archive)")
+    add_source_options(p)
     p.add_argument("--warehouse", default=None, metavar="URI",
                    help="warehouse URI (default: $MAILPULSE_DATA_DIR/warehouse.duckdb)")
     p.add_argument("--runner", default="DirectRunner", help="Beam runner (default: DirectRunner)")
@@ -42,6 +42,7 @@ def add_arguments(p):
 
 
 def run(args) -> int:
+    import os
     from datetime import datetime, timedelta, timezone
     from pathlib import Path
 
@@ -50,8 +51,9 @@ def run(args) -> int:
     from ..load import NormalizeConfig, run_load
     from ..outcomes import (WINDOW_DAYS, compute_outcomes, late_status_partitions,
                             read_outcomes, window_ending)
+    from ..storage import StorageError
     from ..warehouse import WarehouseError
-    from .load import format_report
+    from .load import EXIT_EMPTY, check_storage, format_report, sources_from_args
     from .outcomes import print_outcomes, rows_for_json
     from ._common import context_from_args, hasher_from_env
 
@@ -62,29 +64,35 @@ def run(args) -> int:
     context_from_args(args, hasher)
     out = sys.stdout if args.format == "table" else sys.stderr
 
-    if "://" not in archive and not args.no_sample and not _has_files(Path(archive)):
+    explicit_sources = bool(args.source) or (args.archive is None
+                                             and bool(os.environ.get("MAILPULSE_SOURCES")))
+    if (not explicit_sources and "://" not in archive and not args.no_sample
+            and not _has_files(Path(archive))):
         from ..synth import generate
         print(f"{archive} holds no archive files: generating a sample day {day} "
               f"({args.sample_messages:,} messages, all three providers) ...", file=out)
         summary = generate(archive, day, messages=args.sample_messages, seed=1)
         print(f"  wrote {summary.files:,} files, "
               f"{sum(summary.events_by_provider.values()):,} events", file=out)
-    elif "://" not in archive and not Path(archive).is_dir():
-        raise UsageError(f"archive {archive} does not exist; pass --archive DIR")
+    srcs = sources_from_args(args)
+    check_storage(srcs, args.extra)
 
     config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
                              cmc_timezone=args.cmc_timezone,
                              cmc_category_field=args.cmc_category_field)
     try:
-        report = run_load(archive, day, warehouse, config=config, runner=args.runner,
-                          beam_args=args.extra,
+        report = run_load(None, day, warehouse, config=config, sources=srcs,
+                          runner=args.runner, beam_args=args.extra,
                           progress=args.format == "table" and sys.stderr.isatty())
         print(format_report(report), file=out)
+        if report.empty and not args.allow_empty:
+            print(f"mailpulse run: {report.message}", file=sys.stderr)
+            return EXIT_EMPTY
         start, _ = window_ending(day, args.window_days or WINDOW_DAYS)
         written = compute_outcomes(warehouse, start, day, status_partitions=late_status_partitions(
             warehouse, start, day))
         df = read_outcomes(warehouse, start, day)
-    except WarehouseError as exc:
+    except (WarehouseError, StorageError) as exc:
         raise UsageError(str(exc)) from None
     if args.format == "json":
         print(json.dumps({"load": report.as_dict(), "outcomes": rows_for_json(df)}))

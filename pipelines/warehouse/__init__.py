@@ -10,7 +10,7 @@ from typing import Any
 from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
                    WarehouseError)
 
-__all__ = ["open_warehouse", "Warehouse", "WarehouseError", "TransientWarehouseError",
+__all__ = ["open_warehouse", "check_warehouse_uri", "Warehouse", "WarehouseError", "TransientWarehouseError",
            "LoadBatch", "CommitResult", "COUNTERS"]
 
 
@@ -32,3 +32,16 @@ def open_warehouse(target: "str | Warehouse", **options: Any) -> Warehouse:
     raise WarehouseError(
         f"unknown warehouse scheme {scheme!r} in {target!r}; use duckdb:///path/file.duckdb "
         "or bigquery://PROJECT/DATASET")
+
+
+def check_warehouse_uri(target: "str | Warehouse") -> str:
+    """The canonical URI of ``target``, checked for shape only: no connection, no file
+    opened or created, no credential or hash key read. Raises :class:`WarehouseError`
+    naming the accepted forms, exactly as :func:`open_warehouse` would for the same URI,
+    so a command can reject a wrong ``--warehouse`` before it asks for anything else."""
+    if isinstance(target, Warehouse):
+        return target.uri
+    # open_warehouse only parses: both backends connect on first use (DuckDB in
+    # ``connect``, BigQuery when ``client`` is first read), so building one checks the URI.
+    wh = open_warehouse(target)
+    return wh.uri

@@ -42,6 +42,12 @@ class LoadBatch:
     stats: dict[str, dict[str, int]] = field(default_factory=dict)
     files_read: int = 0
     runner: str = ""
+    #: ``loaded_files`` rows (see events.LOADED_FILE_FIELDS, less ``loaded_at``) of the
+    #: files read; committed with the events, replacing earlier rows of the same URI
+    files: list[dict[str, Any]] = field(default_factory=list)
+    files_skipped: int = 0
+    first_date: date | None = None
+    status: str = "succeeded"  # or "empty": no archive file was found
 
 
 @dataclass
@@ -79,7 +85,13 @@ class Warehouse(abc.ABC):
         """All or nothing: insert the batch's events whose ``event_id`` is not already
         stored (looked up within the batch's event-date range, duplicates within the
         batch removed), its dead letters not already stored (keyed by source_uri, line,
-        record_index), and one ``loads`` row."""
+        record_index), its ``loaded_files`` rows (replacing rows of the same URI), and
+        one ``loads`` row."""
+
+    @abc.abstractmethod
+    def loaded_files(self, first: date, last: date) -> dict[str, tuple[int, str]]:
+        """The manifest for archive days [first, last]: source URI -> (size, generation)
+        as last read (empty when nothing was loaded yet)."""
 
     @abc.abstractmethod
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:

@@ -66,8 +66,8 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOAD_SCHEMA, Field,
-                      bigquery_schema)
+from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOAD_SCHEMA,
+                      LOADED_FILE_FIELDS, LOADED_FILE_SCHEMA, Field, bigquery_schema)
 from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
                    WarehouseError, load_counts)
 
@@ -83,7 +83,8 @@ STAGE_PREFIX = "_mp_stage_"
 STAGE_EXPIRY = timedelta(days=1)
 CONCURRENT_MARKER = "mailpulse: concurrent load"
 
-_FIELDS = {"events": EVENT_FIELDS, "dead_letters": DEAD_LETTER_FIELDS, "loads": LOAD_FIELDS}
+_FIELDS = {"events": EVENT_FIELDS, "dead_letters": DEAD_LETTER_FIELDS, "loads": LOAD_FIELDS,
+           "loaded_files": LOADED_FILE_FIELDS}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{2,62}$|^[a-z0-9-]+$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -510,6 +511,9 @@ class BigQueryWarehouse(Warehouse):
                         clustering=DEAD_LETTERS_CLUSTERING,
                         description="Records that could not become events"),
             self._table("loads", LOAD_FIELDS, description="One row per committed load"),
+            self._table("loaded_files", LOADED_FILE_FIELDS, partition="archive_date",
+                        clustering=("provider", "source_uri"),
+                        description="Manifest: archive objects already loaded"),
         ]
 
     def ensure_schema(self) -> None:
@@ -518,13 +522,35 @@ class BigQueryWarehouse(Warehouse):
         self._check_dataset()
         with self._errors("creating tables"):
             for t in self.table_definitions():
-                self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
+                got = self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
+                self._add_missing_columns(got, t)
         self._schema_ready = True
+
+    def _add_missing_columns(self, existing, wanted) -> None:
+        """A table made by an older version gains the nullable columns added since."""
+        have = {f.name for f in existing.schema or []}
+        extra = [f for f in wanted.schema if f.name not in have]
+        if not extra or not have:
+            return
+        required = [f.name for f in extra if f.mode == "REQUIRED"]
+        if required:
+            raise WarehouseError(f"{wanted.table_id} lacks required columns {required}; it "
+                                 "was made by another version of mailpulse")
+        existing.schema = list(existing.schema) + extra
+        self.client.update_table(existing, ["schema"], retry=self.retry.api_retry())
 
     def table_exists(self, name: str) -> bool:
         return self._get_table(name) is not None
 
     # -- load ---------------------------------------------------------------------------
+    def loaded_files(self, first: date, last: date) -> dict[str, tuple[int, str]]:
+        if self._get_table("loaded_files") is None:
+            return {}
+        _, rows = self._run("SELECT source_uri, size, COALESCE(generation, '') AS g "
+                            "FROM loaded_files WHERE archive_date BETWEEN @a AND @b",
+                            {"a": first, "b": last}, what="reading the loaded_files manifest")
+        return {u: (int(n), g) for u, n, g in rows}
+
     def _stage_name(self, kind: str, load_id: str) -> str:
         safe = re.sub(r"[^A-Za-z0-9_]", "_", load_id)[:200]
         return f"{STAGE_PREFIX}{kind}_{safe}"
@@ -594,10 +620,13 @@ class BigQueryWarehouse(Warehouse):
     def commit_load(self, batch: LoadBatch) -> CommitResult:
         from ..events import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
         self.ensure_schema()
-        ev, dl, ld = (self._stage_name(k, batch.load_id) for k in ("events", "dead", "load"))
+        ev, dl, ld, lf = (self._stage_name(k, batch.load_id)
+                          for k in ("events", "dead", "load", "files"))
         try:
             self._stage_files(ev, EVENT_FIELDS, batch.event_files, EVENT_SCHEMA)
             self._stage_files(dl, DEAD_LETTER_FIELDS, batch.dead_letter_files, DEAD_LETTER_SCHEMA)
+            self._stage_rows(lf, LOADED_FILE_FIELDS, LOADED_FILE_SCHEMA,
+                             [{**r, "loaded_at": datetime.now(timezone.utc)} for r in batch.files])
             for attempt in range(1, self.retry.commit_attempts + 1):
                 per = self._count_new_events(ev)
                 for prov, n in self._count_new_dead_letters(dl).items():
@@ -607,7 +636,8 @@ class BigQueryWarehouse(Warehouse):
                 if self._before_commit is not None:
                     self._before_commit()
                 try:
-                    self._run(self._commit_script(ev, dl, ld, new_events), what="committing the load")
+                    self._run(self._commit_script(ev, dl, ld, lf, new_events),
+                              what="committing the load")
                 except WarehouseError as exc:
                     if CONCURRENT_MARKER in str(exc) and attempt < self.retry.commit_attempts:
                         log.warning("events changed while committing load %s; recounting",
@@ -621,7 +651,7 @@ class BigQueryWarehouse(Warehouse):
                 return CommitResult(per_provider=per)
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
-            for name in (ev, dl, ld):
+            for name in (ev, dl, ld, lf):
                 self._drop(name)
 
     @staticmethod
@@ -674,16 +704,23 @@ class BigQueryWarehouse(Warehouse):
         totals = {c: sum(p.get(c, 0) for p in per.values()) for c in COUNTERS}
         row = {"load_id": batch.load_id, "archive": batch.archive,
                "archive_date": batch.archive_date, "started_at": batch.started_at,
-               "finished_at": datetime.now(timezone.utc), "status": "succeeded",
+               "finished_at": datetime.now(timezone.utc), "status": batch.status,
                "runner": batch.runner or None, "files_read": batch.files_read, **totals,
-               "per_provider": json.dumps(per, sort_keys=True)}
-        table = pa.Table.from_pylist([row], schema=LOAD_SCHEMA)
-        with tempfile.TemporaryDirectory(prefix="mailpulse-bq-") as tmp:
-            path = os.path.join(tmp, "load.parquet")
-            pq.write_table(table, path)
-            self._stage_files(stage, LOAD_FIELDS, [path], LOAD_SCHEMA)
+               "per_provider": json.dumps(per, sort_keys=True),
+               "files_skipped": batch.files_skipped, "first_date": batch.first_date}
+        self._stage_rows(stage, LOAD_FIELDS, LOAD_SCHEMA, [row])
 
-    def _commit_script(self, ev: str, dl: str, ld: str, new_events: int) -> str:
+    def _stage_rows(self, stage: str, fields, schema: pa.Schema, rows: list[dict]) -> None:
+        if not rows:
+            self._create_stage(stage, fields)
+            return
+        table = pa.Table.from_pylist(rows, schema=schema)
+        with tempfile.TemporaryDirectory(prefix="mailpulse-bq-") as tmp:
+            path = os.path.join(tmp, "rows.parquet")
+            pq.write_table(table, path)
+            self._stage_files(stage, fields, [path], schema)
+
+    def _commit_script(self, ev: str, dl: str, ld: str, lf: str, new_events: int) -> str:
         """One transaction; values only as staged data (the emulator takes no parameters
         in scripts). ``new_events`` is the count this process computed; if another load
         committed overlapping events since, the check fails and the transaction rolls back.
@@ -693,6 +730,10 @@ class BigQueryWarehouse(Warehouse):
 
         def vals(fields):
             return ", ".join(f"S.{_quote(f.name)}" for f in fields)
+
+        def sets(fields):
+            return ", ".join(f"{_quote(f.name)} = S.{_quote(f.name)}" for f in fields
+                             if f.name != "source_uri")
 
         ev_new = (f"SELECT COUNT(*) FROM ({self._dedup(ev, 'event_id', self._EVENT_ORDER)}) AS s "
                   "WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_date BETWEEN lo "
@@ -711,6 +752,11 @@ MERGE dead_letters AS T
 USING ({self._dedup(dl, self._DEAD_KEY, 'load_id')}) AS S
 ON T.source_uri = S.source_uri AND T.line = S.line AND T.record_index = S.record_index
 WHEN NOT MATCHED THEN INSERT ({cols(DEAD_LETTER_FIELDS)}) VALUES ({vals(DEAD_LETTER_FIELDS)});
+MERGE loaded_files AS T
+USING {_quote(lf)} AS S
+ON T.source_uri = S.source_uri
+WHEN MATCHED THEN UPDATE SET {sets(LOADED_FILE_FIELDS)}
+WHEN NOT MATCHED THEN INSERT ({cols(LOADED_FILE_FIELDS)}) VALUES ({vals(LOADED_FILE_FIELDS)});
 MERGE loads AS T
 USING {_quote(ld)} AS S
 ON T.load_id = S.load_id

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -21,7 +22,8 @@ from typing import Any, Callable, Iterator
 import duckdb
 import pyarrow as pa
 
-from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, Field)
+from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOADED_FILE_FIELDS,
+                      LOADED_FILE_SCHEMA, Field)
 from ..sql import to_duckdb, used_params
 from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
                    WarehouseError, load_counts)
@@ -57,6 +59,20 @@ DEFAULT_LOCK_RETRY = LockRetry()
 
 def _is_lock_error(exc: Exception) -> bool:
     return "lock" in str(exc).lower() and isinstance(exc, duckdb.IOException)
+
+
+def lock_holder(exc: Exception) -> str:
+    """Who holds the file, from DuckDB's lock error ("... (PID 1234) ..."), for messages."""
+    m = re.search(r"PID (\d+)", str(exc))
+    if not m:
+        return "another process"
+    pid = m.group(1)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return f"process {pid}" + (f" ({cmd[:120]})" if cmd else "")
 
 
 class DuckDBWarehouse(Warehouse):
@@ -107,10 +123,16 @@ class DuckDBWarehouse(Warehouse):
             except duckdb.IOException as exc:
                 if not _is_lock_error(exc):
                     raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
+                holder = lock_holder(exc)
+                fix = ("DuckDB lets one process write at a time, and no process open the "
+                       "file while another writes: close that connection (a notebook "
+                       "kernel, `mailpulse watch`, a duckdb shell) or wait for it to finish")
+                if attempt == 1:
+                    log.warning("waiting for %s: it is held by %s. %s", self.path, holder, fix)
                 if attempt == policy.attempts:
                     raise TransientWarehouseError(
-                        f"{self.path} is locked by another process (a load in progress?); "
-                        f"gave up after {attempt} attempts: {exc}") from exc
+                        f"{self.path} is held by {holder}; gave up after {attempt} attempts. "
+                        f"{fix}.") from exc
                 self._sleep(delay)
                 delay = min(delay * policy.multiplier, policy.max_delay)
         try:
@@ -127,11 +149,24 @@ class DuckDBWarehouse(Warehouse):
             self._create_tables(con)
         self._schema_ready = True
 
-    @staticmethod
-    def _create_tables(con) -> None:
-        con.execute(f"CREATE TABLE IF NOT EXISTS events ({ddl_columns(EVENT_FIELDS)})")
-        con.execute(f"CREATE TABLE IF NOT EXISTS dead_letters ({ddl_columns(DEAD_LETTER_FIELDS)})")
-        con.execute(f"CREATE TABLE IF NOT EXISTS loads ({ddl_columns(LOAD_FIELDS)})")
+    TABLES = (("events", EVENT_FIELDS), ("dead_letters", DEAD_LETTER_FIELDS),
+              ("loads", LOAD_FIELDS), ("loaded_files", LOADED_FILE_FIELDS))
+
+    @classmethod
+    def _create_tables(cls, con) -> None:
+        for name, fields in cls.TABLES:
+            con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(fields)})")
+            # A file made by an older version gains the (nullable) columns added since.
+            have = {r[0] for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = $t",
+                {"t": name}).fetchall()}
+            for f in fields:
+                if f.name not in have:
+                    if f.mode == "REQUIRED":
+                        raise WarehouseError(f"{name} lacks required column {f.name}; this "
+                                             "warehouse file was made by another version")
+                    col = ddl_columns((f,))
+                    con.execute(f"ALTER TABLE {name} ADD COLUMN {col}")
 
     def table_exists(self, name: str) -> bool:
         if not os.path.exists(self.path):
@@ -155,6 +190,7 @@ class DuckDBWarehouse(Warehouse):
                 for prov, n in stored.items():
                     per.setdefault(prov, {})["dead_letters_stored"] = n
                 result.per_provider = per
+                self._upsert_loaded_files(con, batch.files)
                 self._insert_load_row(con, batch, per)
                 con.execute("COMMIT")
             except BaseException:
@@ -232,19 +268,47 @@ class DuckDBWarehouse(Warehouse):
         return {prov: n for prov, n in rows}
 
     @staticmethod
+    def _upsert_loaded_files(con, rows: list[dict[str, Any]]) -> None:
+        """Manifest rows of this load replace earlier rows of the same URIs."""
+        if not rows:
+            return
+        now = datetime.now(timezone.utc)
+        table = pa.Table.from_pylist([{**r, "loaded_at": now} for r in rows],
+                                     schema=LOADED_FILE_SCHEMA)
+        con.register("_mp_loaded", table)
+        try:
+            con.execute("DELETE FROM loaded_files WHERE source_uri IN "
+                        "(SELECT source_uri FROM _mp_loaded)")
+            con.execute("INSERT INTO loaded_files BY NAME SELECT * FROM _mp_loaded")
+        finally:
+            con.unregister("_mp_loaded")
+
+    def loaded_files(self, first: date, last: date) -> dict[str, tuple[int, str]]:
+        if not os.path.exists(self.path):
+            return {}
+        with self.connect(read_only=True) as con:
+            exists = con.execute("SELECT count(*) FROM information_schema.tables "
+                                 "WHERE table_name = 'loaded_files'").fetchone()[0]
+            if not exists:
+                return {}
+            rows = con.execute("SELECT source_uri, size, coalesce(generation, '') "
+                               "FROM loaded_files WHERE archive_date BETWEEN $a AND $b",
+                               {"a": first, "b": last}).fetchall()
+        return {u: (int(n), g) for u, n, g in rows}
+
+    @staticmethod
     def _insert_load_row(con, batch: LoadBatch, merged: dict[str, dict[str, int]]) -> None:
         per = load_counts(batch, merged)
         totals = {c: sum(p.get(c, 0) for p in per.values()) for c in COUNTERS}
-        con.execute(
-            "INSERT INTO loads VALUES ($load_id, $archive, $archive_date, $started_at, "
-            "$finished_at, 'succeeded', $runner, $files_read, $records_read, $events_loaded, "
-            "$duplicates_in_batch, $already_loaded, $dead_letters, $records_without_event, "
-            "$per_provider)",
-            {"load_id": batch.load_id, "archive": batch.archive,
-             "archive_date": batch.archive_date, "started_at": batch.started_at,
-             "finished_at": datetime.now(timezone.utc), "runner": batch.runner or None,
-             "files_read": batch.files_read, **totals,
-             "per_provider": json.dumps(per, sort_keys=True)})
+        row = {"load_id": batch.load_id, "archive": batch.archive,
+               "archive_date": batch.archive_date, "started_at": batch.started_at,
+               "finished_at": datetime.now(timezone.utc), "status": batch.status,
+               "runner": batch.runner or None, "files_read": batch.files_read, **totals,
+               "per_provider": json.dumps(per, sort_keys=True),
+               "files_skipped": batch.files_skipped, "first_date": batch.first_date}
+        names = [f.name for f in LOAD_FIELDS]
+        con.execute(f"INSERT INTO loads ({', '.join(names)}) VALUES "
+                    f"({', '.join('$' + n for n in names)})", {n: row.get(n) for n in names})
 
     # -- queries ------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
