@@ -252,34 +252,83 @@ class AlertNotPosted(RuntimeError):
     """Slack refused or could not be reached; the message says why (retry or fix)."""
 
 
-def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channel: str | None,
-                    api_url: str | None = None, warehouse: str = "") -> dict[str, Any]:
-    """Posts one Slack message listing ``breaches`` through :mod:`pipelines.slack`
-    (nothing when there are none). Without a token the alert is logged at WARNING
-    instead. Raises :class:`AlertNotPosted` when Slack fails, so a scheduler retries."""
+def format_empty_alert(days: list[str], warehouse: str = "", where: str = "") -> str:
+    """The alert for days with no event at all in the warehouse."""
+    span = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+    lines = [f":warning: mailpulse: no events at all for {span}"
+             + (f" in {warehouse}" if warehouse else ""),
+             "Is the collector (`mailpulse serve`) or the SES queue drain running, and is the "
+             "archive the DAG reads the one they write to?" + (f" (read: {where})" if where else "")]
+    return "\n".join(lines)
+
+
+def _slack_notifier(token: str, channel: str | None, api_url: str | None):
     from .slack import DEFAULT_API_URL, SlackConfig, SlackNotifier
-    if not breaches:
-        log.info("no rate above its threshold on %s; nothing to post", day)
-        return {"posted": False, "reason": "no breaches", "breaches": 0}
-    text = format_alert(breaches, day, warehouse)
-    if not token:
-        log.warning("%s\n(not posted: no Slack token; set SLACK_BOT_TOKEN or the password "
-                    "of the mailpulse_slack connection)", text)
-        return {"posted": False, "reason": "no Slack token", "breaches": len(breaches),
-                "text": text}
     if not channel:
         raise ConfigurationError(
             "a Slack token is configured but no channel: set MAILPULSE_SLACK_CHANNEL, the "
             "Variable mailpulse_slack_channel or the run param slack_channel")
     url = api_url or DEFAULT_API_URL
-    notifier = SlackNotifier(SlackConfig(token=token, channel=channel,
-                                         api_url=url if url.endswith("/") else url + "/"))
+    return SlackNotifier(SlackConfig(token=token, channel=channel,
+                                     api_url=url if url.endswith("/") else url + "/"))
+
+
+def _post(text: str, *, token: str | None, channel: str | None, api_url: str | None,
+          what: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """Post ``text`` (or log it at WARNING without a token); raises AlertNotPosted."""
+    if not token:
+        log.warning("%s\n(not posted: no Slack token; set SLACK_BOT_TOKEN or the password "
+                    "of the mailpulse_slack connection)", text)
+        return {"posted": False, "reason": "no Slack token", **extra, "text": text}
     errors: list[str] = []
-    posted = notifier.post_message(text, errors=errors)
+    posted = _slack_notifier(token, channel, api_url).post_message(text, errors=errors)
     if posted is None:
-        raise AlertNotPosted("; ".join(errors) or "Slack did not accept the message")
-    return {"posted": True, "channel": posted["channel"], "ts": posted["ts"],
-            "breaches": len(breaches), "text": text}
+        raise AlertNotPosted("; ".join(errors) or f"Slack did not accept the {what}")
+    return {"posted": True, "channel": posted["channel"], "ts": posted["ts"], **extra,
+            "text": text}
+
+
+def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channel: str | None,
+                    api_url: str | None = None, warehouse: str = "",
+                    empty_days: list[str] | None = None, where: str = "") -> dict[str, Any]:
+    """Posts one Slack message listing ``breaches`` and/or the ``empty_days`` (days with
+    no event at all) through :mod:`pipelines.slack` (nothing when there are none).
+    Without a token the alert is logged at WARNING instead. Raises
+    :class:`AlertNotPosted` when Slack fails, so a scheduler retries."""
+    empty_days = list(empty_days or [])
+    if not breaches and not empty_days:
+        log.info("no rate above its threshold on %s; nothing to post", day)
+        return {"posted": False, "reason": "no breaches", "breaches": 0, "empty_days": []}
+    parts = []
+    if empty_days:
+        parts.append(format_empty_alert(empty_days, warehouse, where))
+    if breaches:
+        parts.append(format_alert(breaches, day, warehouse))
+    return _post("\n\n".join(parts), token=token, channel=channel, api_url=api_url,
+                 what="alert", extra={"breaches": len(breaches), "empty_days": empty_days})
+
+
+def post_failure_alert(*, dag_id: str, task_id: str, run_id: str, days: list[str],
+                       error: str, try_number: int | None = None, log_url: str | None = None,
+                       token: str | None, channel: str | None,
+                       api_url: str | None = None) -> dict[str, Any]:
+    """A failed DAG task, in one Slack message (logged without a token): what failed,
+    for which days, the error, and where to look and what to do."""
+    span = (days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}") if days else "?"
+    lines = [f":x: mailpulse: {dag_id}.{task_id} failed for {span}"
+             + (f" (try {try_number})" if try_number else ""),
+             f"error: {_trunc_text(error, 1500)}",
+             f"run: {run_id}"]
+    if log_url:
+        lines.append(f"log: {log_url}")
+    lines.append("Fix the cause, then clear the task in the Airflow UI (or `airflow tasks "
+                 f"clear {dag_id} -t {task_id} -d`); every task is safe to rerun.")
+    return _post("\n".join(lines), token=token, channel=channel, api_url=api_url,
+                 what="failure alert", extra={"dag_id": dag_id, "task_id": task_id})
+
+
+def _trunc_text(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 # -- windows ---------------------------------------------------------------------------

@@ -9,8 +9,13 @@ DAG runs in turn::
                                              "env": {"SLACK_BOT_TOKEN": ""}}, ...]'
 
 ``env`` entries are applied before that run (an empty value removes the variable).
+``date`` is the run's logical date (ISO, UTC). ``dag.test()`` makes a manual run, whose
+data interval for a ``CronDataIntervalTimetable`` is the one that ends at that date: a
+daily DAG run with ``date`` 2026-11-21 processes 2026-11-20, as the scheduled run for
+that day would.
+
 Last stdout line: {"runs": [{"state", "tasks": {task_id: state}, "xcom": {task_id:
-value}}...], "import_errors": {...}}. ``dag.test()`` does not raise when a task fails,
+value}, "data_interval": [start, end]}...], "import_errors": {...}}. ``dag.test()`` does not raise when a task fails,
 so the caller asserts on ``state``.
 """
 from __future__ import annotations
@@ -63,7 +68,9 @@ def _outcome(dag_id: str, run) -> dict:
                                                    XComModel.key == "return_value"):
             value = row.value
             xcom[row.task_id] = json.loads(value) if isinstance(value, (str, bytes)) else value
-    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks, "xcom": xcom}
+    interval = [str(run.data_interval_start), str(run.data_interval_end)]
+    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks, "xcom": xcom,
+            "data_interval": interval}
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from conftest import ROOT, TEST_HASH_KEY
 
 DAG_ID = "mailpulse_daily"
 DAY = date(2026, 11, 20)
+NEXT = date(2026, 11, 21)  # a run at NEXT 00:00 covers DAY
 #: promo bounces 16/200 = 8 % (> 5 %; its 4 blocks are counted apart); digest reports
 #: spam 2/150 = 1.3 % (> 0.3 %); tiny bounces 5/10 = 50 % but is below the minimum
 #: volume of 50; newsletter is healthy (1 %).
@@ -80,11 +81,25 @@ PARSE_CHECK = r"""
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 bag = DagBag(dag_folder=sys.argv[1])
-dag = bag.dags.get("mailpulse_daily")
 out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()},
        "dags": sorted(bag.dags)}
+intraday = bag.dags.get("mailpulse_intraday")
+if intraday is not None:
+    out["intraday"] = dict(
+        tasks={t.task_id: sorted(t.upstream_task_ids) for t in intraday.tasks},
+        catchup=intraday.catchup, max_active_runs=intraday.max_active_runs,
+        timetable=type(intraday.timetable).__name__,
+        summary=getattr(intraday.timetable, "expression", ""),
+        params=sorted(intraday.params.keys()),
+        callbacks=sorted({t.on_failure_callback[0].__name__ if isinstance(
+            t.on_failure_callback, list) else getattr(t.on_failure_callback, "__name__", "")
+            for t in intraday.tasks}))
+dag = bag.dags.get("mailpulse_daily")
 if dag is not None:
     out.update(
+        callbacks=sorted({t.on_failure_callback[0].__name__ if isinstance(
+            t.on_failure_callback, list) else getattr(t.on_failure_callback, "__name__", "")
+            for t in dag.tasks}),
         tasks={t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
         retries={t.task_id: t.retries for t in dag.tasks},
         retry_policy={t.task_id: type(t.retry_policy).__name__ for t in dag.tasks},
@@ -101,25 +116,33 @@ def test_dagbag_imports_the_dag_without_errors_and_without_io(tmp_path):
     data_dir = tmp_path / "data"  # the embedded default: parsing must not create it
     env = airflow_env(tmp_path, MAILPULSE_DATA_DIR=str(data_dir),
                       # a Variable that would fail if it were read at parse time
-                      AIRFLOW_VAR_MAILPULSE_LOOKBACK_DAYS="not-a-number")
+                      AIRFLOW_VAR_MAILPULSE_WINDOW_DAYS="not-a-number")
     proc = subprocess.run([sys.executable, "-c", PARSE_CHECK, str(ROOT / "dags")], env=env,
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["import_errors"] == {}
-    assert out["dags"] == [DAG_ID]
+    assert out["dags"] == [DAG_ID, "mailpulse_intraday"]
     assert out["tasks"] == {
         "resolve_settings": [], "load_archive": ["resolve_settings"],
+        "check_volume": ["load_archive", "resolve_settings"],
         "recompute_outcomes": ["load_archive", "resolve_settings"],
         "check_rates": ["recompute_outcomes", "resolve_settings"],
-        "notify_slack": ["check_rates", "resolve_settings"]}
+        "notify_slack": ["check_rates", "check_volume", "resolve_settings"]}
+    assert out["callbacks"] == ["notify_failure"]
+    intraday = out["intraday"]
+    assert intraday["catchup"] is False and intraday["max_active_runs"] == 1
+    assert intraday["summary"] == "*/10 * * * *"
+    assert intraday["callbacks"] == ["notify_failure"]
+    assert "load_new_files" in intraday["tasks"]
     assert set(out["retries"].values()) == {2}
     assert set(out["retry_policy"].values()) == {"ExceptionRetryPolicy"}
     assert out["catchup"] is True and out["max_active_runs"] == 1
     assert out["timetable"] == "CronDataIntervalTimetable"
-    assert {"warehouse", "archive", "runner", "beam_args", "lookback_days", "min_volume",
+    assert {"warehouse", "archive", "runner", "beam_args", "window_days", "min_volume",
             "bounce_rate_threshold", "spam_report_rate_threshold", "slack_channel"} <= set(out["params"])
-    assert "airflow dags test mailpulse_daily 2026-11-20" in out["doc_md"]
+    assert "airflow dags test mailpulse_daily 2026-11-21" in out["doc_md"]
+    assert "data interval" in out["doc_md"]
     assert "airflow tasks clear" in out["doc_md"]
     # No I/O and no heavy imports at parse time: the package's jobs load inside tasks.
     assert out["heavy"] == []
@@ -146,11 +169,12 @@ def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path
         # the embedded default's location: must stay unused when Variables are set
         MAILPULSE_DATA_DIR=str(tmp_path / "unused-default"))
     runs = run_driver(tmp_path, [
-        # the day, with a run param overriding the default minimum volume (100)
-        {"date": DAY.isoformat(), "conf": {"min_volume": 50}},
+        # the day (the run whose data interval is DAY), with a run param overriding the
+        # default minimum volume (100)
+        {"date": NEXT.isoformat(), "conf": {"min_volume": 50}},
         # a rerun of the same day without Slack: nothing is loaded twice, the alert is
         # logged, and the smaller minimum volume now lets "tiny" alert too
-        {"date": DAY.isoformat(), "conf": {"min_volume": 5},
+        {"date": NEXT.isoformat(), "conf": {"min_volume": 5},
          "env": {"AIRFLOW_CONN_MAILPULSE_SLACK": ""}},
     ], env)
     first, rerun = runs
@@ -161,13 +185,16 @@ def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path
     assert settings["warehouse"] == f"duckdb://{warehouse}"
     assert settings["sources"]["warehouse"] == "variable"
     assert settings["sources"]["min_volume"] == "param" and settings["min_volume"] == 50
-    assert settings["sources"]["lookback_days"] == "default"
-    assert (settings["window_start"], settings["window_end"]) == ("2026-11-18", "2026-11-20")
+    assert settings["sources"]["window_days"] == "default" and settings["window_days"] == 4
+    assert settings["days"] == [DAY.isoformat()] and settings["day"] == DAY.isoformat()
+    assert first["data_interval"][0].startswith("2026-11-20T00:00:00")
+    assert (settings["window_start"], settings["window_end"]) == ("2026-11-17", "2026-11-20")
     assert settings["slack_channel"] == slack_server.channel
     assert "password" not in json.dumps(settings) and slack_server.token not in json.dumps(settings)
 
     load = first["xcom"]["load_archive"]
     assert load["records_read"] == EXPECTED_EVENTS == load["events_loaded"] and load["adds_up"]
+    assert first["xcom"]["check_volume"]["empty_days"] == []
     assert query(warehouse, "SELECT count(*) FROM events WHERE event_date = ?", [DAY]) == \
         [(EXPECTED_EVENTS,)]
 
@@ -199,7 +226,8 @@ def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path
 
     assert rerun["state"] == "success", rerun["tasks"]
     again = rerun["xcom"]["load_archive"]
-    assert (again["events_loaded"], again["already_loaded"]) == (0, EXPECTED_EVENTS)
+    # the manifest: nothing is read again
+    assert (again["events_loaded"], again["files_read"], again["files_skipped"]) == (0, 0, 1)
     assert query(warehouse, "SELECT count(*) FROM events") == [(EXPECTED_EVENTS,)]
     assert query(warehouse, "SELECT count(*) FROM delivery_outcomes") == [(4,)]
     assert [b["category"] for b in rerun["xcom"]["check_rates"]] == ["digest", "promo", "tiny"]
