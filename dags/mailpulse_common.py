@@ -132,7 +132,7 @@ def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_
     days = interval_days(interval_start, interval_end)
     s: dict = {"data_interval_start": interval_start.isoformat(),
                "data_interval_end": interval_end.isoformat(),
-               "days": [d.isoformat() for d in days], "day": days[-1].isoformat()}
+               "interval_days": [d.isoformat() for d in days], "day": days[-1].isoformat()}
     if logical_date is not None:
         s["logical_date"] = logical_date.isoformat()
     sources: dict = {}

@@ -174,7 +174,7 @@ def mailpulse_daily():
         config = NormalizeConfig(hasher=common.hasher_for(settings["warehouse"]))
         sources = common.sources_for(settings)
         per_day = []
-        for day in settings["days"]:
+        for day in settings["interval_days"]:
             report = run_load(None, date.fromisoformat(day), settings["warehouse"],
                               config=config, sources=sources, runner=settings["runner"],
                               beam_args=settings["beam_args"])
@@ -185,7 +185,7 @@ def mailpulse_daily():
         keys = ("files_read", "files_skipped", "records_read", "events_loaded",
                 "already_loaded", "dead_letters")
         out = {k: sum(r.get(k, 0) or 0 for r in per_day) for k in keys}
-        out.update(days=settings["days"], per_day=per_day, adds_up=True,
+        out.update(days=settings["interval_days"], per_day=per_day, adds_up=True,
                    status=",".join(sorted({r["status"] for r in per_day})))
         return out
 
@@ -195,14 +195,14 @@ def mailpulse_daily():
 
         from pipelines.warehouse import open_warehouse
         wh = open_warehouse(settings["warehouse"])
-        days = [date.fromisoformat(d) for d in settings["days"]]
+        days = [date.fromisoformat(d) for d in settings["interval_days"]]
         rows = wh.query("SELECT event_date, COUNT(*) AS n FROM events "
                         "WHERE event_date BETWEEN @first AND @last GROUP BY event_date",
                         {"first": days[0], "last": days[-1]}).to_pylist() \
             if wh.table_exists("events") else []
         counts = {r["event_date"].isoformat(): int(r["n"]) for r in rows}
         empty = [d.isoformat() for d in days if not counts.get(d.isoformat())]
-        return {"events": {d: counts.get(d, 0) for d in settings["days"]},
+        return {"events": {d: counts.get(d, 0) for d in settings["interval_days"]},
                 "empty_days": empty, "files_read": load.get("files_read", 0)}
 
     @task(execution_timeout=timedelta(hours=1))
