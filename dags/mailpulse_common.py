@@ -24,6 +24,7 @@ VARIABLES = {
     "bounce_rate_threshold": "mailpulse_bounce_rate_threshold",
     "spam_report_rate_threshold": "mailpulse_spam_report_rate_threshold",
     "min_volume": "mailpulse_min_volume",
+    "alert_mode": "mailpulse_alert_mode",
     "slack_channel": "mailpulse_slack_channel",
     "hash_key": "mailpulse_hash_secret",
 }
@@ -49,6 +50,9 @@ DEFAULTS = {
     "spam_report_rate_threshold": 0.003,
     # Categories with fewer requests (messages x recipients sent) that day are not checked.
     "min_volume": 100,
+    # "baseline": each category against its own last 28 days (median + spread), the fixed
+    # thresholds only for categories without enough history; "fixed": the thresholds.
+    "alert_mode": "baseline",
 }
 
 
@@ -156,7 +160,7 @@ def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_
     casts = [("runner", str), ("window_days", int), ("days", int)]
     if rates:
         casts += [("bounce_rate_threshold", float), ("spam_report_rate_threshold", float),
-                  ("min_volume", int)]
+                  ("min_volume", int), ("alert_mode", str)]
     package_defaults = {"window_days": WINDOW_DAYS, "days": DEFAULT_DAYS}
     for name, cast in casts:
         value, src = pick(name)
@@ -187,6 +191,9 @@ def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_
         if s[name] < 1:
             raise ConfigurationError(f"{name} must be at least 1 (run param {name!r} or "
                                      f"Variable {VARIABLES[name]!r})")
+    if rates and s["alert_mode"] not in ("baseline", "fixed"):
+        raise ConfigurationError(f"alert_mode {s['alert_mode']!r} must be 'baseline' or 'fixed' "
+                                 f"(run param 'alert_mode' or Variable {VARIABLES['alert_mode']!r})")
     s["slack_channel"], sources["slack_channel"] = slack_channel(params)
     # the window: window_days partitions ending at the interval's last day, and at least
     # every day of the interval

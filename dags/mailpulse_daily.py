@@ -47,10 +47,14 @@ its run time, i.e. the last complete day (2026-11-20 here), never a partial toda
    received events in that window (a recipient's row lives in the partition of its
    first send event, so mail deferred on `D-5` and settled today changes partition
    `D-5`). All tables in one transaction: a killed run leaves them as they were.
-5. **check_rates**: per category on day `D` (summed over providers), compares the bounce
-   rate (bounces / requests) and the spam-report rate (spam reports / delivered) of
-   `delivery_outcomes` with the thresholds. Categories with fewer than `min_volume`
-   requests that day are skipped.
+5. **check_rates**: per category on day `D` (summed over providers), the bounce rate
+   (bounces / requests) and the spam-report rate (spam reports / delivered) of
+   `delivery_outcomes`. With `alert_mode=baseline` (default) each category is compared
+   with its OWN last 28 days (median + 4 x robust spread, at least +1 point of bounces /
+   +0.1 point of spam reports), so a normal day is quiet and a spike stands out; a
+   category with fewer than 7 days of history uses the fixed thresholds. With
+   `alert_mode=fixed`, the thresholds alone. Categories with fewer than `min_volume`
+   requests that day (or a history day) are skipped.
 6. **notify_slack**: posts one message listing the breaches and an empty day to the
    Slack channel, or logs it (WARNING) when no Slack token is configured. Nothing is
    posted when all is well.
@@ -70,6 +74,7 @@ callback): which task, which day, the error, the log URL and how to rerun.
 | bounce threshold | `bounce_rate_threshold` | `mailpulse_bounce_rate_threshold` | | 0.05 |
 | spam-report threshold | `spam_report_rate_threshold` | `mailpulse_spam_report_rate_threshold` | | 0.003 |
 | minimum volume | `min_volume` | `mailpulse_min_volume` | | 100 requests |
+| alert mode | `alert_mode` | `mailpulse_alert_mode` | | `baseline` (`fixed`: thresholds only) |
 | Slack channel | `slack_channel` | `mailpulse_slack_channel` | conn `mailpulse_slack` extra `channel`, env `MAILPULSE_SLACK_CHANNEL` | none (log only) |
 | Slack token | | | conn `mailpulse_slack` password, env `SLACK_BOT_TOKEN` | none (log only) |
 | hash key | | `mailpulse_hash_secret` | env `MAILPULSE_HASH_KEY` | development key (DuckDB only) |
@@ -128,6 +133,9 @@ PARAMS = {
     "spam_report_rate_threshold": Param(None, type=["null", "number"], minimum=0, maximum=1),
     "min_volume": Param(None, type=["null", "integer"], minimum=0,
                         description="categories with fewer requests that day are not checked"),
+    "alert_mode": Param(None, type=["null", "string"], enum=[None, "baseline", "fixed"],
+                        description="baseline (each category against its own last 28 days; "
+                                    "default) or fixed (the thresholds)"),
     "slack_channel": Param(None, type=["null", "string"], description="channel for alerts"),
 }
 
@@ -223,13 +231,19 @@ def mailpulse_daily():
     def check_rates(settings: dict, outcomes: dict) -> list[dict]:
         from datetime import date
 
-        from pipelines.analysis import Thresholds, rate_breaches
+        from pipelines.analysis import Baseline, Thresholds, baseline_rate_breaches, rate_breaches
         day = date.fromisoformat(settings["day"])
         thresholds = _fail_on_configuration(
             Thresholds, bounce_rate=settings["bounce_rate_threshold"],
             spam_report_rate=settings["spam_report_rate_threshold"],
             min_volume=settings["min_volume"])
-        return [b.as_dict() for b in rate_breaches(settings["warehouse"], day, thresholds)]
+        if settings.get("alert_mode", "baseline") == "fixed":
+            found = rate_breaches(settings["warehouse"], day, thresholds)
+        else:
+            baseline = _fail_on_configuration(Baseline, min_volume=settings["min_volume"],
+                                              fallback=thresholds)
+            found = baseline_rate_breaches(settings["warehouse"], day, baseline)
+        return [b.as_dict() for b in found]
 
     @task
     def notify_slack(settings: dict, breaches: list[dict], volume: dict) -> dict:
@@ -239,7 +253,8 @@ def mailpulse_daily():
         return _fail_on_configuration(
             post_rate_alert, breaches, day=settings["day"], token=token,
             channel=settings["slack_channel"], api_url=api_url,
-            warehouse=settings["warehouse"], empty_days=volume["empty_days"], where=where)
+            warehouse=settings["warehouse"], empty_days=volume["empty_days"], where=where,
+            mode=settings.get("alert_mode", "fixed"))
 
     settings = resolve_settings()
     loaded = load_archive(settings)

@@ -238,10 +238,101 @@ def rate_breaches(warehouse, day: date, thresholds: Thresholds) -> list[Breach]:
     return find_breaches(category_daily(_read_outcomes(warehouse, day, day)), thresholds)
 
 
-def format_alert(breaches: list[dict] | list[Breach], day: str, warehouse: str = "") -> str:
+# -- alerts against each category's own baseline ---------------------------------------
+
+@dataclass(frozen=True)
+class Baseline:
+    """Alert when a category's rate on a day stands out from its OWN trailing behaviour:
+    above ``median + spread x max(scaled MAD, min_spread)`` of its last ``days`` days
+    (days with at least ``min_volume`` requests), and at least ``min_increase`` above the
+    median. A category with fewer than ``min_history`` such days falls back to the fixed
+    ``fallback`` thresholds. So a category that always bounces 6 % is quiet at 6 % and
+    one that bounces 1 % alerts at 4 %.
+
+    The scaled MAD (1.4826 x median absolute deviation) is a spread robust to the very
+    spikes it looks for; ``min_spread`` keeps a perfectly flat history from alerting on
+    noise."""
+
+    days: int = 28
+    min_volume: int = 100
+    spread: float = 4.0
+    min_spread: dict = None  # metric -> absolute rate; default in __post_init__
+    min_increase: dict = None  # metric -> absolute rate above the median
+    min_history: int = 7
+    fallback: Thresholds = Thresholds()
+
+    def __post_init__(self):
+        if self.min_spread is None:
+            object.__setattr__(self, "min_spread", {"bounce_rate": 0.005,
+                                                    "spam_report_rate": 0.0005})
+        if self.min_increase is None:
+            object.__setattr__(self, "min_increase", {"bounce_rate": 0.01,
+                                                      "spam_report_rate": 0.001})
+        for name in ("days", "min_volume", "min_history"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name != "min_volume" else 0):
+                raise ConfigurationError(f"baseline {name} {v!r} must be a whole number >= 1")
+        if not isinstance(self.spread, (int, float)) or self.spread <= 0:
+            raise ConfigurationError(f"baseline spread {self.spread!r} must be a number > 0")
+
+
+#: How alerts are decided: against each category's own baseline (default) or fixed
+#: thresholds (the option).
+ALERT_MODES = ("baseline", "fixed")
+
+
+def baseline_breaches(daily: pd.DataFrame, day: date, baseline: Baseline = Baseline()) -> list[Breach]:
+    """Breaches on ``day`` per category of :func:`category_daily` rows that hold ``day``
+    and the ``baseline.days`` days before it. ``Breach.threshold`` is the limit the rate
+    crossed (the baseline's, or the fixed fallback's)."""
+    if daily.empty:
+        return []
+    df = daily.copy()
+    df["event_date"] = pd.to_datetime(df["event_date"]).dt.date
+    first = day - timedelta(days=baseline.days)
+    out: list[Breach] = []
+    for category, rows in df.groupby("category", sort=True):
+        today = rows[rows["event_date"] == day]
+        if today.empty:
+            continue
+        row = today.iloc[0]
+        requests = int(row["requests"])
+        if requests < max(baseline.min_volume, 1):
+            continue
+        hist = rows[(rows["event_date"] >= first) & (rows["event_date"] < day)
+                    & (rows["requests"] >= max(baseline.min_volume, 1))]
+        for metric in CHECKED_METRICS:
+            num_col, den_col = RATES[metric]
+            num, den = int(row[num_col]), int(row[den_col])
+            if not den:
+                continue
+            value = num / den
+            rates = (hist[num_col] / hist[den_col].where(hist[den_col] > 0)).dropna()
+            if len(rates) >= baseline.min_history:
+                median = float(rates.median())
+                mad = 1.4826 * float((rates - median).abs().median())
+                limit = median + max(baseline.spread * max(mad, baseline.min_spread[metric]),
+                                     baseline.min_increase[metric])
+            else:
+                limit = getattr(baseline.fallback, metric)
+            if value > limit:
+                out.append(Breach(day.isoformat(), str(category), metric, value, limit, num,
+                                  den, requests))
+    return sorted(out, key=lambda b: (b.event_date, b.category, b.metric))
+
+
+def baseline_rate_breaches(warehouse, day: date, baseline: Baseline = Baseline()) -> list[Breach]:
+    """:func:`baseline_breaches` on ``delivery_outcomes`` (day and its trailing days)."""
+    daily = category_daily(_read_outcomes(warehouse, day - timedelta(days=baseline.days), day))
+    return baseline_breaches(daily, day, baseline)
+
+
+def format_alert(breaches: list[dict] | list[Breach], day: str, warehouse: str = "",
+                 mode: str = "fixed") -> str:
     """The alert text: one line per breach, then where the numbers come from."""
     items = [b if isinstance(b, Breach) else Breach(**b) for b in breaches]
-    lines = [f":rotating_light: mailpulse: {len(items)} rate alert(s) for {day}"]
+    lines = [f":rotating_light: mailpulse: {len(items)} rate alert(s) for {day}"
+             + (" (each category against its own last 28 days)" if mode == "baseline" else "")]
     lines += [f"• {b.describe()}" for b in items]
     if warehouse:
         lines.append(f"from delivery_outcomes in {warehouse}")
@@ -290,7 +381,8 @@ def _post(text: str, *, token: str | None, channel: str | None, api_url: str | N
 
 def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channel: str | None,
                     api_url: str | None = None, warehouse: str = "",
-                    empty_days: list[str] | None = None, where: str = "") -> dict[str, Any]:
+                    empty_days: list[str] | None = None, where: str = "",
+                    mode: str = "fixed") -> dict[str, Any]:
     """Posts one Slack message listing ``breaches`` and/or the ``empty_days`` (days with
     no event at all) through :mod:`pipelines.slack` (nothing when there are none).
     Without a token the alert is logged at WARNING instead. Raises
@@ -298,12 +390,12 @@ def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channe
     empty_days = list(empty_days or [])
     if not breaches and not empty_days:
         log.info("no rate above its threshold on %s; nothing to post", day)
-        return {"posted": False, "reason": "no breaches", "breaches": 0, "empty_days": []}
+        return {"posted": False, "reason": "no breaches", "breaches": 0}
     parts = []
     if empty_days:
         parts.append(format_empty_alert(empty_days, warehouse, where))
     if breaches:
-        parts.append(format_alert(breaches, day, warehouse))
+        parts.append(format_alert(breaches, day, warehouse, mode))
     return _post("\n\n".join(parts), token=token, channel=channel, api_url=api_url,
                  what="alert", extra={"breaches": len(breaches), "empty_days": empty_days})
 
