@@ -100,7 +100,7 @@ def test_kill_9_of_outcomes_leaves_all_tables_replaced_or_none(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pipelines", "-v", "outcomes", "--warehouse", f"duckdb://{path}",
-         "--start", D0.isoformat(), "--end", D3.isoformat(), "--format", "json"],
+         "--start", D0.isoformat(), "--end", D3.isoformat(), "--recompute", "--format", "json"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
     killed_at = None
     deadline = time.monotonic() + 240
