@@ -32,6 +32,7 @@ CORE = [
     "slack-sdk>=3.30",
     "flask>=3.0",
     "gunicorn>=22",
+    "h11>=0.16",  # the collector worker's HTTP/1.1 parser (pipelines/collector/worker.py)
     "cryptography>=42",
     # Launching a Dataflow job with --setup_file stages this package as an sdist, which
     # Beam builds with `python -m build --no-isolation` (offline); without it Beam falls
@@ -60,6 +61,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*"]),
+    # the mailbox-provider mapping (pipelines/mailbox.py)
+    package_data={"pipelines": ["data/*.csv"]},
     install_requires=CORE,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["mailpulse = pipelines.cli:main"]},

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 QUERIES_DIR = Path(pipelines.__file__).resolve().parent.parent / "queries"
 
 #: The derived tables, in the order the job computes them.
-TABLES = ("recipient_status", "delivery_outcomes", "suppressions")
+TABLES = ("recipient_status", "delivery_outcomes", "domain_outcomes", "suppressions")
 
 #: Partitions a run recomputes, ending at its end date (D-3 .. D): events that arrive up
 #: to 72 hours late (deferrals, webhook retries) land in partitions that are recomputed.

@@ -202,6 +202,7 @@ def list_day(source: Source, day: date) -> Listing:
         gen = m.last_updated_in_seconds
         out.files.append(ArchiveFile(m.path, source.provider, day, int(m.size_in_bytes),
                                      f"{gen:.6f}" if gen else ""))
+    out.files.sort()
     return out
 
 

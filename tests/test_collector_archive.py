@@ -55,15 +55,15 @@ def test_hour_rotation_gzip_and_idle_close(tmp_path):
     events = []
     w = ArchiveWriter(tmp_path, instance="w1", clock=clock, on_event=lambda n, k: events.append(n))
     p1 = w.append("sendgrid", b'[{"n":1}]')
-    assert p1.relative_to(tmp_path).as_posix() == "sendgrid/2026/11/23/10/w1-000001.json"
+    assert p1.relative_to(tmp_path).as_posix() == "sendgrid/2026/11/23/10/w1-000001.json.open"
     clock.t = T0 + timedelta(seconds=3)  # 11:00:01
     p2 = w.append("sendgrid", b'[{"n":2}]')
-    assert p2.relative_to(tmp_path).as_posix() == "sendgrid/2026/11/23/11/w1-000002.json"
+    assert p2.relative_to(tmp_path).as_posix() == "sendgrid/2026/11/23/11/w1-000002.json.open"
     w.append("ses", b'{"Type":"Notification"}')
     w.process_closed()
     assert files(tmp_path) == ["sendgrid/2026/11/23/10/w1-000001.json.gz",
-                               "sendgrid/2026/11/23/11/w1-000002.json",
-                               "ses/2026/11/23/11/w1-000003.json"]
+                               "sendgrid/2026/11/23/11/w1-000002.json.open",
+                               "ses/2026/11/23/11/w1-000003.json.open"]
     assert gzip.decompress((tmp_path / "sendgrid/2026/11/23/10/w1-000001.json.gz").read_bytes()) \
         == b'[{"n":1}]\n'
     # nothing arrives for an hour: maintenance closes the idle files
@@ -95,27 +95,31 @@ def test_recovery_takes_over_dead_workers_files_only(tmp_path):
     d = tmp_path / "sendgrid/2026/11/23/09"
     d.mkdir(parents=True)
     # a worker killed mid-write: two acknowledged lines and a torn one
-    (d / "dead-1-000001.json").write_bytes(b'[{"n":1}]\n[{"n":2}]\n[{"n":3')
+    (d / "dead-1-000001.json.open").write_bytes(b'[{"n":1}]\n[{"n":2}]\n[{"n":3')
     # a worker killed after the rename and before the unlink: both exist
     (d / "dead-1-000002.json.gz").write_bytes(gzip.compress(b'[{"n":4}]\n'))
-    (d / "dead-1-000002.json").write_bytes(b'[{"n":4}]\n')
+    (d / "dead-1-000002.json.open").write_bytes(b'[{"n":4}]\n')
     # a compression cut short
-    (d / "dead-2-000001.json").write_bytes(b'[{"n":5}]\n')
+    (d / "dead-2-000001.json.open").write_bytes(b'[{"n":5}]\n')
     (d / ".dead-2-000001.json.gz.99.tmp").write_bytes(b"\x1f\x8b partial")
     # a file that only got a torn line (never acknowledged): nothing to keep
-    (d / "dead-3-000001.json").write_bytes(b'[{"n":')
+    (d / "dead-3-000001.json.open").write_bytes(b'[{"n":')
+    # an open file of an earlier version (open files were named .json then)
+    (d / "old-4-000001.json").write_bytes(b'[{"n":7}]\n')
     # a live worker's open file (it holds the lock)
-    live = d / "live-7-000001.json"
+    live = d / "live-7-000001.json.open"
     live.write_bytes(b'[{"n":6}]\n')
     fd = os.open(live, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
     try:
         w = ArchiveWriter(tmp_path, instance="new", clock=Clock())
-        assert w.recover() == 3
+        assert w.recover() == 4
         assert files(tmp_path) == ["sendgrid/2026/11/23/09/dead-1-000001.json.gz",
                                    "sendgrid/2026/11/23/09/dead-1-000002.json.gz",
                                    "sendgrid/2026/11/23/09/dead-2-000001.json.gz",
-                                   "sendgrid/2026/11/23/09/live-7-000001.json"]
+                                   "sendgrid/2026/11/23/09/live-7-000001.json.open",
+                                   "sendgrid/2026/11/23/09/old-4-000001.json.gz"]
+        assert lines_of(d / "old-4-000001.json.gz") == [b'[{"n":7}]']
         assert lines_of(d / "dead-1-000001.json.gz") == [b'[{"n":1}]', b'[{"n":2}]']
         assert lines_of(d / "dead-2-000001.json.gz") == [b'[{"n":5}]']
         assert not list(d.glob(".*.tmp"))
@@ -167,7 +171,7 @@ def test_app_ships_through_spool_dir_on_shutdown(tmp_path):
     c = app.test_client()
     body = b'{"event_type":"bounces","event":{"bounces":[]}}'
     assert c.post("/webhooks/cmc?api_key=k", data=body, content_type="application/json").status_code == 200
-    assert files(spool, "*.json") and not remote.exists()
+    assert files(spool, "*.json.open") and not remote.exists()
     app.extensions["mailpulse"].shutdown()
     [name] = files(remote)
     assert name.startswith("cmc/2026/11/23/10/") and name.endswith(".json.gz")

@@ -168,7 +168,7 @@ def test_load_concurrent_100_event_batches(tmp_path, signing_key):
           f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
     assert health["accepted"] == len(results)
     assert sorted(archived_lines(tmp_path / "archive")) == sorted(b for b, _, _ in results)
-    assert not list((tmp_path / "archive").rglob("*.json"))  # graceful stop compressed them
+    assert not list((tmp_path / "archive").rglob("*.json.open"))  # graceful stop published them
 
 
 def test_kill_9_loses_no_acknowledged_post(tmp_path, signing_key, cli):
@@ -204,7 +204,14 @@ def test_kill_9_loses_no_acknowledged_post(tmp_path, signing_key, cli):
     r = cli("normalize", "--provider", "sendgrid", *files)
     assert r.returncode == 0, r.stderr[-2000:]
     assert len(r.stdout.splitlines()) == 20 * len(lines)
-    # and the load job reads the archive exactly as the crash left it
+    # open files are invisible to a load until they are published: the next start takes
+    # over the dead workers' files (compressed, nothing lost)
+    assert list(archive.rglob("*.json.open"))
+    server = Server(archive, pub, tmp_path / "server2.log")
+    server.stop()
+    assert not list(archive.rglob("*.json.open")) and list(archive.rglob("*.json.gz"))
+    assert sorted(archived_lines(archive)) == sorted(lines)
+    # and the load job reads every acknowledged post
     days = sorted({p.relative_to(archive / "sendgrid").parts[:3] for p in archive.rglob("*.json*")})
     loaded = 0
     for y, m, d in days:
@@ -215,9 +222,3 @@ def test_kill_9_loses_no_acknowledged_post(tmp_path, signing_key, cli):
         assert report["dead_letters"] == 0, report
         loaded += report["events_loaded"]
     assert loaded == 20 * len(lines)
-
-    # the next start takes over the dead workers' files (compressed, nothing lost)
-    server = Server(archive, pub, tmp_path / "server2.log")
-    server.stop()
-    assert not list(archive.rglob("*.json")) and list(archive.rglob("*.json.gz"))
-    assert sorted(archived_lines(archive)) == sorted(lines)

@@ -245,10 +245,8 @@ DOCUMENTED = [
     ("6", "soft"),    # forward error
     ("7", "soft"),    # receiving server error
     ("8", "soft"),    # oversized
-    ("9", "hard"),    # address format error
-    ("10", "hard"),   # blocked address (suppressed after earlier errors)
-    ("11", "hard"),   # unsubscribed address
     ("99", "hard"),   # other permanent error
+    # 9, 10, 11 are drops: test_never_sent_statuses_are_drops below
 ]
 
 
@@ -267,6 +265,49 @@ def test_bounce_status_codes(ctx, status, want):
     assert ev["bounce_class"] == want
     given = str(status).strip() if str(status).strip() else None
     assert ev["smtp_status"] == given
+
+
+#: CMC error statuses for mail it never handed to a server -> SendGrid's drop reason
+#: (what queries/delivery_outcomes classifies as bounce_drops / unsubscribe_drops /
+#: invalid_emails).
+NEVER_SENT = [
+    ("10", "blocked address", "Bounced Address: blocked address"),
+    ("11", "unsubscribed address", "Unsubscribed Address: unsubscribed address"),
+    ("9", "address format error", "Invalid Address: address format error"),
+]
+
+
+@pytest.mark.parametrize("status, cmc_reason, reason", NEVER_SENT)
+def test_never_sent_statuses_are_drops(ctx, status, cmc_reason, reason):
+    # Built: the real host-unknown body with the documented status and its meaning as
+    # the reason (CMC does not publish the reason text of these codes).
+    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
+                status=status, reason=cmc_reason, to="blocked.user@example.jp")
+    (ev,) = events_of(ctx, body("bounces", item), 1)
+    assert ev == expected(ts=datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC),
+                          mid="8f902ee7-ae65-8711-48a8-2f708cb14205@example.com",
+                          to="blocked.user@example.jp", provider_event_type="bounces",
+                          event_type="dropped", bounce_class=None, reason=reason,
+                          smtp_status=status)
+
+
+@pytest.mark.parametrize("status, want", [
+    (10, "Bounced Address"), ("010", "Bounced Address"), (" 11 ", "Unsubscribed Address"),
+    (9.0, "Invalid Address"),
+])
+def test_never_sent_status_in_other_spellings_and_without_a_reason(ctx, status, want):
+    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
+                status=status, reason="")
+    (ev,) = events_of(ctx, body("bounces", item), 1)
+    assert (ev["event_type"], ev["bounce_class"], ev["reason"], ev["smtp_status"]) == \
+        ("dropped", None, want, str(status).strip())
+
+
+def test_never_sent_reason_quoting_the_recipient_is_redacted(ctx):
+    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
+                status="11", reason="unsubscribed: user@example.jp")
+    (ev,) = events_of(ctx, body("bounces", item), 1)
+    assert ev["reason"] == "Unsubscribed Address: unsubscribed: [redacted]@example.jp"
 
 
 def test_bounce_without_status_is_undetermined(ctx):
@@ -317,10 +358,12 @@ def test_blocks(ctx):
             "messageId": "<9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com>",
             "reason": "blocked", "status": "10", "subject": "test", "apiData": ""}
     (ev,) = events_of(ctx, body("blocks", item), 1)
+    # status 10 (blocked after earlier errors): SendGrid's "Bounced Address" drop
     assert ev == expected(ts=datetime(2023, 1, 25, 6, 0, tzinfo=UTC),
                           mid="9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com",
                           to="no-user@example.jp", provider_event_type="blocks",
-                          event_type="dropped", reason="blocked", smtp_status="10")
+                          event_type="dropped", reason="Bounced Address: blocked",
+                          smtp_status="10")
 
 
 def test_blocks_with_the_blocks_api_field_name(ctx):

@@ -705,3 +705,111 @@ def test_cli_normalize_reads_a_firehose_file_and_an_sqs_dump(tmp_path, cli):
     [dl] = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
     assert dl["source"] == str(dump) and dl["line"] == 1 and dl["record_index"] == 2
     assert dl["reason"].startswith("Messages[2]: SNS Message is not JSON: ")
+
+
+# ------------------------------------------------- time from the SNS envelope (issue 11)
+# The anymail SNS envelope (sns_notification_bounce.json) around documented records, with
+# the record's own time removed where a test needs a record "without a time of its own".
+SNS_TS = utc("2018-03-26T17:58:59.675Z")  # the envelope's Timestamp
+
+
+def _anymail_bounce_without_its_time() -> dict:
+    env = load("sns_notification_bounce.json")
+    inner = json.loads(env["Message"])
+    del inner["bounce"]["timestamp"]
+    env["Message"] = json.dumps(inner) + "\n"
+    return env
+
+
+def test_sns_bounce_without_its_own_time_takes_the_envelope_timestamp():
+    env = _anymail_bounce_without_its_time()
+    ev = only_event(run(env))
+    mid = "00000138111222aa-33322211-cccc-cccc-cccc-ddddaaaa0680-000000"
+    assert_event(ev, **notif(
+        event_id=deterministic_event_id("ses", mid, "Bounce", h("jane@example.com"), SNS_TS),
+        event_type="bounce", provider_event_type="Bounce", bounce_class="hard",
+        message_id=mid,
+        # not mail.timestamp (2016-01-27T14:59:38.237Z, when the mail was sent)
+        event_ts=SNS_TS, event_date=date(2018, 3, 26),
+        email_hash=h("jane@example.com"),
+        reason="smtp; 550 5.1.1 <[redacted]@example.com>... User unknown",
+        smtp_status="5.1.1"))
+    # the same envelope as an SQS message, alone or in a receive-message dump: the same
+    for doc in (sqs(env), {"Messages": [sqs(env)]}):
+        assert run(doc, provider="auto").events == [ev]
+
+
+def test_bare_or_raw_delivered_record_without_its_own_time_keeps_the_mail_time():
+    # No envelope (Firehose line; SNS raw message delivery into SQS): no Timestamp to take.
+    inner = json.loads(_anymail_bounce_without_its_time()["Message"])
+    for doc in (inner, sqs(inner)):
+        assert only_event(run(doc))["event_ts"] == utc("2016-01-27T14:59:38.237Z")
+
+
+@pytest.mark.parametrize("name", ["event_send.json", "event_reject.json",
+                                  "event_rendering_failure.json"])
+def test_types_timed_by_the_mail_keep_it_inside_an_envelope(name):
+    # Send, Reject, Rendering Failure: mail.timestamp *is* their time.
+    ev = only_event(run(sns(load(name))))
+    assert ev["event_ts"] == utc(load(name)["mail"]["timestamp"])
+    # ... and when even that is missing, the envelope's time rather than a dead letter
+    doc = load(name)
+    del doc["mail"]["timestamp"]
+    assert only_event(run(sns(doc)))["event_ts"] == SNS_TS
+    [dl] = run(doc).dead_letters  # bare: nothing to fall back on
+    assert dl.reason == f"{doc['eventType']} record: mail.timestamp: missing timestamp"
+
+
+def test_own_time_wins_over_the_envelope_timestamp():
+    for name in EVENT_FILES + NOTIFICATION_FILES:
+        doc = load(name)
+        assert run(sns(doc)).events == run(doc).events, name
+
+
+def test_unreadable_envelope_timestamp_is_a_dead_letter():
+    env = _anymail_bounce_without_its_time()
+    env["Timestamp"] = "last tuesday"
+    res = run(env)
+    assert not res.events
+    [dl] = res.dead_letters
+    assert dl.reason == "Bounce record: SNS Timestamp: unreadable timestamp 'last tuesday'"
+    assert json.loads(dl.raw) == env
+
+
+# --------------------------------------------------- SES inbound (Received) notifications
+# "Examples of notifications for Amazon SES email receiving" (README): an SNS-action
+# notification (with the raw mail in ``content``) and an alert (S3 action).
+INBOUND_FILES = ["inbound_received_sns_action.json", "inbound_received_s3_action.json"]
+
+
+@pytest.mark.parametrize("name", INBOUND_FILES)
+def test_inbound_received_notification_is_a_record_without_event(name):
+    doc = load(name)
+    assert doc["notificationType"] == "Received"
+    shapes = {"bare": doc, "sns": sns(doc), "sqs(sns)": sqs(sns(doc)),
+              "sqs raw delivery": sqs(doc), "receive-message dump": {"Messages": [sqs(sns(doc))]}}
+    for label, shape in shapes.items():
+        res = run(shape, provider="auto")
+        assert (res.records, res.without_event, res.events, res.dead_letters) == \
+            (1, 1, [], []), label
+
+
+def test_inbound_receipts_mixed_with_sending_events_count_apart():
+    # One topic for both: a dump of a bounce, two receipts and a delivery.
+    dump = {"Messages": [sqs(sns(load("notification_bounce_dsn.json")), 0),
+                         sqs(sns(load(INBOUND_FILES[0])), 1),
+                         sqs(sns(load(INBOUND_FILES[1])), 2),
+                         sqs(sns(load("notification_delivery.json")), 3)]}
+    res = run(dump, provider="auto")
+    assert [e["event_type"] for e in res.events] == ["bounce", "delivered"]
+    assert (res.records, res.without_event, res.dead_letters) == (4, 2, [])
+    assert "unknown" not in {e["event_type"] for e in res.events}
+
+
+def test_inbound_receipt_in_a_firehose_style_file_is_counted_not_unknown():
+    data = b"".join(compact(d) + b"\n" for d in (
+        load("event_send.json"), load(INBOUND_FILES[1]), load("event_open.json")))
+    res = normalize_bytes(data, make_ctx(), "auto")
+    check_identity(res)
+    assert [e["provider_event_type"] for e in res.events] == ["Send", "Open"]
+    assert (res.records, res.without_event, res.dead_letters) == (3, 1, [])

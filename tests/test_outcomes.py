@@ -57,7 +57,8 @@ def loaded(tmp_path, hasher):
 # -- Python API -------------------------------------------------------------------------
 def test_compute_and_read_outcomes_with_a_uri_string(loaded):
     written = compute_outcomes(loaded.uri, date(2026, 11, 20), date(2026, 11, 21))
-    assert written == {"recipient_status": 3, "delivery_outcomes": 4, "suppressions": 1}
+    assert written == {"recipient_status": 3, "delivery_outcomes": 4, "domain_outcomes": 4,
+                       "suppressions": 1}
     df = read_outcomes(loaded.uri, date(2026, 11, 20), date(2026, 11, 21))
     assert list(df.columns[:3]) == ["event_date", "category", "provider"]
     assert set(COUNT_COLUMNS) | set(RATE_COLUMNS) <= set(df.columns)

@@ -24,7 +24,7 @@ from pipelines.warehouse import LoadBatch
 from pipelines.warehouse.duckdb import DuckDBWarehouse
 
 CASES = Path(__file__).resolve().parent / "query_cases"
-TABLES = ("delivery_outcomes", "recipient_status", "suppressions")
+TABLES = ("delivery_outcomes", "domain_outcomes", "recipient_status", "suppressions")
 
 
 def make_duckdb(tmp_path: Path):
@@ -105,7 +105,8 @@ def read_table(wh, table: str, start: date, end: date) -> list[dict]:
 def compare_rows(table: str, actual: list[dict], expected: list[dict]) -> None:
     """Each expected row must match a distinct actual row on the columns it names (for
     delivery_outcomes also every count column, 0 unless named), and no row may be left."""
-    defaults = {c: 0 for c in COUNT_COLUMNS} if table == "delivery_outcomes" else {}
+    defaults = ({c: 0 for c in COUNT_COLUMNS}
+                if table in ("delivery_outcomes", "domain_outcomes") else {})
     unmatched = list(actual)
     problems = []
     for row in expected:
@@ -314,7 +315,7 @@ def test_rerun_and_other_windows_give_identical_tables(synthetic, warehouse_fact
     for i in (6, 3, 0):
         compute_outcomes(daily, start + timedelta(days=i), start + timedelta(days=i + 2))
     compute_outcomes(daily, end - timedelta(days=3), end)
-    for t in ("delivery_outcomes", "suppressions"):
+    for t in ("delivery_outcomes", "domain_outcomes", "suppressions"):
         assert read_table(daily, t, start, end) == first[t], t
     # recipient_status: the same recipients, one row each, in the same partitions
     keys = [(r["event_date"], r["provider"], r["message_id"], r["email_hash"])
@@ -342,3 +343,105 @@ def test_recipient_status_one_row_per_recipient_and_forward_only(synthetic, ware
     assert len(rows) == len(best)
     for row in rows:
         assert row["status"] == best[(row["provider"], row["message_id"], row["email_hash"])][2]
+
+
+# -- provider payloads through to the metric columns ------------------------------------
+def test_cmc_never_sent_statuses_land_in_the_drop_columns(warehouse_factory, tmp_path, ctx):
+    """Real CMC bodies (provider-samples/cmc) normalized and loaded: error statuses 10, 11
+    and 9 count as bounce_drops, unsubscribe_drops and invalid_emails (never as bounces),
+    beside a real failed-delivery + bounce pair (one hard bounce) and a delivered mail."""
+    from conftest import SAMPLES
+    from pipelines.normalizers import normalize_bytes
+
+    cmc = SAMPLES / "cmc"
+    host = json.loads((cmc / "bounces_host_unknown.json").read_text())
+    item = host["event"]["bounces"][0]
+    # Built: the real bounce body with the documented never-sent statuses.
+    host["event"]["bounces"] = [
+        dict(item, status=status, reason=reason, to=f"{name}@docomo.ne.jp")
+        for status, reason, name in [("10", "blocked address", "blocked1"),
+                                     ("10", "blocked address", "blocked2"),
+                                     ("11", "unsubscribed address", "unsub"),
+                                     ("9", "address format error", "format")]]
+    bodies = [json.dumps(host).encode()] + [
+        (cmc / name).read_bytes() for name in
+        ("deliveries_queued.json", "deliveries_succeeded.json", "deliveries_failed.json",
+         "bounces_user_unknown.json")]
+    events = []
+    for raw in bodies:
+        res = normalize_bytes(raw, ctx)
+        assert not res.dead_letters
+        events += res.events
+    assert [e["event_type"] for e in events] == [
+        "dropped", "dropped", "dropped", "dropped", "processed", "delivered", "bounce", "bounce"]
+
+    wh = warehouse_factory()
+    load_events(wh, events, tmp_path)
+    day = date(2023, 1, 25)
+    compute_outcomes(wh, day, day)
+    compare_rows("delivery_outcomes", read_table(wh, "delivery_outcomes", day, day), [{
+        "event_date": "2023-01-25", "category": "(none)", "provider": "cmc",
+        "requests": 6, "processed": 1, "delivered": 1, "bounces": 1, "bounces_hard": 1,
+        "drops": 4, "bounce_drops": 2, "unsubscribe_drops": 1, "invalid_emails": 1,
+        "drop_rate": 0.666667, "bounce_rate": 0.166667}])
+    # ... and the addresses are suppressed for those reasons
+    reasons = sorted(r["reason"] for r in read_table(wh, "suppressions", day, day))
+    assert reasons == ["hard_bounce", "hard_bounce", "hard_bounce", "invalid_address",
+                       "unsubscribe"]
+
+
+# -- domain_outcomes: delivery_outcomes with the recipient domain ------------------------
+def _domains(events: list[dict], seed: int = 3) -> list[dict]:
+    """The synthetic events with a domain per recipient (one domain per email_hash)."""
+    rng = random.Random(seed)
+    pool = ["gmail.com", "googlemail.com", "docomo.ne.jp", "ezweb.ne.jp", "yahoo.co.jp",
+            "outlook.com", "corp.example.co.jp"]
+    of = {}
+    out = []
+    for e in events:
+        d = of.setdefault(e["email_hash"], rng.choice(pool))
+        out.append(dict(e, recipient_domain=d))
+    return out
+
+
+def test_domain_outcomes_sum_to_delivery_outcomes(synthetic, warehouse_factory, tmp_path):
+    """Every count column of a (day, category, provider), summed over domains, equals its
+    delivery_outcomes row: one definition of each metric, with one more dimension."""
+    wh = warehouse_factory()
+    load_events(wh, _domains(synthetic), tmp_path)
+    start, end = D0, D0 + timedelta(days=8)
+    compute_outcomes(wh, start, end, tables=("delivery_outcomes", "domain_outcomes"))
+    totals = {(r["event_date"], r["category"], r["provider"]): r
+              for r in read_table(wh, "delivery_outcomes", start, end)}
+    sums: dict = defaultdict(lambda: defaultdict(int))
+    domains = defaultdict(set)
+    for r in read_table(wh, "domain_outcomes", start, end):
+        key = (r["event_date"], r["category"], r["provider"])
+        domains[key].add(r["recipient_domain"])
+        for col in COUNT_COLUMNS:
+            sums[key][col] += r[col]
+    assert set(sums) == set(totals)
+    assert max(len(d) for d in domains.values()) > 3  # really split by domain
+    for key, row in totals.items():
+        assert {c: sums[key][c] for c in COUNT_COLUMNS} == {c: row[c] for c in COUNT_COLUMNS}, key
+
+
+def test_domain_outcomes_sql_is_delivery_outcomes_plus_the_domain():
+    """The two files differ only by the recipient_domain dimension (and the head comment),
+    so a rule changed in one and not the other fails here."""
+    import re
+
+    def body(table: str) -> str:
+        text = (ROOT_QUERIES / table / "query.sql").read_text()
+        lines = text.splitlines()
+        while lines and lines[0].startswith("--"):
+            lines.pop(0)
+        text = "\n".join(lines)
+        text = re.sub(r"\n\s*recipient_domain,", "", text)
+        text = re.sub(r", [fe]\.recipient_domain", "", text)
+        return text.replace(", recipient_domain\n", "\n")
+
+    assert body("domain_outcomes") == body("delivery_outcomes")
+
+
+ROOT_QUERIES = Path(__file__).resolve().parent.parent / "queries"

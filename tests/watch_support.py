@@ -109,6 +109,9 @@ class RecordingWarehouse(Warehouse):
     def commit_load(self, batch):
         return self.inner.commit_load(batch)
 
+    def loaded_files(self, first, last):
+        return self.inner.loaded_files(first, last)
+
     def replace_partitions(self, *a, **kw):
         return self.inner.replace_partitions(*a, **kw)
 

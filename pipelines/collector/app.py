@@ -1,7 +1,10 @@
 """The collector's Flask application: verify, archive durably, then acknowledge.
 
-Order of work for a post: is the provider configured -> credentials (Basic auth,
-api_key) -> size -> signature -> JSON -> durable append (fsync) -> 2xx. Whatever fails
+Order of work for a post: is the provider configured -> credentials in headers or URL
+(Basic auth, ``?api_key=``) -> size -> credentials in the raw body (SendGrid signature,
+a CMC form's api_key found by a byte search) -> parsing (JSON, the CMC form) -> durable
+append (fsync) -> 2xx. Nothing is parsed before the sender is authenticated, except an SNS
+envelope or a CMC JSON body, whose credentials are inside the document. Whatever fails
 gets a 4xx (5xx when the disk write fails, so the provider retries) and is never
 archived; the reason is logged and counted, the body never logged.
 """
@@ -23,10 +26,12 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..records import parse_json
-from .archive import ArchiveError, ArchiveWriter, Shipper, compact_line, is_remote
+from .archive import (DEFAULT_ROTATE_SECONDS, ArchiveError, ArchiveWriter, Shipper, compact_line,
+                      is_remote, spool_status)
 from .sns import SnsVerifier, check_sns_url, fetch_url
 from .verification import (DEFAULT_SIGNATURE_MAX_AGE, REASONS, Rejection, SendGridVerifier,
-                           SIGNATURE_HEADER, TIMESTAMP_HEADER, check_api_key, check_basic_auth)
+                           SIGNATURE_HEADER, TIMESTAMP_HEADER, check_api_key, check_basic_auth,
+                           form_field)
 
 log = logging.getLogger("mailpulse.collector")
 
@@ -95,6 +100,10 @@ class CollectorConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     max_file_bytes: int = 64 * 1024 * 1024
     maintain_interval: float = 30.0
+    rotate_seconds: float = DEFAULT_ROTATE_SECONDS
+    #: /healthz says ``degraded`` once an unshipped file is older than this (seconds);
+    #: default: two maintenance rounds plus the rotation time
+    ship_grace_seconds: float | None = None
 
     @property
     def local_dir(self) -> Path:
@@ -133,7 +142,8 @@ class CollectorState:
             if self._writer is None or self._pid != os.getpid():
                 cfg = self.config
                 shipper = Shipper(cfg.archive) if cfg.ships else None
-                w = ArchiveWriter(cfg.local_dir, max_bytes=cfg.max_file_bytes, clock=self.now,
+                w = ArchiveWriter(cfg.local_dir, max_bytes=cfg.max_file_bytes,
+                                  rotate_seconds=cfg.rotate_seconds, clock=self.now,
                                   shipper=shipper, on_event=self.counters.add)
                 try:
                     w.recover()  # files left by workers that died
@@ -147,15 +157,51 @@ class CollectorState:
             return self._writer
 
     def _maintain_loop(self, w: ArchiveWriter, stop: threading.Event) -> None:
-        while not stop.wait(self.config.maintain_interval):
+        """Publish each file when it is due (``--rotate-seconds``, the hour, or closed by
+        a post) and retry failed uploads every ``maintain_interval`` seconds."""
+        interval = self.config.maintain_interval
+        next_round = time.monotonic() + interval
+        while not stop.is_set():
+            wait = next_round - time.monotonic()
+            due = w.seconds_until_due()
+            if due is not None:
+                wait = min(wait, due)
+            if wait > 0:
+                w.wakeup.wait(wait)
+            if stop.is_set():
+                return
+            backlog = time.monotonic() >= next_round
             try:
-                w.maintain()
+                w.maintain(retry_backlog=backlog)
             except Exception as exc:  # noqa: BLE001 - keep the thread alive; retried next round
-                log.warning("archive maintenance failed (retrying in %ss): %s",
-                            self.config.maintain_interval, exc)
+                log.warning("archive maintenance failed (retrying in %ss): %s", interval, exc)
+                stop.wait(min(interval, 5.0))
+            if backlog:
+                next_round = time.monotonic() + interval
+
+    def health(self) -> dict[str, Any]:
+        """``{"status": "ok" | "degraded", "unshipped": ...}`` from the spool (the same
+        for every worker): degraded while an upload failed and files wait, or a file has
+        waited longer than the grace period."""
+        cfg = self.config
+        if not cfg.ships:
+            return {"status": "ok"}
+        st = spool_status(cfg.local_dir, time.time())
+        grace = cfg.ship_grace_seconds
+        if grace is None:
+            grace = 2 * cfg.maintain_interval + (cfg.rotate_seconds or 0)
+        last = st.pop("last_error")
+        degraded = st["files"] > 0 and (last is not None or (st["oldest_age_seconds"] or 0) > grace)
+        out: dict[str, Any] = {"status": "degraded" if degraded else "ok",
+                               "archive": cfg.archive, "unshipped": st}
+        if degraded and last is not None:
+            out["ship_error"] = last
+        return out
 
     def shutdown(self) -> None:
         self._stop.set()
+        if self._writer is not None:
+            self._writer.wakeup.set()
         if self._writer is not None and self._pid == os.getpid():
             self._writer.close()
 
@@ -177,7 +223,9 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
            if config.sns_topic_arns else None)
 
     app = Flask("mailpulse.collector")
-    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    # One byte over the limit: Werkzeug's LimitedStream returns a chunked body cut at
+    # MAX_CONTENT_LENGTH without raising, so read_body reads one byte more and checks.
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes + 1
     app.extensions["mailpulse"] = state
 
     def reply(code: int, **body: Any) -> Response:
@@ -196,9 +244,12 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
         if request.content_length is not None and request.content_length > config.max_body_bytes:
             raise Rejection("too_large", f"{request.content_length} bytes, limit {config.max_body_bytes}")
         try:
-            return request.get_data(cache=False)
+            body = request.get_data(cache=False)
         except RequestEntityTooLarge:
             raise Rejection("too_large", f"limit {config.max_body_bytes} bytes") from None
+        if len(body) > config.max_body_bytes:
+            raise Rejection("too_large", f"chunked body over the limit of {config.max_body_bytes} bytes")
+        return body
 
     def parse(body: bytes, kinds=(list, dict)) -> Any:
         doc, err = parse_json(body)
@@ -245,8 +296,13 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
             if query_key is not None:
                 check_api_key(query_key, config.cmc_api_key)
             body = read_body()
-            doc, line = _cmc_document(body, request.mimetype)
-            if query_key is None:
+            form = _is_form(body, request.mimetype)
+            if query_key is None and form:
+                # before parsing: an unauthenticated form costs a byte search, not a parse
+                check_api_key(form_field(body, b"api_key"), config.cmc_api_key)
+            doc, line = _cmc_document(body, form)
+            if query_key is None and not form:
+                # a JSON body carries its key inside: the (linear, C) JSON parse comes first
                 check_api_key(doc.get("api_key") if isinstance(doc.get("api_key"), str) else None,
                               config.cmc_api_key)
         except Rejection as exc:
@@ -292,19 +348,25 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
 
     @app.get("/healthz")
     def healthz() -> Response:
-        return reply(200, status="ok", providers=config.enabled(), counters=counters.snapshot())
+        health = state.health()
+        return reply(200, **health, providers=config.enabled(), counters=counters.snapshot())
 
     return app
 
 
-def _cmc_document(body: bytes, mimetype: str) -> tuple[dict[str, Any], bytes]:
+def _is_form(body: bytes, mimetype: str) -> bool:
     """CMC posts ``api_key``, ``server_composition``, ``event_type`` and ``event`` either as
-    a form (``event`` a JSON string) or, when "use JSON" is set, as a JSON object. Returns
-    the document and the archive line: the api_key (a credential) is removed; a form post
-    becomes the JSON object the normalizer reads."""
-    stripped = body.lstrip()
-    if mimetype == "application/x-www-form-urlencoded" or (stripped[:1] not in (b"{", b"[")
-                                                          and b"=" in body[:200]):
+    a form (``event`` a JSON string) or, when "use JSON" is set, as a JSON object; a form is
+    recognised by its content type, or by its shape when the type is missing or wrong."""
+    if mimetype == "application/x-www-form-urlencoded":
+        return True
+    return body[:200].lstrip()[:1] not in (b"{", b"[") and b"=" in body[:200]
+
+
+def _cmc_document(body: bytes, form: bool) -> tuple[dict[str, Any], bytes]:
+    """The CMC document and its archive line: the api_key (a credential) is removed; a form
+    post becomes the JSON object the normalizer reads."""
+    if form:
         try:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=True)
         except (UnicodeDecodeError, ValueError):

@@ -1,10 +1,18 @@
-"""Running the collector under gunicorn (production) or Werkzeug (``--dev``)."""
+"""Running the collector under gunicorn (production) or Werkzeug (``--dev``).
+
+gunicorn is the process manager (forks the workers, restarts a stuck or dead one, stops
+them gracefully); each worker is a :class:`~pipelines.collector.worker.CollectorWorker`
+(asyncio + h11 with header/body deadlines and a connection bound, the Flask app in a
+thread pool)."""
 from __future__ import annotations
 
 import logging
 from typing import Any, Callable
 
 from gunicorn.app.base import BaseApplication
+
+from .verification import redact_target
+from .worker import ServerLimits
 
 log = logging.getLogger("mailpulse.collector")
 
@@ -13,9 +21,13 @@ class CollectorServer(BaseApplication):
     """gunicorn with the collector app; each worker builds its own app (and so its own
     archive writer with a unique instance id) after the fork."""
 
-    def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any]):
+    def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any],
+                 limits: ServerLimits | None = None,
+                 on_reject: Callable[[str], None] | None = None):
         self.app_factory = app_factory
         self.options = options
+        self.limits = limits or ServerLimits()  # read by CollectorWorker
+        self.on_reject = on_reject  # reason -> None: counts the worker's own rejections
         super().__init__()
 
     def load_config(self) -> None:
@@ -44,21 +56,18 @@ def _worker_exit(server, worker) -> None:
             log.warning("closing archive files on worker exit failed: %s", exc)
 
 
-def gunicorn_options(host: str, port: int, workers: int, threads: int, timeout: int,
-                     access_log: bool) -> dict[str, Any]:
+def gunicorn_options(host: str, port: int, workers: int, timeout: int) -> dict[str, Any]:
+    """The process model. Threads, keep-alive, limits and the access log are the worker's
+    (:class:`ServerLimits`): gunicorn's own access log would print query strings."""
     return {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
-        "threads": threads,
+        "worker_class": "pipelines.collector.worker.CollectorWorker",
         "timeout": timeout,
         "graceful_timeout": timeout,
-        "keepalive": 75,  # SendGrid and SNS reuse connections
-        "accesslog": "-" if access_log else None,
+        "accesslog": None,
         "errorlog": "-",
         "proc_name": "mailpulse-serve",
-        # Behind a TLS proxy on the same host: trust its X-Forwarded-* headers only.
-        "forwarded_allow_ips": "127.0.0.1,::1",
         # gunicorn >= 25.1 opens a control socket at one fixed path per user; two
         # collectors on one host would fight over it. Not needed here.
         "control_socket_disable": True,
@@ -66,5 +75,19 @@ def gunicorn_options(host: str, port: int, workers: int, threads: int, timeout: 
 
 
 def run_dev(app, host: str, port: int) -> None:
-    from werkzeug.serving import run_simple
-    run_simple(host, port, app, threaded=True, use_reloader=False)
+    from werkzeug.serving import WSGIRequestHandler, run_simple
+
+    class RedactingHandler(WSGIRequestHandler):
+        """Werkzeug's request log without query values (a CMC api_key may be one)."""
+
+        def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+            path = getattr(self, "path", None)
+            self.log("info", '"%s %s %s" %s %s', getattr(self, "command", "-"),
+                     redact_target(path) if path else "[unreadable request line]",
+                     getattr(self, "request_version", "-"), code, size)
+
+        def log_error(self, format: str, *args: Any) -> None:
+            # http.server's messages quote the raw request line, which may hold a key
+            self.log("error", "%s", "bad request (the request line is not logged)")
+
+    run_simple(host, port, app, threaded=True, use_reloader=False, request_handler=RedactingHandler)

@@ -12,6 +12,7 @@ import hmac
 import re
 import time
 from typing import Callable, Iterable
+from urllib.parse import unquote_plus
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -41,6 +42,8 @@ REASONS = {
     "bad_cert_url": 403,
     "unknown_topic": 403,
     "too_large": 413,
+    "timeout": 408,
+    "overloaded": 503,
     "not_json": 400,
     "bad_request": 400,
 }
@@ -156,8 +159,54 @@ def check_basic_auth(header: str | None, expected: tuple[str, str]) -> None:
         raise Rejection("unauthenticated", "wrong Basic credentials")
 
 
+def form_field(body: bytes, name: bytes, max_len: int = 4096) -> str | None:
+    """The last value of field ``name`` in an ``application/x-www-form-urlencoded`` body,
+    found without parsing the rest of the form (work: a few linear byte searches, whatever
+    the body holds; ``parse_qs`` keeps the last value too). None when the field is absent,
+    unreadable or longer than ``max_len`` bytes."""
+    key = name + b"="
+    at = body.rfind(b"&" + key)
+    start = at + 1 + len(key) if at >= 0 else (len(key) if body.startswith(key) else -1)
+    if start < 0:
+        return None
+    end = body.find(b"&", start)
+    stop = len(body) if end < 0 else end
+    if stop - start > max_len:  # not a credential: do not decode megabytes to compare them
+        return None
+    try:
+        return unquote_plus(body[start:stop].decode("ascii"), errors="strict")
+    except (UnicodeDecodeError, ValueError):
+        return None
+
+
 def check_api_key(given: str | None, expected: str) -> None:
     if not given:
         raise Rejection("unauthenticated", "no api_key")
     if not hmac.compare_digest(given.encode("utf-8"), expected.encode("utf-8")):
         raise Rejection("unauthenticated", "wrong api_key")
+
+
+#: Query parameter names shown as they are in the access log; values never are.
+_PARAM_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]]{1,40}$")
+
+
+def redact_target(target: str, max_path: int = 200) -> str:
+    """A request target as the access log shows it: every query value replaced by
+    ``[redacted]`` (``api_key``, ``token``, ``signature``, ... and anything else: a query
+    value is never needed to read the log), user info and host of an absolute URL dropped,
+    the path cut at ``max_path`` characters."""
+    path, sep, query = target.partition("?")
+    if "://" in path:
+        rest = path.split("://", 1)[1]
+        path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+    if len(path) > max_path:
+        path = path[:max_path] + "..."
+    if not sep:
+        return path
+    items = []
+    for item in query.split("&")[:20]:
+        name, eq, _ = item.partition("=")
+        items.append(f"{name}=[redacted]" if eq and _PARAM_NAME.match(name) else "[redacted]")
+    if query.count("&") >= 20:
+        items.append("...")
+    return path + "?" + "&".join(items)

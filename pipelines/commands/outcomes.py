@@ -10,9 +10,10 @@ HELP = "print delivery outcomes per category (--recompute: recompute the derived
 DESCRIPTION = """\
 Prints the delivery outcomes of [--start, --end] as they are in the warehouse: it only
 reads, so a read-only user (a BigQuery viewer) can look. --recompute first recomputes
-the partitions of delivery_outcomes, recipient_status and suppressions for the range
-from the loaded events, all three in one transaction (idempotent: a rerun changes
-nothing); the daily DAG and `mailpulse run` do that on their own.
+the partitions of delivery_outcomes (and domain_outcomes, the same per recipient
+domain), recipient_status and suppressions for the range from the loaded events, all in
+one transaction (idempotent: a rerun changes nothing); the daily DAG and `mailpulse run`
+do that on their own.
 
 Default range: the --window-days days (4) ending at the latest day that has data (the
 latest event_date of delivery_outcomes, or of events with --recompute), not today: old
@@ -21,8 +22,14 @@ data shows as itself, not as zeros.
 --format table (default) prints one line per category, dates and providers summed;
 json prints a JSON array of rows (event_date, category, provider and every metric);
 csv prints the same rows as CSV. A message with several categories counts in each.
-Rates say what they divide by: delivered % = delivered / requests, open and click
-rates divide by delivered."""
+Rates say what they divide by: delivered % = delivered / requests, bounce % = bounces /
+requests (blocks excluded, as in SendGrid), open and click rates divide by delivered.
+
+--by day|category|provider|mailbox sums along one dimension instead (every format):
+provider is the sending provider (sendgrid, ses, cmc); mailbox the recipients' mailbox
+provider (Gmail, Microsoft, Yahoo, Yahoo! JAPAN, Apple, docomo, au, SoftBank, other),
+from the recipient domains (pipelines/data/mailbox_providers.csv). --category NAME
+keeps one category (e.g. a campaign: --by mailbox --category spring-sale)."""
 
 
 def add_arguments(p):
@@ -43,6 +50,10 @@ def add_arguments(p):
                         "`mailpulse run` use the same setting)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="output format (default: table)")
+    p.add_argument("--by", choices=("day", "category", "provider", "mailbox"), default=None,
+                   help="sum along one dimension (default: per category; json/csv: every row)")
+    p.add_argument("--category", default=None, metavar="NAME",
+                   help="only this category (e.g. one campaign)")
     p.add_argument("--soft-bounce-threshold", type=int, default=None, metavar="N",
                    help="suppress a recipient after N soft-bounced messages (default: 3)")
     p.add_argument("--soft-bounce-days", type=int, default=None, metavar="D",
@@ -118,10 +129,19 @@ def run(args) -> int:
                                    window_days=getattr(args, "window_days", None))
         if recompute:
             written = compute_outcomes(wh, start, end, **params)
-        df = read_outcomes(wh, start, end)
+        by = getattr(args, "by", None)
+        category = getattr(args, "category", None)
+        if by == "mailbox":
+            from ..breakdown import read_domain_outcomes
+            df = read_domain_outcomes(wh, start, end, category=category)
+        else:
+            df = read_outcomes(wh, start, end)
+            if category is not None:
+                df = df[df["category"] == category].reset_index(drop=True)
     except WarehouseError as exc:
         raise UsageError(str(exc)) from None
-    print_outcomes(df, start, end, args.format, sys.stdout, written=written, source=wh.uri)
+    print_outcomes(df, start, end, args.format, sys.stdout, written=written, source=wh.uri,
+                   by=by)
     return 0
 
 
@@ -155,47 +175,66 @@ def _pct(v) -> str:
     return f"{100 * v:.1f}%"
 
 
-def format_table(df, start, end, source: str = "") -> str:
-    """One line per category: what a person reads at a glance."""
-    from ..outcomes import summarize_by_category
+#: --by -> the first column's title in the table
+_BY_TITLE = {"day": "day", "category": "category", "provider": "provider",
+             "mailbox": "mailbox provider"}
 
+
+def format_table(df, start, end, source: str = "", by: str | None = None) -> str:
+    """One line per category (or per value of ``by``): what a person reads at a glance."""
+    from ..breakdown import BY_COLUMN, summarize_by
+
+    by = by or "category"
     head = f"Delivery outcomes {start} .. {end}" + (f"  ({source})" if source else "")
+    if by != "category":
+        head += f", by {_BY_TITLE[by]}"
     if df.empty:
         return head + "\nno outcomes in this range (no events loaded for these dates?)\n"
-    s = summarize_by_category(df)
-    cols = ["category", "providers", "requests", "delivered", "deliv %",
+    s = summarize_by(df, by)
+    key = BY_COLUMN[by]
+    cols = [_BY_TITLE[by], "providers", "requests", "delivered", "deliv %", "bounce %",
             "bounced (h/s/b/u)", "deferred", "dropped", "opens (uniq)",
             "clicks (uniq)", "spam", "unsub"]
     lines = []
     for r in s.to_dict(orient="records"):
+        name = r[key].isoformat() if hasattr(r[key], "isoformat") else str(r[key])
         lines.append([
-            str(r["category"]), r["providers"], str(r["requests"]), str(r["delivered"]),
-            _pct(r["delivered_rate"]),
+            name, r["providers"], str(r["requests"]), str(r["delivered"]),
+            _pct(r["delivered_rate"]), _pct(r["bounce_rate"]),
             f'{r["bounces"] + r["blocks"]} ({r["bounces_hard"]}/{r["bounces_soft"]}/'
             f'{r["blocks"]}/{r["bounces_undetermined"]})', str(r["deferred"]),
             str(r["drops"]), f'{r["opens"]} ({r["unique_opens"]})',
             f'{r["clicks"]} ({r["unique_clicks"]})', str(r["spam_reports"]),
             str(r["unsubscribes"])])
+    if by == "provider":  # the providers column would repeat the first
+        cols.pop(1)
+        lines = [line[:1] + line[2:] for line in lines]
+    texts = 1 if by == "provider" else 2  # left-aligned text columns
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
 
     def fmt(cells):
-        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+        return "  ".join(c.ljust(w) if i < texts else c.rjust(w)
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     body = [fmt(cols), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines]
-    notes = ("requests = recipients sent to; deliv % = delivered / requests; bounced = "
+    notes = ("requests = recipients sent to; deliv % = delivered / requests; bounce % = "
+             "bounces / requests (blocks excluded, as SendGrid);\nbounced = "
              "SendGrid's bounces + blocks, split hard/soft/block/undetermined;\nunique opens/clicks are summed per day; a message "
              "with several categories counts in each (--format json for every metric).")
     return "\n".join([head, *body, "", notes]) + "\n"
 
 
 def print_outcomes(df, start, end, fmt: str, out=None, *, written: dict | None = None,
-                   source: str = "") -> None:
-    """Print outcomes rows as ``table``, ``csv`` or ``json`` (also used by `mailpulse run`)."""
+                   source: str = "", by: str | None = None) -> None:
+    """Print outcomes rows as ``table``, ``csv`` or ``json`` (also used by `mailpulse run`).
+    With ``by``, json and csv print the rows summed along it (pipelines/breakdown.py)."""
     import csv
     import json
 
     out = out or sys.stdout
+    if by is not None and fmt != "table":
+        from ..breakdown import summarize_by
+        df = summarize_by(df, by)
     if fmt == "json":
         out.write(json.dumps(rows_for_json(df)) + "\n")
     elif fmt == "csv":
@@ -204,7 +243,7 @@ def print_outcomes(df, start, end, fmt: str, out=None, *, written: dict | None =
         w.writeheader()
         w.writerows(rows)
     else:
-        out.write(format_table(df, start, end, source))
+        out.write(format_table(df, start, end, source, by=by))
         if written:
             out.write("recomputed: " + ", ".join(f"{t} {n} rows" for t, n in written.items())
                       + "\n")

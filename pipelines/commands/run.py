@@ -79,7 +79,8 @@ def run(args) -> int:
 
     config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
                              cmc_timezone=args.cmc_timezone,
-                             cmc_category_field=args.cmc_category_field)
+                             cmc_category_field=args.cmc_category_field,
+                             max_record_bytes=args.max_record_bytes)
     try:
         report = run_load(None, day, warehouse, config=config, sources=srcs,
                           runner=args.runner, beam_args=args.extra,

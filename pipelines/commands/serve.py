@@ -7,15 +7,21 @@ NAME = "serve"
 ORDER = 80
 HELP = "receive provider webhooks, verify them and append them durably to the archive"
 DESCRIPTION = """\
-Runs an HTTP service (gunicorn, several workers) with
+Runs an HTTP service (gunicorn processes, each an asyncio worker with header and body
+deadlines and a connection bound; the app runs in a thread pool) with
   POST /webhooks/sendgrid  SendGrid Signed Event Webhook (+ optional HTTP Basic auth)
   POST /webhooks/cmc       Customers Mail Cloud (api_key parameter)
   POST /webhooks/ses       SES notifications through SNS (signature + topic allow-list)
   GET  /healthz            counters
-Each accepted body is one line in archive/<provider>/YYYY/MM/DD/HH/<instance>-<seq>.json,
-fsynced before the 2xx. A route is on when its credentials are configured:
+Each accepted body is one line in archive/<provider>/YYYY/MM/DD/HH/<instance>-<seq>.json.open,
+fsynced before the 2xx; the file is published as <instance>-<seq>.json.gz (what a load
+reads) within --rotate-seconds. A route is on when its credentials are configured:
 MAILPULSE_SENDGRID_PUBLIC_KEYS, MAILPULSE_CMC_API_KEY, MAILPULSE_SNS_TOPIC_ARNS.
 Serve plain HTTP on 127.0.0.1 behind a TLS reverse proxy (see the README)."""
+
+#: Beam's storage flags (``--s3_endpoint_url``, ``--s3_region_name``, ``--project`` ...)
+#: are passed to Beam's FileSystems for shipping (the CLI rejects flags Beam does not know).
+ACCEPTS_EXTRA_ARGS = True
 
 ENV_KEYS = "MAILPULSE_SENDGRID_PUBLIC_KEYS"
 ENV_MAX_AGE = "MAILPULSE_SIGNATURE_MAX_AGE"
@@ -35,6 +41,25 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _at_least_one(value: str) -> int:
+    import argparse
+    n = _positive_int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be 1 or more")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    import argparse
+    try:
+        n = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not n > 0:
+        raise argparse.ArgumentTypeError(f"{value!r} must be more than 0")
+    return n
+
+
 def add_arguments(p):
     from ..collector.verification import DEFAULT_SIGNATURE_MAX_AGE
     p.add_argument("--archive", default=None, metavar="URI",
@@ -48,12 +73,30 @@ def add_arguments(p):
     p.add_argument("--workers", type=_positive_int, default=2,
                    help="gunicorn worker processes (default: 2)")
     p.add_argument("--threads", type=_positive_int, default=8,
-                   help="threads per worker (default: 8)")
+                   help="threads per worker that verify and archive fully received posts "
+                        "(default: 8); reading requests never takes a thread")
     p.add_argument("--timeout", type=_positive_int, default=30,
                    help="seconds before a stuck worker is restarted (default: 30)")
     p.add_argument("--dev", action="store_true",
                    help="run Werkzeug's threaded development server instead of gunicorn")
-    p.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    p.add_argument("--access-log", action="store_true",
+                   help="log every request on stderr (query values redacted, headers never logged)")
+
+    g = p.add_argument_group("slow and hostile clients",
+                             "limits of each worker's HTTP server (not applied by --dev)")
+    g.add_argument("--header-timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="a request's head must be complete this long after the connection "
+                        "opens (or after its first byte on a kept-alive connection); else 408 "
+                        "(default: 10)")
+    g.add_argument("--body-timeout", type=_positive_float, default=30.0, metavar="SECONDS",
+                   help="the whole body must arrive within this time after the head; else 408 "
+                        "(default: 30)")
+    g.add_argument("--keepalive", type=_positive_float, default=75.0, metavar="SECONDS",
+                   help="close a kept-alive connection idle this long (default: 75)")
+    g.add_argument("--max-connections", type=_at_least_one, default=1000, metavar="N",
+                   help="open connections per worker; past it the oldest idle or still-sending-"
+                        "their-head connections are closed (a burst may briefly reach 2N), a new "
+                        "one gets 503 at 2N or when all are busy (default: 1000)")
 
     g = p.add_argument_group("verification")
     g.add_argument("--signature-max-age", type=_positive_int, default=None, metavar="SECONDS",
@@ -81,9 +124,12 @@ def add_arguments(p):
                    help="larger posts get 413 (default: 10 MiB)")
     g.add_argument("--max-file-bytes", type=_positive_int, default=64 * 1024 * 1024,
                    help="rotate an archive file at this size (default: 64 MiB)")
+    g.add_argument("--rotate-seconds", type=_positive_float, default=60.0, metavar="S",
+                   help="publish each open archive file (close, gzip, rename to .json.gz, ship) "
+                        "at most S seconds after its first post, so a load sees an "
+                        "acknowledged post within S seconds (default: 60)")
     g.add_argument("--maintain-interval", type=float, default=30.0, metavar="SECONDS",
-                   help="how often each worker closes last hour's files and retries shipping "
-                        "(default: 30)")
+                   help="how often each worker retries failed uploads (default: 30)")
 
 
 def build_config(args, environ=None):
@@ -92,8 +138,12 @@ def build_config(args, environ=None):
     from ..collector.app import CollectorConfig
     from ..collector.archive import is_remote
     from ..collector.sns import load_ca_file
-    from ..collector.verification import (DEFAULT_SIGNATURE_MAX_AGE, KeyConfigError,
-                                          parse_basic_credentials, parse_public_keys)
+    from ..collector.verification import (
+        DEFAULT_SIGNATURE_MAX_AGE,
+        KeyConfigError,
+        parse_basic_credentials,
+        parse_public_keys,
+    )
     from ..config import data_dir, default_archive
 
     env = os.environ if environ is None else environ
@@ -137,14 +187,14 @@ def build_config(args, environ=None):
 
     archive = args.archive or default_archive(env)
     spool = args.spool_dir
+    beam_args = list(getattr(args, "extra", None) or [])  # checked by the CLI: Beam options
     if is_remote(archive):
         spool = spool or str((data_dir(env) / "spool").resolve())
-        try:
-            from apache_beam.io.filesystems import FileSystems
-            FileSystems.get_filesystem(archive)
-        except (ValueError, ImportError) as exc:
-            raise UsageError(f"cannot write to {archive}: {exc}; install apache-beam[gcp] "
-                             f"(gs://) or apache-beam[aws] (s3://)") from None
+        from ..storage import StorageError, configure
+        try:  # before gunicorn forks: every worker inherits Beam's FileSystems options
+            configure([archive], beam_args, environ=env)
+        except StorageError as exc:
+            raise UsageError(f"cannot ship to {archive}: {exc}") from None
     else:
         archive = os.path.abspath(archive)
 
@@ -155,7 +205,7 @@ def build_config(args, environ=None):
         sns_cert_dir=args.sns_cert_dir, sns_ca_certs=ca,
         confirm_subscriptions=args.confirm_subscriptions,
         max_body_bytes=args.max_body_bytes, max_file_bytes=args.max_file_bytes,
-        maintain_interval=args.maintain_interval)
+        maintain_interval=args.maintain_interval, rotate_seconds=args.rotate_seconds)
     if not any(cfg.enabled().values()):
         raise UsageError(f"no webhook is configured: set {ENV_KEYS} (SendGrid), {ENV_CMC} "
                          f"(Customers Mail Cloud) and/or {ENV_TOPICS} (SES via SNS)")
@@ -191,8 +241,13 @@ def run(args) -> int:
         return 0
 
     from ..collector.server import CollectorServer, gunicorn_options
+    from ..collector.worker import ServerLimits
     counters = Counters(shared=True)  # created before the fork: one set for all workers
-    opts = gunicorn_options(args.host, args.port, args.workers or 1, args.threads or 1,
-                            args.timeout, args.access_log)
-    CollectorServer(lambda: create_app(cfg, counters=counters), opts).run()
+    opts = gunicorn_options(args.host, args.port, args.workers or 1, args.timeout)
+    limits = ServerLimits(header_timeout=args.header_timeout, body_timeout=args.body_timeout,
+                          keepalive=args.keepalive, max_connections=args.max_connections,
+                          max_body_bytes=cfg.max_body_bytes, threads=args.threads or 1,
+                          access_log=args.access_log)
+    CollectorServer(lambda: create_app(cfg, counters=counters), opts, limits=limits,
+                    on_reject=lambda reason: counters.add(f"rejected_{reason}")).run()
     return 0

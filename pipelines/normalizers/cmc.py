@@ -15,6 +15,15 @@ A body is ``{"event_type": "deliveries"|"bounces"|"blocks", "server_composition"
   the (message, recipient) once;
 - bounce ``status`` may be a number (``2``) or padded (``"02"``); a code not in the
   documented list is kept in ``smtp_status`` with ``bounce_class`` ``undetermined``;
+- three error statuses report mail CMC never handed to a receiving server: 9 (address
+  format error), 10 (blocked address: suppressed after earlier errors) and 11
+  (unsubscribed address). SendGrid calls those drops, not bounces (``Invalid``,
+  ``Bounced Address``, ``Unsubscribed Address``), and its category stats count them as
+  ``invalid_emails``, ``bounce_drops`` and ``unsubscribe_drops``. So they become
+  ``dropped`` events (``provider_event_type`` as received, ``bounces``; ``smtp_status``
+  the code) whose ``reason`` starts with SendGrid's drop reason, which is what
+  queries/delivery_outcomes classifies, followed by CMC's own reason text:
+  ``Bounced Address: <CMC reason>``. The same for a ``blocks`` event with such a status;
 - reasons quote recipients: addresses are redacted.
 """
 from __future__ import annotations
@@ -52,10 +61,16 @@ BOUNCE_STATUS_CLASS = {
     "6": "soft",    # forward error
     "7": "soft",    # receiving server error
     "8": "soft",    # oversized message
-    "9": "hard",    # address format error
-    "10": "hard",   # blocked address (suppressed after earlier errors)
-    "11": "hard",   # unsubscribed address (one-click unsubscribe)
     "99": "hard",   # other permanent error
+    # 9, 10, 11: never sent, so drops (DROP_STATUS_REASON), not bounces
+}
+
+#: Error ``status`` codes for mail CMC did not send -> SendGrid's drop reason, the start
+#: of the event's ``reason`` (queries/delivery_outcomes classifies drops by it).
+DROP_STATUS_REASON = {
+    "9": "Invalid Address",        # address format error -> invalid_emails
+    "10": "Bounced Address",       # blocked address (suppressed after earlier errors) -> bounce_drops
+    "11": "Unsubscribed Address",  # unsubscribed address (one-click unsubscribe) -> unsubscribe_drops
 }
 
 _ENHANCED_STATUS = re.compile(r"\b([245])\.\d{1,3}\.\d{1,3}\b")
@@ -160,16 +175,30 @@ def normalize_message_id(value: Any) -> str | None:
     return v.strip("<> \t") or None
 
 
-def bounce_class_for(status: str | None) -> str:
-    """Documented codes classify; anything else (a newer code) is ``undetermined``."""
+def status_code(status: str | None) -> str | None:
+    """The documented form of a status code: ``"02"`` / ``2.0`` -> ``"2"``."""
     if status is None:
-        return "undetermined"
+        return None
     code = status.strip()
     if code.isdigit():
         code = str(int(code))  # "02" -> "2"
     elif code.endswith(".0") and code[:-2].isdigit():
         code = str(int(code[:-2]))  # 2.0 from a float
-    return BOUNCE_STATUS_CLASS.get(code, "undetermined")
+    return code
+
+
+def bounce_class_for(status: str | None) -> str:
+    """Documented codes classify; anything else (a newer code) is ``undetermined``."""
+    code = status_code(status)
+    return "undetermined" if code is None else BOUNCE_STATUS_CLASS.get(code, "undetermined")
+
+
+def drop_reason(status: str | None, reason: str | None) -> str | None:
+    """``Bounced Address: <reason>`` for a status of DROP_STATUS_REASON, else None."""
+    word = DROP_STATUS_REASON.get(status_code(status) or "")
+    if word is None:
+        return None
+    return f"{word}: {reason}" if reason else word
 
 
 def smtp_class(reason: str | None) -> str:
@@ -210,7 +239,10 @@ def _event(kind: str, item: dict[str, Any], ctx: NormalizeContext) -> dict[str, 
         event_type = KIND_MAP.get(kind_l, "unknown")
         provider_event_type = kind or "unknown"
         smtp_status = status
-        if event_type == "bounce":
+        dropped = drop_reason(status, reason) if event_type in ("bounce", "dropped") else None
+        if dropped is not None:
+            event_type, reason = "dropped", dropped
+        elif event_type == "bounce":
             bounce_class = bounce_class_for(status)
 
     categories: list[str] = []

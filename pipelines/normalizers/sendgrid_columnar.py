@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
 from . import base
-from .base import NormalizeContext, redact_addresses, text
+from .base import AT_SIGN_RE2, NormalizeContext, redact_addresses, text
 from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
 #: Every character Python's str.strip() removes (RE2's \s is ASCII only).
@@ -51,7 +51,7 @@ def text_column(values: list[Any]) -> pa.Array:
 
 def redacted(arr: pa.Array) -> pa.Array:
     """``base.redact_addresses`` on the values that may hold an address."""
-    may = pc.fill_null(pc.match_substring_regex(arr, "@|%40", ignore_case=True), False)
+    may = pc.fill_null(pc.match_substring_regex(arr, AT_SIGN_RE2, ignore_case=True), False)
     if not pc.any(may).as_py():
         return arr
     return pa.array([redact_addresses(v) if m else v

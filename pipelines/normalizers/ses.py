@@ -17,7 +17,16 @@ Rendering Failure, Open, Click, Subscription).
 Messages about the set-up rather than a mail (SNS ``SubscriptionConfirmation`` /
 ``UnsubscribeConfirmation``, SES ``AmazonSnsSubscriptionSucceeded``, SES's plain-text
 "Successfully validated SNS topic" notification, an empty ``receive-message`` dump) carry
-no event: they are counted as records without an event, never dead-lettered.
+no event: they are counted as records without an event, never dead-lettered. So are SES
+email-receiving notifications (``notificationType: Received``): they report mail that
+*arrived* (a receipt rule ran), not the fate of mail that was sent, and teams often point
+receiving and sending notifications at one topic.
+
+When it happened: the type's own ``timestamp`` (``bounce.timestamp``, ...); Send, Reject
+and Rendering Failure have none, their time is the mail's (``mail.timestamp``, when it was
+sent). A record of another type without a time of its own, inside an SNS envelope, takes
+the envelope's ``Timestamp`` (when SNS published it, seconds after the event), not the
+send time, which can be days earlier; bare, it falls back to ``mail.timestamp``.
 
 Reasons and clicked links can quote an address; it is redacted (``[redacted]@domain``).
 """
@@ -75,6 +84,10 @@ BOUNCE_CLASS = {"Permanent": "hard", "Transient": "soft", "Undetermined": "undet
 
 #: SES notifications about the set-up, not a mail.
 NO_EVENT_NOTIFICATIONS = frozenset({"AmazonSnsSubscriptionSucceeded"})
+#: SES email receiving (inbound): a receipt, not a sending event (see the module docstring).
+RECEIPT_NOTIFICATIONS = frozenset({"Received"})
+#: Types whose own time is the mail's: their payload has no ``timestamp``.
+MAIL_TIME_TYPES = frozenset({"Send", "Reject", "Rendering Failure"})
 #: SNS message types that are about the subscription, not a notification.
 SNS_NO_EVENT_TYPES = frozenset({"SubscriptionConfirmation", "UnsubscribeConfirmation"})
 #: Quirk: when an event destination topic is set up, SES publishes a plain-text (not JSON)
@@ -131,37 +144,40 @@ def _receive_dump(messages: list[Any], ctx: NormalizeContext) -> Result:
 def _one(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
     """One SES record, bare or in its envelopes; dead letters keep the outer record as raw."""
     try:
-        inner = _unwrap(doc)
+        inner, envelope_ts = _unwrap(doc)
     except RecordError as exc:
         return Result().dead(str(exc), doc, PROVIDER)
     if inner is None:
         return Result().skip()
-    return _record(inner, ctx, raw=doc)
+    return _record(inner, ctx, raw=doc, envelope_ts=envelope_ts)
 
 
-def _unwrap(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """Peel SQS and SNS envelopes; None for messages that carry no event."""
+def _unwrap(doc: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
+    """Peel SQS and SNS envelopes: (the SES record or None for messages that carry no
+    event, the ``Timestamp`` of the innermost SNS envelope or None)."""
+    envelope_ts = None
     for _ in range(_MAX_ENVELOPES):
         if "eventType" in doc or "notificationType" in doc:
-            return doc
+            return doc, envelope_ts
         if "Type" in doc:  # an SNS envelope
             sns_type = doc.get("Type")
             if sns_type in SNS_NO_EVENT_TYPES:
-                return None
+                return None, None
             if sns_type != "Notification":
                 raise RecordError(
                     f"unknown SNS message Type {sns_type!r} (expected Notification, "
                     "SubscriptionConfirmation or UnsubscribeConfirmation)")
             message = doc.get("Message")
             if isinstance(message, str) and message.strip().startswith(SNS_SETUP_MESSAGE_PREFIX):
-                return None
+                return None, None
+            envelope_ts = doc.get("Timestamp")
             doc = _embedded_object(message, "SNS Message")
         elif "Body" in doc:  # an SQS message
             doc = _embedded_object(doc.get("Body"), "SQS message Body")
         else:
             break
     if "eventType" in doc or "notificationType" in doc:
-        return doc
+        return doc, envelope_ts
     raise RecordError("no SES record: neither eventType nor notificationType in "
                       + _describe(doc))
 
@@ -185,14 +201,15 @@ def _embedded_object(value: Any, what: str) -> dict[str, Any]:
     return inner
 
 
-def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any) -> Result:
+def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any,
+            envelope_ts: Any = None) -> Result:
     res = Result()
     field = "eventType" if "eventType" in doc else "notificationType"
     word = doc.get(field)
     if not isinstance(word, str) or not word.strip():
         return res.dead(f"{field} is {_json_type(word)}, not an SES event name", raw, PROVIDER)
     word = word.strip()
-    if word in NO_EVENT_NOTIFICATIONS:
+    if word in NO_EVENT_NOTIFICATIONS or word in RECEIPT_NOTIFICATIONS:
         return res.skip()
     mail = doc.get("mail")
     if not isinstance(mail, dict):
@@ -202,11 +219,7 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any) -> Result:
     if not isinstance(payload, dict):
         payload = {}
 
-    # When it happened: the type's own timestamp (bounce.timestamp, open.timestamp, ...);
-    # Send, Reject and Rendering Failure have none, so the mail's (when it was sent).
-    own = payload.get("timestamp")
-    ts_field, ts_value = ((f"{key}.timestamp", own) if own not in (None, "")
-                          else ("mail.timestamp", mail.get("timestamp")))
+    ts_field, ts_value = _time_of(word, key, payload, mail, envelope_ts)
     try:
         ts = parse_iso_ts(ts_value)
     except RecordError as exc:
@@ -256,6 +269,20 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any) -> Result:
             url=url,
         ))
     return res
+
+
+def _time_of(word: str, key: str, payload: dict, mail: dict,
+             envelope_ts: Any) -> tuple[str, Any]:
+    """(where the time came from, its value): see "When it happened" above."""
+    own = payload.get("timestamp")
+    if own not in (None, ""):
+        return f"{key}.timestamp", own
+    sent = mail.get("timestamp")
+    if word in MAIL_TIME_TYPES and sent not in (None, ""):
+        return "mail.timestamp", sent
+    if envelope_ts not in (None, ""):
+        return "SNS Timestamp", envelope_ts
+    return "mail.timestamp", sent
 
 
 def _recipients(word: str, key: str, payload: dict, mail: dict) -> tuple[str, list]:

@@ -14,21 +14,31 @@ WITH events_in_range AS (
     CONCAT(IFNULL(message_id, ''), '/', IFNULL(email_hash, '')) AS recipient_key,
     provider_key,
     LOWER(TRIM(IFNULL(reason, ''))) AS reason_lc,
-    IF(IFNULL(ARRAY_LENGTH(categories), 0) = 0, ['(none)'], categories) AS categories
+    IF(IFNULL(ARRAY_LENGTH(categories), 0) = 0, ['(none)'], categories) AS categories,
+    -- 1 when the provider dropped this (message, recipient): it was never sent, so a
+    -- failure report for it (CMC echoes a drop as a failed delivery) is not a bounce.
+    MAX(IF(event_type = 'dropped', 1, 0)) OVER (PARTITION BY provider_key) AS was_dropped
   FROM (
     SELECT *, CONCAT(provider, '/', IFNULL(message_id, ''), '/', IFNULL(email_hash, '')) AS provider_key
     FROM events
-    WHERE event_date BETWEEN DATE_SUB(@start_date, INTERVAL @days_read_before DAY) AND @end_date
+    -- One day past @end_date too, only to see a drop reported just after midnight
+    -- (outcomes are counted for @start_date..@end_date alone, in facts).
+    WHERE event_date BETWEEN DATE_SUB(@start_date, INTERVAL @days_read_before DAY)
+                         AND DATE_ADD(@end_date, INTERVAL 1 DAY)
   )
 ),
 
--- Every event that signals a delivery outcome, once per outcome it signals.
+-- Every event that signals a delivery outcome, once per outcome it signals. Drops are
+-- classified by SendGrid's reason words (below); providers whose failures are drops in
+-- SendGrid's sense say so in the same words (CMC error status 9/10/11, see
+-- pipelines/normalizers/cmc.py).
 outcome_events AS (
   SELECT *, 'request' AS outcome FROM events_in_range
   WHERE event_type IN ('processed', 'dropped', 'deferred', 'delivered', 'bounce')
   UNION ALL
   SELECT *, event_type AS outcome FROM events_in_range
   WHERE event_type IN ('processed', 'dropped', 'deferred', 'delivered', 'bounce', 'spamreport')
+    AND NOT (event_type = 'bounce' AND was_dropped = 1)
   UNION ALL
   SELECT *, 'unsubscribe' AS outcome FROM events_in_range
   WHERE event_type IN ('unsubscribe', 'group_unsubscribe')

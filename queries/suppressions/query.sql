@@ -1,17 +1,32 @@
 -- suppressions: recipients (email hashes) to stop mailing, one row per recipient,
 -- reason and the day (event_date) the recipient qualified for it.
 -- Reasons: hard_bounce, spam_report, unsubscribe, soft_bounces (at least
--- @soft_bounce_threshold messages soft-bounced within @soft_bounce_days days).
+-- @soft_bounce_threshold messages soft-bounced within @soft_bounce_days days),
+-- invalid_address. A drop because the provider already suppresses the address
+-- (SendGrid 'Bounced Address' / 'Spam Reporting Address' / 'Unsubscribed Address' /
+-- 'Invalid'; CMC error status 10 / 11 / 9) suppresses for the same reason.
 -- BigQuery Standard SQL; DuckDB runs it through pipelines.sql.to_duckdb.
 -- Parameters: @start_date, @end_date (DATE), @soft_bounce_threshold, @soft_bounce_days (INT64).
 WITH events_in_range AS (
   SELECT provider, event_type, bounce_class, event_ts, event_date, message_id, email_hash,
-         recipient_domain
+         recipient_domain,
+         CASE
+           WHEN event_type = 'bounce' AND bounce_class = 'hard' THEN 'hard_bounce'
+           WHEN event_type = 'spamreport' THEN 'spam_report'
+           WHEN event_type = 'unsubscribe' THEN 'unsubscribe'
+           -- drop reasons as delivery_outcomes classifies them
+           WHEN event_type != 'dropped' THEN NULL
+           WHEN LOWER(TRIM(reason)) LIKE 'bounced address%' THEN 'hard_bounce'
+           WHEN LOWER(TRIM(reason)) LIKE 'spam reporting address%' THEN 'spam_report'
+           WHEN LOWER(TRIM(reason)) LIKE 'unsubscribed address%' THEN 'unsubscribe'
+           WHEN LOWER(TRIM(reason)) = 'invalid' OR LOWER(TRIM(reason)) LIKE 'invalid email%'
+                OR LOWER(TRIM(reason)) LIKE 'invalid address%' THEN 'invalid_address'
+         END AS direct_reason
   FROM events
   -- Soft bounces up to @soft_bounce_days before @start_date count toward the window.
   WHERE event_date BETWEEN DATE_SUB(@start_date, INTERVAL @soft_bounce_days DAY) AND @end_date
     AND email_hash IS NOT NULL
-    AND (event_type IN ('spamreport', 'unsubscribe')
+    AND (event_type IN ('spamreport', 'unsubscribe', 'dropped')
          OR (event_type = 'bounce' AND bounce_class IN ('hard', 'soft')))
 ),
 
@@ -19,11 +34,7 @@ direct AS (
   SELECT
     event_date,
     email_hash,
-    CASE event_type
-      WHEN 'bounce' THEN 'hard_bounce'
-      WHEN 'spamreport' THEN 'spam_report'
-      ELSE 'unsubscribe'
-    END AS reason,
+    direct_reason AS reason,
     MAX(recipient_domain) AS recipient_domain,
     MIN(event_ts) AS first_seen,
     MAX(event_ts) AS last_seen,
@@ -32,8 +43,8 @@ direct AS (
     ARRAY_AGG(DISTINCT provider ORDER BY provider) AS providers
   FROM events_in_range
   WHERE event_date BETWEEN @start_date AND @end_date
-    AND NOT (event_type = 'bounce' AND bounce_class = 'soft')
-  GROUP BY event_date, email_hash, reason
+    AND direct_reason IS NOT NULL
+  GROUP BY event_date, email_hash, direct_reason
 ),
 
 -- One soft bounce per (recipient, message): CMC reports a failure twice, providers
