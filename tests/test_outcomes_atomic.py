@@ -156,7 +156,8 @@ def test_replace_partitions_many_on_bigquery_is_one_script(bq_emulator, tmp_path
     from test_bigquery_warehouse import _jobs
     mark = bq_emulator.proxy.mark()
     written = compute_outcomes(wh, D0, D0)
-    assert written == {"recipient_status": 1, "delivery_outcomes": 1, "suppressions": 1}
+    assert written == {"recipient_status": 1, "delivery_outcomes": 1, "domain_outcomes": 1,
+                       "suppressions": 1}
     scripts = [j["configuration"]["query"]["query"] for j in _jobs(bq_emulator.proxy.since(mark))
                if "BEGIN TRANSACTION" in j["configuration"].get("query", {}).get("query", "")]
     assert len(scripts) == 1  # one transaction for the three tables
