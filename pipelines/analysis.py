@@ -208,10 +208,101 @@ def rate_breaches(warehouse, day: date, thresholds: Thresholds) -> list[Breach]:
     return find_breaches(category_daily(_read_outcomes(warehouse, day, day)), thresholds)
 
 
-def format_alert(breaches: list[dict] | list[Breach], day: str, warehouse: str = "") -> str:
+# -- alerts against each category's own baseline ---------------------------------------
+
+@dataclass(frozen=True)
+class Baseline:
+    """Alert when a category's rate on a day stands out from its OWN trailing behaviour:
+    above ``median + spread x max(scaled MAD, min_spread)`` of its last ``days`` days
+    (days with at least ``min_volume`` requests), and at least ``min_increase`` above the
+    median. A category with fewer than ``min_history`` such days falls back to the fixed
+    ``fallback`` thresholds. So a category that always bounces 6 % is quiet at 6 % and
+    one that bounces 1 % alerts at 4 %.
+
+    The scaled MAD (1.4826 x median absolute deviation) is a spread robust to the very
+    spikes it looks for; ``min_spread`` keeps a perfectly flat history from alerting on
+    noise."""
+
+    days: int = 28
+    min_volume: int = 100
+    spread: float = 4.0
+    min_spread: dict = None  # metric -> absolute rate; default in __post_init__
+    min_increase: dict = None  # metric -> absolute rate above the median
+    min_history: int = 7
+    fallback: Thresholds = Thresholds()
+
+    def __post_init__(self):
+        if self.min_spread is None:
+            object.__setattr__(self, "min_spread", {"bounce_rate": 0.005,
+                                                    "spam_report_rate": 0.0005})
+        if self.min_increase is None:
+            object.__setattr__(self, "min_increase", {"bounce_rate": 0.01,
+                                                      "spam_report_rate": 0.001})
+        for name in ("days", "min_volume", "min_history"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name != "min_volume" else 0):
+                raise ConfigurationError(f"baseline {name} {v!r} must be a whole number >= 1")
+        if not isinstance(self.spread, (int, float)) or self.spread <= 0:
+            raise ConfigurationError(f"baseline spread {self.spread!r} must be a number > 0")
+
+
+#: How alerts are decided: against each category's own baseline (default) or fixed
+#: thresholds (the option).
+ALERT_MODES = ("baseline", "fixed")
+
+
+def baseline_breaches(daily: pd.DataFrame, day: date, baseline: Baseline = Baseline()) -> list[Breach]:
+    """Breaches on ``day`` per category of :func:`category_daily` rows that hold ``day``
+    and the ``baseline.days`` days before it. ``Breach.threshold`` is the limit the rate
+    crossed (the baseline's, or the fixed fallback's)."""
+    if daily.empty:
+        return []
+    df = daily.copy()
+    df["event_date"] = pd.to_datetime(df["event_date"]).dt.date
+    first = day - timedelta(days=baseline.days)
+    out: list[Breach] = []
+    for category, rows in df.groupby("category", sort=True):
+        today = rows[rows["event_date"] == day]
+        if today.empty:
+            continue
+        row = today.iloc[0]
+        requests = int(row["requests"])
+        if requests < max(baseline.min_volume, 1):
+            continue
+        hist = rows[(rows["event_date"] >= first) & (rows["event_date"] < day)
+                    & (rows["requests"] >= max(baseline.min_volume, 1))]
+        for metric in CHECKED_METRICS:
+            num_col, den_col = RATES[metric]
+            num, den = int(row[num_col]), int(row[den_col])
+            if not den:
+                continue
+            value = num / den
+            rates = (hist[num_col] / hist[den_col].where(hist[den_col] > 0)).dropna()
+            if len(rates) >= baseline.min_history:
+                median = float(rates.median())
+                mad = 1.4826 * float((rates - median).abs().median())
+                limit = median + max(baseline.spread * max(mad, baseline.min_spread[metric]),
+                                     baseline.min_increase[metric])
+            else:
+                limit = getattr(baseline.fallback, metric)
+            if value > limit:
+                out.append(Breach(day.isoformat(), str(category), metric, value, limit, num,
+                                  den, requests))
+    return sorted(out, key=lambda b: (b.event_date, b.category, b.metric))
+
+
+def baseline_rate_breaches(warehouse, day: date, baseline: Baseline = Baseline()) -> list[Breach]:
+    """:func:`baseline_breaches` on ``delivery_outcomes`` (day and its trailing days)."""
+    daily = category_daily(_read_outcomes(warehouse, day - timedelta(days=baseline.days), day))
+    return baseline_breaches(daily, day, baseline)
+
+
+def format_alert(breaches: list[dict] | list[Breach], day: str, warehouse: str = "",
+                 mode: str = "fixed") -> str:
     """The alert text: one line per breach, then where the numbers come from."""
     items = [b if isinstance(b, Breach) else Breach(**b) for b in breaches]
-    lines = [f":rotating_light: mailpulse: {len(items)} rate alert(s) for {day}"]
+    lines = [f":rotating_light: mailpulse: {len(items)} rate alert(s) for {day}"
+             + (" (each category against its own last 28 days)" if mode == "baseline" else "")]
     lines += [f"• {b.describe()}" for b in items]
     if warehouse:
         lines.append(f"from delivery_outcomes in {warehouse}")
@@ -222,34 +313,84 @@ class AlertNotPosted(RuntimeError):
     """Slack refused or could not be reached; the message says why (retry or fix)."""
 
 
-def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channel: str | None,
-                    api_url: str | None = None, warehouse: str = "") -> dict[str, Any]:
-    """Posts one Slack message listing ``breaches`` through :mod:`pipelines.slack`
-    (nothing when there are none). Without a token the alert is logged at WARNING
-    instead. Raises :class:`AlertNotPosted` when Slack fails, so a scheduler retries."""
+def format_empty_alert(days: list[str], warehouse: str = "", where: str = "") -> str:
+    """The alert for days with no event at all in the warehouse."""
+    span = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+    lines = [f":warning: mailpulse: no events at all for {span}"
+             + (f" in {warehouse}" if warehouse else ""),
+             "Is the collector (`mailpulse serve`) or the SES queue drain running, and is the "
+             "archive the DAG reads the one they write to?" + (f" (read: {where})" if where else "")]
+    return "\n".join(lines)
+
+
+def _slack_notifier(token: str, channel: str | None, api_url: str | None):
     from .slack import DEFAULT_API_URL, SlackConfig, SlackNotifier
-    if not breaches:
-        log.info("no rate above its threshold on %s; nothing to post", day)
-        return {"posted": False, "reason": "no breaches", "breaches": 0}
-    text = format_alert(breaches, day, warehouse)
-    if not token:
-        log.warning("%s\n(not posted: no Slack token; set SLACK_BOT_TOKEN or the password "
-                    "of the mailpulse_slack connection)", text)
-        return {"posted": False, "reason": "no Slack token", "breaches": len(breaches),
-                "text": text}
     if not channel:
         raise ConfigurationError(
             "a Slack token is configured but no channel: set MAILPULSE_SLACK_CHANNEL, the "
             "Variable mailpulse_slack_channel or the run param slack_channel")
     url = api_url or DEFAULT_API_URL
-    notifier = SlackNotifier(SlackConfig(token=token, channel=channel,
-                                         api_url=url if url.endswith("/") else url + "/"))
+    return SlackNotifier(SlackConfig(token=token, channel=channel,
+                                     api_url=url if url.endswith("/") else url + "/"))
+
+
+def _post(text: str, *, token: str | None, channel: str | None, api_url: str | None,
+          what: str, extra: dict[str, Any]) -> dict[str, Any]:
+    """Post ``text`` (or log it at WARNING without a token); raises AlertNotPosted."""
+    if not token:
+        log.warning("%s\n(not posted: no Slack token; set SLACK_BOT_TOKEN or the password "
+                    "of the mailpulse_slack connection)", text)
+        return {"posted": False, "reason": "no Slack token", **extra, "text": text}
     errors: list[str] = []
-    posted = notifier.post_message(text, errors=errors)
+    posted = _slack_notifier(token, channel, api_url).post_message(text, errors=errors)
     if posted is None:
-        raise AlertNotPosted("; ".join(errors) or "Slack did not accept the message")
-    return {"posted": True, "channel": posted["channel"], "ts": posted["ts"],
-            "breaches": len(breaches), "text": text}
+        raise AlertNotPosted("; ".join(errors) or f"Slack did not accept the {what}")
+    return {"posted": True, "channel": posted["channel"], "ts": posted["ts"], **extra,
+            "text": text}
+
+
+def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channel: str | None,
+                    api_url: str | None = None, warehouse: str = "",
+                    empty_days: list[str] | None = None, where: str = "",
+                    mode: str = "fixed") -> dict[str, Any]:
+    """Posts one Slack message listing ``breaches`` and/or the ``empty_days`` (days with
+    no event at all) through :mod:`pipelines.slack` (nothing when there are none).
+    Without a token the alert is logged at WARNING instead. Raises
+    :class:`AlertNotPosted` when Slack fails, so a scheduler retries."""
+    empty_days = list(empty_days or [])
+    if not breaches and not empty_days:
+        log.info("no rate above its threshold on %s; nothing to post", day)
+        return {"posted": False, "reason": "no breaches", "breaches": 0}
+    parts = []
+    if empty_days:
+        parts.append(format_empty_alert(empty_days, warehouse, where))
+    if breaches:
+        parts.append(format_alert(breaches, day, warehouse, mode))
+    return _post("\n\n".join(parts), token=token, channel=channel, api_url=api_url,
+                 what="alert", extra={"breaches": len(breaches), "empty_days": empty_days})
+
+
+def post_failure_alert(*, dag_id: str, task_id: str, run_id: str, days: list[str],
+                       error: str, try_number: int | None = None, log_url: str | None = None,
+                       token: str | None, channel: str | None,
+                       api_url: str | None = None) -> dict[str, Any]:
+    """A failed DAG task, in one Slack message (logged without a token): what failed,
+    for which days, the error, and where to look and what to do."""
+    span = (days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}") if days else "?"
+    lines = [f":x: mailpulse: {dag_id}.{task_id} failed for {span}"
+             + (f" (try {try_number})" if try_number else ""),
+             f"error: {_trunc_text(error, 1500)}",
+             f"run: {run_id}"]
+    if log_url:
+        lines.append(f"log: {log_url}")
+    lines.append("Fix the cause, then clear the task in the Airflow UI (or `airflow tasks "
+                 f"clear {dag_id} -t {task_id} -d`); every task is safe to rerun.")
+    return _post("\n".join(lines), token=token, channel=channel, api_url=api_url,
+                 what="failure alert", extra={"dag_id": dag_id, "task_id": task_id})
+
+
+def _trunc_text(text: str, n: int) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 # -- windows ---------------------------------------------------------------------------
