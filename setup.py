@@ -43,7 +43,9 @@ CORE = [
 EXTRAS = {
     # Airflow 3.3.2 resolves together with apache-beam[gcp] 2.77 in one environment.
     "airflow": ["apache-airflow==3.3.2"],
-    "notebooks": ["nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "matplotlib>=3.8"],
+    # jupyterlab: the README's `jupyter lab notebooks/`; nbclient/ipykernel run them headless
+    "notebooks": ["jupyterlab>=4.2", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
+                  "matplotlib>=3.8"],
 }
 EXTRAS["test"] = (
     ["pytest>=8", "hypothesis>=6.100",

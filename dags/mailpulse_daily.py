@@ -1,85 +1,80 @@
-"""mailpulse_daily: load one archive day, recompute outcomes, alert on bad rates.
+"""mailpulse_daily: load the day that just ended, recompute outcomes, alert.
 
 Parsing this file does no I/O: Variables, Connections, the warehouse and the archive
 are read only when a task runs, and the ``pipelines`` package is imported inside the
 tasks (so the scheduler's parse loop stays fast and never touches the warehouse).
+Settings, the hasher, Slack credentials and the failure callback are shared with
+mailpulse_intraday (dags/mailpulse_common.py).
 """
 from __future__ import annotations
 
 from datetime import timedelta
+
+import os
+import sys
 
 import pendulum
 from airflow.sdk import (CronDataIntervalTimetable, ExceptionRetryPolicy, Param, RetryAction,
                          RetryRule, dag, get_current_context, task)
 from airflow.sdk.exceptions import AirflowFailException
 
+# Airflow puts the DAGs folder on sys.path; a bare DagBag (tests, CI checks) may not.
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailpulse_common as common  # noqa: E402
+from mailpulse_common import DEFAULTS, VARIABLES  # noqa: E402,F401  (documented names)
+
 DAG_ID = "mailpulse_daily"
-
-#: Airflow Variables the DAG reads (each may be overridden per run by the param of the
-#: same name without the prefix). Names that contain "secret" are masked in logs.
-VARIABLES = {
-    "warehouse": "mailpulse_warehouse",
-    "archive": "mailpulse_archive",
-    "runner": "mailpulse_runner",
-    "beam_args": "mailpulse_beam_args",
-    "lookback_days": "mailpulse_lookback_days",
-    "bounce_rate_threshold": "mailpulse_bounce_rate_threshold",
-    "spam_report_rate_threshold": "mailpulse_spam_report_rate_threshold",
-    "min_volume": "mailpulse_min_volume",
-    "slack_channel": "mailpulse_slack_channel",
-    "hash_key": "mailpulse_hash_secret",
-}
-#: Connections the DAG reads when they exist.
-WAREHOUSE_CONN_ID = "mailpulse_warehouse"
-SLACK_CONN_ID = "mailpulse_slack"
-
-#: What applies when neither the run, a Variable nor a Connection says otherwise.
-DEFAULTS = {
-    "runner": "DirectRunner",
-    "beam_args": [],
-    "lookback_days": 3,
-    # bounces / requests per category and day (delivery_outcomes.bounce_rate; blocks
-    # are counted apart, as in SendGrid's stats).
-    "bounce_rate_threshold": 0.05,
-    # Share of delivered mail reported as spam; Gmail and Yahoo require bulk senders to
-    # stay below 0.3 %.
-    "spam_report_rate_threshold": 0.003,
-    # Categories with fewer requests (messages x recipients sent) that day are not checked.
-    "min_volume": 100,
-}
 
 DOC_MD = """
 # mailpulse_daily
 
-Every day, for the run's **logical date** `D` (the UTC day that just ended):
+Every run processes its **data interval**, never its logical date: a scheduled run
+covers the UTC day `D` that just ended ([D 00:00, D+1 00:00)); a manual run ("Trigger
+DAG", or `airflow dags test mailpulse_daily 2026-11-21`) covers the interval that ends at
+its run time, i.e. the last complete day (2026-11-20 here), never a partial today.
 
 1. **resolve_settings**: works out the configuration of this run (below) and shows it in
-   its log and XCom (no secrets).
-2. **load_archive**: runs the Beam load job (`pipelines.load.run_load`) over the archive
-   files of day `D` (`<archive>/<provider>/YYYY/MM/DD/HH/*`) and commits them to the
-   warehouse. Loads are idempotent: rerunning a day adds nothing twice.
-3. **recompute_outcomes**: recomputes `delivery_outcomes`, `recipient_status` and
-   `suppressions` for the look-back window `D - (lookback_days - 1)` .. `D` (default
-   3 days), so late events (deferrals settle within 72 h) update earlier days.
-4. **check_rates**: per category on day `D` (summed over providers), compares the bounce
-   rate (bounces / requests) and the spam-report rate (spam reports / delivered) of
-   `delivery_outcomes` with the thresholds. Categories with fewer than `min_volume`
-   requests that day are skipped.
-5. **notify_slack**: posts one message listing the breaches to the Slack channel, or logs
-   it (WARNING) when no Slack token is configured. Nothing is posted when all is well.
+   its log and XCom (no secrets), with the interval's days and the outcomes window.
+2. **load_archive**: runs the Beam load job (`pipelines.load.run_load`) over each day of
+   the interval: only archive files not loaded yet (the `loaded_files` manifest), so a
+   rerun or a day the intraday DAG already loaded costs what is new. Idempotent.
+3. **check_volume**: counts the events of the interval's days in the warehouse; none at
+   all is an **empty day** (the collector stopped, a wrong archive path) and alerts.
+4. **recompute_outcomes**: recomputes `delivery_outcomes`, `recipient_status` and
+   `suppressions` for the window of `window_days` days ending at `D` (default 4:
+   `D-3 .. D`), **and** every older `recipient_status` partition whose recipients
+   received events in that window (a recipient's row lives in the partition of its
+   first send event, so mail deferred on `D-5` and settled today changes partition
+   `D-5`). All tables in one transaction: a killed run leaves them as they were.
+5. **check_rates**: per category on day `D` (summed over providers), the bounce rate
+   (bounces / requests) and the spam-report rate (spam reports / delivered) of
+   `delivery_outcomes`. With `alert_mode=baseline` (default) each category is compared
+   with its OWN last 28 days (median + 4 x robust spread, at least +1 point of bounces /
+   +0.1 point of spam reports), so a normal day is quiet and a spike stands out; a
+   category with fewer than 7 days of history uses the fixed thresholds. With
+   `alert_mode=fixed`, the thresholds alone. Categories with fewer than `min_volume`
+   requests that day (or a history day) are skipped.
+6. **notify_slack**: posts one message listing the breaches and an empty day to the
+   Slack channel, or logs it (WARNING) when no Slack token is configured. Nothing is
+   posted when all is well.
+
+A task that fails (after its retries) posts to the same Slack channel (the failure
+callback): which task, which day, the error, the log URL and how to rerun.
 
 ## Configuration (first match wins)
 
 | setting | run param (Trigger DAG w/ config) | Airflow Variable | Connection / environment | default |
 |---|---|---|---|---|
 | warehouse | `warehouse` | `mailpulse_warehouse` | conn `mailpulse_warehouse` (`bigquery://PROJECT/DATASET` or `duckdb:///path`), env `MAILPULSE_WAREHOUSE` | embedded DuckDB file under `$MAILPULSE_DATA_DIR` (`./mailpulse-data`) |
-| archive | `archive` | `mailpulse_archive` | env `MAILPULSE_ARCHIVE` | `$MAILPULSE_DATA_DIR/archive` (`gs://...` works) |
+| archive | `archive` | `mailpulse_archive` | env `MAILPULSE_ARCHIVE`, else env `MAILPULSE_SOURCES` (`PROVIDER=URI[?layout=...]` ...) | `$MAILPULSE_DATA_DIR/archive` (`gs://...`, `s3://...` work) |
 | Beam runner | `runner` | `mailpulse_runner` | | `DirectRunner` |
 | Beam options | `beam_args` (list) | `mailpulse_beam_args` (JSON list) | | none (e.g. `["--project=P", "--region=R", "--temp_location=gs://B/tmp"]`) |
-| look-back days | `lookback_days` | `mailpulse_lookback_days` | | 3 |
+| outcomes window | `window_days` | `mailpulse_window_days` (old name `mailpulse_lookback_days` still read) | | 4 (`D-3 .. D`; the same setting as `mailpulse run/outcomes --window-days`) |
 | bounce threshold | `bounce_rate_threshold` | `mailpulse_bounce_rate_threshold` | | 0.05 |
 | spam-report threshold | `spam_report_rate_threshold` | `mailpulse_spam_report_rate_threshold` | | 0.003 |
 | minimum volume | `min_volume` | `mailpulse_min_volume` | | 100 requests |
+| alert mode | `alert_mode` | `mailpulse_alert_mode` | | `baseline` (`fixed`: thresholds only) |
 | Slack channel | `slack_channel` | `mailpulse_slack_channel` | conn `mailpulse_slack` extra `channel`, env `MAILPULSE_SLACK_CHANNEL` | none (log only) |
 | Slack token | | | conn `mailpulse_slack` password, env `SLACK_BOT_TOKEN` | none (log only) |
 | hash key | | `mailpulse_hash_secret` | env `MAILPULSE_HASH_KEY` | development key (DuckDB only) |
@@ -90,8 +85,9 @@ and (for Dataflow) `mailpulse_runner=DataflowRunner` plus `mailpulse_beam_args`.
 
 ## Rerunning a day
 
-* Whole day, outside the scheduler: `airflow dags test mailpulse_daily 2026-11-20`
-  (add `-c '{"min_volume": 10}'` to override params).
+* Whole day, outside the scheduler: `airflow dags test mailpulse_daily 2026-11-21`
+  processes **2026-11-20** (a manual run covers the complete day before its date; add
+  `-c '{"min_volume": 10}'` to override params).
 * In a deployment: *Clear* the day's run (or one task and its downstream tasks) in the
   UI, or `airflow tasks clear mailpulse_daily -s 2026-11-20 -e 2026-11-20 -t load_archive -d`.
   Every task is safe to rerun: the load is idempotent and outcomes replace only the
@@ -121,6 +117,7 @@ DEFAULT_ARGS = {
     "retry_exponential_backoff": 2.0,
     "max_retry_delay": timedelta(minutes=30),
     "retry_policy": RETRY_POLICY,
+    "on_failure_callback": common.notify_failure,
 }
 
 PARAMS = {
@@ -129,152 +126,32 @@ PARAMS = {
     "archive": Param(None, type=["null", "string"], description="archive root: a directory or gs://..."),
     "runner": Param(None, type=["null", "string"], description="Beam runner, e.g. DataflowRunner"),
     "beam_args": Param(None, type=["null", "array"], description="extra Beam pipeline options"),
-    "lookback_days": Param(None, type=["null", "integer"], minimum=1,
-                           description="days of outcomes to recompute, ending at the logical date"),
+    "window_days": Param(None, type=["null", "integer"], minimum=1,
+                         description="outcome partitions recomputed, ending at the interval's "
+                                     "last day (default 4)"),
     "bounce_rate_threshold": Param(None, type=["null", "number"], minimum=0, maximum=1),
     "spam_report_rate_threshold": Param(None, type=["null", "number"], minimum=0, maximum=1),
     "min_volume": Param(None, type=["null", "integer"], minimum=0,
                         description="categories with fewer requests that day are not checked"),
+    "alert_mode": Param(None, type=["null", "string"], enum=[None, "baseline", "fixed"],
+                        description="baseline (each category against its own last 28 days; "
+                                    "default) or fixed (the thresholds)"),
     "slack_channel": Param(None, type=["null", "string"], description="channel for alerts"),
 }
 
 
-def _variable(name: str):
-    from airflow.sdk import Variable
-    return Variable.get(VARIABLES[name], default=None)
-
-
-def _connection(conn_id: str):
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
+def _fail_on_configuration(fn, *args, **kwargs):
+    """Run ``fn``; a ConfigurationError cannot be fixed by retrying."""
+    from pipelines.analysis import ConfigurationError
     try:
-        return Connection.get(conn_id)
-    except AirflowNotFoundException:
-        return None
-
-
-def _warehouse_from_connection(conn) -> str | None:
-    """``bigquery``: host = project, schema = dataset; ``duckdb``: extra ``path`` or
-    schema = file path; any type: extra ``uri``."""
-    if conn is None:
-        return None
-    extra = conn.extra_dejson or {}
-    if extra.get("uri"):
-        return extra["uri"]
-    kind = (conn.conn_type or "").lower()
-    if kind in ("bigquery", "google_cloud_platform", "gcpbigquery"):
-        project = conn.host or extra.get("project")
-        dataset = conn.schema or extra.get("dataset")
-        if project and dataset:
-            return f"bigquery://{project}/{dataset}"
-    if kind == "duckdb":
-        path = extra.get("path") or conn.schema or conn.host
-        if path:
-            return f"duckdb://{path}"  # duckdb:///abs/file.duckdb or duckdb://relative/file
-    from pipelines.analysis import ConfigurationError
-    raise ConfigurationError(
-        f"connection {WAREHOUSE_CONN_ID!r} (type {conn.conn_type!r}) does not name a warehouse: "
-        "use type bigquery with host=PROJECT and schema=DATASET, type duckdb with "
-        'extra {"path": "/abs/file.duckdb"}, or any type with extra {"uri": "..."}')
-
-
-def resolve_settings_for(params: dict, logical_day) -> dict:
-    """The run's configuration: run params, then Variables, then Connections and the
-    environment, then :data:`DEFAULTS` and the embedded warehouse (no secrets)."""
-    import json
-    import os
-    from datetime import timedelta as _td
-
-    from pipelines.analysis import ConfigurationError
-    from pipelines.config import default_archive, default_warehouse_uri
-
-    def pick(name):
-        """(value, where it came from) from the run's params or the Variable."""
-        if params.get(name) not in (None, ""):
-            return params[name], "param"
-        value = _variable(name)
-        if value not in (None, ""):
-            return value, "variable"
-        return None, None
-
-    s: dict = {"logical_date": logical_day.isoformat()}
-    sources: dict = {}
-    wh, src = pick("warehouse")
-    if wh is None:
-        wh, src = _warehouse_from_connection(_connection(WAREHOUSE_CONN_ID)), "connection"
-    if wh is None:
-        wh, src = os.environ.get("MAILPULSE_WAREHOUSE") or None, "environment"
-    if wh is None:
-        wh, src = default_warehouse_uri(), "default"
-    s["warehouse"], sources["warehouse"] = wh, src
-    archive, src = pick("archive")
-    if archive is None:
-        archive, src = (os.environ.get("MAILPULSE_ARCHIVE"), "environment") \
-            if os.environ.get("MAILPULSE_ARCHIVE") else (default_archive(), "default")
-    s["archive"], sources["archive"] = archive, src
-    for name, cast in (("runner", str), ("lookback_days", int),
-                       ("bounce_rate_threshold", float), ("spam_report_rate_threshold", float),
-                       ("min_volume", int)):
-        value, src = pick(name)
-        if value is None:
-            value, src = DEFAULTS[name], "default"
-        try:
-            s[name] = cast(value)
-        except (TypeError, ValueError):
-            raise ConfigurationError(
-                f"{name} = {value!r} (from the {src}) is not a valid {cast.__name__}; fix the "
-                f"run param {name!r} or the Variable {VARIABLES[name]!r}") from None
-        sources[name] = src
-    beam_args, src = pick("beam_args")
-    if isinstance(beam_args, str):
-        try:
-            beam_args = json.loads(beam_args)
-        except ValueError:
-            raise ConfigurationError(
-                f"Variable {VARIABLES['beam_args']!r} must be a JSON list of strings such as "
-                '["--project=P", "--region=europe-west1"]') from None
-    if beam_args is not None and not (isinstance(beam_args, list)
-                                      and all(isinstance(a, str) for a in beam_args)):
-        raise ConfigurationError(f"beam_args must be a list of strings, got {beam_args!r}")
-    s["beam_args"], sources["beam_args"] = beam_args or [], src or "default"
-    if s["lookback_days"] < 1:
-        raise ConfigurationError("lookback_days must be at least 1")
-    channel, src = pick("slack_channel")
-    if channel is None:
-        conn = _connection(SLACK_CONN_ID)
-        channel = (conn.extra_dejson or {}).get("channel") if conn else None
-        src = "connection" if channel else None
-    if channel is None and os.environ.get("MAILPULSE_SLACK_CHANNEL"):
-        channel, src = os.environ["MAILPULSE_SLACK_CHANNEL"], "environment"
-    s["slack_channel"], sources["slack_channel"] = channel, src or "unset"
-    s["window_start"] = (logical_day - _td(days=s["lookback_days"] - 1)).isoformat()
-    s["window_end"] = logical_day.isoformat()
-    s["sources"] = sources
-    return s
-
-
-def _hasher(warehouse: str):
-    """The email hasher: env MAILPULSE_HASH_KEY, else the Variable mailpulse_hash_secret;
-    the development key only on the embedded default."""
-    import os
-
-    from pipelines.hashing import HASH_KEY_ENV, EmailHasher, resolve_key
-    environ = {HASH_KEY_ENV: os.environ.get(HASH_KEY_ENV) or _variable("hash_key") or ""}
-    return EmailHasher(resolve_key(environ, embedded=warehouse.startswith("duckdb:")))
-
-
-def _slack_credentials() -> tuple[str | None, str | None]:
-    """(token, api base url): the mailpulse_slack Connection, else the environment."""
-    import os
-    conn = _connection(SLACK_CONN_ID)
-    token = (conn.password if conn else None) or os.environ.get("SLACK_BOT_TOKEN") or None
-    base = (conn.extra_dejson or {}).get("api_url") if conn is not None else None
-    return token, base or os.environ.get("MAILPULSE_SLACK_API_URL") or None
+        return fn(*args, **kwargs)
+    except ConfigurationError as exc:
+        raise AirflowFailException(str(exc)) from exc
 
 
 @dag(
     dag_id=DAG_ID,
-    description="Load a day of provider archives, recompute delivery outcomes, alert on bounce/complaint rates",
+    description="Load the day that ended, recompute delivery outcomes, alert on rates, empty days and failures",
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=True,
@@ -289,13 +166,11 @@ def mailpulse_daily():
 
     @task
     def resolve_settings() -> dict:
-        from pipelines.analysis import ConfigurationError
-        ctx = get_current_context()
-        try:
-            settings = resolve_settings_for(dict(ctx["params"]), ctx["logical_date"].date())
-        except ConfigurationError as exc:  # retrying cannot fix a setting
-            raise AirflowFailException(str(exc)) from exc
         import logging
+        ctx = get_current_context()
+        settings = _fail_on_configuration(
+            common.resolve_settings_for, dict(ctx["params"]), ctx["data_interval_start"],
+            ctx["data_interval_end"], logical_date=ctx.get("logical_date"))
         logging.getLogger(__name__).info("settings for %s: %s", DAG_ID, settings)
         return settings
 
@@ -304,56 +179,89 @@ def mailpulse_daily():
         from datetime import date
 
         from pipelines.load import NormalizeConfig, run_load
-        report = run_load(settings["archive"], date.fromisoformat(settings["logical_date"]),
-                          settings["warehouse"],
-                          config=NormalizeConfig(hasher=_hasher(settings["warehouse"])),
-                          runner=settings["runner"], beam_args=settings["beam_args"])
-        result = report.as_dict()
-        if not report.adds_up():
-            raise RuntimeError(f"load counts do not add up (a bug; nothing to rerun): {result}")
-        return result
+        config = NormalizeConfig(hasher=common.hasher_for(settings["warehouse"]))
+        sources = common.sources_for(settings)
+        per_day = []
+        for day in settings["interval_days"]:
+            report = run_load(None, date.fromisoformat(day), settings["warehouse"],
+                              config=config, sources=sources, runner=settings["runner"],
+                              beam_args=settings["beam_args"])
+            result = report.as_dict()
+            if not report.adds_up():
+                raise RuntimeError(f"load counts do not add up (a bug; nothing to rerun): {result}")
+            per_day.append(result)
+        keys = ("files_read", "files_skipped", "records_read", "events_loaded",
+                "already_loaded", "dead_letters")
+        out = {k: sum(r.get(k, 0) or 0 for r in per_day) for k in keys}
+        out.update(days=settings["interval_days"], per_day=per_day, adds_up=True,
+                   status=",".join(sorted({r["status"] for r in per_day})))
+        return out
+
+    @task
+    def check_volume(settings: dict, load: dict) -> dict:
+        from datetime import date
+
+        from pipelines.warehouse import open_warehouse
+        wh = open_warehouse(settings["warehouse"])
+        days = [date.fromisoformat(d) for d in settings["interval_days"]]
+        rows = wh.query("SELECT event_date, COUNT(*) AS n FROM events "
+                        "WHERE event_date BETWEEN @first AND @last GROUP BY event_date",
+                        {"first": days[0], "last": days[-1]}).to_pylist() \
+            if wh.table_exists("events") else []
+        counts = {r["event_date"].isoformat(): int(r["n"]) for r in rows}
+        empty = [d.isoformat() for d in days if not counts.get(d.isoformat())]
+        return {"events": {d: counts.get(d, 0) for d in settings["interval_days"]},
+                "empty_days": empty, "files_read": load.get("files_read", 0)}
 
     @task(execution_timeout=timedelta(hours=1))
     def recompute_outcomes(settings: dict, load: dict) -> dict:
         from datetime import date
 
         from pipelines.analysis import jsonable
-        from pipelines.outcomes import compute_outcomes
-        result = compute_outcomes(settings["warehouse"], date.fromisoformat(settings["window_start"]),
-                                  date.fromisoformat(settings["window_end"]))
+        from pipelines.outcomes import compute_outcomes, late_status_partitions
+        start = date.fromisoformat(settings["window_start"])
+        end = date.fromisoformat(settings["window_end"])
+        late = late_status_partitions(settings["warehouse"], start, end)
+        result = compute_outcomes(settings["warehouse"], start, end, status_partitions=late)
         return {"window_start": settings["window_start"], "window_end": settings["window_end"],
+                "late_status_partitions": [d.isoformat() for d in late],
                 "events_loaded": load.get("events_loaded"), "result": jsonable(result)}
 
     @task
     def check_rates(settings: dict, outcomes: dict) -> list[dict]:
         from datetime import date
 
-        from pipelines.analysis import ConfigurationError, Thresholds, rate_breaches
-        day = date.fromisoformat(settings["logical_date"])
-        try:
-            thresholds = Thresholds(bounce_rate=settings["bounce_rate_threshold"],
-                                    spam_report_rate=settings["spam_report_rate_threshold"],
-                                    min_volume=settings["min_volume"])
-        except ConfigurationError as exc:
-            raise AirflowFailException(str(exc)) from exc
-        return [b.as_dict() for b in rate_breaches(settings["warehouse"], day, thresholds)]
+        from pipelines.analysis import Baseline, Thresholds, baseline_rate_breaches, rate_breaches
+        day = date.fromisoformat(settings["day"])
+        thresholds = _fail_on_configuration(
+            Thresholds, bounce_rate=settings["bounce_rate_threshold"],
+            spam_report_rate=settings["spam_report_rate_threshold"],
+            min_volume=settings["min_volume"])
+        if settings.get("alert_mode", "baseline") == "fixed":
+            found = rate_breaches(settings["warehouse"], day, thresholds)
+        else:
+            baseline = _fail_on_configuration(Baseline, min_volume=settings["min_volume"],
+                                              fallback=thresholds)
+            found = baseline_rate_breaches(settings["warehouse"], day, baseline)
+        return [b.as_dict() for b in found]
 
     @task
-    def notify_slack(settings: dict, breaches: list[dict]) -> dict:
-        from pipelines.analysis import ConfigurationError, post_rate_alert
-        token, api_url = _slack_credentials()
-        try:
-            return post_rate_alert(breaches, day=settings["logical_date"], token=token,
-                                   channel=settings["slack_channel"], api_url=api_url,
-                                   warehouse=settings["warehouse"])
-        except ConfigurationError as exc:
-            raise AirflowFailException(str(exc)) from exc
+    def notify_slack(settings: dict, breaches: list[dict], volume: dict) -> dict:
+        from pipelines.analysis import post_rate_alert
+        token, api_url = common.slack_credentials()
+        where = settings.get("archive") or " ".join(settings.get("source_specs") or [])
+        return _fail_on_configuration(
+            post_rate_alert, breaches, day=settings["day"], token=token,
+            channel=settings["slack_channel"], api_url=api_url,
+            warehouse=settings["warehouse"], empty_days=volume["empty_days"], where=where,
+            mode=settings.get("alert_mode", "fixed"))
 
     settings = resolve_settings()
     loaded = load_archive(settings)
+    volume = check_volume(settings, loaded)
     outcomes = recompute_outcomes(settings, loaded)
     breaches = check_rates(settings, outcomes)
-    notify_slack(settings, breaches)
+    notify_slack(settings, breaches, volume)
 
 
 mailpulse_daily()

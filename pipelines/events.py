@@ -74,10 +74,16 @@ DEAD_LETTER_FIELDS: tuple[Field, ...] = (
           "Position of the record within the line (items of a batch, SES recipients); 0 for a whole line"),
     Field("provider", "STRING", "NULLABLE", "Provider when it could be told, else null"),
     Field("reason", "STRING", "REQUIRED", "Why the record could not become an event"),
-    Field("raw", "STRING", "REQUIRED", "The record's raw text"),
+    Field("raw", "STRING", "REQUIRED",
+          "A preview of the record's raw text (at most 2,000 characters, addresses "
+          "redacted); source_uri + line point at the whole record in the archive"),
     Field("event_date", "DATE", "NULLABLE", "The archive date the record was loaded for"),
     Field("load_id", "STRING", "NULLABLE", "The load that stored it"),
     Field("ingested_at", "TIMESTAMP", "NULLABLE", "When that load started (UTC)"),
+    # Added after the first release: last, so tables created before it gain it with
+    # ALTER TABLE ... ADD COLUMN and keep the column order.
+    Field("raw_bytes", "INT64", "NULLABLE",
+          "Length of the record in the archive, in bytes (null when unknown)"),
 )
 DEAD_LETTER_NAMES: tuple[str, ...] = tuple(f.name for f in DEAD_LETTER_FIELDS)
 
@@ -125,6 +131,8 @@ class DeadLetter:
     line: int = 0
     record_index: int = 0
     provider: str | None = None
+    #: The record's length in bytes as archived (``raw`` may be only a preview of it).
+    raw_bytes: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -134,6 +142,7 @@ class DeadLetter:
             "provider": self.provider,
             "reason": self.reason,
             "raw": self.raw,
+            "raw_bytes": self.raw_bytes,
         }
 
 

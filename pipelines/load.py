@@ -27,7 +27,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import apache_beam as beam
 import pyarrow as pa
@@ -38,9 +38,11 @@ from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from .events import (DEAD_LETTER_SCHEMA, EVENT_SCHEMA, dead_letters_to_arrow, events_to_arrow)
 from .hashing import EmailHasher
-from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar
-from .normalizers.base import redact_addresses
-from .records import decompress, iter_records, parse_json
+from .normalizers import (NormalizeContext, normalize_record, sendgrid, sendgrid_columnar,
+                          vectorized)
+from .normalizers.base import redacted_preview
+from .records import (DEFAULT_MAX_RECORD_BYTES, SkippedRecord,  # noqa: F401 (split_chunks)
+                      iter_records, read_blocks, read_chunks, split_chunks)
 from .sources import (ARCHIVE_SUFFIXES, PROVIDERS, ArchiveFile, Listing, Source,  # noqa: F401
                       archive_sources, explain_empty, list_days)
 from .warehouse import COUNTERS, LoadBatch, open_warehouse
@@ -65,6 +67,9 @@ class NormalizeConfig:
     ses_category_tag: str = "category"
     cmc_timezone: str = "Asia/Tokyo"
     cmc_category_field: str | None = None
+    #: A record longer than this becomes a dead letter without being read whole or parsed
+    #: (``--max-record-bytes``; default: the collector's body limit).
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     def context(self, source_uri: str, ingested_at: datetime) -> NormalizeContext:
         return NormalizeContext(hasher=self.hasher, source_uri=source_uri,
@@ -157,33 +162,6 @@ def local_parallelism(runner_name: str, beam_args: list[str], archive_bytes: int
             "--direct_running_mode", "multi_processing"]
 
 
-def split_chunks(data: bytes, chunk_lines: int) -> Iterator[tuple[int, bytes]]:
-    """(first line number, bytes) chunks on line boundaries.
-
-    A file whose first record is not a one-line JSON value (a pretty-printed document,
-    or several concatenated) stays one chunk, so :func:`iter_records` sees it whole.
-    """
-    if not data.strip():
-        return
-    first_nl = data.find(b"\n")
-    head = data if first_nl < 0 else data[:first_nl]
-    if head.strip() and parse_json(head.strip())[1] is not None and first_nl >= 0:
-        yield 1, data
-        return
-    start, line, pos, n = 0, 1, 0, len(data)
-    while pos < n:
-        end = pos
-        for _ in range(chunk_lines):
-            nl = data.find(b"\n", end)
-            if nl < 0:
-                end = n
-                break
-            end = nl + 1
-        yield line, data[pos:end]
-        line += data.count(b"\n", pos, end)
-        pos = end
-
-
 # -- transforms -------------------------------------------------------------------------
 
 class ListArchiveFiles(beam.PTransform):
@@ -207,26 +185,41 @@ class ListArchiveFiles(beam.PTransform):
 class ReadChunksFn(beam.DoFn):
     """ArchiveFile -> (uri, provider, chunk index, first line, bytes, archive day)."""
 
-    def __init__(self, chunk_lines: int):
+    def __init__(self, chunk_lines: int, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         self.chunk_lines = chunk_lines
+        self.max_record_bytes = max_record_bytes
 
     def process(self, f: ArchiveFile):
+        # Streamed: decompressed as read (gzip told by the bytes), cut on record
+        # boundaries; a record over the limit is skipped, never held (records.read_chunks).
         uri, provider, day = f.uri, f.provider, f.day
+        limit = getattr(self, "max_record_bytes", None) or DEFAULT_MAX_RECORD_BYTES
+        count, next_line = 0, 1
         with FileSystems.open(uri, compression_type="uncompressed") as fh:
-            data = decompress(fh.read())
-        for i, (line, chunk) in enumerate(split_chunks(data, self.chunk_lines)):
-            yield uri, provider, i, line, chunk, day
+            blocks = read_blocks(fh)
+            for line, chunk in read_chunks(blocks, self.chunk_lines, limit):
+                yield uri, provider, count, line, chunk, day
+                count += 1
+                if isinstance(chunk, SkippedRecord):
+                    next_line = line + 1
+                else:
+                    next_line = line + chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
+        if blocks.problem is not None:  # corrupt or truncated gzip: the rest is unreadable
+            yield uri, provider, count, next_line, SkippedRecord(None, b"", blocks.problem), day
 
 
 class ReadArchives(beam.PTransform):
     """Archive files -> line chunks (the provider comes from the file's source)."""
 
-    def __init__(self, chunk_lines: int = DEFAULT_CHUNK_LINES):
+    def __init__(self, chunk_lines: int = DEFAULT_CHUNK_LINES,
+                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         super().__init__()
         self.chunk_lines = chunk_lines
+        self.max_record_bytes = max_record_bytes
 
     def expand(self, files):
-        return files | "ReadChunks" >> beam.ParDo(ReadChunksFn(self.chunk_lines))
+        return files | "ReadChunks" >> beam.ParDo(
+            ReadChunksFn(self.chunk_lines, self.max_record_bytes))
 
 
 @dataclass
@@ -253,7 +246,15 @@ class NormalizeChunkFn(beam.DoFn):
         # everything else, and every item the fast path rejects, the exact path.
         fast_items: list[dict] = []
         fast_pos: list[tuple[int, int]] = []
-        for rec in iter_records(chunk):
+        # Records in their provider's clean shape take the vectorized path
+        # (normalizers/vectorized.py); every record it leaves, the loop below, as before.
+        # (a record skipped for its size is only a preview: the exact path records it)
+        vec = (vectorized.normalize_chunk(chunk, ctx) if isinstance(chunk, bytes)
+               else vectorized.FastResult(EVENT_SCHEMA.empty_table(), {},
+                                          list(iter_records(chunk))))
+        for prov, n in vec.counts.items():
+            acc.count(prov, records_read=n, events_normalized=n)
+        for rec in vec.residual:
             line = rec.line + first_line - 1
             if rec.error is None and type(rec.doc) is list and rec.doc:
                 for i, item in enumerate(rec.doc):
@@ -270,6 +271,8 @@ class NormalizeChunkFn(beam.DoFn):
         for j in rejected:
             line, i = fast_pos[j]
             acc.add(sendgrid.normalize_item(fast_items[j], ctx, i), line)
+        if vec.events.num_rows:
+            table = pa.concat_tables([vec.events, table]) if table.num_rows else vec.events
         yield NormalizedChunk(uri, index, acc.events_table(table), acc.dead_letters_table(),
                               acc.stats, index == 0)
 
@@ -301,12 +304,14 @@ class _ChunkAccumulator:
         self.events.extend(res.events)
         for dl in res.dead_letters:
             # Plain addresses never reach the warehouse: the stored copy of a dead letter
-            # has them redacted (source_uri + line point at the original in the archive).
+            # is a bounded preview with them redacted, plus the record's length
+            # (source_uri + line point at the whole original in the archive).
             self.dead.append({"source_uri": self.uri, "line": line,
                               "record_index": dl.record_index,
                               "provider": dl.provider or self.dir_provider,
-                              "reason": redact_addresses(dl.reason),
-                              "raw": redact_addresses(dl.raw), "event_date": self.archive_date,
+                              "reason": redacted_preview(dl.reason),
+                              "raw": redacted_preview(dl.raw or ""), "raw_bytes": dl.raw_bytes,
+                              "event_date": self.archive_date,
                               "load_id": self.load_id, "ingested_at": self.ingested_at})
 
     def events_table(self, fast: pa.Table) -> pa.Table:
@@ -332,8 +337,8 @@ class NormalizeRecords(beam.PTransform):
 
 def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     """Keep the first row per event_id; count the dropped rows per provider."""
-    if table.num_rows == 0:
-        return table, {}
+    if table.num_rows == 0 or pc.count_distinct(table["event_id"]).as_py() == table.num_rows:
+        return table, {}  # the common case, at a third of the cost of the grouping below
     idx = pa.array(range(table.num_rows), pa.int64())
     firsts = (pa.table({"event_id": table["event_id"], "i": idx})
               .group_by("event_id", use_threads=False).aggregate([("i", "min")])["i_min"])
@@ -419,7 +424,7 @@ def build_pipeline(pipeline: beam.Pipeline, *, files: Iterable[ArchiveFile], sta
     """Builds the load graph on ``pipeline`` (does not run it); returns the staged names."""
     return (pipeline
             | "ListArchiveFiles" >> ListArchiveFiles(files)
-            | "ReadArchives" >> ReadArchives(chunk_lines)
+            | "ReadArchives" >> ReadArchives(chunk_lines, config.max_record_bytes)
             | "NormalizeRecords" >> NormalizeRecords(config, load_id, ingested_at)
             | "DropDuplicates" >> DropDuplicates()
             | "WriteStaging" >> WriteStaging(staging))

@@ -2,10 +2,23 @@
 
 The SQL lives in ``queries/<table>/query.sql`` (BigQuery Standard SQL) with a
 ``metadata.yaml`` beside it (description, inputs, parameters with defaults,
-partitioning, clustering). :func:`compute_outcomes` runs each query through
-``Warehouse.replace_partitions``, which atomically replaces exactly the partitions in
-[start, end]: rerunning a range gives the same tables, and a look-back range picks up
+partitioning, clustering). :func:`compute_outcomes` replaces exactly the partitions in
+[start, end] of every derived table in ONE transaction
+(``Warehouse.replace_partitions_many``): a run killed half-way leaves all tables as they
+were, rerunning a range gives the same tables, and a window of several days picks up
 late events.
+
+Window settings, one name per meaning (shared by ``mailpulse run``, ``mailpulse
+outcomes`` and the DAGs):
+
+- ``window_days`` (:data:`WINDOW_DAYS`, 4): how many partitions a run recomputes, ending
+  at its end date (``D-3 .. D``): events that arrive up to 72 h late land.
+- ``days_read_before`` / ``days_read_after`` (query parameters, metadata.yaml): context
+  read around the window; they never change which partitions are written.
+- late settlement: :func:`late_status_partitions` finds the older ``recipient_status``
+  partitions whose recipients received events in the window (a row lives in the
+  partition of the recipient's first send event), and ``compute_outcomes(...,
+  status_partitions=...)`` recomputes them in the same transaction.
 
 >>> compute_outcomes("duckdb:///tmp/w.duckdb", date(2026, 11, 20), date(2026, 11, 23))
 >>> read_outcomes("duckdb:///tmp/w.duckdb", date(2026, 11, 20), date(2026, 11, 23))
@@ -33,9 +46,19 @@ QUERIES_DIR = Path(pipelines.__file__).resolve().parent.parent / "queries"
 #: The derived tables, in the order the job computes them.
 TABLES = ("recipient_status", "delivery_outcomes", "domain_outcomes", "suppressions")
 
-#: Deferrals settle for up to 72 hours: the default run recomputes the last 3 days
-#: before today as well as today.
-DEFAULT_LOOKBACK_DAYS = 3
+#: Partitions a run recomputes, ending at its end date (D-3 .. D): events that arrive up
+#: to 72 hours late (deferrals, webhook retries) land in partitions that are recomputed.
+WINDOW_DAYS = 4
+
+#: Deprecated (the days before the end date): use WINDOW_DAYS.
+DEFAULT_LOOKBACK_DAYS = WINDOW_DAYS - 1
+
+#: The send events that place a recipient_status row (its first one's date).
+SEND_EVENT_TYPES = ("processed", "dropped", "deferred", "delivered", "bounce")
+
+#: Old parameter names still accepted by :func:`compute_outcomes` (renamed: "lookback"
+#: meant three things).
+RENAMED_PARAMS = {"lookback_days": "days_read_before", "lookahead_days": "days_read_after"}
 
 #: delivery_outcomes count columns, in SendGrid's order, then the split and extras.
 COUNT_COLUMNS = (
@@ -117,12 +140,17 @@ def load_query(table: str, queries_dir: str | Path | None = None) -> Query:
     return _load(table, str(queries_folder(queries_dir)))
 
 
+def window_ending(end: date, window_days: int = WINDOW_DAYS) -> tuple[date, date]:
+    """The ``window_days`` partitions ending at ``end``: [end - (window_days - 1), end]."""
+    if isinstance(window_days, bool) or not isinstance(window_days, int) or window_days < 1:
+        raise ValueError(f"window_days must be a whole number >= 1, got {window_days!r}")
+    return end - timedelta(days=window_days - 1), end
+
+
 def default_range(today: date | None = None,
-                  lookback_days: int = DEFAULT_LOOKBACK_DAYS) -> tuple[date, date]:
-    """[today - lookback_days, today] in UTC: late events (deferrals settle for up to 72
-    hours) land in partitions that are recomputed."""
-    today = today or datetime.now(timezone.utc).date()
-    return today - timedelta(days=lookback_days), today
+                  window_days: int = WINDOW_DAYS) -> tuple[date, date]:
+    """The window ending today (UTC): :func:`window_ending`."""
+    return window_ending(today or datetime.now(timezone.utc).date(), window_days)
 
 
 def _check_range(start: date, end: date) -> None:
@@ -136,14 +164,27 @@ def _check_range(start: date, end: date) -> None:
 
 def compute_outcomes(warehouse: str | Warehouse, start: date, end: date, *,
                      tables: tuple[str, ...] = TABLES, queries_dir: str | Path | None = None,
+                     status_partitions: "list[date] | tuple[date, ...]" = (),
                      **params: Any) -> dict[str, int]:
-    """Recompute the partitions [start, end] of each derived table, atomically per table.
+    """Recompute the partitions [start, end] of each derived table, all tables in ONE
+    transaction (a crash leaves every table as it was).
 
-    ``params`` override the queries' defaults (``lookback_days``, ``lookahead_days``,
+    ``status_partitions``: older ``recipient_status`` partitions to recompute as well, in
+    the same transaction (from :func:`late_status_partitions`: recipients whose mail
+    settled days after their first send event); each is read up to ``end``.
+    ``params`` override the queries' defaults (``days_read_before``, ``days_read_after``,
     ``soft_bounce_threshold``, ``soft_bounce_days``); a name no query declares is an
     error. Returns rows written per table. Idempotent: a rerun writes the same rows.
     """
+    from .warehouse.base import PartitionReplacement
+
     _check_range(start, end)
+    for old, new in RENAMED_PARAMS.items():
+        if old in params:
+            import warnings
+            warnings.warn(f"compute_outcomes: {old} is now called {new}", DeprecationWarning,
+                          stacklevel=2)
+            params.setdefault(new, params.pop(old))
     wh = open_warehouse(warehouse)
     queries = [load_query(t, queries_dir) for t in tables]
     known = {n for q in queries for n in q.parameters} - {"start_date", "end_date"}
@@ -151,13 +192,78 @@ def compute_outcomes(warehouse: str | Warehouse, start: date, end: date, *,
     if unknown:
         raise ValueError(f"unknown parameter(s) {sorted(unknown)}; known: {sorted(known)}")
     wh.ensure_schema()
-    written: dict[str, int] = {}
+    items: list = []
     for q in queries:
-        n = wh.replace_partitions(q.table, q.sql, q.bind(start, end, **params), start, end,
-                                  partition_column=q.partition_column, cluster_by=q.cluster_by)
-        log.info("%s: %d rows for %s..%s", q.table, n, start, end)
-        written[q.table] = n
+        items.append(PartitionReplacement(q.table, q.sql, q.bind(start, end, **params), start,
+                                          end, q.partition_column, q.cluster_by))
+        if q.table == "recipient_status":
+            for a, b in _ranges(d for d in status_partitions if not start <= d <= end):
+                bound = q.bind(a, b, **params)
+                # read up to the window's end: that is where the late events are
+                bound["days_read_after"] = max(int(bound.get("days_read_after", 0)),
+                                               (end - b).days)
+                items.append(PartitionReplacement(q.table, q.sql, bound, a, b,
+                                                  q.partition_column, q.cluster_by))
+    counts = wh.replace_partitions_many(items)
+    written: dict[str, int] = {}
+    for it, n in zip(items, counts):
+        log.info("%s: %d rows for %s..%s", it.table, n, it.start, it.end)
+        written[it.table] = written.get(it.table, 0) + n
     return written
+
+
+def _ranges(days) -> list[tuple[date, date]]:
+    """Sorted distinct dates as maximal runs of consecutive days."""
+    out: list[tuple[date, date]] = []
+    for d in sorted(set(days)):
+        if out and d == out[-1][1] + timedelta(days=1):
+            out[-1] = (out[-1][0], d)
+        else:
+            out.append((d, d))
+    return out
+
+
+#: The recipient_status partitions (first-send dates) before @start_date of recipients
+#: that received events in [@start_date, @end_date], searched @days_read_before days back.
+LATE_STATUS_PARTITIONS_SQL = f"""
+WITH touched AS (
+  SELECT DISTINCT provider, message_id, email_hash
+  FROM events
+  WHERE event_date BETWEEN @start_date AND @end_date
+),
+first_send AS (
+  SELECT e.provider, e.message_id, e.email_hash, MIN(e.event_date) AS first_date
+  FROM events AS e
+  JOIN touched AS t
+    ON t.provider = e.provider AND t.message_id = e.message_id AND t.email_hash = e.email_hash
+  WHERE e.event_date BETWEEN DATE_SUB(@start_date, INTERVAL @days_read_before DAY) AND @end_date
+    AND e.event_type IN ({", ".join(repr(t) for t in SEND_EVENT_TYPES)})
+  GROUP BY e.provider, e.message_id, e.email_hash
+)
+SELECT DISTINCT first_date AS event_date
+FROM first_send
+WHERE first_date < @start_date
+ORDER BY event_date
+"""
+
+
+def late_status_partitions(warehouse: str | Warehouse, start: date, end: date, *,
+                           days_read_before: int | None = None,
+                           queries_dir: str | Path | None = None) -> list[date]:
+    """The ``recipient_status`` partitions before ``start`` that events in [start, end]
+    change: recipients whose first send event was earlier (a deferral that settles on its
+    third day, a late bounce). Pass them to ``compute_outcomes(status_partitions=...)``.
+    Searches ``days_read_before`` days back (the recipient_status default, 4)."""
+    _check_range(start, end)
+    wh = open_warehouse(warehouse)
+    if days_read_before is None:
+        days_read_before = int(load_query("recipient_status", queries_dir)
+                               .parameters["days_read_before"][1])
+    if not wh.table_exists("events"):
+        return []
+    rows = wh.query(LATE_STATUS_PARTITIONS_SQL, {"start_date": start, "end_date": end,
+                                                 "days_read_before": days_read_before})
+    return [r["event_date"] for r in rows.to_pylist()]
 
 
 def _read(wh: Warehouse, table: str, sql: str, params: dict[str, Any]):

@@ -15,9 +15,17 @@ Slack failures never lose a result: every call here logs the error and returns
 by waiting the ``Retry-After`` seconds; server errors (500, 503) and connection errors are
 retried a bounded number of times with exponential backoff (slack_sdk retry handlers,
 with the sleep injectable so tests never wait).
+
+Slack never holds the result: one notification (the message and its CSV, with every
+retry and wait) has a total time budget, :attr:`SlackRetryPolicy.total_budget` (30 s by
+default). A ``Retry-After`` or backoff longer than what is left is not waited for, each
+request's timeout is cut to what is left, and a call with nothing left is skipped; the
+failure is logged and the caller gets its result (measured before: a 429 with
+``Retry-After: 60`` held a watch result for 186 s).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import logging
@@ -25,7 +33,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, TextIO
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TextIO
 from urllib.error import URLError
 
 from slack_sdk import WebClient
@@ -94,11 +102,56 @@ class SlackRetryPolicy:
     server_error_retries: int = 2
     connection_error_retries: int = 2
     backoff_factor: float = 0.5
-    #: seconds per HTTP request
+    #: seconds per HTTP request (cut to what is left of ``total_budget``)
     request_timeout: int = 30
+    #: seconds one notification may take in all (every call, retry and wait); after
+    #: that the result returns and the failure is logged
+    total_budget: float = 30.0
 
 
 DEFAULT_SLACK_RETRY_POLICY = SlackRetryPolicy()
+
+
+class NotifyBudget:
+    """What is left of one notification's time budget (``clock`` is injectable).
+
+    Inactive (``remaining()`` is None) outside :meth:`SlackNotifier.budget`; the retry
+    handlers and the notifier consult it before every wait and request."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic):
+        self.seconds = float(seconds)
+        self.clock = clock
+        self.deadline: float | None = None
+        #: a retry was refused because it would not fit (reset per notification)
+        self.exhausted = False
+        #: the WebClient whose per-request timeout is cut to what is left
+        self.client: WebClient | None = None
+
+    def remaining(self) -> float | None:
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - self.clock())
+
+    def fits(self, wait: float) -> bool:
+        left = self.remaining()
+        if left is None or wait <= left:
+            return True
+        self.exhausted = True
+        return False
+
+    def explain(self, message: str) -> str:
+        """``message``, saying when the budget cut the retries short."""
+        if self.exhausted:
+            return (f"{message} (retries stopped by the notification budget of "
+                    f"{self.seconds:.0f}s, SlackRetryPolicy.total_budget)")
+        return message
+
+    def fit_request_timeout(self, request_timeout: float) -> None:
+        """The next request may take at most what is left (at least 0.1 s)."""
+        left = self.remaining()
+        if self.client is not None:
+            self.client.timeout = (request_timeout if left is None
+                                   else max(0.1, min(float(request_timeout), left)))
 
 
 def _retry_after(response) -> float | None:
@@ -117,10 +170,12 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
     sleep, and giving up when Slack asks for more than ``max_retry_after`` seconds."""
 
     def __init__(self, max_retry_count: int, max_retry_after: float,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 budget: NotifyBudget | None = None):
         super().__init__(max_retry_count=max_retry_count)
         self.max_retry_after = max_retry_after
         self._sleep = sleep
+        self._budget = budget
 
     def _can_retry(self, *, state, request, response=None, error=None) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
@@ -129,6 +184,12 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
         if wait is not None and wait > self.max_retry_after:
             log.error("Slack rate limit: asked to wait %.0fs (more than %.0fs); giving up",
                       wait, self.max_retry_after)
+            return False
+        if self._budget is not None and not self._budget.fits(1.0 if wait is None else wait):
+            log.error("Slack rate limit: asked to wait %.0fs, more than the %.1fs left of the "
+                      "notification budget (%.0fs); giving up so the result is not held",
+                      1.0 if wait is None else wait, self._budget.remaining(),
+                      self._budget.seconds)
             return False
         return True
 
@@ -140,54 +201,95 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
         log.warning("Slack rate limit on %s: waiting %.1fs (Retry-After)", request.url, wait)
         state.next_attempt_requested = True
         self._sleep(wait)
+        if self._budget is not None:
+            self._budget.fit_request_timeout(self.request_timeout)
         state.increment_current_attempt()
+
+    #: set by :func:`retry_handlers` (the policy's per-request timeout)
+    request_timeout: float = DEFAULT_SLACK_RETRY_POLICY.request_timeout
 
 
 class _SleepInjected:
     """Mixin: slack_sdk's backoff, through an injectable sleep."""
 
     _sleep: Callable[[float], None]
+    _budget: NotifyBudget | None = None
+    _backoff_factor: float = 0.0
+    request_timeout: float = DEFAULT_SLACK_RETRY_POLICY.request_timeout
+
+    def _can_retry(self, *, state, request, response=None, error=None) -> bool:
+        if not super()._can_retry(state=state, request=request, response=response,
+                                  error=error):
+            return False
+        # the shortest backoff of the next attempt (without jitter) must fit the budget
+        shortest = self._backoff_factor * (2 ** state.current_attempt)
+        if self._budget is not None and not self._budget.fits(shortest):
+            log.error("Slack error on %s: a retry would exceed the notification budget "
+                      "(%.1fs of %.0fs left); giving up so the result is not held",
+                      request.url, self._budget.remaining(), self._budget.seconds)
+            return False
+        return True
 
     def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
         state.next_attempt_requested = True
         wait = self.interval_calculator.calculate_sleep_duration(state.current_attempt)
+        left = self._budget.remaining() if self._budget is not None else None
+        if left is not None:
+            wait = min(wait, left)
         what = f"HTTP {response.status_code}" if response is not None else repr(error)
         log.warning("Slack %s on %s: retrying in %.1fs", what, request.url, wait)
         self._sleep(wait)
+        if self._budget is not None:
+            self._budget.fit_request_timeout(self.request_timeout)
         state.increment_current_attempt()
 
 
 class BackoffServerErrorHandler(_SleepInjected, ServerErrorRetryHandler):
     def __init__(self, max_retry_count: int, backoff_factor: float,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 budget: NotifyBudget | None = None):
         super().__init__(max_retry_count=max_retry_count,
                          interval_calculator=BackoffRetryIntervalCalculator(backoff_factor))
         self._sleep = sleep
+        self._budget = budget
+        self._backoff_factor = backoff_factor
 
 
 class BackoffConnectionErrorHandler(_SleepInjected, ConnectionErrorRetryHandler):
     def __init__(self, max_retry_count: int, backoff_factor: float,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 budget: NotifyBudget | None = None):
         super().__init__(max_retry_count=max_retry_count,
                          interval_calculator=BackoffRetryIntervalCalculator(backoff_factor))
         self._sleep = sleep
+        self._budget = budget
+        self._backoff_factor = backoff_factor
 
 
 def retry_handlers(policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
-                   sleep: Callable[[float], None] = time.sleep) -> list:
-    return [
-        RetryAfterHandler(policy.rate_limit_retries, policy.max_retry_after, sleep),
-        BackoffServerErrorHandler(policy.server_error_retries, policy.backoff_factor, sleep),
+                   sleep: Callable[[float], None] = time.sleep,
+                   budget: NotifyBudget | None = None) -> list:
+    handlers = [
+        RetryAfterHandler(policy.rate_limit_retries, policy.max_retry_after, sleep, budget),
+        BackoffServerErrorHandler(policy.server_error_retries, policy.backoff_factor, sleep,
+                                  budget),
         BackoffConnectionErrorHandler(policy.connection_error_retries, policy.backoff_factor,
-                                      sleep),
+                                      sleep, budget),
     ]
+    for h in handlers:
+        h.request_timeout = policy.request_timeout
+    return handlers
 
 
 def make_client(config: SlackConfig, policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
-                sleep: Callable[[float], None] = time.sleep) -> WebClient:
-    return WebClient(token=config.token, base_url=config.api_url,
-                     timeout=policy.request_timeout,
-                     retry_handlers=retry_handlers(policy, sleep))
+                sleep: Callable[[float], None] = time.sleep,
+                budget: NotifyBudget | None = None) -> WebClient:
+    client = WebClient(token=config.token, base_url=config.api_url,
+                       timeout=policy.request_timeout,
+                       retry_handlers=retry_handlers(policy, sleep, budget))
+    if budget is not None:
+        budget.client = client
+    return client
 
 
 # -- what went wrong, in words that say what to do -----------------------------------------
@@ -243,25 +345,66 @@ class SlackNotifier:
 
     def __init__(self, config: SlackConfig, *, client: WebClient | None = None,
                  policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic):
         self.config = config
-        self.client = client or make_client(config, policy, sleep)
+        self.policy = policy
+        self._budget = NotifyBudget(policy.total_budget, clock)
+        self.client = client or make_client(config, policy, sleep, self._budget)
+        self._budget.client = self.client
 
     def __repr__(self) -> str:
         return f"SlackNotifier(channel={self.config.channel!r}, api_url={self.config.api_url!r})"
+
+    @contextlib.contextmanager
+    def budget(self) -> Iterator[NotifyBudget]:
+        """One notification's time budget (``policy.total_budget`` seconds) around the
+        calls inside; nested uses share the outermost budget."""
+        b = self._budget
+        if b.deadline is not None:
+            yield b
+            return
+        b.deadline = b.clock() + b.seconds
+        b.exhausted = False
+        try:
+            yield b
+        finally:
+            b.deadline = None
+            b.fit_request_timeout(self.policy.request_timeout)
+
+    def _out_of_budget(self, what: str, errors: list[str] | None) -> bool:
+        """True (logged, appended to ``errors``) when nothing is left for ``what``; else
+        cuts the next request's timeout to what is left."""
+        left = self._budget.remaining()
+        if left is not None and left <= 0:
+            msg = (f"Slack {what} skipped: the notification budget of "
+                   f"{self._budget.seconds:.0f}s is used up (SlackRetryPolicy.total_budget)")
+            log.error(msg)
+            if errors is not None:
+                errors.append(msg)
+            return True
+        self._budget.fit_request_timeout(self.policy.request_timeout)
+        return False
 
     def post_message(self, text: str, *, blocks: list[dict] | None = None,
                      thread_ts: str | None = None, channel: str | None = None,
                      errors: list[str] | None = None) -> dict[str, str] | None:
         """Post ``text`` (the notification / fallback text) with optional Block Kit
         ``blocks``. Returns ``{"channel": id, "ts": ts}``, or None after logging a failure
-        (also appended to ``errors`` when given)."""
+        (also appended to ``errors`` when given). Bounded by the notification budget."""
+        with self.budget():
+            return self._post_message(text, blocks=blocks, thread_ts=thread_ts,
+                                      channel=channel, errors=errors)
+
+    def _post_message(self, text, *, blocks, thread_ts, channel, errors):
+        if self._out_of_budget("chat.postMessage", errors):
+            return None
         try:
             resp = self.client.chat_postMessage(
                 channel=channel or self.config.channel, text=text, blocks=blocks,
                 thread_ts=thread_ts, unfurl_links=False, unfurl_media=False)
         except SLACK_ERRORS as exc:
-            msg = f"Slack chat.postMessage failed: {describe_error(exc)}"
+            msg = self._budget.explain(f"Slack chat.postMessage failed: {describe_error(exc)}")
             log.error(msg)
             if errors is not None:
                 errors.append(msg)
@@ -274,13 +417,23 @@ class SlackNotifier:
                     errors: list[str] | None = None) -> str | None:
         """Upload a file (files_upload_v2) into the channel, in a thread when
         ``thread_ts`` is given. Returns the file id, or None after logging a failure."""
+        with self.budget():
+            if self._out_of_budget(f"file upload of {filename}", errors):
+                return None
+            return self._upload_file(filename, content, title=title, thread_ts=thread_ts,
+                                     channel=channel, initial_comment=initial_comment,
+                                     errors=errors)
+
+    def _upload_file(self, filename, content, *, title, thread_ts, channel, initial_comment,
+                     errors):
         try:
             resp = self.client.files_upload_v2(
                 filename=filename, content=content, title=title or filename,
                 channel=channel or self.config.channel, thread_ts=thread_ts,
                 initial_comment=initial_comment)
         except SLACK_ERRORS as exc:
-            msg = f"Slack file upload of {filename} failed: {describe_error(exc)}"
+            msg = self._budget.explain(
+                f"Slack file upload of {filename} failed: {describe_error(exc)}")
             log.error(msg)
             if errors is not None:
                 errors.append(msg)
@@ -290,7 +443,11 @@ class SlackNotifier:
 
     def post_watch_summary(self, result: "WatchResult") -> NotifyReport:
         """One Block Kit message per watch, and the failed recipients' addresses as a CSV
-        in its thread."""
+        in its thread, within one time budget (``policy.total_budget``)."""
+        with self.budget():
+            return self._post_watch_summary(result)
+
+    def _post_watch_summary(self, result: "WatchResult") -> NotifyReport:
         report = NotifyReport()
         posted = self.post_message(summary_text(result), blocks=watch_blocks(result),
                                    errors=report.errors)
@@ -335,13 +492,14 @@ class ConsoleNotifier:
 def notifier_from_env(environ: Mapping[str, str] | None = None, *,
                       policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
                       sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic,
                       stream: TextIO | None = None) -> "SlackNotifier | ConsoleNotifier":
     """A SlackNotifier when ``SLACK_BOT_TOKEN`` is set, else a ConsoleNotifier.
     Raises :class:`SlackConfigError` when the token is set without a channel."""
     config = SlackConfig.from_env(environ)
     if config is None:
         return ConsoleNotifier(stream)
-    return SlackNotifier(config, policy=policy, sleep=sleep)
+    return SlackNotifier(config, policy=policy, sleep=sleep, clock=clock)
 
 
 # -- the message -----------------------------------------------------------------------------
@@ -391,6 +549,10 @@ def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
         {"type": "section", "text": {"type": "mrkdwn", "text": state}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
+    hint = getattr(result, "hint", None)
+    if hint:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trunc(
+            f":mag: {hint}", 3000)}})
     reasons = result.top_reasons(5)
     if reasons:
         lines = "\n".join(f"• {k} × {_trunc(r, 300)}" for r, k in reasons)

@@ -19,7 +19,13 @@ weaknesses:
   so its cost does not grow with the table's history;
 - the default timeout scales sensibly with the list (:func:`default_timeout`);
 - on timeout it returns (and posts) what is known and says it timed out; it raises only
-  when asked (``raise_on_timeout=True``), and the exception carries the result.
+  when asked (``raise_on_timeout=True``), and the exception carries the result;
+- it works out of the box: a warehouse that does not exist yet (nothing loaded so far)
+  is "nothing seen yet", not an error, until the timeout; and while no recipient has any
+  event in the category, each poll asks which categories these recipients *do* have
+  events in, so a misspelled category (or CMC mail loaded without its category field)
+  shows within seconds in the log, the result (:attr:`WatchResult.hint`) and the CLI,
+  not as "everyone never seen" at the timeout.
 
 Addresses are hashed locally (:class:`pipelines.hashing.EmailHasher`); only hashes are
 sent to the warehouse, and hashes are mapped back to the caller's own addresses for the
@@ -34,7 +40,7 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
@@ -174,6 +180,15 @@ class WatchResult:
     duplicates_in_list: int = 0
     #: what notifying did (pipelines.slack.NotifyReport), None when not notified
     notification: Any = None
+    #: False while the warehouse has no ``events`` table (nothing loaded yet)
+    warehouse_ready: bool = True
+    #: while no recipient has an event in ``category``: the categories these recipients
+    #: do have events in since the send (category -> recipients) ...
+    other_categories: dict[str, int] = field(default_factory=dict)
+    #: ... and how many have events without any category
+    uncategorized: int = 0
+    #: one sentence saying what the above means and what to check (None when all is well)
+    hint: str | None = None
 
     # -- views -------------------------------------------------------------------------
     def _with(self, status) -> list[RecipientOutcome]:
@@ -274,6 +289,8 @@ class WatchResult:
         if reasons:
             lines.append("  top reasons:")
             lines += [f"    {k:>4}  {r}" for r, k in reasons]
+        if self.hint:
+            lines.append(f"  note: {self.hint}")
         if self.timed_out:
             lines.append("  timed out: the counts above are what was known at the timeout; "
                          "rerun the watch later to see where the unsettled recipients ended")
@@ -298,6 +315,9 @@ class WatchResult:
             "bounced": [outcome(o) for o in self.bounced],
             "dropped": [outcome(o) for o in self.dropped],
             "deferred": self.deferred, "pending": self.pending, "never_seen": self.never_seen,
+            "warehouse_ready": self.warehouse_ready, "hint": self.hint,
+            "other_categories": dict(self.other_categories),
+            "uncategorized": self.uncategorized,
         }
 
 
@@ -445,6 +465,22 @@ WHERE {_FILTER}
 """
 
 
+#: While nothing is seen in the category: which categories these recipients have events
+#: in since the send (NULL: events without any category, e.g. CMC mail loaded without
+#: ``--cmc-category-field``).
+OTHER_CATEGORIES_SQL = """
+SELECT c AS category, COUNT(DISTINCT email_hash) AS recipients
+FROM events LEFT JOIN UNNEST(categories) AS c
+WHERE event_date >= @since_date
+  AND event_ts >= @since
+  AND email_hash IN UNNEST(@hashes)
+GROUP BY category
+"""
+
+#: How many other categories a hint names (the rest are counted).
+HINT_MAX_CATEGORIES = 5
+
+
 def _params(category: str, since: datetime, hashes: list[str]) -> dict[str, Any]:
     return {"category": category, "since": since, "since_date": since.date(),
             "hashes": hashes}
@@ -456,6 +492,46 @@ def _run_query(wh: Warehouse, sql: str, category: str, since: datetime,
     for chunk in _chunks(hashes, MAX_HASHES_PER_QUERY):
         rows += wh.query(sql, _params(category, since, chunk)).to_pylist()
     return rows
+
+
+def _other_categories(wh: Warehouse, since: datetime,
+                      hashes: list[str]) -> tuple[dict[str, int], int]:
+    """(category -> recipients, recipients with uncategorized events) since ``since``.
+    Over several chunks a recipient is in one chunk only, so counts add up."""
+    per: Counter = Counter()
+    for chunk in _chunks(hashes, MAX_HASHES_PER_QUERY):
+        params = {"since": since, "since_date": since.date(), "hashes": chunk}
+        for r in wh.query(OTHER_CATEGORIES_SQL, params).to_pylist():
+            per[r["category"]] += int(r["recipients"])
+    uncategorized = per.pop(None, 0)
+    return dict(sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))), uncategorized
+
+
+def category_hint(category: str, recipients: int, other: Mapping[str, int],
+                  uncategorized: int) -> str | None:
+    """The sentence a user needs when nothing is seen in ``category``: where these
+    recipients' events are instead (None when they have no event at all)."""
+    if not other and not uncategorized:
+        return None
+    parts = []
+    if other:
+        named = list(other.items())[:HINT_MAX_CATEGORIES]
+        more = len(other) - len(named)
+        listed = ", ".join(f"{c!r} ({n})" for c, n in named) + (
+            f" and {more} more" if more > 0 else "")
+        parts.append(f"their events are in other categories: {listed}; check the "
+                     f"category name (--category)")
+    if uncategorized:
+        parts.append(f"{uncategorized} have events without any category (CMC mail loaded "
+                     "without --cmc-category-field? SES mail without the category tag?)")
+    return (f"no event in category {category!r} for any of the {recipients} recipients "
+            "since the send, but " + "; ".join(parts))
+
+
+def missing_warehouse_hint(wh: Warehouse) -> str:
+    return (f"no events in {getattr(wh, 'uri', '') or wh!r} yet (nothing loaded so far); "
+            "waiting for the first load: run `mailpulse load --follow` beside the collector, "
+            "or the intraday DAG on BigQuery")
 
 
 def _with_retries(fn: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[float], None],
@@ -618,15 +694,38 @@ def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
     hashes = recipients.hashes
     polls = errors = 0
     last: WatchResult | None = None
+    ready = False  # the events table exists (checked until it does)
+    other: dict[str, int] = {}
+    uncategorized = 0
+    told: set[str] = set()  # hints already logged
 
     def count_error(exc: BaseException) -> None:
         nonlocal errors
         errors += 1
 
+    def tell(text: str) -> None:
+        if text not in told:
+            told.add(text)
+            log.warning("watch %r: %s", category, text)
+
+    def poll() -> list[dict[str, Any]]:
+        nonlocal ready, other, uncategorized
+        if not hashes:
+            return []
+        if not ready:
+            ready = wh.table_exists("events")
+            if not ready:
+                return []
+        rows = _run_query(wh, STATUS_SQL, category, since, hashes)
+        if rows:
+            other, uncategorized = {}, 0
+        elif not other and not uncategorized:
+            other, uncategorized = _other_categories(wh, since, hashes)
+        return rows
+
     while True:
         try:
-            rows = (_with_retries(lambda: _run_query(wh, STATUS_SQL, category, since, hashes),
-                                  retry_policy, sleep, count_error) if hashes else [])
+            rows = _with_retries(poll, retry_policy, sleep, count_error)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -640,6 +739,14 @@ def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
         now = clock()
         result = _build_result(recipients, rows, category, since, now - start, timeout,
                                polls, errors)
+        result.warehouse_ready = ready or not hashes
+        if not result.warehouse_ready:
+            result.hint = missing_warehouse_hint(wh)
+        elif not rows:
+            result.other_categories, result.uncategorized = dict(other), uncategorized
+            result.hint = category_hint(category, len(recipients), other, uncategorized)
+        if result.hint:
+            tell(result.hint)
         log.info("watch %r poll %d: %s", category, polls, result.counts)
         if result.settled:
             return result
@@ -673,4 +780,5 @@ def _build_result(recipients: _Recipients, rows: list[dict[str, Any]], category:
 
 __all__ = ["wait_for_events", "watch", "already_sent", "WatchResult", "RecipientOutcome",
            "WatchTimeout", "WatchFailed", "PollPolicy", "RetryPolicy", "DEFAULT_POLL_POLICY",
+           "category_hint",
            "DEFAULT_RETRY_POLICY", "default_timeout", "is_transient", "COUNT_KEYS"]

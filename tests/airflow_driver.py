@@ -8,9 +8,15 @@ DAG runs in turn::
     python tests/airflow_driver.py DAG_ID '[{"date": "2026-11-20", "conf": {...},
                                              "env": {"SLACK_BOT_TOKEN": ""}}, ...]'
 
-``env`` entries are applied before that run (an empty value removes the variable).
+``env`` entries are applied before that run (an empty value removes the variable);
+``write`` ({path: text}) writes files before that run (new archive files arriving).
+``date`` is the run's logical date (ISO, UTC). ``dag.test()`` makes a manual run, whose
+data interval for a ``CronDataIntervalTimetable`` is the one that ends at that date: a
+daily DAG run with ``date`` 2026-11-21 processes 2026-11-20, as the scheduled run for
+that day would.
+
 Last stdout line: {"runs": [{"state", "tasks": {task_id: state}, "xcom": {task_id:
-value}}...], "import_errors": {...}}. ``dag.test()`` does not raise when a task fails,
+value}, "data_interval": [start, end]}...], "import_errors": {...}}. ``dag.test()`` does not raise when a task fails,
 so the caller asserts on ``state``.
 """
 from __future__ import annotations
@@ -42,6 +48,10 @@ def main(dag_id: str, runs: str) -> int:
                 os.environ[k] = v
             else:
                 os.environ.pop(k, None)
+        for path, text in (spec.get("write") or {}).items():
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
         logical = datetime.fromisoformat(spec["date"]).replace(tzinfo=timezone.utc)
         run = dag.test(logical_date=logical, run_conf=spec.get("conf") or {})
         out.append(_outcome(dag_id, run))
@@ -63,7 +73,10 @@ def _outcome(dag_id: str, run) -> dict:
                                                    XComModel.key == "return_value"):
             value = row.value
             xcom[row.task_id] = json.loads(value) if isinstance(value, (str, bytes)) else value
-    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks, "xcom": xcom}
+    interval = [t.isoformat() if t is not None else None
+                for t in (run.data_interval_start, run.data_interval_end)]
+    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks, "xcom": xcom,
+            "data_interval": interval}
 
 
 if __name__ == "__main__":

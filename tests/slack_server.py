@@ -39,6 +39,7 @@ class Fault:
     error: str | None = None  # Slack error code for ``{"ok": false, "error": ...}``
     retry_after: float | None = None  # the Retry-After header (429)
     times: int = 1  # how many requests it applies to
+    delay: float = 0.0  # seconds to wait before answering (a slow Slack)
 
 
 @dataclass
@@ -74,6 +75,8 @@ class SlackServer:
         self._file_ids = itertools.count(1)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        #: set on stop, so a delayed answer does not outlive the server
+        self._stopping = threading.Event()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> "SlackServer":
@@ -91,6 +94,7 @@ class SlackServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()
         if self._httpd is not None:
             self._httpd.shutdown()
             self._httpd.server_close()
@@ -125,16 +129,21 @@ class SlackServer:
 
     # -- scripting and inspection ------------------------------------------------------
     def fail(self, method: str, *, status: int = 200, error: str | None = None,
-             retry_after: float | None = None, times: int = 1) -> None:
+             retry_after: float | None = None, times: int = 1, delay: float = 0.0) -> None:
         """Answer the next ``times`` calls of ``method`` with a fault (queued in order).
-        ``method`` is a Slack method name, or ``"upload"`` for the upload POST."""
-        if status == 200 and error is None:
-            raise ValueError("a fault needs a non-200 status or a Slack error code")
+        ``method`` is a Slack method name, or ``"upload"`` for the upload POST.
+        ``delay`` (seconds, at most 30) waits before answering; alone (status 200, no
+        error) it answers normally, late."""
+        if status == 200 and error is None and not delay:
+            raise ValueError("a fault needs a non-200 status, a Slack error code or a delay")
+        if not 0 <= delay <= 30:
+            raise ValueError("delay must be between 0 and 30 seconds")
         if status == 429 and error is None:
             error = "ratelimited"
         with self._lock:
             self._state.faults.setdefault(method, []).append(
-                Fault(status=status, error=error, retry_after=retry_after, times=times))
+                Fault(status=status, error=error, retry_after=retry_after, times=times,
+                      delay=delay))
 
     def reset(self) -> None:
         with self._lock:
@@ -200,6 +209,10 @@ class SlackServer:
                body: bytes) -> tuple[int, dict[str, str], Any]:
         """(status, extra headers, JSON-able body or raw text)."""
         fault = self._take_fault(method)
+        if fault is not None and fault.delay:
+            self._stopping.wait(fault.delay)
+            if fault.status == 200 and fault.error is None:
+                fault = None
         if fault is not None:
             hdrs = {}
             if fault.retry_after is not None:

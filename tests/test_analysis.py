@@ -3,7 +3,7 @@ alert text and where it goes (no Slack token: logged; Slack: the local server)."
 from __future__ import annotations
 
 import logging
-from datetime import date
+from datetime import date, timedelta
 
 import pandas as pd
 import pytest
@@ -107,3 +107,97 @@ def test_warehouse_uri_prefers_the_environment(tmp_path):
     env = {"MAILPULSE_DATA_DIR": str(tmp_path)}
     assert analysis.warehouse_uri(env) == default_warehouse_uri(env)
     assert analysis.warehouse_uri(env).endswith(f"{tmp_path}/warehouse.duckdb")
+
+
+# -- alerts against each category's own baseline ----------------------------------------
+
+def synthetic_series(days: int = 42, spike: dict | None = None, seed: int = 7):
+    """delivery_outcomes-like rows over ``days`` days for three categories with their own
+    normal behaviour: "steady" bounces ~1 % of 2,000, "high" ~6 % of 1,500 (a list that
+    always bounces a lot), "complainy" 0.35 % spam reports of 5,000. ``spike``:
+    {(category, day index): (bounces, spam_reports)}."""
+    import random
+    rng = random.Random(seed)
+    start = date(2026, 10, 1)
+    rows = []
+    for i in range(days):
+        d = (start + timedelta(days=i)).isoformat()
+        for cat, req, bounce, spam in (("steady", 2000, 0.01, 0.0005),
+                                       ("high", 1500, 0.06, 0.0008),
+                                       ("complainy", 5000, 0.004, 0.0035)):
+            r = int(req * rng.uniform(0.85, 1.15))
+            b = sum(rng.random() < bounce for _ in range(r))
+            delivered = r - b
+            sp = sum(rng.random() < spam for _ in range(delivered))
+            if spike and (cat, i) in spike:
+                b, sp = spike[(cat, i)]
+                delivered = r - b
+            rows.append((d, cat, "sendgrid", r, r, delivered, b, 0, sp, 0))
+    return analysis.category_daily(outcomes(*rows)), start
+
+
+def evaluate(daily, start, first: int, last: int, check):
+    out = []
+    for i in range(first, last + 1):
+        out += check(daily, start + timedelta(days=i))
+    return out
+
+
+def test_a_normal_fortnight_is_quiet_against_the_baseline_but_not_fixed_thresholds():
+    daily, start = synthetic_series()
+    baseline = evaluate(daily, start, 28, 41, lambda d, day: analysis.baseline_breaches(d, day))
+    assert baseline == []
+    fixed = evaluate(daily, start, 28, 41, lambda d, day: analysis.find_breaches(
+        d[pd.to_datetime(d.event_date).dt.date == day], Thresholds()))
+    # the fixed thresholds cry wolf on the categories whose normal is above them
+    assert len(fixed) >= 14
+    assert {b.category for b in fixed} >= {"high", "complainy"}
+
+
+def test_a_spike_stands_out_on_its_day_only():
+    # day 35: "steady" bounces 4 % (normal 1 %, below the fixed 5 %); "high" reports spam
+    # at 0.85 % (normal 0.08 %)
+    daily, start = synthetic_series(spike={("steady", 35): (80, 1), ("high", 35): (90, 12)})
+    found = evaluate(daily, start, 28, 41, lambda d, day: analysis.baseline_breaches(d, day))
+    assert [(b.event_date, b.category, b.metric) for b in found] == [
+        ("2026-11-05", "high", "spam_report_rate"), ("2026-11-05", "steady", "bounce_rate")]
+    steady = [b for b in found if b.category == "steady"][0]
+    assert steady.numerator == 80 and 0.01 < steady.threshold < 0.04
+    # the fixed thresholds miss the "steady" spike (4 % < 5 %)
+    day35 = start + timedelta(days=35)
+    fixed = analysis.find_breaches(daily[pd.to_datetime(daily.event_date).dt.date == day35],
+                                   Thresholds())
+    assert ("steady", "bounce_rate") not in [(b.category, b.metric) for b in fixed]
+
+
+def test_without_enough_history_the_fixed_thresholds_apply_and_volume_counts():
+    daily, start = synthetic_series(days=5, spike={("steady", 4): (150, 0)})
+    day = start + timedelta(days=4)
+    found = analysis.baseline_breaches(daily, day)
+    # 5 days of history < 7: "high" (6 %) breaches the fixed 5 %, the steady spike (7.5 %) too
+    assert {(b.category, b.metric, b.threshold) for b in found} >= {
+        ("high", "bounce_rate", 0.05), ("steady", "bounce_rate", 0.05)}
+    # below the minimum volume nothing is checked
+    assert analysis.baseline_breaches(daily, day, analysis.Baseline(min_volume=10_000)) == []
+    with pytest.raises(ConfigurationError, match="spread"):
+        analysis.Baseline(spread=0)
+
+
+def test_baseline_alerts_from_the_warehouse(tmp_path, hasher):
+    """baseline_rate_breaches reads the day and its 28 days from delivery_outcomes."""
+    from pipelines.warehouse.duckdb import DuckDBWarehouse
+    daily, start = synthetic_series(spike={("steady", 35): (80, 1)})
+    wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    wh.ensure_schema()
+    table = daily.assign(provider="sendgrid", event_date=pd.to_datetime(daily.event_date).dt.date)
+    cols = ["event_date", "category", "provider", "requests", "delivered", "bounces",
+            "blocks", "spam_reports", "unique_opens"]
+    import duckdb
+    con = duckdb.connect(wh.path)
+    frame = table[cols]  # noqa: F841 (read by DuckDB below)
+    con.execute("CREATE TABLE delivery_outcomes AS SELECT * FROM frame")
+    con.close()
+    day = start + timedelta(days=35)
+    found = analysis.baseline_rate_breaches(wh, day)
+    assert [(b.category, b.metric) for b in found] == [("steady", "bounce_rate")]
+    assert analysis.baseline_rate_breaches(wh, day + timedelta(days=1)) == []

@@ -117,7 +117,7 @@ def loaded(tmp_path):
 
 def _json(cli, wh, *extra):
     res = cli("outcomes", "--warehouse", wh.uri, "--start", "2026-11-20", "--end",
-              "2026-11-21", "--format", "json", *extra)
+              "2026-11-21", "--recompute", "--format", "json", *extra)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
@@ -156,7 +156,7 @@ def test_outcomes_by_day_provider_category(loaded, cli):
 
 def test_outcomes_table_by_mailbox_has_a_bounce_column(loaded, cli):
     res = cli("outcomes", "--warehouse", loaded.uri, "--start", "2026-11-20", "--end",
-              "2026-11-21", "--by", "mailbox")
+              "2026-11-21", "--recompute", "--by", "mailbox")
     assert res.returncode == 0, res.stderr
     lines = res.stdout.splitlines()
     assert lines[0].endswith("by mailbox provider")

@@ -150,7 +150,8 @@ def test_a_broken_pretty_document_does_not_take_its_neighbours_down():
     data = "\n".join([good1, broken, good2]).encode()
     recs = list(iter_records(data))
     assert [(r.line, r.doc) for r in recs] == [(1, {"x": 1}), (4, None), (8, {"y": 2})]
-    assert recs[1].error == "not JSON: Expecting value (line 5 column 8)"
+    # the position is within the record (its first line is line 4 of the file)
+    assert recs[1].error == "not JSON: Expecting value (line 2 column 8 of the record)"
     assert recs[1].raw == broken.encode()
 
 

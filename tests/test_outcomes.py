@@ -109,18 +109,21 @@ def test_queries_folder_can_be_overridden(tmp_path, loaded):
                          queries_dir=tmp_path / "nowhere")
     q = load_query("delivery_outcomes")
     assert q.partition_column == "event_date" and q.cluster_by == ("category", "provider")
-    assert q.parameters["lookback_days"] == ("INT64", 4)
+    assert q.parameters["days_read_before"] == ("INT64", 4)
     assert "SendGrid" in q.description
 
 
-def test_default_range_is_a_three_day_look_back():
+def test_default_range_is_a_four_day_window_ending_today():
     assert default_range(date(2026, 11, 23)) == (date(2026, 11, 20), date(2026, 11, 23))
 
 
 # -- mailpulse outcomes -----------------------------------------------------------------
 def test_outcomes_cli_json_csv_table(loaded, cli, main):
     args = ["outcomes", "--warehouse", loaded.uri, "--start", "2026-11-20", "--end", "2026-11-21"]
-    res = cli(*args, "--format", "json")
+    # nothing computed yet: reading says how to compute
+    res = main(*args)
+    assert res.returncode == 2 and "outcomes --recompute" in res.stderr
+    res = cli(*args, "--recompute", "--format", "json")
     assert res.returncode == 0, res.stderr
     rows = json.loads(res.stdout)
     keys = {(r["event_date"], r["category"], r["provider"]) for r in rows}
@@ -131,8 +134,8 @@ def test_outcomes_cli_json_csv_table(loaded, cli, main):
     assert receipt["open_rate"] is None and receipt["bounce_rate"] == 1.0
     assert all(set(COUNT_COLUMNS) <= set(r) for r in rows)
 
-    # the rerun changes nothing, and CSV has the same rows
-    res_csv = main(*args, "--format", "csv")
+    # the rerun changes nothing, and CSV (read only) has the same rows
+    res_csv = main(*args, "--recompute", "--format", "csv")
     assert res_csv.returncode == 0, res_csv.stderr
     csv_rows = list(csv.DictReader(io.StringIO(res_csv.stdout)))
     assert [(r["event_date"], r["category"], r["provider"], int(r["requests"]), int(r["delivered"]))
@@ -161,7 +164,8 @@ def test_outcomes_cli_errors_name_the_fix(tmp_path, main):
 
 
 def test_outcomes_cli_default_range_and_warehouse(tmp_path, main, monkeypatch):
-    """No flags: the embedded warehouse under MAILPULSE_DATA_DIR, the last 3 days + today."""
+    """No dates: the embedded warehouse under MAILPULSE_DATA_DIR, the 4 days ending at the
+    latest day with data (today here)."""
     today = datetime.now(timezone.utc).date()
     wh = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
     evs = [event_from_json(dict(event_type=t, message_id="m", email_hash="h", categories=["c"],
@@ -172,10 +176,37 @@ def test_outcomes_cli_default_range_and_warehouse(tmp_path, main, monkeypatch):
         e["message_id"] = f"m{i}"
     load_events(wh, evs, tmp_path)
     monkeypatch.setenv("MAILPULSE_DATA_DIR", str(tmp_path))
-    res = main("outcomes", "--format", "json")
+    res = main("outcomes", "--recompute", "--format", "json")
     assert res.returncode == 0, res.stderr
     dates = sorted(r["event_date"] for r in json.loads(res.stdout))
     assert dates == [(today - timedelta(days=3)).isoformat(), today.isoformat()]
+
+
+def test_outcomes_reads_by_default_and_recomputes_only_when_asked(loaded, main, tmp_path,
+                                                                  hasher):
+    """Old data shows as itself (the window ends at its latest day, not today), and a
+    plain `outcomes` never writes: events loaded later change nothing until --recompute."""
+    res = main("outcomes", "--warehouse", loaded.uri, "--recompute", "--format", "json")
+    assert res.returncode == 0, res.stderr
+    first = json.loads(res.stdout)
+    # data of 2026-11-20/21 only: the default window is 2026-11-18 .. 2026-11-21
+    assert {r["event_date"] for r in first} == {"2026-11-20", "2026-11-21"}
+    extra = [event_from_json(dict(event_type=t, message_id="m9", email_hash=hasher.hash("z@x.org"),
+                                  categories=["news"], event_ts="2026-11-21T12:00:00Z",
+                                  recipient_domain="x.org")) for t in ("processed", "delivered")]
+    load_events(loaded, extra, tmp_path)
+    res = main("outcomes", "--warehouse", loaded.uri, "--format", "json")
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == first  # read only: nothing recomputed
+    table = main("outcomes", "--warehouse", loaded.uri)
+    assert "recomputed:" not in table.stdout
+    assert table.stdout.startswith("Delivery outcomes 2026-11-18 .. 2026-11-21")
+    res = main("outcomes", "--warehouse", loaded.uri, "--recompute", "--format", "json")
+    news = [r for r in json.loads(res.stdout)
+            if (r["event_date"], r["category"]) == ("2026-11-21", "news")]
+    assert news and news[0]["requests"] == 1 and news[0]["delivered"] == 1
+    res = main("outcomes", "--warehouse", loaded.uri, "--soft-bounce-days", "3")
+    assert res.returncode == 2 and "add --recompute" in res.stderr
 
 
 # -- mailpulse history ------------------------------------------------------------------

@@ -332,7 +332,7 @@ def test_recipient_status_one_row_per_recipient_and_forward_only(synthetic, ware
     wh = warehouse_factory()
     load_events(wh, synthetic, tmp_path)
     start, end = D0, D0 + timedelta(days=8)
-    compute_outcomes(wh, start, end, tables=("recipient_status",), lookahead_days=10)
+    compute_outcomes(wh, start, end, tables=("recipient_status",), days_read_after=10)
     rows = read_table(wh, "recipient_status", start, end)
     best: dict = {}
     for e in synthetic:

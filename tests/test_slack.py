@@ -268,3 +268,98 @@ def test_blocks_stay_within_slack_limits(result):
     assert all(len(b["fields"]) <= 10 for b in blocks if "fields" in b)
     assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section"
                and "text" in b)
+
+
+# -- the notification's total time budget (Slack never holds the result) -------------------
+
+class BudgetClock:
+    """A clock that only moves when the injected sleep is called."""
+
+    def __init__(self):
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_retry_after_beyond_the_budget_is_not_waited_for(slack_server, result, caplog):
+    """The measured case: a 429 with Retry-After: 60. Before, the watch result was held
+    for 186 s (three waits of 60 s); now the default 30 s budget gives up at once."""
+    slack_server.fail("chat.postMessage", status=429, retry_after=60, times=10)
+    clock = BudgetClock()
+    cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
+    n = SlackNotifier(cfg, sleep=clock.sleep, clock=clock)
+    assert n.policy.total_budget == 30.0
+    with caplog.at_level(logging.ERROR, logger="pipelines.slack"):
+        report = n.post_watch_summary(result["settled"])
+    assert not report.ok and report.ts is None and clock.sleeps == []
+    assert len(slack_server.calls("chat.postMessage")) == 1
+    assert "left of the notification budget" in caplog.text
+
+
+def test_waits_stop_at_the_budget_and_later_calls_are_skipped(slack_server, result, caplog):
+    slack_server.fail("chat.postMessage", status=429, retry_after=10, times=2)
+    slack_server.fail("files.getUploadURLExternal", status=429, retry_after=10, times=5)
+    clock = BudgetClock()
+    cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
+    n = SlackNotifier(cfg, policy=SlackRetryPolicy(rate_limit_retries=5, total_budget=30),
+                      sleep=clock.sleep, clock=clock)
+    with caplog.at_level(logging.ERROR, logger="pipelines.slack"):
+        report = n.post_watch_summary(result["settled"])
+    # the message got through after 20 s of waits; the upload used the last 10 s and gave up
+    assert report.ts and report.file_id is None
+    assert clock.sleeps == [10, 10, 10] and clock.now == 30
+    assert len(slack_server.calls("files.getUploadURLExternal")) == 2
+    assert "budget" in report.errors[0]
+    # the next notification has a budget of its own
+    slack_server.reset()
+    again = n.post_watch_summary(result["settled"])
+    assert again.ok and again.file_id
+
+
+def test_nothing_left_skips_the_call(slack_server, result):
+    clock = BudgetClock()
+    cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
+    n = SlackNotifier(cfg, policy=SlackRetryPolicy(total_budget=0), sleep=clock.sleep,
+                      clock=clock)
+    report = n.post_watch_summary(result["settled"])
+    assert report.errors == ["Slack chat.postMessage skipped: the notification budget of 0s "
+                             "is used up (SlackRetryPolicy.total_budget)"]
+    assert slack_server.requests == []
+
+
+def test_a_slow_slack_is_cut_off_at_the_budget_in_real_time(slack_server, result, caplog):
+    """No injected clock: a Slack that answers after 20 s, with a 2 s budget, costs the
+    caller about 2 s (the request timeout is cut to what is left), not 20."""
+    import time
+    slack_server.fail("chat.postMessage", delay=20)
+    cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
+    n = SlackNotifier(cfg, policy=SlackRetryPolicy(total_budget=2, connection_error_retries=3,
+                                                   backoff_factor=0.5))
+    t0 = time.monotonic()
+    report = n.post_watch_summary(result["settled"])
+    took = time.monotonic() - t0
+    assert not report.ok and 1.5 <= took < 5, took
+    assert n.client.timeout == n.policy.request_timeout  # restored for the next one
+
+
+def test_watch_returns_its_result_within_the_budget(slack_server, tmp_path, hasher):
+    """End to end through watch(): the result comes back although Slack rate-limits
+    with Retry-After: 60, and the failure is in the result."""
+    import time
+    ev = EventFactory(hasher, CAT)
+    wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
+    load_events(wh, [ev(EMAILS[0], "delivered", 5)], tmp_path)
+    slack_server.fail("chat.postMessage", status=429, retry_after=60, times=10)
+    cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
+    t0 = time.monotonic()
+    r = watch(EMAILS[:1], CAT, SENT_AT, warehouse=wh, hasher=hasher,
+              notifier=SlackNotifier(cfg))
+    assert time.monotonic() - t0 < 10
+    assert r.settled and r.counts["delivered"] == 1
+    assert r.notification.errors and "ratelimited" in r.notification.errors[0]

@@ -102,12 +102,15 @@ def test_usage_errors_exit_2_and_say_what_to_do(setup, args, message, capsys, mo
     assert message in capsys.readouterr().err
 
 
-def test_a_missing_warehouse_and_half_configured_slack_are_usage_errors(setup, tmp_path, capsys,
-                                                                         monkeypatch):
+def test_an_unreadable_warehouse_and_half_configured_slack_are_usage_errors(
+        setup, tmp_path, capsys, monkeypatch):
+    # (a warehouse that does not exist yet is waited for: see the test below)
     _, emails, _ = setup
+    garbage = tmp_path / "garbage.duckdb"
+    garbage.write_bytes(b"not a DuckDB file" * 100)
     assert _main("watch", "--category", CAT, "--since", SINCE, "--emails", emails,
-                 "--warehouse", f"duckdb:///{tmp_path}/none.duckdb", "--no-notify") == 2
-    assert "mailpulse load" in capsys.readouterr().err
+                 "--warehouse", f"duckdb://{garbage}", "--no-notify") == 2
+    assert "cannot open" in capsys.readouterr().err
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
     monkeypatch.setenv("MAILPULSE_SLACK_CHANNEL", "")
     assert _main("watch", "--category", CAT, "--since", SINCE, "--emails", emails) == 2
@@ -125,3 +128,59 @@ def test_reading_the_list(tmp_path):
     from pipelines.cli import UsageError
     with pytest.raises(UsageError, match="no 'email' column"):
         read_addresses(str(f))
+
+
+def test_a_misspelled_category_is_named_on_stderr_within_seconds(setup, tmp_path):
+    """The hint is logged at the first poll (seconds), long before the timeout, and the
+    final summary and JSON carry it too."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from conftest import ROOT
+    wh, emails, _ = setup
+    env = {**os.environ, **NO_SLACK,
+           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pipelines", "watch", "--category", "weekly-digset",
+         "--since", SINCE, "--emails", str(emails), "--warehouse", wh.uri,
+         "--timeout", "20", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    seen: list[tuple[float, str]] = []
+
+    def read():
+        for line in proc.stderr:
+            seen.append((time.monotonic() - t0, line))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    out = proc.stdout.read()  # stderr is the reader's alone
+    proc.wait(timeout=90)
+    ended = time.monotonic() - t0
+    reader.join(5)
+    assert proc.returncode == 3
+    hints = [(t, ln) for t, ln in seen if "no event in category 'weekly-digset'" in ln]
+    assert len(hints) == 1, seen
+    t, line = hints[0]
+    # at the first poll, not at the timeout (20 s): whatever the start-up time of the
+    # process on a busy machine, the hint comes at least 15 s before the watch ends
+    assert ended - t >= 15, f"hint at {t:.1f}s, watch ended at {ended:.1f}s"
+    assert "'weekly-digest' (2)" in line and "check the category name" in line
+    result = json.loads(out)
+    assert result["other_categories"] == {"weekly-digest": 2}
+    assert result["hint"] in line
+
+
+def test_a_warehouse_not_created_yet_waits_and_says_so(cli, tmp_path):
+    emails = tmp_path / "emails.txt"
+    emails.write_text("\n".join(EMAILS) + "\n")
+    missing = tmp_path / "not-yet" / "warehouse.duckdb"
+    p = cli("watch", "--category", CAT, "--since", SINCE, "--emails", emails,
+            "--warehouse", f"duckdb://{missing}", "--timeout", "0", env=NO_SLACK)
+    assert p.returncode == 3, p.stderr  # timed out (nothing seen), not an error
+    assert "nothing loaded so far" in p.stderr and "load --follow" in p.stderr
+    assert "note: no events in" in p.stdout and "unsettled   3 (100.0%)" in p.stdout
+    assert not missing.exists()

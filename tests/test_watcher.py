@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 from datetime import timedelta
 
@@ -188,9 +189,10 @@ def test_bigquery_server_errors_count_as_transient():
 
 
 def test_other_errors_are_not_retried(tmp_path, clock, hasher):
-    missing = DuckDBWarehouse(str(tmp_path / "nothing-here.duckdb"))
-    with pytest.raises(WarehouseError, match="mailpulse load"):
-        run(missing, clock, hasher)
+    garbage = tmp_path / "not-a-warehouse.duckdb"
+    garbage.write_bytes(b"this is not a DuckDB file" * 100)
+    with pytest.raises(WarehouseError, match="cannot open"):
+        run(DuckDBWarehouse(str(garbage)), clock, hasher)
     assert clock.sleeps == []
 
 
@@ -324,3 +326,107 @@ def test_top_reasons_group_reasons_that_differ_only_by_address(wh, ev, clock, ha
     r = run(wh, clock, hasher)
     assert r.top_reasons() == [("550 5.1.1 <address>: Recipient address rejected", 3),
                                ("Bounced Address", 1)]
+
+
+# -- out of the box: a warehouse not created yet, a category that matches nothing ---------
+
+class ClockedLog(logging.Handler):
+    """WARNINGs of the watcher with the (fake) clock time they were logged at."""
+
+    def __init__(self, clock):
+        super().__init__(logging.WARNING)
+        self.clock, self.records = clock, []
+
+    def emit(self, record):
+        self.records.append((self.clock.now, record.getMessage()))
+
+
+@pytest.fixture
+def clocked_log(clock):
+    handler = ClockedLog(clock)
+    logger = logging.getLogger("pipelines.watcher")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def test_a_warehouse_that_does_not_exist_yet_is_nothing_seen_yet(tmp_path, ev, clock, hasher,
+                                                                 clocked_log):
+    path = tmp_path / "later" / "warehouse.duckdb"
+    later = DuckDBWarehouse(str(path))
+    # the first load happens 40 s into the watch (the loader creates the file)
+    clock.at(40, lambda: load_events(later, [ev(e, "delivered", 5) for e in EMAILS], tmp_path))
+    r = run(DuckDBWarehouse(str(path)), clock, hasher,
+            poll_policy=PollPolicy(initial_delay=10, multiplier=1, max_delay=10))
+    assert r.settled and r.warehouse_ready and r.hint is None
+    assert r.counts["delivered"] == 4 and r.polls == 5  # at 0, 10, 20, 30 nothing; at 40 all
+    (t, msg), = clocked_log.records  # said once, at the first poll
+    assert t == 0 and "nothing loaded so far" in msg and "load --follow" in msg
+
+
+def test_a_warehouse_never_created_times_out_with_everyone_unsettled(tmp_path, clock, hasher):
+    path = tmp_path / "never.duckdb"
+    r = run(DuckDBWarehouse(str(path)), clock, hasher, timeout=60)
+    assert r.timed_out and not r.warehouse_ready
+    assert r.counts == {"delivered": 0, "bounce": 0, "dropped": 0, "deferred": 0, "unsettled": 4}
+    assert "nothing loaded so far" in r.hint and "nothing loaded so far" in r.summary()
+    assert r.as_dict()["warehouse_ready"] is False
+    assert not path.exists()  # watching never creates a warehouse
+
+
+def test_an_empty_warehouse_without_events_table_is_waited_for(tmp_path, clock, hasher):
+    import duckdb
+    path = tmp_path / "empty.duckdb"
+    duckdb.connect(str(path)).close()  # a file, but nothing loaded
+    r = run(DuckDBWarehouse(str(path)), clock, hasher, timeout=30)
+    assert r.timed_out and not r.warehouse_ready and r.counts["unsettled"] == 4
+
+
+def test_a_misspelled_category_says_where_the_events_are_at_the_first_poll(
+        wh, hasher, clock, clocked_log, tmp_path):
+    right = EventFactory(hasher, "newsletter-2026-11")
+    other = EventFactory(hasher, "promo")
+    load_events(wh, [right(EMAILS[0], "delivered", 5), right(EMAILS[1], "delivered", 5),
+                     right(EMAILS[2], "bounce", 5, bounce_class="hard"),
+                     other(EMAILS[2], "delivered", 9),
+                     # before the send: not a hint
+                     EventFactory(hasher, "old-campaign")(EMAILS[3], "delivered", -600)],
+                tmp_path)
+    r = watch(EMAILS, "newsleter-2026-11", SENT_AT, warehouse=wh, hasher=hasher, notify=False,
+              timeout=300, clock=clock, sleep=clock.sleep)
+    assert r.timed_out and r.counts["unsettled"] == 4
+    assert r.other_categories == {"newsletter-2026-11": 3, "promo": 1}
+    assert r.uncategorized == 0
+    assert r.hint == ("no event in category 'newsleter-2026-11' for any of the 4 recipients "
+                      "since the send, but their events are in other categories: "
+                      "'newsletter-2026-11' (3), 'promo' (1); check the category name "
+                      "(--category)")
+    (t, msg), = clocked_log.records  # in the log at once, and only once over all polls
+    assert t == 0 and r.hint in msg and r.polls > 3
+    assert f"note: {r.hint}" in r.summary()
+    d = r.as_dict()
+    assert d["hint"] == r.hint and d["other_categories"] == {"newsletter-2026-11": 3, "promo": 1}
+
+
+def test_cmc_mail_loaded_without_its_category_field_is_named(wh, hasher, clock, tmp_path):
+    cmc = EventFactory(hasher, CAT, provider="cmc")
+    load_events(wh, [cmc(e, "delivered", 5, categories=[]) for e in EMAILS[:3]], tmp_path)
+    r = run(wh, clock, hasher, timeout=30)
+    assert r.other_categories == {} and r.uncategorized == 3
+    assert "3 have events without any category (CMC mail loaded without " \
+           "--cmc-category-field?" in r.hint
+
+
+def test_no_hint_once_the_category_shows_up(wh, ev, hasher, clock, tmp_path):
+    other = EventFactory(hasher, "promo")
+    load_events(wh, [other(EMAILS[0], "delivered", 5)], tmp_path)
+    clock.at(20, lambda: load_events(wh, [ev(e, "delivered", 15) for e in EMAILS], tmp_path))
+    r = run(wh, clock, hasher)
+    assert r.settled and r.hint is None and r.other_categories == {}
+
+
+def test_recipients_with_no_event_at_all_get_no_hint(wh, hasher, clock, tmp_path):
+    load_events(wh, [EventFactory(hasher, "promo")("zed@example.com", "delivered", 5)],
+                tmp_path)
+    r = run(wh, clock, hasher, timeout=30)
+    assert r.timed_out and r.hint is None and r.warehouse_ready

@@ -7,6 +7,7 @@ from datetime import date, datetime, timezone
 
 from ..hashing import EmailHasher, MissingHashKey, resolve_key
 from ..normalizers.base import NormalizeContext
+from ..records import DEFAULT_MAX_RECORD_BYTES
 
 
 def add_normalize_options(p: argparse.ArgumentParser) -> None:
@@ -18,6 +19,22 @@ def add_normalize_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cmc-category-field", default=None, metavar="FIELD",
                    help="CMC record field whose value becomes the category (e.g. apiData); "
                         "default: none")
+    g.add_argument("--max-record-bytes", type=_positive_bytes,
+                   default=DEFAULT_MAX_RECORD_BYTES, metavar="N",
+                   help="a record longer than N bytes becomes a dead letter without being "
+                        "read whole or parsed (default: 10485760, the collector's body "
+                        "limit)")
+
+
+def _positive_bytes(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is not a positive number of bytes (e.g. {DEFAULT_MAX_RECORD_BYTES})")
+    return n
 
 
 def hasher_from_env(embedded: bool = True) -> EmailHasher:

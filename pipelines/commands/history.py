@@ -8,9 +8,10 @@ ORDER = 45
 HELP = "one recipient's events across providers (\"I never got the mail\")"
 DESCRIPTION = """\
 Prints every event for one address since --since (default: 30 days ago), across
-providers, and each message's settled status under forward-only precedence. The
-address is hashed here with MAILPULSE_HASH_KEY (the key the loads used); only the
-hash is sent to the warehouse."""
+providers, each message's settled status under forward-only precedence, and whether
+the address is suppressed (hard bounce, complaint, unsubscribe, repeated soft bounces:
+the suppressions table, whatever --since says). The address is hashed here with
+MAILPULSE_HASH_KEY (the key the loads used); only the hash is sent to the warehouse."""
 
 DEFAULT_SINCE_DAYS = 30
 
@@ -65,6 +66,48 @@ def message_statuses(events: list[dict]) -> list[dict]:
     return out
 
 
+def suppression_status(wh, address: str, hasher, until) -> dict:
+    """Whether ``address`` is in the ``suppressions`` table (every day computed up to
+    ``until`` or today, whichever is later), through :func:`pipelines.suppress.clean_list`:
+    ``suppressed`` True / False, or None when the table does not exist (with ``note``
+    saying how to create it); the main reason and every reason, first and latest
+    qualifying event, and the latest day of suppressions read (``through``)."""
+    from datetime import datetime, timezone
+
+    from ..suppress import REASON_TEXT, clean_list, is_address
+
+    if not is_address(address):
+        return {"suppressed": None, "note": f"{address!r} is not an address (name@domain)"}
+    if not wh.table_exists("suppressions"):
+        return {"suppressed": None, "note": (
+            f"no suppressions table in {wh.uri}: compute the derived tables for the loaded "
+            "days first (`mailpulse outcomes`, see the README), then ask again")}
+    result = clean_list([address], warehouse=wh, hasher=hasher,
+                        until=max(until, datetime.now(timezone.utc).date()))
+    through = result.suppressions_through
+    doc = {"suppressed": bool(result.drop), "reason": None, "description": None,
+           "reasons": [], "first_seen": None, "last_seen": None,
+           "through": through.isoformat() if through else None}
+    if result.drop:
+        d = result.drop[0]
+        doc.update(reason=d.reason, description=REASON_TEXT.get(d.reason, d.reason),
+                   reasons=list(d.reasons), first_seen=_ts(d.first_seen),
+                   last_seen=_ts(d.last_seen))
+    return doc
+
+
+def describe_suppression(s: dict) -> str:
+    if s["suppressed"] is None:
+        return f"suppression: unknown ({s['note']})"
+    through = f"suppressions computed through {s['through'] or '(no day yet)'}"
+    if not s["suppressed"]:
+        return f"suppression: not suppressed ({through})"
+    others = [r for r in s["reasons"] if r != s["reason"]]
+    also = f"; also {', '.join(others)}" if others else ""
+    return (f"suppression: SUPPRESSED, do not mail: {s['description']} since {s['first_seen']} "
+            f"(latest {s['last_seen']}{also}; {through})")
+
+
 def _ts(v) -> str:
     from ..events import rfc3339
     return rfc3339(v) if v is not None else ""
@@ -98,6 +141,7 @@ def run(args) -> int:
                              "or point --warehouse at a loaded warehouse")
         rows = wh.query(HISTORY_SQL, {"since": since, "until": until,
                                       "email_hash": email_hash}).to_pylist()
+        suppression = suppression_status(wh, address, hasher, until)
     except WarehouseError as exc:
         raise UsageError(str(exc)) from None
     messages = message_statuses(rows)
@@ -111,11 +155,13 @@ def run(args) -> int:
             return v
         doc = {"email_hash": email_hash, "since": since.isoformat(), "until": until.isoformat(),
                "events": [{k: plain(v) for k, v in r.items()} for r in rows],
-               "messages": [{k: plain(v) for k, v in m.items()} for m in messages]}
+               "messages": [{k: plain(v) for k, v in m.items()} for m in messages],
+               "suppression": suppression}
         out.write(json.dumps(doc) + "\n")
         return 0
     out.write(f"History of {address} (hash {email_hash[:12]}...) {since} .. {until}: "
               f"{len(rows)} events, {len(messages)} messages\n")
+    out.write(describe_suppression(suppression) + "\n")
     if not rows:
         out.write("no events for this address in range; check the address, widen --since, "
                   "or check that MAILPULSE_HASH_KEY is the key the loads used\n")

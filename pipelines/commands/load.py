@@ -144,7 +144,8 @@ def run(args) -> int:
     check_storage(srcs, args.extra)
     config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
                              cmc_timezone=args.cmc_timezone,
-                             cmc_category_field=args.cmc_category_field)
+                             cmc_category_field=args.cmc_category_field,
+                             max_record_bytes=args.max_record_bytes)
     kwargs = dict(config=config, sources=srcs, days=args.days, full=args.full,
                   runner=args.runner, staging=args.staging, beam_args=args.extra,
                   chunk_lines=args.chunk_lines or DEFAULT_CHUNK_LINES)

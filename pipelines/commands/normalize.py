@@ -37,8 +37,8 @@ def run(args) -> int:
     from ..cli import UsageError
     from ..events import DeadLetter, event_to_json
     from ..normalizers import normalize_records
-    from ..normalizers.base import redact_addresses
-    from ..records import decompress_checked, iter_records
+    from ..normalizers.base import redact_addresses, redacted_preview
+    from ..records import read_blocks, read_records
     from ._common import context_from_args, hasher_from_env
 
     # Check every path before printing anything, so a typo in the last path does not
@@ -57,31 +57,38 @@ def run(args) -> int:
         d = dl.as_dict()
         raw = d.pop("raw") or ""
         d["reason"] = redact_addresses(d["reason"])
-        if len(raw) > RAW_PREVIEW_CHARS:
-            raw = raw[:RAW_PREVIEW_CHARS] + f"... ({len(raw)} chars)"
-        d["raw"] = redact_addresses(raw)
+        # (a cut inside an address drops the local part's piece at the cut too)
+        d["raw"] = redacted_preview(raw, RAW_PREVIEW_CHARS)
         err.write(orjson.dumps(d) + b"\n")
 
     for path in args.paths:
         source = "<stdin>" if path == "-" else path
+        ctx = context_from_args(args, hasher, source_uri=source)
+        # Streamed like a load: a record over --max-record-bytes is skipped, not held.
+        last_line = [0]
+
+        def records(blocks, last_line=last_line):
+            for rec in read_records(blocks, args.max_record_bytes):
+                last_line[0] = rec.line
+                yield rec
         try:
             if path == "-":
-                data = sys.stdin.buffer.read()
+                blocks = read_blocks(sys.stdin.buffer)
+                res = normalize_records(records(blocks), ctx, args.provider)
             else:
                 with open(path, "rb") as f:
-                    data = f.read()
+                    blocks = read_blocks(f)
+                    res = normalize_records(records(blocks), ctx, args.provider)
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        ctx = context_from_args(args, hasher, source_uri=source)
-        data, problem = decompress_checked(data)
-        res = normalize_records(iter_records(data), ctx, args.provider)
+        problem = blocks.problem
         for ev in res.events:
             out.write(orjson.dumps(event_to_json(ev)) + b"\n")
         out.flush()
         letters = list(res.dead_letters)
         if problem is not None:
             letters.append(DeadLetter(reason=problem, raw="", source_uri=source,
-                                      line=data.count(b"\n") + 1))
+                                      line=last_line[0] + 1))
         for dl in letters:
             report(dl)
         err.flush()

@@ -1,18 +1,23 @@
-"""``mailpulse outcomes``: recompute the derived tables for a date range and print the
-per-category delivery outcomes."""
+"""``mailpulse outcomes``: print the per-category delivery outcomes of a date range;
+with ``--recompute``, first recompute the derived tables for it."""
 from __future__ import annotations
 
 import sys
 
 NAME = "outcomes"
 ORDER = 40
-HELP = "recompute delivery outcomes, recipient status and suppressions; print per category"
+HELP = "print delivery outcomes per category (--recompute: recompute the derived tables first)"
 DESCRIPTION = """\
-Recomputes the partitions of delivery_outcomes (and domain_outcomes, the same per
-recipient domain), recipient_status and suppressions for
-[--start, --end] from the loaded events (idempotent: a rerun changes nothing), then
-prints the delivery outcomes. Default range: the 3 days before today (UTC) and today,
-because deferred mail settles for up to 72 hours.
+Prints the delivery outcomes of [--start, --end] as they are in the warehouse: it only
+reads, so a read-only user (a BigQuery viewer) can look. --recompute first recomputes
+the partitions of delivery_outcomes (and domain_outcomes, the same per recipient
+domain), recipient_status and suppressions for the range from the loaded events, all in
+one transaction (idempotent: a rerun changes nothing); the daily DAG and `mailpulse run`
+do that on their own.
+
+Default range: the --window-days days (4) ending at the latest day that has data (the
+latest event_date of delivery_outcomes, or of events with --recompute), not today: old
+data shows as itself, not as zeros.
 
 --format table (default) prints one line per category, dates and providers summed;
 json prints a JSON array of rows (event_date, category, provider and every metric);
@@ -33,9 +38,16 @@ def add_arguments(p):
                    help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
                         "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)")
     p.add_argument("--start", type=parse_date, metavar="YYYY-MM-DD",
-                   help="first event date (default: 3 days before --end)")
+                   help="first event date (default: --window-days days ending at --end)")
     p.add_argument("--end", type=parse_date, metavar="YYYY-MM-DD",
-                   help="last event date (default: today, UTC)")
+                   help="last event date (default: the latest day with data)")
+    p.add_argument("--recompute", action="store_true",
+                   help="recompute the derived tables for the range first (needs write "
+                        "access; the daily DAG and `mailpulse run` recompute on their own)")
+    p.add_argument("--window-days", type=int, default=None, metavar="N",
+                   help="days in the window when --start is not given, ending at --end "
+                        "(default: 4, so mail that settles within 72 h lands; the DAGs and "
+                        "`mailpulse run` use the same setting)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="output format (default: table)")
     p.add_argument("--by", choices=("day", "category", "provider", "mailbox"), default=None,
@@ -48,20 +60,33 @@ def add_arguments(p):
                    help="... within D days (default: 7)")
 
 
-def resolve_range(start, end, today=None):
-    """--start/--end with the defaults filled in: [end - 3 days, end], end = today (UTC)."""
-    from datetime import timedelta
-
+def resolve_range(start, end, today=None, window_days=None):
+    """--start/--end with the defaults filled in: the ``window_days`` (default 4) days
+    ending at end, end = today (UTC)."""
     from ..cli import UsageError
-    from ..outcomes import DEFAULT_LOOKBACK_DAYS, default_range
+    from ..outcomes import WINDOW_DAYS, default_range, window_ending
 
+    window_days = WINDOW_DAYS if window_days is None else window_days
+    if window_days < 1:
+        raise UsageError(f"--window-days must be at least 1, got {window_days}")
     if end is None:
         end = default_range(today)[1]
     if start is None:
-        start = end - timedelta(days=DEFAULT_LOOKBACK_DAYS)
+        start = window_ending(end, window_days)[0]
     if end < start:
         raise UsageError(f"--end {end} is before --start {start}; swap them")
     return start, end
+
+
+def latest_day(wh, table: str):
+    """The latest event_date in ``table`` (None when it is missing or empty)."""
+    if not wh.table_exists(table):
+        return None
+    # a bounded scan: partitions from 10 years back (BigQuery needs a partition filter)
+    from datetime import date, timedelta
+    rows = wh.query(f"SELECT MAX(event_date) AS hi FROM {table} "
+                    "WHERE event_date >= @since", {"since": date.today() - timedelta(days=3650)})
+    return rows.to_pylist()[0]["hi"]
 
 
 def run(args) -> int:
@@ -70,7 +95,6 @@ def run(args) -> int:
     from ..outcomes import compute_outcomes, read_outcomes
     from ..warehouse import WarehouseError, open_warehouse
 
-    start, end = resolve_range(args.start, args.end)
     params = {}
     for flag, name in (("soft_bounce_threshold", "soft_bounce_threshold"),
                        ("soft_bounce_days", "soft_bounce_days")):
@@ -78,13 +102,33 @@ def run(args) -> int:
         if value is not None:
             if value < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
+            if not args.recompute:
+                raise UsageError(f"--{flag.replace('_', '-')} changes how suppressions are "
+                                 "computed: add --recompute")
             params[name] = value
+    recompute = bool(getattr(args, "recompute", False))
+    if args.start is not None and args.end is not None and args.end < args.start:
+        raise UsageError(f"--end {args.end} is before --start {args.start}; swap them")
+    written = None
     try:
         wh = open_warehouse(args.warehouse or default_warehouse_uri())
         if not wh.table_exists("events"):
             raise UsageError(f"no events in {wh.uri or args.warehouse}; run `mailpulse load` "
                              "first, or point --warehouse at a loaded warehouse")
-        written = compute_outcomes(wh, start, end, **params)
+        if not recompute and not wh.table_exists("delivery_outcomes"):
+            raise UsageError(
+                f"delivery_outcomes does not exist in {wh.uri}: nothing computed yet; run "
+                "`mailpulse outcomes --recompute` (needs write access) or `mailpulse run`")
+        end = args.end
+        if end is None and args.start is None:
+            end = latest_day(wh, "events" if recompute else "delivery_outcomes")
+        elif end is None:
+            end = max(latest_day(wh, "events" if recompute else "delivery_outcomes")
+                      or args.start, args.start)
+        start, end = resolve_range(args.start, end,
+                                   window_days=getattr(args, "window_days", None))
+        if recompute:
+            written = compute_outcomes(wh, start, end, **params)
         by = getattr(args, "by", None)
         category = getattr(args, "category", None)
         if by == "mailbox":

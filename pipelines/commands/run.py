@@ -34,6 +34,8 @@ def add_arguments(p):
                         "(default: 20000)")
     p.add_argument("--no-sample", action="store_true",
                    help="never generate sample data, even when the archive is empty")
+    p.add_argument("--window-days", type=int, default=None, metavar="N",
+                   help="outcome partitions recomputed, ending at --date (default: 4)")
     p.add_argument("--format", choices=("table", "json"), default="table",
                    help="table (default) or json: one JSON object {load, outcomes} last")
     add_normalize_options(p)
@@ -47,7 +49,8 @@ def run(args) -> int:
     from ..cli import UsageError
     from ..config import default_archive, default_warehouse_uri
     from ..load import NormalizeConfig, run_load
-    from ..outcomes import DEFAULT_LOOKBACK_DAYS, compute_outcomes, read_outcomes
+    from ..outcomes import (WINDOW_DAYS, compute_outcomes, late_status_partitions,
+                            read_outcomes, window_ending)
     from ..storage import StorageError
     from ..warehouse import WarehouseError
     from .load import EXIT_EMPTY, check_storage, format_report, sources_from_args
@@ -76,7 +79,8 @@ def run(args) -> int:
 
     config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
                              cmc_timezone=args.cmc_timezone,
-                             cmc_category_field=args.cmc_category_field)
+                             cmc_category_field=args.cmc_category_field,
+                             max_record_bytes=args.max_record_bytes)
     try:
         report = run_load(None, day, warehouse, config=config, sources=srcs,
                           runner=args.runner, beam_args=args.extra,
@@ -85,8 +89,9 @@ def run(args) -> int:
         if report.empty and not args.allow_empty:
             print(f"mailpulse run: {report.message}", file=sys.stderr)
             return EXIT_EMPTY
-        start = day - timedelta(days=DEFAULT_LOOKBACK_DAYS)
-        written = compute_outcomes(warehouse, start, day)
+        start, _ = window_ending(day, args.window_days or WINDOW_DAYS)
+        written = compute_outcomes(warehouse, start, day, status_partitions=late_status_partitions(
+            warehouse, start, day))
         df = read_outcomes(warehouse, start, day)
     except (WarehouseError, StorageError) as exc:
         raise UsageError(str(exc)) from None

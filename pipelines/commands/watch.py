@@ -16,6 +16,12 @@ bounced and dropped addresses go into the message's thread as a CSV).
 lines starting with '#' are skipped; a CSV with an 'email' column also works.
 Addresses are hashed locally; only hashes are sent to the warehouse.
 
+A warehouse that does not exist yet (nothing loaded so far) is waited for like events
+not seen yet. While no recipient has any event in --category, the watch says on stderr
+at once (and in the summary / JSON "hint") which categories these recipients do have
+events in, or that their events carry no category: a misspelled --category or CMC mail
+loaded without --cmc-category-field shows in seconds, not at the timeout.
+
 Exit codes: 0 settled, 3 timed out (the summary shows what was known), 2 usage errors,
 1 the warehouse kept failing."""
 

@@ -60,8 +60,10 @@ class Result:
 
     def dead(self, reason: str, raw: Any, provider: str | None, index: int = 0) -> "Result":
         self.records += 1
+        text = raw_text(raw)
         self.dead_letters.append(
-            DeadLetter(reason=reason, raw=raw_text(raw), provider=provider, record_index=index))
+            DeadLetter(reason=reason, raw=text, provider=provider, record_index=index,
+                       raw_bytes=raw_size(raw, text)))
         return self
 
     def skip(self) -> "Result":
@@ -91,7 +93,22 @@ def raw_text(raw: Any) -> str:
     try:
         return orjson.dumps(raw).decode("utf-8")
     except TypeError:
+        pass
+    try:  # integers beyond 64 bits (the reader's nesting limit keeps this shallow)
         return repr(raw)
+    except RecursionError:
+        return f"<{type(raw).__name__} nested too deep to show>"
+
+
+def raw_size(raw: Any, text: str) -> int | None:
+    """A dead letter's length in bytes: the archived record's for raw bytes (a skipped
+    record's preview knows the whole record's), else the UTF-8 length of its text."""
+    total = getattr(raw, "total_bytes", False)
+    if total is not False:
+        return total
+    if isinstance(raw, (bytes, bytearray)):
+        return len(raw)
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def text(value: Any) -> str | None:
@@ -191,29 +208,87 @@ def parse_iso_ts(value: Any) -> datetime:
         raise RecordError(f"timestamp out of range: {value!r}") from None
 
 
-#: Something that looks like an address, plain or URL-encoded (``%40``). Deliberately
-#: generous: redacting a non-address costs little, leaking an address costs a lot.
-_ADDRESS = re.compile(r"[\w.%+-]+(?:@|%40)[\w-]+(?:\.[\w-]+)*", re.IGNORECASE)
+#: The at-sign of an address, however the text around it was encoded: plain; fullwidth
+#: and small (``＠``, ``﹫``); URL-encoded once or more (``%40``, ``%2540``); ``%u0040``;
+#: escaped as in JSON, Python or JavaScript (``\u0040``, ``\x40``) in text that is not
+#: JSON; HTML entities (``&#64;``, ``&#064;``, ``&#x40;``, ``&commat;``, and those
+#: escaped again: ``&amp;#64;``). Every repetition in it is anchored at a literal first
+#: character and bounded by a run of one repeated unit, so the scan does bounded work
+#: per character (no backtracking over the text).
+_AT = re.compile(r"""
+    [@\uff20\ufe6b]
+  | %(?:25)*40
+  | %u0040
+  | \\(?:u0040|U00000040|x40)
+  | &(?:amp;)*(?:\#(?:0*64|x0*40);?|commat;)
+""", re.IGNORECASE | re.VERBOSE)
+
+#: The same forms for Arrow's (RE2) ``match_substring_regex``, case-insensitive: the
+#: columnar path redacts only the values this finds.
+AT_SIGN_RE2 = (r"[@\x{ff20}\x{fe6b}]|%(?:25)*40|%u0040|\\(?:u0040|U00000040|x40)"
+               r"|&(?:amp;)*(?:#(?:0*64|x0*40)|commat;)")
+
+#: What a local part is made of, generously: word characters, ``. % + -`` (the class
+#: addresses were always redacted with) and ``\ & # ;``, so that encoded characters
+#: inside the local part (``%2B``, ``\u002e``, ``&#46;``) are redacted with it.
+#: Redacting a non-address costs little; leaking an address costs a lot.
+_LOCAL_CHARS = r"[\w.%+\-\\&#;]"
+#: Matched on the reversed text: the run of local-part characters that ends at an ``@``.
+_LOCAL_BEFORE = re.compile(_LOCAL_CHARS + "*")
+
+REDACTED = "[redacted]"
 
 
 def redact_addresses(value: str | None) -> str | None:
-    """Free text (an SMTP reason, a clicked URL) with every address's local part removed.
+    """Free text (an SMTP reason, a clicked URL, a dead letter) with every address's
+    local part removed.
 
     Bounce texts quote the recipient (``550 5.1.1 <alex@example.com>: User unknown``) and
     tracked URLs can carry it in a query string; plain addresses must never reach the
     warehouse or an output, so ``alex@example.com`` becomes ``[redacted]@example.com``
-    (the domain stays: it is already stored as ``recipient_domain``).
+    (the domain stays: it is already stored as ``recipient_domain``), in any of the
+    encodings :data:`_AT` knows. A text cut right after the ``@`` (a truncated record)
+    loses its local part too.
+
+    Linear time: the at-signs are found in one forward scan, and the local part before
+    each is matched backwards (on the reversed text) no further than the previous
+    at-sign, so no character is examined more than a bounded number of times.
     """
-    if not value or ("@" not in value and "%40" not in value.lower()):
+    if not value:
         return value
-    return _ADDRESS.sub(_redact_one, value)
+    out: list[str] = []
+    reverse: str | None = None
+    n = len(value)
+    copied = 0      # value[:copied] is in ``out``
+    floor = 0       # a local part starts no earlier than the end of the previous at-sign
+    for m in _AT.finditer(value):
+        at, end = m.span()
+        if reverse is None:
+            reverse = value[::-1]
+        k = _LOCAL_BEFORE.match(reverse, n - at, n - floor).end() - (n - at)
+        if k:
+            out.append(value[copied:at - k])
+            out.append(REDACTED)
+            copied = at
+        floor = end
+    if not out:
+        return value
+    out.append(value[copied:])
+    return "".join(out)
 
 
-def _redact_one(m: "re.Match[str]") -> str:
-    s = m.group(0)
-    at = s.find("@")
-    sep = "@"
-    if at < 0:
-        at = s.lower().find("%40")
-        sep = s[at:at + 3]
-    return "[redacted]" + sep + s[at + len(sep):]
+#: A dead letter keeps at most this many characters of its record (the archive keeps all
+#: of it: ``source_uri`` + ``line`` point at it, ``raw_bytes`` gives its length).
+PREVIEW_CHARS = 2000
+
+
+def redacted_preview(value: str | None, limit: int = PREVIEW_CHARS) -> str | None:
+    """At most ``limit`` characters of ``value`` with addresses redacted, ending in ``…``
+    when cut. A cut can fall inside an address (``alex`` of ``alex@example.com``, or inside
+    ``%40``): the run of local-part characters at the cut is dropped, so no part of a
+    local part survives whatever the cut separates it from."""
+    if value is None or len(value) <= limit:
+        return redact_addresses(value)
+    head = value[:limit]
+    head = head[:len(head) - _LOCAL_BEFORE.match(head[::-1]).end()]
+    return redact_addresses(head) + "…"

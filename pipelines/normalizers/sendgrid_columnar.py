@@ -10,20 +10,22 @@ paths produce identical events.
 """
 from __future__ import annotations
 
-import sys
 from datetime import datetime, timezone
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
 from . import base
-from .base import NormalizeContext, redact_addresses, text
+from .base import AT_SIGN_RE2, NormalizeContext, redact_addresses, text
 from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
 #: Every character Python's str.strip() removes (RE2's \s is ASCII only).
-_PY_SPACE = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
+#: (a literal: computing it walks every code point, about 0.5 s per process;
+#: tests/test_vectorized_ses.py checks it against str.isspace)
+_PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
 _SPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
 _NEEDS_TRIM = f"^{_SPACE_CLASS}|{_SPACE_CLASS}$"
 #: Ids as SendGrid writes them: no whitespace, no control characters.
@@ -51,7 +53,7 @@ def text_column(values: list[Any]) -> pa.Array:
 
 def redacted(arr: pa.Array) -> pa.Array:
     """``base.redact_addresses`` on the values that may hold an address."""
-    may = pc.fill_null(pc.match_substring_regex(arr, "@|%40", ignore_case=True), False)
+    may = pc.fill_null(pc.match_substring_regex(arr, AT_SIGN_RE2, ignore_case=True), False)
     if not pc.any(may).as_py():
         return arr
     return pa.array([redact_addresses(v) if m else v
@@ -182,3 +184,165 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
 def _domain(address: str) -> str | None:
     from ..hashing import recipient_domain
     return recipient_domain(address)
+
+
+# -- tier 1: a chunk of POST bodies read by Arrow's JSON reader (vectorized._arrow_tier) --
+#
+# A line is a JSON array of event objects; Arrow's reader takes one object per line, so
+# each line is read as ``{"a": <line>}``. ``category`` is a string or an array, which one
+# Arrow column cannot hold: the key is renamed by its value's first character
+# (``"category":"`` -> ``category_s``, ``"category":[`` -> ``category_l``) and a line with
+# any other spelling of the key (spacing, escapes) is left to the record path.
+
+ARROW_OPENER = b"["
+#: sendgrid._FILTER_SUFFIX as a prefix extractor: the part before the first match
+_MESSAGE_PART = r"^(?P<m>.*?)\.(?i:st)?(?i:filter)"
+_LETTER_ESCAPE = r"\\u00(?:4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])"
+
+
+def arrow_sniff(chunk: bytes) -> bool:
+    return True
+
+
+def arrow_input(chunk: bytes) -> bytes:
+    body = chunk.replace(b'"category":"', b'"category_s":"').replace(
+        b'"category":[', b'"category_l":[')
+    return b'{"a":' + body[:-1].replace(b"\n", b'}\n{"a":') + b"}\n"
+
+
+def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
+    s = pa.string()
+    item = pa.struct([("event", s), ("email", s), ("timestamp", pa.int64()),
+                      ("sg_event_id", s), ("sg_message_id", s), ("category_s", s),
+                      ("category_l", pa.list_(s)), ("reason", s), ("response", s),
+                      ("status", s), ("url", s), ("attempt", s), ("type", s)])
+    return pa.schema([("a", pa.list_(item))])
+
+
+def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
+    """Lines whose ``category`` keys the rename saw, all of them (and that hold no key of
+    the renamed spellings already, nor a letter written as an escape)."""
+    if (chunk and b"\\u00" not in chunk and b'"category_' not in chunk
+            and chunk.count(b'"category"') == (chunk.count(b'"category":"')
+                                               + chunk.count(b'"category":['))):
+        return np.ones(len(lines), dtype=bool)  # every line: the common case, checked at once
+    renamed = pc.add(pc.count_substring(lines, '"category":"'),
+                     pc.count_substring(lines, '"category":['))
+    ok = pc.and_(pc.equal(renamed, pc.count_substring(lines, '"category"')),
+                 pc.invert(pc.match_substring_regex(lines, _LETTER_ESCAPE)))
+    ok = pc.and_(ok, pc.invert(pc.match_substring(lines, '"category_')))
+    return ok.to_numpy(zero_copy_only=False)
+
+
+def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
+                    ) -> tuple[pa.Table | None, np.ndarray]:
+    """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
+    from .vectorized import (as_array, event_ids, finish, needs_trim, per_distinct,
+                             recipient_columns, redact_column, text_array)
+    import re
+
+    from . import sendgrid
+    s = pa.string()
+    # the mapping's own dicts, read now: names the exact path maps to themselves
+    known = pa.array(sorted(
+        k for k in sendgrid.EVENT_MAP
+        if k == re.sub(r"[\s-]+", "_", k.strip().lower()) and k not in sendgrid.EVENT_ALIASES
+        and k not in sendgrid.NO_RECIPIENT_EVENTS), s)
+    lists = as_array(t["a"])
+    n_lines = t.num_rows
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    ok_line = allowed & (lengths > 0)
+    items = pc.list_flatten(lists)
+    row = pc.list_parent_indices(lists).to_numpy()
+    f = {name: pc.struct_field(items, name) for name in
+         ("event", "email", "timestamp", "sg_event_id", "sg_message_id", "category_s",
+          "category_l", "reason", "response", "status", "url", "attempt", "type")}
+    event, ts, eid, mid_raw = f["event"], f["timestamp"], f["sg_event_id"], f["sg_message_id"]
+    ok = pc.and_(pc.is_valid(items), pc.fill_null(pc.is_in(event, value_set=known), False))
+    ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(eid, _ID_RE), False))
+    ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(mid_raw, _ID_RE), False))
+    # sendgrid.message_id on ids that passed _ID_RE (no space to trim): the part before
+    # the first ".filter" / ".stfilter" (any case), or the whole id
+    part = pc.struct_field(pc.extract_regex(mid_raw, _MESSAGE_PART), "m")
+    mid = pc.coalesce(part, mid_raw)
+    mid = pc.if_else(pc.equal(pc.utf8_length(mid), 0), pa.scalar(None, s), mid)
+    # ids that need smtp-id (no message part) are the exact path's
+    ok = pc.and_(ok, pc.is_valid(mid))
+    ok = pc.and_(ok, pc.invert(pc.fill_null(pc.match_substring_regex(
+        mid_raw, r"(?i)^(?:st)?filter"), True)))
+    is_ms = pc.greater_equal(pc.abs(ts), _MS_THRESHOLD)
+    ts_us = pc.if_else(is_ms, pc.multiply(ts, 1000), pc.multiply(ts, 1_000_000))
+    ok = pc.and_(ok, pc.fill_null(pc.and_(pc.greater_equal(ts_us, _MIN_US),
+                                          pc.less(ts_us, _MAX_US)), False))
+    # categories: a clean string, or a list of distinct clean strings, or none
+    cs, cl = f["category_s"], f["category_l"]
+    cs_ok = pc.or_kleene(pc.is_null(cs), pc.and_(pc.invert(pc.fill_null(needs_trim(cs), True)),
+                                         pc.greater(pc.utf8_length(cs), 0)))
+    ok = pc.and_(ok, pc.fill_null(cs_ok, False))
+    ok = pc.and_(ok, pc.or_(pc.is_null(cs), pc.is_null(cl)))
+    flat = pc.list_flatten(cl)
+    ok_np = ok.to_numpy(zero_copy_only=False)
+    if len(flat):
+        parent = pc.list_parent_indices(cl)
+        bad = pc.or_(pc.fill_null(needs_trim(flat), True),
+                     pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0))
+        pairs = pa.table({"p": parent, "v": flat}).group_by(
+            ["p", "v"], use_threads=False).aggregate([([], "count_all")])
+        dup = pc.filter(pairs["p"], pc.greater(pairs["count_all"], 1))
+        ok_np[np.union1d(pc.filter(parent, bad).to_numpy(), dup.to_numpy())] = False
+    text_ok = [pc.invert(pc.fill_null(needs_trim(f[k]), False))
+               for k in ("reason", "response", "status", "url", "attempt")]
+    for c in text_ok:
+        ok_np &= c.to_numpy(zero_copy_only=False)
+    # bounce type: ASCII (str.lower and utf8_lower agree) and clean
+    bounce = pc.fill_null(pc.equal(event, "bounce"), False)
+    type_ok = pc.or_(pc.invert(bounce), pc.fill_null(pc.match_substring_regex(
+        f["type"], r"^[\x21-\x7e]*$"), True))
+    ok_np &= type_ok.to_numpy(zero_copy_only=False)
+    h, dom, unusable = recipient_columns(f["email"], ctx)
+    ok_np &= ~unusable
+    # a line is one unit: all of its items clean, or it takes the record path
+    bad_lines = np.unique(row[~ok_np])
+    ok_line[bad_lines] = False
+    keep = ok_line[row]
+    if not keep.any():
+        return None, np.zeros(0, dtype=np.int64)
+    keep_a = pa.array(keep)
+
+    def kept(a):
+        return pc.filter(as_array(a), keep_a)
+
+    event_k = kept(event)
+    ts_k = kept(ts_us).cast(pa.timestamp("us", tz="UTC"))
+    btype = pc.utf8_lower(text_array(kept(f["type"])))
+    bclass = per_distinct(pc.fill_null(btype, ""),
+                          lambda b: sendgrid.BOUNCE_TYPE_CLASS.get(b, "hard") if b else "hard", s)
+    cs_k, cl_k = kept(cs), kept(cl)
+    cats = pc.if_else(pc.is_valid(cs_k), pa.array([[]] * len(cs_k), pa.list_(s)), cl_k)
+    cats = pc.fill_null(cats, pa.scalar([], pa.list_(s)))
+    if pc.any(pc.is_valid(cs_k)).as_py():
+        singles = pa.array([[c] if c is not None else None for c in cs_k.to_pylist()],
+                           pa.list_(s))
+        cats = pc.if_else(pc.is_valid(cs_k), singles, cats)
+    reason = redact_column(pc.coalesce(text_array(kept(f["reason"])),
+                                       text_array(kept(f["response"]))))
+    rows_k = row[keep]
+    cols = {
+        "event_id": kept(eid),
+        "event_type": per_distinct(event_k, sendgrid.EVENT_MAP.get, s),
+        "provider_event_type": event_k,
+        "bounce_class": pc.if_else(pc.fill_null(pc.equal(event_k, "bounce"), False), bclass,
+                                   pa.scalar(None, s)),
+        "event_ts": ts_k,
+        "message_id": kept(mid),
+        "email_hash": kept(h),
+        "recipient_domain": kept(dom),
+        "categories": cats,
+        "reason": reason,
+        "smtp_status": text_array(kept(f["status"])),
+        "url": redact_column(text_array(kept(f["url"]))),
+        "attempt": text_array(kept(f["attempt"])),
+    }
+    table = finish(cols, int(keep.sum()), ctx, PROVIDER, pa.array(rows_k))
+    table = table.rename_columns([c if c != "_pos" else "_row" for c in table.column_names])
+    return table, np.unique(rows_k)

@@ -58,6 +58,20 @@ class CommitResult:
     per_provider: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class PartitionReplacement:
+    """One item of :meth:`Warehouse.replace_partitions_many`: the rows of ``table`` with
+    ``partition_column`` in [start, end] become the rows ``sql`` returns in that range."""
+
+    table: str
+    sql: str
+    params: dict[str, Any]
+    start: date
+    end: date
+    partition_column: str = "event_date"
+    cluster_by: tuple[str, ...] = ()
+
+
 class Warehouse(abc.ABC):
     dialect: str = ""
     uri: str = ""
@@ -93,6 +107,13 @@ class Warehouse(abc.ABC):
         """Atomically replace rows of ``table`` whose ``partition_column`` lies in
         [start, end] by the rows ``sql`` returns (creating the table, partitioned by that
         column, when missing). Returns the number of rows written."""
+
+    def replace_partitions_many(self, items: "list[PartitionReplacement]") -> list[int]:
+        """Like :meth:`replace_partitions` for several tables (or ranges), all in ONE
+        transaction: after a crash either every item is replaced or none. Returns the
+        rows written per item, in order. Backends that cannot do this atomically raise."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot replace several tables in one transaction")
 
     @abc.abstractmethod
     def table_exists(self, name: str) -> bool: ...

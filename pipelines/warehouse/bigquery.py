@@ -620,6 +620,85 @@ COMMIT TRANSACTION;
                             {"_mp_start": start, "_mp_end": end}, what=f"counting {table}")
         return int(next(iter(rows))[0])
 
+    def replace_partitions_many(self, items: list["PartitionReplacement"]) -> list[int]:
+        """All items in ONE multi-statement transaction: each query's rows are first
+        staged (a parameterized INSERT into a private, expiring staging table), then one
+        script DELETEs every item's range and INSERTs its staged rows, and COMMITs. A crash
+        before COMMIT leaves every table as it was (BigQuery rolls the transaction back).
+
+        The script takes no query parameters (the emulator accepts none in scripts): each
+        item's range comes from a staged ranges table through DECLARE, as in commit_load.
+        """
+        from google.cloud import bigquery
+        if not items:
+            return []
+        self.ensure_schema()
+        run_id = uuid.uuid4().hex[:12]
+        ranges = self._stage_name("ranges", run_id)
+        stages: list[str] = []
+        try:
+            with self._errors("creating a staging table"):
+                self.client.create_table(self._plain_stage(ranges, [
+                    bigquery.SchemaField("item", "INT64"),
+                    bigquery.SchemaField("start_date", "DATE"),
+                    bigquery.SchemaField("end_date", "DATE")]), retry=self.retry.api_retry())
+            targets = []
+            for i, it in enumerate(items):
+                pc = _quote(it.partition_column)
+                p = dict(it.params or {})
+                p["_mp_start"], p["_mp_end"] = it.start, it.end
+                body = f"SELECT * FROM ({it.sql}) AS _q WHERE _q.{pc} BETWEEN @_mp_start AND @_mp_end"
+                target = self._get_table(it.table)
+                if target is None:
+                    target = self._create_derived(it.table, body, p, it.partition_column,
+                                                  it.cluster_by)
+                names = [f.name for f in target.schema]
+                cols = ", ".join(_quote(n) for n in names)
+                stage = self._stage_name(f"derived{i}", run_id)
+                stages.append(stage)
+                with self._errors("creating a staging table"):
+                    self.client.create_table(self._plain_stage(stage, list(target.schema)),
+                                             retry=self.retry.api_retry())
+                self._run(f"INSERT INTO {_quote(stage)} ({cols}) SELECT {cols} FROM ({body}) AS S",
+                          p, what=f"computing {it.table} {it.start}..{it.end}")
+                self._run(f"INSERT INTO {_quote(ranges)} (item, start_date, end_date) "
+                          "VALUES (@item, @_mp_start, @_mp_end)",
+                          {"item": i, "_mp_start": it.start, "_mp_end": it.end},
+                          what="staging the ranges")
+                targets.append((it, stage, cols))
+            declares, steps = [], []
+            for i, (it, stage, cols) in enumerate(targets):
+                pc = _quote(it.partition_column)
+                declares.append(
+                    f"DECLARE s{i} DATE DEFAULT (SELECT start_date FROM {_quote(ranges)} "
+                    f"WHERE item = {i});\n"
+                    f"DECLARE e{i} DATE DEFAULT (SELECT end_date FROM {_quote(ranges)} "
+                    f"WHERE item = {i});")
+                steps.append(f"DELETE FROM {_quote(it.table)} WHERE {pc} BETWEEN s{i} AND e{i};\n"
+                             f"INSERT INTO {_quote(it.table)} ({cols}) "
+                             f"SELECT {cols} FROM {_quote(stage)};")
+            script = ("\n".join(declares) + "\nBEGIN TRANSACTION;\n" + "\n".join(steps)
+                      + "\nCOMMIT TRANSACTION;\n")
+            self._run(script, what="replacing " + ", ".join(it.table for it in items))
+            written = []
+            for stage in stages:
+                _, rows = self._run(f"SELECT COUNT(*) FROM {_quote(stage)}",
+                                    what="counting staged rows")
+                written.append(int(next(iter(rows))[0]))
+            return written
+        finally:
+            for name in [ranges, *stages]:
+                with contextlib.suppress(Exception):  # they expire anyway
+                    self.client.delete_table(self._table_id(name), not_found_ok=True)
+
+    def _plain_stage(self, name: str, schema: list):
+        from google.cloud import bigquery
+        t = bigquery.Table(self._table_id(name), schema=schema)
+        t.expires = datetime.now(timezone.utc) + STAGE_EXPIRY
+        t.labels = {"app": "mailpulse"}
+        t.description = "mailpulse staging (outcomes; expires)"
+        return t
+
     def _get_table(self, name: str):
         from google.api_core import exceptions as gexc
         with self._errors(f"looking up {name}"):

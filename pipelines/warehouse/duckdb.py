@@ -223,16 +223,24 @@ class DuckDBWarehouse(Warehouse):
             WHERE EXISTS (SELECT 1 FROM events e
                           WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
             GROUP BY s.provider""", p).fetchall())
-        # One row per event_id (the earliest occurrence), only ids not stored yet.
+        # One row per event_id (the earliest occurrence), only ids not stored yet. Ids the
+        # batch holds once (nearly all: chunks are deduplicated already) stream straight
+        # from the staged files; only repeated ids go through the window that picks the
+        # earliest (a window over the whole batch cost 2 s per 0.5M events).
         con.execute("""
             INSERT INTO events
-            SELECT s.* EXCLUDE (_rn) FROM (
+            WITH dup AS (SELECT event_id FROM read_parquet($f)
+                         GROUP BY event_id HAVING count(*) > 1),
+            stored AS (SELECT event_id FROM events WHERE event_date BETWEEN $lo AND $hi)
+            SELECT s.* FROM read_parquet($f) s
+            WHERE s.event_id NOT IN (SELECT event_id FROM dup)
+              AND s.event_id NOT IN (SELECT event_id FROM stored)
+            UNION ALL
+            SELECT d.* EXCLUDE (_rn) FROM (
                 SELECT *, row_number() OVER (
                     PARTITION BY event_id ORDER BY event_ts, source_uri NULLS LAST) AS _rn
-                FROM read_parquet($f)) s
-            WHERE s._rn = 1 AND NOT EXISTS (
-                SELECT 1 FROM events e
-                WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
+                FROM read_parquet($f) WHERE event_id IN (SELECT event_id FROM dup)) d
+            WHERE d._rn = 1 AND d.event_id NOT IN (SELECT event_id FROM stored)
         """, p)
         for prov, n, d in staged:
             already = stored.get(prov, 0)
@@ -351,3 +359,35 @@ class DuckDBWarehouse(Warehouse):
                 raise
         return int(n)
 
+    def replace_partitions_many(self, items: "list[PartitionReplacement]") -> list[int]:
+        """Every item's DELETE + INSERT in one DuckDB transaction (one connection): a
+        process killed before COMMIT leaves every table as it was."""
+        plans = []
+        for it in items:
+            duck = to_duckdb(it.sql)
+            p = dict(used_params(duck, it.params))
+            p["_mp_start"], p["_mp_end"] = it.start, it.end
+            body = (f"SELECT * FROM ({duck}) AS _q "
+                    f'WHERE _q."{it.partition_column}" BETWEEN $_mp_start AND $_mp_end')
+            plans.append((it, body, p))
+        written: list[int] = []
+        with self.connect() as con:
+            self._create_tables(con)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for it, body, p in plans:
+                    t, pc = it.table, it.partition_column
+                    con.execute(f'CREATE TABLE IF NOT EXISTS "{t}" AS {body} LIMIT 0', p)
+                    con.execute(f'DELETE FROM "{t}" WHERE "{pc}" BETWEEN $_mp_start AND $_mp_end',
+                                {"_mp_start": it.start, "_mp_end": it.end})
+                    order = ", ".join(f'"{c}"' for c in (pc, *it.cluster_by))
+                    n = con.execute(f'INSERT INTO "{t}" BY NAME {body} ORDER BY {order}',
+                                    p).fetchone()[0]
+                    written.append(int(n))
+                    log.info("%s %s..%s: %d rows (not committed yet)", t, it.start, it.end, n)
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
+        return written

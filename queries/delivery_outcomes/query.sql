@@ -1,8 +1,8 @@
 -- delivery_outcomes: SendGrid category-stats metrics per event_date x category x provider.
 -- BigQuery Standard SQL; DuckDB runs it through pipelines.sql.to_duckdb.
--- Parameters: @start_date, @end_date (DATE), @lookback_days (INT64). See metadata.yaml.
+-- Parameters: @start_date, @end_date (DATE), @days_read_before (INT64). See metadata.yaml.
 WITH events_in_range AS (
-  -- Read @lookback_days before @start_date so an outcome whose first event came
+  -- Read @days_read_before before @start_date so an outcome whose first event came
   -- earlier is attributed to that earlier date (and not counted again here).
   SELECT
     event_id,
@@ -23,7 +23,7 @@ WITH events_in_range AS (
     FROM events
     -- One day past @end_date too, only to see a drop reported just after midnight
     -- (outcomes are counted for @start_date..@end_date alone, in facts).
-    WHERE event_date BETWEEN DATE_SUB(@start_date, INTERVAL @lookback_days DAY)
+    WHERE event_date BETWEEN DATE_SUB(@start_date, INTERVAL @days_read_before DAY)
                          AND DATE_ADD(@end_date, INTERVAL 1 DAY)
   )
 ),

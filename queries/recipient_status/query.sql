@@ -2,7 +2,7 @@
 -- under forward-only precedence (pipelines/status.py), partitioned by event_date = the
 -- date of the recipient's first send-pipeline event.
 -- BigQuery Standard SQL; DuckDB runs it through pipelines.sql.to_duckdb.
--- Parameters: @start_date, @end_date (DATE), @lookback_days, @lookahead_days (INT64).
+-- Parameters: @start_date, @end_date (DATE), @days_read_before, @days_read_after (INT64).
 WITH events_in_range AS (
   SELECT
     event_id,
@@ -25,8 +25,8 @@ WITH events_in_range AS (
   FROM events
   -- Look back to see whether a recipient began before @start_date (its row belongs to
   -- an earlier partition) and ahead to see how recipients of late dates settled.
-  WHERE event_date BETWEEN DATE_SUB(@start_date, INTERVAL @lookback_days DAY)
-                       AND DATE_ADD(@end_date, INTERVAL @lookahead_days DAY)
+  WHERE event_date BETWEEN DATE_SUB(@start_date, INTERVAL @days_read_before DAY)
+                       AND DATE_ADD(@end_date, INTERVAL @days_read_after DAY)
 ),
 
 per_recipient AS (

@@ -1,0 +1,206 @@
+"""The vectorized path for Customers Mail Cloud ``deliveries`` webhooks, exact by
+construction.
+
+Reads :mod:`.cmc`'s ``DELIVERY_STATUS_MAP`` and calls its own ``parse_created``,
+``normalize_message_id`` and ``smtp_class`` once per *distinct* value (a batch's events
+share their second, message and reason texts); hashes, event ids and the Arrow table are
+built in columns. Only ``deliveries`` bodies take this path (``bounces`` and ``blocks``
+are few, and their classification is the exact path's), and only when every item is an
+object whose ``to`` is a non-blank string, whose ``messageId`` and ``status`` are strings
+(or absent) and whose ``created`` reads with ``parse_created``. Anything else goes to
+:mod:`.cmc` unchanged.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import cmc, ses
+from .base import NormalizeContext, RecordError
+from .vectorized import (event_ids, finish, per_distinct, recipient_columns, redact_column,
+                         text_column)
+
+PROVIDER = cmc.PROVIDER
+KIND = "deliveries"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_US = timedelta(microseconds=1)
+_TIME = pa.struct([("us", pa.int64()), ("iso", pa.string())])
+
+
+def select(records, taken) -> tuple[list[int], list[dict]]:
+    """Positions of the CMC ``deliveries`` bodies (as the dispatcher detects them)."""
+    pos: list[int] = []
+    docs: list[dict] = []
+    for i, r in enumerate(records):
+        d = r.doc
+        if (taken[i] or r.error is not None or type(d) is not dict
+                or d.get("event_type") != KIND or ses.looks_like(d) or not cmc.looks_like(d)):
+            continue
+        pos.append(i)
+        docs.append(d)
+    return pos, docs
+
+
+def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, np.ndarray]:
+    """(events of the clean bodies, with ``_pos`` = index into ``docs``; their indices)."""
+    cat_field = ctx.cmc_category_field
+    ev_doc: list[int] = []
+    created: list[Any] = []
+    to: list[Any] = []
+    mids: list[Any] = []
+    status: list[Any] = []
+    reason: list[Any] = []
+    cats: list[Any] = []
+    bad = np.zeros(len(docs), dtype=bool)
+    for k, d in enumerate(docs):
+        items = d["event"].get(KIND)
+        if type(items) is not list or not items or not all(type(it) is dict for it in items):
+            bad[k] = True
+            continue
+        for it in items:
+            m, s, t = it.get("messageId"), it.get("status"), it.get("to")
+            if ((m is not None and type(m) is not str) or (s is not None and type(s) is not str)
+                    or type(t) is not str):
+                bad[k] = True
+            ev_doc.append(k)
+            created.append(it.get("created"))
+            to.append(t if type(t) is str else None)
+            mids.append(m if type(m) is str else None)
+            status.append(s if type(s) is str else None)
+            reason.append(it.get("reason"))
+            if cat_field:
+                cats.append(it.get(cat_field))
+    if not ev_doc:
+        return None, np.zeros(0, dtype=np.int64)
+    created_a = pa.array([v if type(v) is str else None for v in created], pa.string())
+    return _events(np.asarray(ev_doc, dtype=np.int64), bad, created_a,
+                   pa.array(to, pa.string()), pa.array(mids, pa.string()),
+                   text_column(status), text_column(reason),
+                   text_column(cats) if cat_field else None, ctx)
+
+
+def _events(ev_doc_a: np.ndarray, bad: np.ndarray, created_a: pa.Array, to_a: pa.Array,
+            mids_a: pa.Array, status_t: pa.Array, reason_t: pa.Array, cats_t, ctx):
+    """Events of the items (``ev_doc_a``: each item's body) whose body is not ``bad``;
+    texts already through ``base.text``. (table with ``_pos``, the bodies taken)"""
+    def one_time(v: str):
+        try:
+            ts = cmc.parse_created(v, ctx)
+        except RecordError:
+            return None
+        return {"us": (ts - _EPOCH) // _US, "iso": ts.isoformat()}
+
+    times = per_distinct(created_a, one_time, _TIME)
+    bad[ev_doc_a[pc.is_null(times).to_numpy(zero_copy_only=False)]] = True
+    h, dom, unusable = recipient_columns(to_a, ctx)
+    bad[ev_doc_a[unusable]] = True
+
+    keep = ~bad[ev_doc_a]
+    ok_docs = np.flatnonzero(~bad)
+    if not keep.any():
+        return None, np.zeros(0, dtype=np.int64)
+    keep_a = pa.array(keep)
+
+    def kept(a):
+        return pc.filter(a, keep_a)
+
+    n = int(keep.sum())
+    times = kept(times)
+    st = kept(status_t)
+    mid = kept(per_distinct(mids_a, cmc.normalize_message_id, pa.string()))
+    reason_r = redact_column(kept(reason_t))
+    event_type = per_distinct(pc.fill_null(st, ""),
+                              lambda s: cmc.DELIVERY_STATUS_MAP.get(s.lower(), "unknown"),
+                              pa.string())
+    pet = pc.if_else(pc.is_valid(st), pc.binary_join_element_wise(KIND, st, "."), KIND)
+    bclass = per_distinct(pc.fill_null(reason_r, ""), lambda r: cmc.smtp_class(r or None),
+                          pa.string())
+    email_hash = kept(h)
+    if cats_t is not None:
+        c = kept(cats_t).to_pylist()
+        categories = pa.array([[x] if x else [] for x in c], pa.list_(pa.string()))
+    else:
+        categories = pa.array([[]] * n, pa.list_(pa.string()))
+    cols = {
+        # deterministic_event_id(PROVIDER, mid, type, hash, ts) with no ``extra``: ""
+        "event_id": event_ids(PROVIDER, [mid, pet, email_hash, times.field("iso"),
+                                         pa.nulls(n, pa.string())]),
+        "event_type": event_type,
+        "provider_event_type": pet,
+        "bounce_class": pc.if_else(pc.equal(event_type, "bounce"), bclass,
+                                   pa.scalar(None, pa.string())),
+        "event_ts": times.field("us").cast(pa.timestamp("us", tz="UTC")),
+        "message_id": mid,
+        "email_hash": email_hash,
+        "recipient_domain": kept(dom),
+        "categories": categories,
+        "reason": reason_r,
+    }
+    return finish(cols, n, ctx, PROVIDER, pa.array(ev_doc_a[keep])), ok_docs
+
+
+# -- tier 1: a chunk of bodies read by Arrow's JSON reader (vectorized._arrow_tier) -------
+
+ARROW_OPENER = b"{"
+#: Keys that make the dispatcher read a body as SES (ses.looks_like), in any position:
+#: such lines are the record path's. So are lines with a letter spelled as an escape
+#: (a key written ``"\u0065ventType"`` is still that key).
+_SES_KEYS = r'"(?:eventType|notificationType|Type|Body|Messages)"\s*:'
+_LETTER_ESCAPE = r"\\u00(?:4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])"
+
+
+def arrow_sniff(chunk: bytes) -> bool:
+    return b'"event_type"' in chunk
+
+
+def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
+    s = pa.string()
+    fields = [("created", s), ("to", s), ("messageId", s), ("status", s), ("reason", s)]
+    cat = ctx.cmc_category_field
+    if cat and cat not in dict(fields):
+        fields.append((cat, s))
+    item = pa.struct(fields)
+    return pa.schema([("event_type", s), ("event", pa.struct([(KIND, pa.list_(item))]))])
+
+
+def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
+    if chunk and b"\\u00" not in chunk and not any(
+            k in chunk for k in (b'"eventType"', b'"notificationType"', b'"Type"', b'"Body"',
+                                 b'"Messages"')):
+        return np.ones(len(lines), dtype=bool)
+    bad = pc.or_(pc.match_substring_regex(lines, _SES_KEYS),
+                 pc.match_substring_regex(lines, _LETTER_ESCAPE))
+    return pc.invert(bad).to_numpy(zero_copy_only=False)
+
+
+def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray):
+    """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
+    from .vectorized import as_array, text_array
+    body = as_array(t["event"])
+    ok = (pc.fill_null(pc.equal(as_array(t["event_type"]), KIND), False)
+          .to_numpy(zero_copy_only=False) & pc.is_valid(body).to_numpy(zero_copy_only=False)
+          & allowed)
+    lists = pc.struct_field(body, KIND)
+    lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+    ok &= lengths > 0
+    items = pc.list_flatten(lists)
+    if not len(items):
+        return None, np.zeros(0, dtype=np.int64)
+    row = pc.list_parent_indices(lists).to_numpy()
+    ok[row[~pc.is_valid(items).to_numpy(zero_copy_only=False)]] = False  # a null item
+
+    def f(name):
+        return pc.struct_field(items, name)
+
+    cat = ctx.cmc_category_field
+    table, rows = _events(row.astype(np.int64), ~ok, f("created"), f("to"), f("messageId"),
+                          text_array(f("status")), text_array(f("reason")),
+                          text_array(f(cat)) if cat else None, ctx)
+    if table is None:
+        return None, rows
+    table = table.rename_columns([c if c != "_pos" else "_row" for c in table.column_names])
+    return table, rows

@@ -1,0 +1,411 @@
+"""The vectorized path for SES event-publishing records, exact by construction.
+
+Reads :mod:`.ses`'s mapping dicts (``EVENT_MAP``, ``PAYLOAD_KEY``, ``RECIPIENT_LIST``,
+``BOUNCE_CLASS``, ``NO_EVENT_NOTIFICATIONS``) and calls its own helpers for the
+envelopes (``_unwrap``), tags (``_tag_values``) and reasons (``_reason_status``), so the
+mapping has one owner. What it does in columns: the event time (an ISO time ending in
+``Z``, 3 or 6 fraction digits or none, parsed by Arrow kernels and checked to round-trip),
+address hashes and domains (once per distinct address), message ids, redaction, bounce
+classes, event ids and the Arrow table itself.
+
+A record takes this path only in the common shape: an SES record (bare, or in SNS/SQS
+envelopes that ``_unwrap`` opens) whose event word is a key of ``EVENT_MAP``, with a
+``mail`` object and a time of the shape above; types with a per-recipient list must
+carry a non-empty one (the single-recipient ``mail.destination`` fallback is the exact
+path's), and every recipient must be a non-blank string (or an object with one under
+``emailAddress``). Anything else goes to :mod:`.ses` unchanged.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from . import ses
+from .base import NormalizeContext, text
+from .vectorized import (as_array, event_ids, finish, iso_utc, per_distinct,
+                         recipient_columns, redact_column, text_column, ts_ok)
+
+PROVIDER = ses.PROVIDER
+
+_ISO = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+        r"(\.[0-9]{3}|\.[0-9]{6})?Z$")
+
+
+def select(records, taken) -> tuple[list[int], list[dict]]:
+    """Positions of the SES records (as the dispatcher detects them) and their SES
+    record objects, envelopes opened; records the exact path must see are left out."""
+    pos: list[int] = []
+    docs: list[dict] = []
+    looks_like, is_dump, unwrap = ses.looks_like, ses._is_receive_dump, ses._unwrap
+    for i, r in enumerate(records):
+        d = r.doc
+        if taken[i] or r.error is not None or type(d) is not dict or not looks_like(d):
+            continue
+        if "eventType" not in d and "notificationType" not in d:
+            if is_dump(d):
+                continue
+            try:
+                d, envelope_ts = unwrap(d)
+            except Exception:  # noqa: BLE001 - RecordError or a normalizer bug: the exact
+                continue  # path turns it into the dead letter it always was
+            if type(d) is not dict:
+                continue
+            if envelope_ts is not None and not _own_time(d):
+                continue  # its time is the envelope's: the exact path's rule (ses._time_of)
+        pos.append(i)
+        docs.append(d)
+    return pos, docs
+
+
+def _own_time(d: dict) -> bool:
+    """Whether a record carries its own time, so an SNS envelope's Timestamp is not used."""
+    word = d.get("eventType") or d.get("notificationType")
+    payload = (d.get(ses.PAYLOAD_KEY.get(word, ses._lower_first(word)))
+               if isinstance(word, str) else None)
+    if type(payload) is dict and payload.get("timestamp") not in (None, ""):
+        return True
+    mail = d.get("mail")
+    return (word in ses.MAIL_TIME_TYPES and type(mail) is dict
+            and mail.get("timestamp") not in (None, ""))
+
+
+def _words() -> frozenset[str]:
+    return frozenset(w for w in ses.EVENT_MAP if w == w.strip()
+                     and w not in ses.NO_EVENT_NOTIFICATIONS)
+
+
+def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, np.ndarray]:
+    """(events of the clean records, with ``_pos`` = index into ``docs``; their indices)."""
+    words_ok = _words()
+    payload_key, list_key_of = ses.PAYLOAD_KEY, ses.RECIPIENT_LIST
+    lower_first, reason_status = ses._lower_first, ses._reason_status
+    tag_key = ctx.ses_category_tag
+    tag_cache: dict[Any, list[str]] = {}
+
+    # Per record: only dict look-ups and the mapping's own small helpers.
+    rec_doc: list[int] = []       # per event: index into docs
+    rec_word: list[str] = []
+    rec_addr: list[Any] = []
+    rec_reason: list[Any] = []
+    rec_status: list[Any] = []
+    rec_ord: list[int] = []
+    d_ts: list[Any] = []          # per record (all docs)
+    d_mid: list[Any] = []
+    d_cats: list[list[str]] = []
+    d_bt: list[Any] = []
+    d_link: list[Any] = []
+    bad = np.zeros(len(docs), dtype=bool)
+    for k, d in enumerate(docs):
+        field = "eventType" if "eventType" in d else "notificationType"
+        word = d.get(field)
+        mail = d.get("mail")
+        if type(word) is not str or word not in words_ok or type(mail) is not dict:
+            bad[k] = True
+            d_ts.append(None); d_mid.append(None); d_cats.append([])
+            d_bt.append(None); d_link.append(None)
+            continue
+        key = payload_key[word] if word in payload_key else lower_first(word)
+        payload = d.get(key)
+        if type(payload) is not dict:
+            payload = {}
+        own = payload.get("timestamp")
+        d_ts.append(own if own is not None and own != "" else mail.get("timestamp"))
+        d_mid.append(mail.get("messageId"))
+        tags = mail.get("tags")
+        tv = tags.get(tag_key) if type(tags) is dict else None
+        if tv is None:
+            d_cats.append([])
+        else:
+            ck = tuple(tv) if type(tv) is list and all(type(x) is str for x in tv) else None
+            cats = tag_cache.get(ck) if ck is not None else None
+            if cats is None:
+                cats = ses._tag_values(tags, tag_key)
+                if ck is not None:
+                    tag_cache[ck] = cats
+            d_cats.append(cats)
+        d_bt.append(payload.get("bounceType"))
+        d_link.append(payload.get("link") if word == "Click" else None)
+        lk = list_key_of.get(word)
+        recipients = payload.get(lk) if lk is not None else mail.get("destination")
+        if type(recipients) is not list or not recipients:
+            bad[k] = True
+            continue
+        for j, rc in enumerate(recipients):
+            if type(rc) is dict:
+                addr, per = rc.get("emailAddress"), rc
+            else:
+                addr, per = rc, {}
+            if type(addr) is not str:
+                bad[k] = True
+                break
+            reason, status = reason_status(word, payload, per)
+            rec_doc.append(k); rec_word.append(word); rec_addr.append(addr)
+            rec_reason.append(reason); rec_status.append(status); rec_ord.append(j)
+
+    n_docs = len(docs)
+    # -- per record, in columns: time, message id -------------------------------------------
+    ts_s = pa.array([v if type(v) is str else None for v in d_ts], pa.string())
+    us, head = _micros(ts_s)
+    bad |= ~pc.is_valid(us).to_numpy(zero_copy_only=False)
+    mid = text_column(d_mid)
+
+    # -- per event --------------------------------------------------------------------------
+    ev_doc = np.asarray(rec_doc, dtype=np.int64)
+    if len(ev_doc):
+        addr = pa.array(rec_addr, pa.string())
+        h, dom, unusable = recipient_columns(addr, ctx)
+        if unusable.any():
+            bad[ev_doc[unusable]] = True
+        keep = ~bad[ev_doc]
+    else:
+        keep = np.zeros(0, dtype=bool)
+    ok_docs = np.flatnonzero(~bad)
+    if not len(ok_docs) or not keep.any():
+        return None, np.zeros(0, dtype=np.int64)
+    keep_a = pa.array(keep)
+    sel = pa.array(ev_doc[keep])
+    words = pc.filter(pa.array(rec_word, pa.string()), keep_a)
+    event_type = per_distinct(words, ses.EVENT_MAP.get, pa.string())
+    ts = pc.take(us, sel).cast(pa.timestamp("us", tz="UTC"))
+    mid_e = pc.take(mid, sel)
+    email_hash = pc.filter(h, keep_a)
+    is_bounce = pc.equal(event_type, "bounce")
+    bt = pc.take(text_column(d_bt), sel)
+    bclass = per_distinct(pc.fill_null(bt, ""), lambda b: ses.BOUNCE_CLASS.get(b, "undetermined"),
+                          pa.string())
+    url = redact_column(pc.take(text_column(d_link), sel))
+    cats = pa.array([d_cats[i] for i in ev_doc[keep]], pa.list_(pa.string()))
+    cols = {
+        "event_id": event_ids(PROVIDER, [mid_e, words, email_hash,
+                                         iso_utc(ts, pc.take(head, sel)), url]),
+        "event_type": event_type,
+        "provider_event_type": words,
+        "bounce_class": pc.if_else(is_bounce, bclass, pa.scalar(None, pa.string())),
+        "event_ts": ts,
+        "message_id": mid_e,
+        "email_hash": email_hash,
+        "recipient_domain": pc.filter(dom, keep_a),
+        "categories": cats,
+        "reason": redact_column(pc.filter(_texts(rec_reason), keep_a)),
+        "smtp_status": pc.filter(_texts(rec_status), keep_a),
+        "url": url,
+    }
+    table = finish(cols, int(keep.sum()), ctx, PROVIDER, sel)
+    return table, ok_docs
+
+
+def _texts(values: list[Any]) -> pa.Array:
+    """Values ``_reason_status`` already passed through ``base.text``."""
+    try:
+        return pa.array(values, pa.string())
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([text(v) for v in values], pa.string())
+
+
+# -- tier 1: the chunk read by Arrow's JSON reader (see vectorized._arrow_tier) ----------
+
+ARROW_OPENER = b"{"
+#: word -> the payload field ses._reason_status reads for the record's reason
+_REASON_FIELD = {"Bounce": "bounceSubType", "DeliveryDelay": "delayType",
+                 "Complaint": "complaintFeedbackType", "Delivery": "smtpResponse",
+                 "Reject": "reason", "Rendering Failure": "errorMessage"}
+#: words whose per-recipient objects carry diagnosticCode / status (ses._reason_status)
+_PER_RECIPIENT = frozenset({"Bounce", "DeliveryDelay"})
+#: per-recipient lists SES writes as plain addresses (the others hold objects)
+_ADDRESS_LISTS = frozenset({"Delivery"})
+
+
+def arrow_sniff(chunk: bytes) -> bool:
+    return b'"eventType"' in chunk
+
+
+def _payload_fields(word: str) -> list[str]:
+    fields = ["timestamp"]
+    if word in _REASON_FIELD:
+        fields.append(_REASON_FIELD[word])
+    if ses.EVENT_MAP.get(word) == "bounce":
+        fields.append("bounceType")
+    if word == "Click":
+        fields.append("link")
+    return fields
+
+
+def _key(word: str) -> str:
+    return ses.PAYLOAD_KEY[word] if word in ses.PAYLOAD_KEY else ses._lower_first(word)
+
+
+def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
+    s = pa.string()
+    rc = pa.struct([("emailAddress", s), ("status", s), ("diagnosticCode", s)])
+    payloads: dict[str, dict[str, pa.DataType]] = {}
+    for w in sorted(_words()):
+        p = payloads.setdefault(_key(w), {})
+        for f in _payload_fields(w):
+            p[f] = s
+        lk = ses.RECIPIENT_LIST.get(w)
+        if lk is not None:
+            p[lk] = pa.list_(s) if w in _ADDRESS_LISTS else pa.list_(rc)
+    mail = pa.struct([("timestamp", s), ("messageId", s), ("destination", pa.list_(s)),
+                      ("tags", pa.struct([(ctx.ses_category_tag, pa.list_(s))]))])
+    fields = [("eventType", s), ("mail", mail)]
+    fields += [(k, pa.struct(list(v.items()))) for k, v in sorted(payloads.items())
+               if k not in ("eventType", "mail")]
+    return pa.schema(fields)
+
+
+def _micros(ts_s: pa.Array) -> tuple[pa.Array, pa.Array]:
+    """(microseconds since the epoch, the ``YYYY-MM-DDTHH:MM:SS`` head) of ISO times
+    ending in ``Z`` (3 or 6 fraction digits or none), as base.parse_iso_ts reads them;
+    null for any other text."""
+    shaped = pc.fill_null(pc.match_substring_regex(ts_s, _ISO), False)
+    head = pc.if_else(shaped, pc.utf8_slice_codeunits(ts_s, 0, 19), pa.scalar(None, pa.string()))
+    base = pc.strptime(head, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=True)
+    # Arrow's strptime rolls 2017-02-30 over to March: keep only real dates
+    real = pc.fill_null(pc.and_(
+        pc.equal(pc.day(base), pc.cast(pc.utf8_slice_codeunits(head, 8, 10), pa.int64())),
+        pc.equal(pc.month(base), pc.cast(pc.utf8_slice_codeunits(head, 5, 7), pa.int64()))),
+        False)
+    frac = pc.utf8_rpad(pc.utf8_slice_codeunits(ts_s, 20, 26), width=6, padding="0")
+    frac = pc.replace_substring(frac, "Z", "0")  # "669Z00" -> "669000"
+    us = pc.add(base.cast(pa.int64()), pc.cast(pc.if_else(real, frac, "0"), pa.int64()))
+    good = pc.and_(real, ts_ok(us))
+    return (pc.if_else(good, us, pa.scalar(None, pa.int64())),
+            pc.if_else(good, head, pa.scalar(None, pa.string())))
+
+
+def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
+                    ) -> tuple[pa.Table, np.ndarray]:
+    """(events with ``_row``, the rows taken) for a chunk read with :func:`arrow_schema`."""
+    from .vectorized import text_array
+    s = pa.string()
+    n = t.num_rows
+    words = _words()
+    ev = as_array(t["eventType"])
+    mail = as_array(t["mail"])
+    ok = pc.and_(pc.fill_null(pc.is_in(ev, value_set=pa.array(sorted(words), s)), False),
+                 pc.is_valid(mail)).to_numpy(zero_copy_only=False) & allowed
+    null = pa.nulls(n, s)
+    ts_own, line_reason, bt, link = null, null, null, null
+    present = [w for w in pc.unique(pc.filter(ev, pa.array(ok))).to_pylist()]
+    masks = {w: pc.fill_null(pc.equal(ev, w), False) for w in present}
+    for w in present:
+        pst = as_array(t[_key(w)])
+        ts_own = pc.if_else(masks[w], pc.struct_field(pst, "timestamp"), ts_own)
+        if w in _REASON_FIELD:
+            line_reason = pc.if_else(masks[w], pc.struct_field(pst, _REASON_FIELD[w]),
+                                     line_reason)
+        if ses.EVENT_MAP.get(w) == "bounce":
+            bt = pc.if_else(masks[w], pc.struct_field(pst, "bounceType"), bt)
+        if w == "Click":
+            link = pc.if_else(masks[w], pc.struct_field(pst, "link"), link)
+    own_missing = pc.fill_null(pc.equal(ts_own, ""), True)
+    us, head = _micros(pc.if_else(own_missing, pc.struct_field(mail, "timestamp"), ts_own))
+    ok &= pc.is_valid(us).to_numpy(zero_copy_only=False)
+
+    # recipients, one group per word: (row, position, address, status, diagnosticCode)
+    groups = []
+    for w in present:
+        rows = np.flatnonzero(ok & masks[w].to_numpy(zero_copy_only=False))
+        if not len(rows):
+            continue
+        lk = ses.RECIPIENT_LIST.get(w)
+        col = (pc.struct_field(as_array(t[_key(w)]), lk) if lk is not None
+               else pc.struct_field(mail, "destination"))
+        lists = pc.take(col, pa.array(rows))
+        lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+        ok[rows[lengths == 0]] = False
+        flat = pc.list_flatten(lists)
+        if not len(flat):
+            continue
+        parent = rows[pc.list_parent_indices(lists).to_numpy()]
+        first = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+        order = np.arange(len(flat)) - np.repeat(first, lengths)
+        if pa.types.is_struct(flat.type):
+            addr = pc.struct_field(flat, "emailAddress")
+            per = w in _PER_RECIPIENT
+            status = pc.struct_field(flat, "status") if per else pa.nulls(len(flat), s)
+            diag = pc.struct_field(flat, "diagnosticCode") if per else pa.nulls(len(flat), s)
+        else:
+            addr, status, diag = flat, pa.nulls(len(flat), s), pa.nulls(len(flat), s)
+        groups.append((parent, order, addr, status, diag))
+    if not groups:
+        return None, np.zeros(0, dtype=np.int64)
+    row = np.concatenate([g[0] for g in groups])
+    order = np.concatenate([g[1] for g in groups])
+    sort = pa.array(np.lexsort((order, row)))
+    row = row[sort.to_numpy()]
+    addr, status, diag = (pc.take(pa.concat_arrays([g[i] for g in groups]), sort)
+                          for i in (2, 3, 4))
+    h, dom, unusable = recipient_columns(addr, ctx)
+    ok[row[unusable]] = False
+    keep = ok[row]
+    if not keep.any():
+        return None, np.zeros(0, dtype=np.int64)
+    keep_a = pa.array(keep)
+    row = row[keep]
+    row_a = pa.array(row)
+
+    def per_event(a):
+        return pc.take(a, row_a)
+
+    words_e = per_event(ev)
+    event_type = per_distinct(words_e, ses.EVENT_MAP.get, s)
+    ts = per_event(us).cast(pa.timestamp("us", tz="UTC"))
+    mid = per_event(text_array(pc.struct_field(mail, "messageId")))
+    per_rcpt = pc.is_in(words_e, value_set=pa.array(sorted(_PER_RECIPIENT), s))
+    reason_line = per_event(text_array(line_reason))
+    diag_t = text_array(pc.filter(diag, keep_a))
+    reason = pc.if_else(per_rcpt, pc.coalesce(diag_t, reason_line), reason_line)
+    smtp = pc.if_else(per_rcpt, text_array(pc.filter(status, keep_a)), pa.scalar(None, s))
+    btype = per_event(text_array(bt))
+    bclass = per_distinct(pc.fill_null(btype, ""),
+                          lambda b: ses.BOUNCE_CLASS.get(b, "undetermined"), s)
+    url = redact_column(per_event(text_array(link)))
+    email_hash = pc.filter(h, keep_a)
+    cols = {
+        "event_id": event_ids(PROVIDER, [mid, words_e, email_hash,
+                                         iso_utc(ts, per_event(head)), url]),
+        "event_type": event_type,
+        "provider_event_type": words_e,
+        "bounce_class": pc.if_else(pc.equal(event_type, "bounce"), bclass,
+                                   pa.scalar(None, s)),
+        "event_ts": ts,
+        "message_id": mid,
+        "email_hash": email_hash,
+        "recipient_domain": pc.filter(dom, keep_a),
+        "categories": _categories(pc.struct_field(mail, "tags"), ctx.ses_category_tag, row_a),
+        "reason": redact_column(reason),
+        "smtp_status": smtp,
+        "url": url,
+    }
+    table = finish(cols, len(row), ctx, PROVIDER, row_a)
+    table = table.rename_columns([c if c != "_pos" else "_row" for c in table.column_names])
+    return table, np.unique(row)
+
+
+def _categories(tags: pa.Array, key: str, rows: pa.Array) -> pa.Array:
+    """ses._tag_values per event: the tag's list as it is when its values are distinct
+    strings that need no trimming; through ``_tag_values`` itself otherwise."""
+    from .vectorized import needs_trim
+    tv = pc.take(pc.struct_field(tags, key), rows)
+    flat = pc.list_flatten(tv)
+    if len(flat):
+        parent = pc.list_parent_indices(tv)
+        bad = pc.or_(pc.fill_null(needs_trim(flat), True),
+                     pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0))
+        pairs = pa.table({"p": parent, "v": flat}).group_by(["p", "v"], use_threads=False).aggregate(
+            [([], "count_all")])
+        dup = pc.filter(pairs["p"], pc.greater(pairs["count_all"], 1))
+        unclean = np.union1d(pc.filter(parent, bad).to_numpy(), dup.to_numpy())
+    else:
+        unclean = np.zeros(0, dtype=np.int64)
+    tv = pc.if_else(pc.is_valid(tv), tv, pa.scalar([], tv.type))
+    if len(unclean):
+        lists = tv.to_pylist()
+        for i in unclean:
+            lists[int(i)] = ses._tag_values({key: lists[int(i)]}, key)
+        tv = pa.array(lists, pa.list_(pa.string()))
+    return tv

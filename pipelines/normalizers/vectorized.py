@@ -1,0 +1,449 @@
+"""Vectorized normalization of a chunk's clean records, exact by construction.
+
+The per-record path (orjson -> dicts -> the provider normalizers -> Arrow) costs 10-30 us
+per event, most of it Python logic per record. Here a chunk goes through two tiers, and
+whatever neither takes goes to the exact path, unchanged:
+
+1. Arrow's C++ JSON reader parses the whole chunk straight into typed columns (SendGrid
+   POST bodies, SES event-publishing records; see :func:`_arrow_tier` for when it is
+   provably read as orjson reads it), and the provider's fast module normalizes the
+   columns with Arrow compute kernels. No Python object per record.
+2. For the records tier 1 could not take (or chunks it cannot read), the records parsed
+   by :func:`pipelines.records.iter_records` (the exact path's own parser) are split by
+   provider; SES (incl. SNS/SQS envelopes) and CMC ``deliveries`` in their clean shape
+   are pulled into columns with plain dict look-ups and normalized with the same kernels.
+
+In both tiers Python work is left only per *distinct* value (address hashes with the
+configured hasher, CMC local times, SES tag lists) and for the event-id digests. The
+provider modules (:mod:`.sendgrid_columnar`, :mod:`.ses_columnar`, :mod:`.cmc_columnar`)
+read their provider module's mapping dicts each time they run and call its helpers;
+none keeps a copy.
+
+A record takes a fast tier only when it is *provably* in its provider's clean, common
+shape (each module says which); every other record is returned, in order, as
+``iter_records`` would have yielded it. A record is the unit: all of its events come
+from one path. The property tests in ``tests/test_vectorized_*.py`` compare the paths
+record for record, events, dead letters and counts.
+
+Why not DuckDB SQL per chunk: measured here, DuckDB's JSON parse (``json_transform``
+into typed structs, 4-6 us per SES line) was slower than orjson (3 us), planning the
+query cost about 25 ms per chunk, and the shape checks it needs (duplicate keys, which
+DuckDB resolves to the first and orjson to the last) cost 20 us more per line.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..events import EVENT_SCHEMA
+from ..records import RawRecord
+from .base import NormalizeContext, redact_addresses, text
+
+log = logging.getLogger(__name__)
+
+#: Seconds this process spent parsing JSON inside :func:`normalize_chunk` (Arrow's reader,
+#: orjson via iter_records / parse_json): the benchmark's "parse" step.
+PARSE_SECONDS = [0.0]
+
+#: Below this many candidate records a provider's records take the exact path (the
+#: fixed cost of the kernels is about a hundred microseconds).
+MIN_RECORDS = 16
+
+#: Every character Python's str.strip() removes (RE2's \\s is ASCII only).
+#: (a literal: computing it walks every code point, about 0.5 s per process;
+#: tests/test_vectorized_ses.py checks it against str.isspace)
+_PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
+_SPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
+#: A string Python's strip() would change.
+NEEDS_TRIM = f"^{_SPACE_CLASS}|{_SPACE_CLASS}$"
+
+_STR = pa.string()
+_TS = pa.timestamp("us", tz="UTC")
+
+
+def needs_trim(arr: pa.Array) -> pa.Array:
+    """Strings ``str.strip()`` would change; null stays null."""
+    return pc.match_substring_regex(as_array(arr), NEEDS_TRIM)
+
+
+def as_array(values) -> pa.Array:
+    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+
+
+# -- columns from values -------------------------------------------------------------------
+
+def text_column(values: Sequence[Any]) -> pa.Array:
+    """``base.text`` over a column: strings that need no trimming stay as they are (the
+    common case, checked by a kernel); every other value goes through ``base.text``."""
+    try:
+        arr = pa.array(values, type=_STR)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array([text(v) for v in values], type=_STR)
+    if arr.null_count == len(arr):
+        return arr
+    needs = pc.fill_null(needs_trim(arr), False)
+    if pc.any(needs).as_py():
+        arr = pc.if_else(needs, pa.array([text(v) if isinstance(v, str) else None
+                                          for v in values], _STR), arr)
+    return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, _STR), arr)
+
+
+def str_column(values: Sequence[Any]) -> tuple[pa.Array, np.ndarray]:
+    """Strings as they are; (column, mask of positions that hold something else)."""
+    arr = pa.array([v if type(v) is str else None for v in values], type=_STR)
+    other = np.fromiter((v is not None and type(v) is not str for v in values), bool,
+                        len(values))
+    return arr, other
+
+
+def per_distinct(arr: pa.Array, fn: Callable[[Any], Any], type_: pa.DataType) -> pa.Array:
+    """``fn`` applied once per distinct value of ``arr`` (nulls stay null)."""
+    arr = as_array(arr)
+    if len(arr) == 0:
+        return pa.array([], type_)
+    enc = pc.dictionary_encode(arr)
+    values = pa.array([None if v is None else fn(v) for v in enc.dictionary.to_pylist()],
+                      type_)
+    return pc.take(values, enc.indices)
+
+
+def redact_column(arr: pa.Array) -> pa.Array:
+    """``base.redact_addresses`` on the values that may hold an address."""
+    arr = as_array(arr)
+    may = pc.fill_null(pc.match_substring_regex(arr, "@|%40", ignore_case=True), False)
+    if not pc.any(may).as_py():
+        return arr
+    return pc.if_else(may, per_distinct(arr, redact_addresses, _STR), arr)
+
+
+#: Addresses whose domain Arrow kernels derive as hashing.recipient_domain does: printable
+#: ASCII without ``<``/``>`` (no display name to parse) and nothing to trim.
+_PLAIN_ADDRESS = r"^[\x21-\x3b\x3d\x3f-\x7e]+$"
+
+
+def recipient_columns(addresses: pa.Array, ctx: NormalizeContext
+                      ) -> tuple[pa.Array, pa.Array, np.ndarray]:
+    """(email_hash, recipient_domain, unusable) for string addresses: the configured
+    hasher once per distinct address, and ``hashing.recipient_domain`` (in kernels for
+    plain ASCII addresses, in Python for the rest). Null or blank addresses are
+    ``unusable`` (the exact path turns them into dead letters)."""
+    from ..hashing import recipient_domain
+    addresses = as_array(addresses)
+    hasher = ctx.hasher
+    h = per_distinct(addresses, lambda a: hasher(a) if a.strip() else None, _STR)
+    plain = pc.fill_null(pc.match_substring_regex(addresses, _PLAIN_ADDRESS), False)
+    dom = pc.struct_field(pc.extract_regex(pc.utf8_lower(addresses), r"@(?P<d>[^@]*)$"), "d")
+    dom = pc.if_else(pc.equal(pc.utf8_length(dom), 0), pa.scalar(None, _STR), dom)
+    if not pc.all(pc.or_(plain, pc.is_null(addresses))).as_py():
+        dom = pc.if_else(plain, dom, per_distinct(addresses, recipient_domain, _STR))
+    return h, dom, pc.is_null(h).to_numpy(zero_copy_only=False)
+
+
+def ts_ok(us: pa.Array) -> pa.Array:
+    """Microseconds since the epoch inside ``base.check_ts``'s range (nulls: false)."""
+    from . import base
+    lo = int(base._MIN_TS.timestamp()) * 1_000_000
+    hi = int(base._MAX_TS.timestamp()) * 1_000_000
+    return pc.fill_null(pc.and_(pc.greater_equal(us, lo), pc.less(us, hi)), False)
+
+
+def iso_utc(ts: pa.Array, head: pa.Array | None = None) -> pa.Array:
+    """``datetime.isoformat()`` of UTC timestamps (``...+00:00``; microseconds only when
+    not zero), as :func:`pipelines.events.deterministic_event_id` hashes them. ``head``:
+    the ``YYYY-MM-DDTHH:MM:SS`` text of each time when the caller has it (strftime is slow)."""
+    ts = as_array(ts)
+    secs = pc.floor_temporal(ts, unit="second")
+    if head is None:
+        head = pc.utf8_slice_codeunits(
+            pc.strftime(secs.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S"), 0, 19)
+    us = pc.subtract(ts.cast(pa.int64()), secs.cast(pa.int64()))
+    frac = pc.utf8_lpad(us.cast(_STR), width=6, padding="0")
+    body = pc.if_else(pc.equal(us, 0), head, pc.binary_join_element_wise(head, ".", frac, ""))
+    return pc.binary_join_element_wise(body, "+00:00", "")
+
+
+def event_ids(provider: str, parts: Iterable[pa.Array]) -> pa.Array:
+    """``deterministic_event_id(provider, *parts)`` for each row (parts are the key fields
+    in order, nulls meaning empty)."""
+    cols = [pc.fill_null(as_array(p), "") for p in parts]
+    keys = pc.binary_join_element_wise(provider, *cols, "\x1f").to_pylist()
+    sha = hashlib.sha256
+    return pa.array([sha(k.encode("utf-8")).hexdigest()[:32] for k in keys], _STR)
+
+
+# -- the chunk ------------------------------------------------------------------------------
+
+@dataclass
+class FastResult:
+    """Events of the records the fast path took (canonical schema, record order), events
+    per provider, and the records left for the exact path (in their original order)."""
+
+    events: pa.Table
+    counts: dict[str, int]
+    residual: list[RawRecord]
+    records_fast: int = 0
+
+
+def _modules():
+    """The fast modules: tier 1 uses those with ``arrow_schema``, the record path those
+    with ``select``."""
+    from . import cmc_columnar, sendgrid_columnar, ses_columnar
+    return (sendgrid_columnar, ses_columnar, cmc_columnar)
+
+
+def normalize_chunk(chunk: bytes, ctx: NormalizeContext, *, min_records: int = MIN_RECORDS,
+                    modules=None, with_lines: bool = False, arrow: bool = True) -> FastResult:
+    """The load job's entry point: a chunk's bytes -> fast-path events + the records
+    (as ``iter_records`` yields them) left for the exact path. Tier 1 (Arrow's JSON
+    reader) when the chunk allows it, then the record path for what it leaves."""
+    from ..records import iter_records
+    mods = modules if modules is not None else _modules()
+    t1 = None
+    if arrow:
+        t1 = normalize_chunk_arrow(chunk, ctx, with_lines=True, min_lines=min_records,
+                                   modules=[m for m in mods if hasattr(m, "arrow_schema")])
+    if t1 is not None:
+        records = t1.residual
+    else:
+        t0 = time.perf_counter()
+        records = list(iter_records(chunk))
+        PARSE_SECONDS[0] += time.perf_counter() - t0
+    t2 = normalize_records(records, ctx, min_records=min_records, modules=mods,
+                           with_lines=True)
+    if t1 is None or not t1.events.num_rows:
+        res = t2
+    else:
+        events = pa.concat_tables([t1.events, t2.events]) if t2.events.num_rows else t1.events
+        if t2.events.num_rows:
+            events = events.take(pc.sort_indices(events["_line"]))  # stable: record order
+        counts = dict(t1.counts)
+        for k, v in t2.counts.items():
+            counts[k] = counts.get(k, 0) + v
+        res = FastResult(events, counts, t2.residual, t1.records_fast + t2.records_fast)
+    if not with_lines:
+        res.events = res.events.drop_columns(["_line"])
+    return res
+
+
+def normalize_records(records: list[RawRecord], ctx: NormalizeContext, *,
+                      min_records: int = MIN_RECORDS, modules=None,
+                      with_lines: bool = False) -> FastResult:
+    """Split ``records`` (as ``iter_records`` yields them) into fast-path events and the
+    records the exact path must handle. ``with_lines`` keeps a ``_line`` column (the
+    record's line) for tests that compare record by record."""
+    taken = np.zeros(len(records), dtype=bool)
+    tables: list[pa.Table] = []
+    counts: dict[str, int] = {}
+    for module in (modules if modules is not None else _modules()):
+        if not hasattr(module, "select"):
+            continue
+        pos, docs = module.select(records, taken)
+        if not pos or len(pos) < min_records:
+            continue
+        try:
+            table, ok = module.normalize_docs(docs, ctx)
+        except Exception:  # noqa: BLE001 - a fast-path bug must not lose records: they
+            log.exception("vectorized %s path failed; records take the exact path",
+                          module.PROVIDER)  # all take the exact path instead
+            continue
+        if table is None or not len(ok):
+            continue
+        pos = np.asarray(pos, dtype=np.int64)
+        taken[pos[ok]] = True
+        # ``_pos`` (index into docs) -> index into records, for the record order
+        table = table.set_column(table.schema.get_field_index("_pos"), "_pos",
+                                 pa.array(pos[table["_pos"].to_numpy()]))
+        tables.append(table)
+        counts[module.PROVIDER] = counts.get(module.PROVIDER, 0) + table.num_rows
+    if not tables:
+        events = EVENT_SCHEMA.empty_table()
+        if with_lines:
+            events = events.append_column("_line", pa.array([], pa.int64()))
+        return FastResult(events, {}, records)
+    events = pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+    if len(tables) > 1:
+        events = events.take(pc.sort_indices(events["_pos"]))
+    if with_lines:
+        lines = np.asarray([r.line for r in records], dtype=np.int64)
+        events = events.append_column("_line", pa.array(lines[events["_pos"].to_numpy()]))
+    events = events.drop_columns(["_pos"])
+    residual = [r for r, t in zip(records, taken) if not t]
+    return FastResult(events, counts, residual, records_fast=int(taken.sum()))
+
+
+def finish(cols: dict[str, Any], n: int, ctx: NormalizeContext, provider: str,
+           pos: pa.Array) -> pa.Table:
+    """The canonical table from per-event columns (missing ones null), with provider,
+    event_date, source_uri and ingested_at filled in and ``_pos`` appended."""
+    ts = as_array(cols["event_ts"]).cast(_TS)
+    fixed = {
+        "provider": pa.array([provider] * n, _STR),
+        "event_ts": ts,
+        "event_date": ts.cast(pa.date32()),
+        "source_uri": pa.array([ctx.source_uri or None] * n, _STR),
+        "ingested_at": pa.array([ctx.ingested_at] * n, _TS),
+    }
+    out = []
+    for f in EVENT_SCHEMA:
+        c = fixed.get(f.name)
+        if c is None:
+            c = cols.get(f.name)
+            c = pa.nulls(n, f.type) if c is None else as_array(c)
+        out.append(c if c.type == f.type else c.cast(f.type))
+    table = pa.Table.from_arrays(out, schema=EVENT_SCHEMA)
+    return table.append_column("_pos", as_array(pos).cast(pa.int64()))
+
+
+# -- tier 1: Arrow's JSON reader over the whole chunk ---------------------------------------
+#
+# For a chunk in the common shape, Arrow's C++ JSON reader (RapidJSON) parses every line
+# straight into typed columns (about half orjson's cost, and no Python object per record).
+# It is used only when it provably reads the chunk as orjson would: the chunk is UTF-8,
+# has no blank line, one object per line (the row count must equal the line count), and
+# every field the mapping reads has the declared type (a mismatch fails the whole chunk,
+# which then takes the record path). Lines with text RapidJSON accepts and orjson refuses
+# (``NaN``, ``Infinity``, ``Inf``: also inside strings, harmlessly) are never taken.
+# Repeated keys: RapidJSON fails the chunk on a repeated key it reads; repeated keys it
+# does not read are read by neither path.
+
+_RAPIDJSON_ONLY = r"[:,\[][ \t\r\n]*-?(?:NaN|Inf)"
+
+
+@dataclass
+class Lines:
+    """A chunk's lines (no copy): ``starts[i]`` .. ``ends[i]`` (newline excluded)."""
+
+    data: bytes
+    starts: np.ndarray
+    ends: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def raw(self, i: int) -> bytes:
+        return self.data[int(self.starts[i]):int(self.ends[i])]
+
+    def array(self) -> pa.Array:
+        """The lines as one Arrow string column, each value keeping its newline."""
+        offsets = np.concatenate((self.starts, [len(self.data)])).astype(np.int64)
+        return pa.Array.from_buffers(pa.large_string(), len(self.starts),
+                                     [None, pa.py_buffer(offsets.tobytes()),
+                                      pa.py_buffer(self.data)])
+
+
+def split_lines(data: bytes) -> Lines | None:
+    """The lines of a chunk ending in a newline, or None."""
+    if not data.endswith(b"\n"):
+        return None
+    buf = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(buf == 10)
+    starts = np.concatenate(([0], ends[:-1] + 1)).astype(np.int64)
+    return Lines(data, starts, ends.astype(np.int64))
+
+
+def _arrow_tier(chunk: bytes, ctx: NormalizeContext, module, opener: bytes,
+                min_lines: int = MIN_RECORDS):
+    """(events with ``_row``, taken rows, Lines) or None when the chunk is not provably
+    read by Arrow as orjson reads it."""
+    import io
+
+    import pyarrow.json as pj
+    lines = split_lines(chunk)
+    if lines is None or len(lines) < max(min_lines, 1):
+        return None
+    buf = np.frombuffer(chunk, np.uint8)
+    first, last = buf[lines.starts], buf[np.maximum(lines.ends - 1, 0)]
+    closer = {b"{": ord("}"), b"[": ord("]")}[opener]
+    if (np.any(lines.ends <= lines.starts) or np.any(first != opener[0])
+            or np.any(last != closer)):
+        return None  # blank lines, padding, \r, or a line that is not one value
+    try:
+        chunk.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    data = module.arrow_input(chunk) if hasattr(module, "arrow_input") else chunk
+    t0 = time.perf_counter()
+    try:
+        table = pj.read_json(
+            io.BytesIO(data),
+            read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
+            parse_options=pj.ParseOptions(explicit_schema=module.arrow_schema(ctx),
+                                          unexpected_field_behavior="ignore",
+                                          newlines_in_values=False))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        return None
+    finally:
+        PARSE_SECONDS[0] += time.perf_counter() - t0
+    if table.num_rows != len(lines):
+        return None
+    if b"NaN" in chunk or b"Inf" in chunk:
+        allowed = pc.invert(pc.match_substring_regex(lines.array(), _RAPIDJSON_ONLY))
+        allowed = allowed.to_numpy(zero_copy_only=False)
+    else:
+        allowed = np.ones(len(lines), dtype=bool)
+    if hasattr(module, "arrow_allowed"):
+        allowed = allowed & module.arrow_allowed(lines.array(), chunk)
+    events, rows = module.normalize_table(table, ctx, allowed)
+    return events, rows, lines
+
+
+def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
+                          with_lines: bool = False, min_lines: int = MIN_RECORDS):
+    """Tier 1 for the chunk, or None (the chunk then takes :func:`normalize_chunk`'s
+    record path). Returns a FastResult whose residual holds the records of every line
+    it did not take, as ``iter_records`` yields them."""
+    from ..records import parse_json
+    for module in (modules if modules is not None else _modules()):
+        if not hasattr(module, "arrow_schema"):
+            continue
+        opener = module.ARROW_OPENER
+        if chunk[:1] != opener or not module.arrow_sniff(chunk):
+            continue
+        try:
+            got = _arrow_tier(chunk, ctx, module, opener, min_lines)
+        except Exception:  # noqa: BLE001 - a fast-path bug must not lose records: the
+            log.exception("Arrow tier for %s failed; the chunk takes the record path",
+                          module.PROVIDER)  # chunk takes the record path instead
+            return None
+        if got is None:
+            return None
+        events, rows, lines = got
+        if events is None:
+            events = EVENT_SCHEMA.empty_table().append_column("_row", pa.array([], pa.int64()))
+        taken = np.zeros(len(lines), dtype=bool)
+        taken[rows] = True
+        # iter_records reads a chunk as NDJSON when its first line is JSON on its own
+        if not taken[0] and parse_json(lines.raw(0))[1] is not None:
+            return None
+        residual = []
+        t0 = time.perf_counter()
+        for i in np.flatnonzero(~taken):
+            raw = lines.raw(int(i))
+            doc, err = parse_json(raw)
+            residual.append(RawRecord(int(i) + 1, raw, doc, err))
+        PARSE_SECONDS[0] += time.perf_counter() - t0
+        if with_lines:
+            events = events.append_column("_line", pc.add(events["_row"], 1))
+        events = events.drop_columns(["_row"])
+        return FastResult(events, {module.PROVIDER: events.num_rows} if events.num_rows else {},
+                          residual, records_fast=int(taken.sum()))
+    return None
+
+
+
+def text_array(arr: pa.Array) -> pa.Array:
+    """``base.text`` over a string column (trimmed; empty -> null)."""
+    arr = as_array(arr)
+    if len(arr) == 0 or arr.null_count == len(arr):
+        return arr
+    needs = pc.fill_null(needs_trim(arr), False)
+    if pc.any(needs).as_py():
+        arr = pc.if_else(needs, per_distinct(arr, text, _STR), arr)
+    return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, _STR), arr)
