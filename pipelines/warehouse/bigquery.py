@@ -71,8 +71,8 @@ import pyarrow.parquet as pq
 
 from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOAD_SCHEMA,
                       LOADED_FILE_FIELDS, LOADED_FILE_SCHEMA, Field, bigquery_schema)
-from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
-                   WarehouseError, load_counts)
+from .base import (COUNTERS, CommitResult, LoadBatch, PartitionReplacement,
+                   TransientWarehouseError, Warehouse, WarehouseError, load_counts)
 from .bq_emulator import is_loopback_http, strip_sql_comments
 from .bq_params import query_parameters
 from .partition_filters import (  # noqa: F401 (re-exported: callers import them from here)
