@@ -38,7 +38,7 @@ def _positive_bytes(value: str) -> int:
 
 
 def hasher_from_env(embedded: bool = True) -> EmailHasher:
-    from ..cli import UsageError
+    from ..errors import UsageError
     try:
         return EmailHasher(resolve_key(os.environ, embedded=embedded))
     except MissingHashKey as exc:
@@ -47,7 +47,7 @@ def hasher_from_env(embedded: bool = True) -> EmailHasher:
 
 def context_from_args(args: argparse.Namespace, hasher: EmailHasher, source_uri: str = "",
                       ingested_at: datetime | None = None) -> NormalizeContext:
-    from ..cli import UsageError
+    from ..errors import UsageError
     try:
         return NormalizeContext(
             hasher=hasher, source_uri=source_uri, ingested_at=ingested_at,

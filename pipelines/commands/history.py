@@ -117,7 +117,7 @@ def run(args) -> int:
     import json
     from datetime import date, datetime, timedelta, timezone
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_warehouse_uri
     from ..warehouse import Warehouse, WarehouseError, open_warehouse
     from ._common import hasher_from_env
