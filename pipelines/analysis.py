@@ -424,15 +424,3 @@ def _category_filter(category: str | None, column: str = "categories") -> str:
 
 def _params(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
-
-
-# -- the notebook frames (pipelines/frames.py) -----------------------------------------
-# Issue 15 split this module: the frames and figures of the notebooks live in
-# pipelines.frames; their names stay importable from here (resolved on first use, since
-# pipelines.frames itself imports the shared pieces above).
-
-def __getattr__(name: str):
-    from . import frames
-    if name in frames.__all__:
-        return getattr(frames, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

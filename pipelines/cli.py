@@ -24,14 +24,13 @@ import pkgutil
 import sys
 
 from . import __version__, commands
+from .errors import UsageError  # re-exported: scripts import it from pipelines.cli
+
+__all__ = ["main", "build_parser", "UsageError"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-
-
-class UsageError(Exception):
-    """A wrong flag, missing credential or bad configuration; the message says the fix."""
 
 
 def _command_modules():

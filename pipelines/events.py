@@ -14,6 +14,8 @@ from typing import Any, Iterable
 
 import pyarrow as pa
 
+from .timeutil import rfc3339  # noqa: F401 (re-exported)
+
 PROVIDERS = ("sendgrid", "ses", "cmc")
 
 #: SendGrid's event names are the canonical vocabulary; anything else is ``unknown``.
@@ -157,14 +159,6 @@ def deterministic_event_id(provider: str, message_id: str | None, event_type: st
 
 def utc_from_epoch(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, tz=timezone.utc)
-
-
-def rfc3339(ts: datetime) -> str:
-    """RFC 3339 UTC with a ``Z`` (microseconds only when present)."""
-    ts = ts.astimezone(timezone.utc)
-    if ts.microsecond:
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def event_to_json(event: dict[str, Any]) -> dict[str, Any]:

@@ -8,8 +8,7 @@ embedded default and on BigQuery.
 
 The shared pieces (the rate definitions :data:`pipelines.analysis.RATES`, the warehouse
 helpers, :func:`pipelines.analysis.category_daily`) stay in :mod:`pipelines.analysis`,
-next to the daily alerts that use them; the names defined here are importable from
-:mod:`pipelines.analysis` too (issue 15 split the module).
+next to the daily alerts that use them; this module depends on them, never the reverse.
 
 Views and what they count:
 
@@ -795,7 +794,7 @@ def plot_campaign(window: SendWindow, funnel: pd.DataFrame, timeline: pd.DataFra
     return fig
 
 
-#: The names pipelines.analysis re-exports (it kept them importable after the split).
+#: The notebooks' frames and figures (what ``from pipelines.frames import *`` gives).
 __all__ = [
     "data_window", "trim_empty_tail", "delivery_health", "top_categories", "rate_table",
     "stacked_outcomes", "category_summary", "plot_rates", "plot_stacked_outcomes",

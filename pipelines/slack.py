@@ -26,8 +26,6 @@ failure is logged and the caller gets its result (measured before: a 429 with
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import logging
 import os
 import sys
@@ -38,9 +36,11 @@ from urllib.error import URLError
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.http_retry.builtin_handlers import (ConnectionErrorRetryHandler,
-                                                   RateLimitErrorRetryHandler,
-                                                   ServerErrorRetryHandler)
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -502,88 +502,5 @@ def notifier_from_env(environ: Mapping[str, str] | None = None, *,
     return SlackNotifier(config, policy=policy, sleep=sleep, clock=clock)
 
 
-# -- the message -----------------------------------------------------------------------------
-def _pct(result: "WatchResult", key: str) -> str:
-    r = result.rate(key)
-    return "" if r is None else f" ({r:.1%})"
-
-
-def _trunc(text: str, n: int) -> str:
-    return text if len(text) <= n else text[: n - 1] + "…"
-
-
-def summary_text(result: "WatchResult") -> str:
-    """The one-line notification text (and the fallback where blocks are not shown)."""
-    c = result.counts
-    from .watcher import format_duration
-    state = ("settled" if result.settled else
-             f"TIMED OUT after {format_duration(result.elapsed)}")
-    return (f"mailpulse watch {result.category}: {state} - {result.recipients} recipients, "
-            f"{c['delivered']} delivered, {c['bounce']} bounced, {c['dropped']} dropped, "
-            f"{c['deferred']} deferred, {c['unsettled']} unsettled")
-
-
-def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
-    """Block Kit for one watch (within Slack's limits: header 150 chars, 10 fields)."""
-    from .watcher import _iso, format_duration
-    c, bc = result.counts, result.bounce_classes
-    if result.settled:
-        state = f":white_check_mark: settled after {format_duration(result.elapsed)}"
-    else:
-        state = (f":hourglass: *timed out* after {format_duration(result.elapsed)}: "
-                 f"{c['unsettled']} recipients not settled; counts are what was known then")
-    fields = [
-        f"*Recipients*\n{result.recipients}",
-        f"*Delivered*\n{c['delivered']}{_pct(result, 'delivered')}",
-        f"*Bounced*\n{c['bounce']}{_pct(result, 'bounce')}\n"
-        f"hard {bc['hard']} / soft {bc['soft']} / block {bc['block']}"
-        + (f" / undetermined {bc['undetermined']}" if bc["undetermined"] else ""),
-        f"*Dropped*\n{c['dropped']}{_pct(result, 'dropped')}",
-        f"*Deferred*\n{c['deferred']}{_pct(result, 'deferred')}",
-        f"*Unsettled*\n{c['unsettled']}{_pct(result, 'unsettled')}\n"
-        f"never seen {len(result.never_seen)}",
-    ]
-    blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _trunc(
-            f"Send watch: {result.category}", 150)}},
-        {"type": "section", "text": {"type": "mrkdwn", "text": state}},
-        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
-    ]
-    hint = getattr(result, "hint", None)
-    if hint:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trunc(
-            f":mag: {hint}", 3000)}})
-    reasons = result.top_reasons(5)
-    if reasons:
-        lines = "\n".join(f"• {k} × {_trunc(r, 300)}" for r, k in reasons)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trunc(
-            f"*Top reasons (bounced and dropped)*\n{lines}", 3000)}})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _trunc(
-        f"category `{result.category}` · sent since {_iso(result.since)} · "
-        f"{result.polls} polls · rates divide by recipients"
-        + (" · failed recipients' addresses in the thread (CSV)" if result.failed else ""),
-        3000)}]})
-    return blocks
-
-
-CSV_COLUMNS = ("email", "status", "bounce_class", "reason", "smtp_status", "event_ts",
-               "provider")
-
-
-def csv_filename(result: "WatchResult") -> str:
-    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in result.category)
-    return f"failed-recipients-{safe[:80]}.csv"
-
-
-def failed_recipients_csv(result: "WatchResult") -> str:
-    """Bounced and dropped recipients: the caller's own addresses (mapped back from the
-    hashes locally; nothing is read back from the warehouse but status and reason)."""
-    from .watcher import _iso
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(CSV_COLUMNS)
-    for o in result.failed:
-        w.writerow([o.email, o.status, o.bounce_class or "", o.reason or "",
-                    o.smtp_status or "", _iso(o.event_ts) if o.event_ts else "",
-                    o.provider or ""])
-    return buf.getvalue()
+# -- the message: pipelines/report.py (re-exported for callers of this module) ---------------
+from .report import CSV_COLUMNS, csv_filename, failed_recipients_csv, summary_text, watch_blocks  # noqa: E402,F401

@@ -51,3 +51,14 @@ def status_case_sql(column: str = "event_type") -> str:
     """``CASE`` expression giving STATUS_OF_EVENT of ``column`` (NULL for unranked)."""
     whens = " ".join(f"WHEN '{k}' THEN '{v}'" for k, v in STATUS_OF_EVENT.items())
     return f"(CASE {column} {whens} ELSE NULL END)"
+
+
+def advance(current_rank: int, event_type: str) -> tuple[int, str] | None:
+    """One forward-only step, for code that folds events in time order (as the SQL's
+    ``QUALIFY ... ORDER BY rank DESC, event_ts DESC`` does): the (rank, status) the event
+    moves the recipient to, or None when it does not move it (unranked, or less final;
+    an equally final later event wins the tie)."""
+    rank = STATUS_RANK.get(event_type, 0)
+    if rank and rank >= current_rank:
+        return rank, STATUS_OF_EVENT[event_type]
+    return None

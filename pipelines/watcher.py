@@ -41,11 +41,12 @@ import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime, timezone
+from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .hashing import EmailHasher, resolve_key
 from .status import SETTLED, rank_case_sql, status_case_sql
+from .timeutil import format_duration, rfc3339, to_utc  # noqa: F401 (re-exported)
 from .warehouse import TransientWarehouseError, Warehouse, WarehouseError, open_warehouse
 
 log = logging.getLogger(__name__)
@@ -355,41 +356,8 @@ def mask_addresses(text: str) -> str:
     return _ADDRESS.sub("<address>", text)
 
 
-def format_duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{seconds:.1f}s" if seconds < 10 else f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-
-
-def _iso(ts: datetime) -> str:
-    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
-
-
-def to_utc(timestamp: "datetime | date | str | int | float") -> datetime:
-    """The send time as an aware UTC datetime. Naive datetimes are taken as UTC; a date
-    is its midnight UTC; strings are ISO 8601 (``...Z`` allowed); numbers epoch seconds."""
-    if isinstance(timestamp, datetime):
-        ts = timestamp
-    elif isinstance(timestamp, date):
-        ts = datetime(timestamp.year, timestamp.month, timestamp.day)
-    elif isinstance(timestamp, (int, float)) and not isinstance(timestamp, bool):
-        return datetime.fromtimestamp(timestamp, tz=timezone.utc)
-    elif isinstance(timestamp, str):
-        v = timestamp.strip()
-        if v.endswith(("Z", "z")):
-            v = v[:-1] + "+00:00"
-        try:
-            ts = datetime.fromisoformat(v)
-        except ValueError:
-            raise ValueError(f"{timestamp!r} is not a timestamp; use ISO 8601 such as "
-                             "2026-11-23T10:00:00Z, a datetime, or epoch seconds") from None
-    else:
-        raise TypeError(f"timestamp must be a datetime, date, ISO string or epoch seconds, "
-                        f"not {type(timestamp).__name__}")
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
+# (shared with the Slack report and the commands: pipelines/timeutil.py)
+_iso = rfc3339
 
 
 def _addresses(email_list: Iterable[str]) -> list[str]:

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.normalizers import sendgrid, sendgrid_columnar, vectorized
+from pipelines.normalizers import columns, sendgrid, sendgrid_columnar, vectorized
 from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
                                 raw_mutated, synth_lines)
 
@@ -88,7 +88,7 @@ def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
         monkeypatch.setattr(sendgrid_columnar, "arrow_input",
                             lambda c: real(c).replace(b'"category_s":', b'"category_x":'))
     else:  # texts upper-cased
-        real_text = vectorized.text_array
-        monkeypatch.setattr(vectorized, "text_array", lambda a: pc.utf8_upper(real_text(a)))
+        real_text = columns.text_array
+        monkeypatch.setattr(columns, "text_array", lambda a: pc.utf8_upper(real_text(a)))
     with pytest.raises(AssertionError):
         assert_same(chunk_of(lines), context(), MODULES)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.normalizers import ses, ses_columnar, vectorized
+from pipelines.normalizers import columns, ses, ses_columnar, vectorized
 from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
                                 raw_mutated, sns_wrapped, synth_lines)
 
@@ -120,4 +120,4 @@ def test_the_whitespace_set_is_pythons():
 
     from pipelines.normalizers import sendgrid_columnar
     every = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
-    assert vectorized._PY_SPACE == every == sendgrid_columnar._PY_SPACE
+    assert columns._PY_SPACE == every == sendgrid_columnar._PY_SPACE

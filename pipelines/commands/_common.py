@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
 from ..hashing import EmailHasher, MissingHashKey, resolve_key
 from ..normalizers.base import NormalizeContext
@@ -38,7 +38,7 @@ def _positive_bytes(value: str) -> int:
 
 
 def hasher_from_env(embedded: bool = True) -> EmailHasher:
-    from ..cli import UsageError
+    from ..errors import UsageError
     try:
         return EmailHasher(resolve_key(os.environ, embedded=embedded))
     except MissingHashKey as exc:
@@ -47,7 +47,7 @@ def hasher_from_env(embedded: bool = True) -> EmailHasher:
 
 def context_from_args(args: argparse.Namespace, hasher: EmailHasher, source_uri: str = "",
                       ingested_at: datetime | None = None) -> NormalizeContext:
-    from ..cli import UsageError
+    from ..errors import UsageError
     try:
         return NormalizeContext(
             hasher=hasher, source_uri=source_uri, ingested_at=ingested_at,
@@ -66,17 +66,11 @@ def parse_date(value: str) -> date:
 
 
 def parse_timestamp(value: str) -> datetime:
-    """ISO 8601 (``2026-11-23T10:00:00Z``, a date, or epoch seconds) -> aware UTC."""
-    v = value.strip()
+    """ISO 8601 (``2026-11-23T10:00:00Z``, a date, or epoch seconds) -> aware UTC
+    (argparse type; the parsing itself is :func:`pipelines.timeutil.to_utc`)."""
+    from ..timeutil import to_utc
     try:
-        return datetime.fromtimestamp(float(v), tz=timezone.utc)
-    except ValueError:
-        pass
-    if v.endswith(("Z", "z")):
-        v = v[:-1] + "+00:00"
-    try:
-        ts = datetime.fromisoformat(v)
+        return to_utc(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"{value!r} is not a timestamp; use ISO 8601 such as 2026-11-23T10:00:00Z") from None
-    return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)

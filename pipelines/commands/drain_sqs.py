@@ -71,7 +71,7 @@ def run(args) -> int:
     import sys
     import threading
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..collector.archive import ArchiveWriter, Shipper, is_remote, new_instance_id
     from ..config import data_dir, default_archive
     from ..sqs import DrainError, DrainPolicy, SqsDrainer, sqs_client

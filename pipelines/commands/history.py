@@ -42,7 +42,7 @@ def add_arguments(p):
 
 def message_statuses(events: list[dict]) -> list[dict]:
     """Per (provider, message): status under forward-only precedence (pipelines.status)."""
-    from ..status import SETTLED, STATUS_OF_EVENT, STATUS_RANK
+    from ..status import SETTLED, advance
 
     msgs: dict[tuple, dict] = {}
     for e in events:  # ordered by time: ties on rank go to the latest
@@ -53,9 +53,9 @@ def message_statuses(events: list[dict]) -> list[dict]:
                                   "first_event_ts": e["event_ts"], "events": 0})
         m["events"] += 1
         m["last_event_ts"] = e["event_ts"]
-        rank = STATUS_RANK.get(e["event_type"], 0)
-        if rank and rank >= m["_rank"]:
-            m.update(_rank=rank, status=STATUS_OF_EVENT[e["event_type"]],
+        step = advance(m["_rank"], e["event_type"])
+        if step:
+            m.update(_rank=step[0], status=step[1],
                      status_event_type=e["event_type"], reason=e.get("reason"),
                      bounce_class=e.get("bounce_class"))
             m["settled"] = m["status"] in SETTLED
@@ -117,7 +117,7 @@ def run(args) -> int:
     import json
     from datetime import date, datetime, timedelta, timezone
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_warehouse_uri
     from ..warehouse import Warehouse, WarehouseError, open_warehouse
     from ._common import hasher_from_env

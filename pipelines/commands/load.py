@@ -92,7 +92,7 @@ def add_arguments(p):
 
 def sources_from_args(args):
     """The Source list for --archive/--source/$MAILPULSE_SOURCES (UsageError when bad)."""
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_archive
     from ..sources import SourceError, archive_sources, resolve_sources
     try:
@@ -116,7 +116,7 @@ def sources_from_args(args):
 
 def check_storage(srcs, beam_args) -> None:
     """Fail at start when a source's storage cannot be used (library, credentials)."""
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..storage import StorageError, configure
     try:
         configure([s.root for s in srcs], beam_args)
@@ -125,7 +125,7 @@ def check_storage(srcs, beam_args) -> None:
 
 
 def run(args) -> int:
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_warehouse_uri
     from ..load import DEFAULT_CHUNK_LINES, NormalizeConfig
     from ._common import context_from_args, hasher_from_env
@@ -164,7 +164,7 @@ def run(args) -> int:
 
 
 def _load_once(warehouse, day, kwargs, *, progress=False, record_idle=True):
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..load import run_load
     from ..storage import StorageError
     from ..warehouse import TransientWarehouseError, WarehouseError

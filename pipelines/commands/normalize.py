@@ -34,7 +34,7 @@ RAW_PREVIEW_CHARS = 2000
 def run(args) -> int:
     import orjson
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..events import DeadLetter, event_to_json
     from ..normalizers import normalize_records
     from ..normalizers.base import redact_addresses, redacted_preview

@@ -63,7 +63,7 @@ def add_arguments(p):
 def resolve_range(start, end, today=None, window_days=None):
     """--start/--end with the defaults filled in: the ``window_days`` (default 4) days
     ending at end, end = today (UTC)."""
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..outcomes import WINDOW_DAYS, default_range, window_ending
 
     window_days = WINDOW_DAYS if window_days is None else window_days
@@ -90,7 +90,7 @@ def latest_day(wh, table: str):
 
 
 def run(args) -> int:
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_warehouse_uri
     from ..outcomes import compute_outcomes, read_outcomes
     from ..warehouse import WarehouseError, open_warehouse

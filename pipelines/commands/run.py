@@ -46,7 +46,7 @@ def run(args) -> int:
     from datetime import datetime, timedelta, timezone
     from pathlib import Path
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_archive, default_warehouse_uri
     from ..load import NormalizeConfig, run_load
     from ..outcomes import (WINDOW_DAYS, compute_outcomes, late_status_partitions,

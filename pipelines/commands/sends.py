@@ -53,7 +53,7 @@ def read_records(text: str, name: str) -> list[dict]:
     import csv
     import json
 
-    from ..cli import UsageError
+    from ..errors import UsageError
 
     lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
@@ -85,7 +85,7 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_warehouse_uri
     from ..sends import SendsError, record_sends
     from ..warehouse import WarehouseError

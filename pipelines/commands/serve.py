@@ -134,7 +134,7 @@ def add_arguments(p):
 
 def build_config(args, environ=None):
     """Flags and environment -> CollectorConfig (the only place configuration is read)."""
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..collector.app import CollectorConfig
     from ..collector.archive import is_remote
     from ..collector.sns import load_ca_file

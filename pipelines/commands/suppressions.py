@@ -60,7 +60,7 @@ def read_list(text: str, name: str, column: str | None = None) -> ListFile:
     """Parse a list file; errors (UsageError) say how to fix it."""
     import csv
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..suppress import is_address
 
     lines = [line for line in text.splitlines() if line.strip()]
@@ -100,7 +100,7 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..config import default_warehouse_uri
     from ..suppress import REASON_TEXT, clean_list
     from ..warehouse import WarehouseError

@@ -88,7 +88,7 @@ def run(args) -> int:
 
     import orjson
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..synth import SynthConfig, generate
 
     out = Path(args.out)

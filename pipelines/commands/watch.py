@@ -52,7 +52,7 @@ def read_addresses(path: str) -> list[str]:
     import csv
     import io
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     try:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8-sig").read()
     except OSError as exc:
@@ -80,7 +80,7 @@ def run(args) -> int:
     import json
     import os
 
-    from ..cli import UsageError
+    from ..errors import UsageError
     from ..slack import SlackConfig, SlackConfigError, SlackNotifier
     from ..warehouse import WarehouseError, open_warehouse
     from ..watcher import WatchFailed, watch

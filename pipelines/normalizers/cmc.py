@@ -34,8 +34,17 @@ from datetime import datetime
 from typing import Any
 
 from ..events import deterministic_event_id
-from .base import (NormalizeContext, RecordError, Result, as_utc, base_event, check_ts,
-                   recipient_fields, redact_addresses, text)
+from .base import (
+    NormalizeContext,
+    RecordError,
+    Result,
+    as_utc,
+    base_event,
+    check_ts,
+    recipient_fields,
+    redact_addresses,
+    text,
+)
 
 PROVIDER = "cmc"
 

@@ -21,8 +21,7 @@ import pyarrow.compute as pc
 
 from . import cmc, ses
 from .base import NormalizeContext, RecordError
-from .vectorized import (event_ids, finish, per_distinct, recipient_columns, redact_column,
-                         text_column)
+from .columns import event_ids, finish, per_distinct, recipient_columns, redact_column, text_column
 
 PROVIDER = cmc.PROVIDER
 KIND = "deliveries"
@@ -179,7 +178,7 @@ def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
 
 def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray):
     """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
-    from .vectorized import as_array, text_array
+    from .columns import as_array, text_array
     body = as_array(t["event"])
     ok = (pc.fill_null(pc.equal(as_array(t["event_type"]), KIND), False)
           .to_numpy(zero_copy_only=False) & pc.is_valid(body).to_numpy(zero_copy_only=False)

@@ -25,8 +25,17 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..events import deterministic_event_id
-from .base import (NormalizeContext, RecordError, Result, base_event, categories_from,
-                   check_ts, recipient_fields, redact_addresses, text)
+from .base import (
+    NormalizeContext,
+    RecordError,
+    Result,
+    base_event,
+    categories_from,
+    check_ts,
+    recipient_fields,
+    redact_addresses,
+    text,
+)
 
 PROVIDER = "sendgrid"
 

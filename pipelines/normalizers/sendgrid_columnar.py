@@ -10,7 +10,6 @@ paths produce identical events.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
@@ -237,11 +236,18 @@ def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
 def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
                     ) -> tuple[pa.Table | None, np.ndarray]:
     """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
-    from .vectorized import (as_array, event_ids, finish, needs_trim, per_distinct,
-                             recipient_columns, redact_column, text_array)
     import re
 
     from . import sendgrid
+    from .columns import (
+        as_array,
+        finish,
+        needs_trim,
+        per_distinct,
+        recipient_columns,
+        redact_column,
+        text_array,
+    )
     s = pa.string()
     # the mapping's own dicts, read now: names the exact path maps to themselves
     known = pa.array(sorted(

@@ -32,14 +32,20 @@ Reasons and clicked links can quote an address; it is redacted (``[redacted]@dom
 """
 from __future__ import annotations
 
-import re
 from typing import Any
-
 
 from ..events import deterministic_event_id
 from ..records import parse_json
-from .base import (NormalizeContext, RecordError, Result, base_event, parse_iso_ts,
-                   recipient_fields, text, redact_addresses)
+from .base import (
+    NormalizeContext,
+    RecordError,
+    Result,
+    base_event,
+    parse_iso_ts,
+    recipient_fields,
+    redact_addresses,
+    text,
+)
 
 PROVIDER = "ses"
 

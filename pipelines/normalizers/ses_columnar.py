@@ -25,8 +25,17 @@ import pyarrow.compute as pc
 
 from . import ses
 from .base import NormalizeContext, text
-from .vectorized import (as_array, event_ids, finish, iso_utc, per_distinct,
-                         recipient_columns, redact_column, text_column, ts_ok)
+from .columns import (
+    as_array,
+    event_ids,
+    finish,
+    iso_utc,
+    per_distinct,
+    recipient_columns,
+    redact_column,
+    text_column,
+    ts_ok,
+)
 
 PROVIDER = ses.PROVIDER
 
@@ -279,7 +288,7 @@ def _micros(ts_s: pa.Array) -> tuple[pa.Array, pa.Array]:
 def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
                     ) -> tuple[pa.Table, np.ndarray]:
     """(events with ``_row``, the rows taken) for a chunk read with :func:`arrow_schema`."""
-    from .vectorized import text_array
+    from .columns import text_array
     s = pa.string()
     n = t.num_rows
     words = _words()
@@ -389,7 +398,7 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
 def _categories(tags: pa.Array, key: str, rows: pa.Array) -> pa.Array:
     """ses._tag_values per event: the tag's list as it is when its values are distinct
     strings that need no trimming; through ``_tag_values`` itself otherwise."""
-    from .vectorized import needs_trim
+    from .columns import needs_trim
     tv = pc.take(pc.struct_field(tags, key), rows)
     flat = pc.list_flatten(tv)
     if len(flat):

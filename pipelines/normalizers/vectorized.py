@@ -32,11 +32,9 @@ DuckDB resolves to the first and orjson to the last) cost 20 us more per line.
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -44,7 +42,24 @@ import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA
 from ..records import RawRecord
-from .base import NormalizeContext, redact_addresses, text
+from .base import NormalizeContext
+from .columns import (  # noqa: F401
+    _STR,
+    _TS,
+    NEEDS_TRIM,
+    as_array,
+    event_ids,
+    finish,
+    iso_utc,
+    needs_trim,
+    per_distinct,
+    recipient_columns,
+    redact_column,
+    str_column,
+    text_array,
+    text_column,
+    ts_ok,
+)
 
 log = logging.getLogger(__name__)
 
@@ -55,130 +70,6 @@ PARSE_SECONDS = [0.0]
 #: Below this many candidate records a provider's records take the exact path (the
 #: fixed cost of the kernels is about a hundred microseconds).
 MIN_RECORDS = 16
-
-#: Every character Python's str.strip() removes (RE2's \\s is ASCII only).
-#: (a literal: computing it walks every code point, about 0.5 s per process;
-#: tests/test_vectorized_ses.py checks it against str.isspace)
-_PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-_SPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
-#: A string Python's strip() would change.
-NEEDS_TRIM = f"^{_SPACE_CLASS}|{_SPACE_CLASS}$"
-
-_STR = pa.string()
-_TS = pa.timestamp("us", tz="UTC")
-
-
-def needs_trim(arr: pa.Array) -> pa.Array:
-    """Strings ``str.strip()`` would change; null stays null."""
-    return pc.match_substring_regex(as_array(arr), NEEDS_TRIM)
-
-
-def as_array(values) -> pa.Array:
-    return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-
-
-# -- columns from values -------------------------------------------------------------------
-
-def text_column(values: Sequence[Any]) -> pa.Array:
-    """``base.text`` over a column: strings that need no trimming stay as they are (the
-    common case, checked by a kernel); every other value goes through ``base.text``."""
-    try:
-        arr = pa.array(values, type=_STR)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([text(v) for v in values], type=_STR)
-    if arr.null_count == len(arr):
-        return arr
-    needs = pc.fill_null(needs_trim(arr), False)
-    if pc.any(needs).as_py():
-        arr = pc.if_else(needs, pa.array([text(v) if isinstance(v, str) else None
-                                          for v in values], _STR), arr)
-    return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, _STR), arr)
-
-
-def str_column(values: Sequence[Any]) -> tuple[pa.Array, np.ndarray]:
-    """Strings as they are; (column, mask of positions that hold something else)."""
-    arr = pa.array([v if type(v) is str else None for v in values], type=_STR)
-    other = np.fromiter((v is not None and type(v) is not str for v in values), bool,
-                        len(values))
-    return arr, other
-
-
-def per_distinct(arr: pa.Array, fn: Callable[[Any], Any], type_: pa.DataType) -> pa.Array:
-    """``fn`` applied once per distinct value of ``arr`` (nulls stay null)."""
-    arr = as_array(arr)
-    if len(arr) == 0:
-        return pa.array([], type_)
-    enc = pc.dictionary_encode(arr)
-    values = pa.array([None if v is None else fn(v) for v in enc.dictionary.to_pylist()],
-                      type_)
-    return pc.take(values, enc.indices)
-
-
-def redact_column(arr: pa.Array) -> pa.Array:
-    """``base.redact_addresses`` on the values that may hold an address."""
-    arr = as_array(arr)
-    may = pc.fill_null(pc.match_substring_regex(arr, "@|%40", ignore_case=True), False)
-    if not pc.any(may).as_py():
-        return arr
-    return pc.if_else(may, per_distinct(arr, redact_addresses, _STR), arr)
-
-
-#: Addresses whose domain Arrow kernels derive as hashing.recipient_domain does: printable
-#: ASCII without ``<``/``>`` (no display name to parse) and nothing to trim.
-_PLAIN_ADDRESS = r"^[\x21-\x3b\x3d\x3f-\x7e]+$"
-
-
-def recipient_columns(addresses: pa.Array, ctx: NormalizeContext
-                      ) -> tuple[pa.Array, pa.Array, np.ndarray]:
-    """(email_hash, recipient_domain, unusable) for string addresses: the configured
-    hasher once per distinct address, and ``hashing.recipient_domain`` (in kernels for
-    plain ASCII addresses, in Python for the rest). Null or blank addresses are
-    ``unusable`` (the exact path turns them into dead letters)."""
-    from ..hashing import recipient_domain
-    addresses = as_array(addresses)
-    hasher = ctx.hasher
-    h = per_distinct(addresses, lambda a: hasher(a) if a.strip() else None, _STR)
-    plain = pc.fill_null(pc.match_substring_regex(addresses, _PLAIN_ADDRESS), False)
-    dom = pc.struct_field(pc.extract_regex(pc.utf8_lower(addresses), r"@(?P<d>[^@]*)$"), "d")
-    dom = pc.if_else(pc.equal(pc.utf8_length(dom), 0), pa.scalar(None, _STR), dom)
-    if not pc.all(pc.or_(plain, pc.is_null(addresses))).as_py():
-        dom = pc.if_else(plain, dom, per_distinct(addresses, recipient_domain, _STR))
-    return h, dom, pc.is_null(h).to_numpy(zero_copy_only=False)
-
-
-def ts_ok(us: pa.Array) -> pa.Array:
-    """Microseconds since the epoch inside ``base.check_ts``'s range (nulls: false)."""
-    from . import base
-    lo = int(base._MIN_TS.timestamp()) * 1_000_000
-    hi = int(base._MAX_TS.timestamp()) * 1_000_000
-    return pc.fill_null(pc.and_(pc.greater_equal(us, lo), pc.less(us, hi)), False)
-
-
-def iso_utc(ts: pa.Array, head: pa.Array | None = None) -> pa.Array:
-    """``datetime.isoformat()`` of UTC timestamps (``...+00:00``; microseconds only when
-    not zero), as :func:`pipelines.events.deterministic_event_id` hashes them. ``head``:
-    the ``YYYY-MM-DDTHH:MM:SS`` text of each time when the caller has it (strftime is slow)."""
-    ts = as_array(ts)
-    secs = pc.floor_temporal(ts, unit="second")
-    if head is None:
-        head = pc.utf8_slice_codeunits(
-            pc.strftime(secs.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S"), 0, 19)
-    us = pc.subtract(ts.cast(pa.int64()), secs.cast(pa.int64()))
-    frac = pc.utf8_lpad(us.cast(_STR), width=6, padding="0")
-    body = pc.if_else(pc.equal(us, 0), head, pc.binary_join_element_wise(head, ".", frac, ""))
-    return pc.binary_join_element_wise(body, "+00:00", "")
-
-
-def event_ids(provider: str, parts: Iterable[pa.Array]) -> pa.Array:
-    """``deterministic_event_id(provider, *parts)`` for each row (parts are the key fields
-    in order, nulls meaning empty)."""
-    cols = [pc.fill_null(as_array(p), "") for p in parts]
-    keys = pc.binary_join_element_wise(provider, *cols, "\x1f").to_pylist()
-    sha = hashlib.sha256
-    return pa.array([sha(k.encode("utf-8")).hexdigest()[:32] for k in keys], _STR)
-
-
-# -- the chunk ------------------------------------------------------------------------------
 
 @dataclass
 class FastResult:
@@ -276,29 +167,6 @@ def normalize_records(records: list[RawRecord], ctx: NormalizeContext, *,
     events = events.drop_columns(["_pos"])
     residual = [r for r, t in zip(records, taken) if not t]
     return FastResult(events, counts, residual, records_fast=int(taken.sum()))
-
-
-def finish(cols: dict[str, Any], n: int, ctx: NormalizeContext, provider: str,
-           pos: pa.Array) -> pa.Table:
-    """The canonical table from per-event columns (missing ones null), with provider,
-    event_date, source_uri and ingested_at filled in and ``_pos`` appended."""
-    ts = as_array(cols["event_ts"]).cast(_TS)
-    fixed = {
-        "provider": pa.array([provider] * n, _STR),
-        "event_ts": ts,
-        "event_date": ts.cast(pa.date32()),
-        "source_uri": pa.array([ctx.source_uri or None] * n, _STR),
-        "ingested_at": pa.array([ctx.ingested_at] * n, _TS),
-    }
-    out = []
-    for f in EVENT_SCHEMA:
-        c = fixed.get(f.name)
-        if c is None:
-            c = cols.get(f.name)
-            c = pa.nulls(n, f.type) if c is None else as_array(c)
-        out.append(c if c.type == f.type else c.cast(f.type))
-    table = pa.Table.from_arrays(out, schema=EVENT_SCHEMA)
-    return table.append_column("_pos", as_array(pos).cast(pa.int64()))
 
 
 # -- tier 1: Arrow's JSON reader over the whole chunk ---------------------------------------
@@ -435,15 +303,3 @@ def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
         return FastResult(events, {module.PROVIDER: events.num_rows} if events.num_rows else {},
                           residual, records_fast=int(taken.sum()))
     return None
-
-
-
-def text_array(arr: pa.Array) -> pa.Array:
-    """``base.text`` over a string column (trimmed; empty -> null)."""
-    arr = as_array(arr)
-    if len(arr) == 0 or arr.null_count == len(arr):
-        return arr
-    needs = pc.fill_null(needs_trim(arr), False)
-    if pc.any(needs).as_py():
-        arr = pc.if_else(needs, per_distinct(arr, text, _STR), arr)
-    return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, _STR), arr)
