@@ -18,6 +18,10 @@ def _pct(result: "WatchResult", key: str) -> str:
     return "" if r is None else f" ({r:.1%})"
 
 
+def _pct_of(result: "WatchResult", k: int) -> str:
+    return f" ({k / result.recipients:.1%})" if result.recipients else ""
+
+
 def _trunc(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
@@ -29,7 +33,13 @@ def summary_text(result: "WatchResult") -> str:
              f"TIMED OUT after {format_duration(result.elapsed)}")
     return (f"mailpulse watch {result.category}: {state} - {result.recipients} recipients, "
             f"{c['delivered']} delivered, {c['bounce']} bounced, {c['dropped']} dropped, "
-            f"{c['deferred']} deferred, {c['unsettled']} unsettled")
+            f"{c['deferred']} deferred, {c['unsettled']} unsettled"
+            + (f", {len(_never_reported(result))} sent but never reported by the provider"
+               if _never_reported(result) else ""))
+
+
+def _never_reported(result: "WatchResult") -> list[str]:
+    return list(getattr(result, "never_reported", []) or [])
 
 
 def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
@@ -51,6 +61,10 @@ def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
         f"*Unsettled*\n{c['unsettled']}{_pct(result, 'unsettled')}\n"
         f"never seen {len(result.never_seen)}",
     ]
+    never = _never_reported(result)
+    if never:  # at the timeout: sent, and the provider reported nothing at all for them
+        fields.append(f"*Never reported*\n{len(never)}{_pct_of(result, len(never))}\n"
+                      "sent, never reported by the provider")
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _trunc(
             f"Send watch: {result.category}", 150)}},
@@ -68,7 +82,8 @@ def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
             f"*Top reasons (bounced and dropped)*\n{lines}", 3000)}})
     blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _trunc(
         f"category `{result.category}` · sent since {rfc3339(result.since)} · "
-        f"{result.polls} polls · rates divide by recipients"
+        + (f"send `{result.send_id}` · " if getattr(result, "send_id", None) else "")
+        + f"{result.polls} polls · rates divide by recipients"
         + (" · failed recipients' addresses in the thread (CSV)" if result.failed else ""),
         3000)}]})
     return blocks

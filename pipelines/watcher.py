@@ -190,6 +190,10 @@ class WatchResult:
     uncategorized: int = 0
     #: one sentence saying what the above means and what to check (None when all is well)
     hint: str | None = None
+    #: the send's id in the send log (given, derived from category + time, or resumed)
+    send_id: str | None = None
+    #: True once the list is in the send log (recorded now or resumed from it)
+    send_recorded: bool = False
 
     # -- views -------------------------------------------------------------------------
     def _with(self, status) -> list[RecipientOutcome]:
@@ -226,6 +230,18 @@ class WatchResult:
     def never_seen(self) -> list[str]:
         """Recipients with no event at all in this category since the send."""
         return [o.email for o in self._with(None)]
+
+    @property
+    def never_reported(self) -> list[str]:
+        """Sent, never reported by the provider: at the timeout, recipients with no event
+        at all in this category since the send (empty while still waiting: they are then
+        :attr:`not_yet_reported`)."""
+        return self.never_seen if self.timed_out else []
+
+    @property
+    def not_yet_reported(self) -> list[str]:
+        """While waiting (no timeout yet): recipients with no event so far."""
+        return [] if self.timed_out else self.never_seen
 
     @property
     def unsettled(self) -> list[str]:
@@ -286,6 +302,14 @@ class WatchResult:
             f"  unsettled   {c['unsettled']}{pct('unsettled')}  (never seen "
             f"{len(self.never_seen)}, accepted only {len(self.pending)})",
         ]
+        if self.timed_out and self.never_reported:
+            lines.append(f"  never reported {len(self.never_reported)}{_pct_of(self, len(self.never_reported))}"
+                         "  (sent, never reported by the provider: no event at all by the "
+                         "timeout)")
+        if self.send_id:
+            lines.append(f"  send id     {self.send_id}"
+                         + ("" if self.send_recorded else "  (not in the send log)")
+                         + f"  (resume: mailpulse watch --send-id {self.send_id})")
         reasons = self.top_reasons()
         if reasons:
             lines.append("  top reasons:")
@@ -319,7 +343,16 @@ class WatchResult:
             "warehouse_ready": self.warehouse_ready, "hint": self.hint,
             "other_categories": dict(self.other_categories),
             "uncategorized": self.uncategorized,
+            "send_id": self.send_id, "send_recorded": self.send_recorded,
+            "never_reported": len(self.never_reported),
+            "not_yet_reported": len(self.not_yet_reported),
         }
+
+    to_json = as_dict
+
+
+def _pct_of(result: WatchResult, k: int) -> str:
+    return f" ({k / result.recipients:.1%})" if result.recipients else ""
 
 
 class WatchTimeout(TimeoutError):
@@ -385,6 +418,15 @@ class _Recipients:
                 self.duplicates += 1
             else:
                 self.by_hash[h] = address
+
+    @classmethod
+    def from_hashes(cls, hashes: Iterable[str]) -> "_Recipients":
+        """Recipients known by hash only (a watch resumed from the send log): results
+        then name hashes, never addresses."""
+        self = cls([], None)  # type: ignore[arg-type]
+        for h in hashes:
+            self.by_hash.setdefault(h, h)
+        return self
 
     @property
     def hashes(self) -> list[str]:
@@ -544,6 +586,113 @@ def _check_category(category: str) -> str:
     return category
 
 
+# -- the send log ---------------------------------------------------------------------------
+def default_send_id(category: str, since: datetime) -> str:
+    """The send id of a watch not given one: category and send time, so the same watch
+    rerun (or another process watching the same send) names the same send."""
+    return f"{category}@{rfc3339(since)}"
+
+
+class _SendRecorder:
+    """Records the watched list in the send log once the warehouse exists, at most once.
+
+    Recording never breaks a watch: a warehouse not created yet is waited for (tried again
+    at the next poll once it exists), a file held by a loader beyond the backend's lock
+    retries is tried again at the next poll, anything else (a read-only warehouse, a
+    BigQuery viewer) is logged once and the watch goes on unrecorded."""
+
+    def __init__(self, addresses: list[str], send_id: str, category: str, since: datetime,
+                 hasher: EmailHasher):
+        self.addresses, self.send_id, self.category, self.since = (
+            addresses, send_id, category, since)
+        self.hasher = hasher
+        self.recorded = False
+        self.gave_up = False
+        self.outcome = None  # pipelines.sends.Recorded
+
+    @property
+    def pending(self) -> bool:
+        return not self.recorded and not self.gave_up
+
+    def attempt(self, wh: Warehouse) -> None:
+        if not self.pending:
+            return
+        from .sends import record_sends
+        try:
+            self.outcome = record_sends(self.addresses, send_id=self.send_id,
+                                        category=self.category, sent_at=self.since,
+                                        warehouse=wh, hasher=self.hasher)
+        except Exception as exc:  # recording is a side effect: it must not stop the watch
+            if is_transient(exc):
+                log.warning("watch %r: the send log is busy (%s); recording send %r again "
+                            "at the next poll", self.category, exc, self.send_id)
+                return
+            self.gave_up = True
+            log.error("watch %r: cannot record send %r in the send log (%s: %s); the watch "
+                      "goes on, but it cannot be resumed with --send-id. Make the warehouse "
+                      "writable, or record the list with `mailpulse sends import FILE`",
+                      self.category, self.send_id, type(exc).__name__, exc)
+            return
+        self.recorded = True
+        log.info("watch %r: send %r in the send log (%d new, %d already there)",
+                 self.category, self.send_id, self.outcome.recorded,
+                 self.outcome.already_recorded)
+
+    def finish(self) -> None:
+        if self.pending:
+            log.warning("watch %r: send %r not recorded in the send log (the warehouse did "
+                        "not exist before the watch ended); record it with `mailpulse sends "
+                        "import FILE` to resume it later", self.category, self.send_id)
+
+
+#: The log rows of one send (BigQuery SQL; the DuckDB backend translates).
+SEND_LOG_SQL = """
+SELECT email_hash, category, sent_at
+FROM sends
+WHERE send_id = @send_id
+"""
+
+
+@dataclass(frozen=True)
+class LoggedSend:
+    """A send as the log knows it: its recipients' hashes, category and start time."""
+
+    send_id: str
+    hashes: tuple[str, ...]
+    category: str
+    since: datetime
+
+
+def logged_send(wh: Warehouse, send_id: str, category: str | None = None) -> LoggedSend:
+    """Read a send back from the log; errors name the fix."""
+    if not isinstance(send_id, str) or not send_id.strip():
+        raise ValueError("send_id must be a non-empty string")
+    if not wh.table_exists("sends"):
+        raise WarehouseError(f"no send log in {getattr(wh, 'uri', '') or wh!r}; a watch "
+                             "records its list there (watch --emails ... --send-id ID), or "
+                             "record it with `mailpulse sends import FILE`")
+    rows = wh.query(SEND_LOG_SQL, {"send_id": send_id}).to_pylist()
+    if not rows:
+        raise WarehouseError(f"send {send_id!r} is not in the send log of "
+                             f"{getattr(wh, 'uri', '') or wh!r}; check the id (printed by "
+                             "`mailpulse watch`) or record the send first")
+    cats = sorted({r["category"] for r in rows if r["category"]})
+    if category is not None:
+        rows = [r for r in rows if r["category"] in (category, None)]
+        if not rows:
+            raise WarehouseError(f"send {send_id!r} has no recipient in category "
+                                 f"{category!r}; its categories: {', '.join(cats) or 'none'}")
+    elif len(cats) != 1:
+        raise WarehouseError(
+            f"send {send_id!r} has {'no category' if not cats else 'categories ' + ', '.join(cats)}"
+            " in the log; pass --category (category= in Python) to say which to watch")
+    else:
+        category = cats[0]
+    hashes = tuple(dict.fromkeys(r["email_hash"] for r in rows))
+    since = min(to_utc(r["sent_at"]) for r in rows)
+    return LoggedSend(send_id, hashes, category, since)
+
+
 # -- the public API ------------------------------------------------------------------------
 def watch(email_list: Iterable[str], category: str, timestamp, *,
           timeout: float | None = None,
@@ -556,7 +705,9 @@ def watch(email_list: Iterable[str], category: str, timestamp, *,
           retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
           clock: Callable[[], float] = time.monotonic,
           sleep: Callable[[float], None] = time.sleep,
-          environ: Mapping[str, str] | None = None) -> WatchResult:
+          environ: Mapping[str, str] | None = None,
+          send_id: str | None = None,
+          record: bool = True) -> WatchResult:
     """Wait until every recipient of a send is settled (or the timeout), then report.
 
     Args:
@@ -576,10 +727,16 @@ def watch(email_list: Iterable[str], category: str, timestamp, *,
             environment (:func:`pipelines.slack.notifier_from_env`).
         poll_policy, retry_policy, clock, sleep: polling and transient-error retry.
         environ: the environment to read configuration from (default ``os.environ``).
+        send_id: the send's id in the send log (default :func:`default_send_id`:
+            category and time); in the result, and the id to :func:`resume` it with.
+        record: record the list in the send log (hashed; once the warehouse exists).
     """
     environ = os.environ if environ is None else environ
     category = _check_category(category)
     since = to_utc(timestamp)
+    if send_id is not None and (not isinstance(send_id, str) or not send_id.strip()):
+        raise ValueError("send_id must be a non-empty string (the send's name in the log)")
+    send_id = send_id.strip() if send_id else default_send_id(category, since)
     if timeout is not None and timeout < 0:
         raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
     if notify and notifier is None:
@@ -588,13 +745,64 @@ def watch(email_list: Iterable[str], category: str, timestamp, *,
     wh, owned = _resolve_warehouse(warehouse, environ)
     try:
         hasher = _resolve_hasher(hasher, wh, environ)
-        recipients = _Recipients(email_list, hasher)
+        addresses = _addresses(email_list)
+        recipients = _Recipients(addresses, hasher)
+        recorder = (_SendRecorder(addresses, send_id, category, since, hasher)
+                    if record and recipients else None)
         limit = default_timeout(len(recipients)) if timeout is None else float(timeout)
-        result = _poll_until_settled(wh, recipients, category, since, limit, poll_policy,
-                                     retry_policy, clock, sleep)
+        try:
+            result = _poll_until_settled(wh, recipients, category, since, limit,
+                                         poll_policy, retry_policy, clock, sleep, recorder)
+        finally:
+            if recorder is not None:
+                recorder.finish()
+        result.send_id = send_id
+        result.send_recorded = recorder is not None and recorder.recorded
     finally:
         if owned:
             wh.close()
+    return _finish(result, notify, notifier, raise_on_timeout)
+
+
+def resume(send_id: str, *, category: str | None = None,
+           timeout: float | None = None,
+           warehouse: "str | Warehouse | None" = None,
+           notify: bool = True,
+           raise_on_timeout: bool = False,
+           notifier=None,
+           poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
+           retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+           clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep,
+           environ: Mapping[str, str] | None = None) -> WatchResult:
+    """Watch a send recorded in the send log (by a watch in another process, earlier, or
+    ``mailpulse sends import``): the recipients, category and send time come from the
+    log, so no address is needed, and the result names recipients by hash (the
+    ``email`` of each outcome is the hash). ``category`` picks one when the send has
+    several. Otherwise as :func:`watch`."""
+    environ = os.environ if environ is None else environ
+    if timeout is not None and timeout < 0:
+        raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
+    if notify and notifier is None:
+        from .slack import notifier_from_env
+        notifier = notifier_from_env(environ)
+    wh, owned = _resolve_warehouse(warehouse, environ)
+    try:
+        send = _with_retries(lambda: logged_send(wh, send_id.strip(), category),
+                             retry_policy, sleep, lambda exc: None)
+        recipients = _Recipients.from_hashes(send.hashes)
+        limit = default_timeout(len(recipients)) if timeout is None else float(timeout)
+        result = _poll_until_settled(wh, recipients, send.category, send.since, limit,
+                                     poll_policy, retry_policy, clock, sleep, None)
+        result.send_id, result.send_recorded = send.send_id, True
+    finally:
+        if owned:
+            wh.close()
+    return _finish(result, notify, notifier, raise_on_timeout)
+
+
+def _finish(result: WatchResult, notify: bool, notifier, raise_on_timeout: bool
+            ) -> WatchResult:
     if notify:
         result.notification = _notify(notifier, result)
     if result.timed_out and raise_on_timeout:
@@ -655,7 +863,8 @@ def already_sent(email_list: Iterable[str], category: str, since, *,
 def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
                         since: datetime, timeout: float, poll_policy: PollPolicy,
                         retry_policy: RetryPolicy, clock: Callable[[], float],
-                        sleep: Callable[[float], None]) -> WatchResult:
+                        sleep: Callable[[float], None],
+                        recorder: _SendRecorder | None = None) -> WatchResult:
     start = clock()
     deadline = start + timeout
     delays = poll_policy.delays()
@@ -684,6 +893,8 @@ def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
             ready = wh.table_exists("events")
             if not ready:
                 return []
+        if recorder is not None and recorder.pending:
+            recorder.attempt(wh)  # never raises; tried again next poll if the file was busy
         rows = _run_query(wh, STATUS_SQL, category, since, hashes)
         if rows:
             other, uncategorized = {}, 0
@@ -746,7 +957,8 @@ def _build_result(recipients: _Recipients, rows: list[dict[str, Any]], category:
                        duplicates_in_list=recipients.duplicates)
 
 
-__all__ = ["wait_for_events", "watch", "already_sent", "WatchResult", "RecipientOutcome",
+__all__ = ["wait_for_events", "watch", "resume", "already_sent", "default_send_id",
+           "logged_send", "LoggedSend", "WatchResult", "RecipientOutcome",
            "WatchTimeout", "WatchFailed", "PollPolicy", "RetryPolicy", "DEFAULT_POLL_POLICY",
            "category_hint",
            "DEFAULT_RETRY_POLICY", "default_timeout", "is_transient", "COUNT_KEYS"]

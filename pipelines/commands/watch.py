@@ -22,6 +22,13 @@ at once (and in the summary / JSON "hint") which categories these recipients do 
 events in, or that their events carry no category: a misspelled --category or CMC mail
 loaded without --cmc-category-field shows in seconds, not at the timeout.
 
+The list is recorded in the send log (the `sends` table, hashes only) under --send-id
+(default: CATEGORY@SINCE), once the warehouse exists; the id is printed. `mailpulse watch
+--send-id ID` without --emails resumes that watch from the log, from another process or
+later: recipients, category and send time come from the log, and the result names
+recipients by hash. At the timeout, recipients with no event at all are reported as
+"sent, never reported by the provider".
+
 Exit codes: 0 settled, 3 timed out (the summary shows what was known), 2 usage errors,
 1 the warehouse kept failing."""
 
@@ -30,12 +37,16 @@ EXIT_TIMED_OUT = 3
 
 def add_arguments(p):
     from ._common import parse_timestamp
-    p.add_argument("--category", required=True, help="the category the mail was sent with")
-    p.add_argument("--since", required=True, type=parse_timestamp, metavar="TIMESTAMP",
+    p.add_argument("--category", default=None,
+                   help="the category the mail was sent with (required with --emails)")
+    p.add_argument("--since", default=None, type=parse_timestamp, metavar="TIMESTAMP",
                    help="when the send started: ISO 8601 (2026-11-23T10:00:00Z; no offset "
-                        "means UTC) or epoch seconds")
-    p.add_argument("--emails", required=True, metavar="FILE",
+                        "means UTC) or epoch seconds (required with --emails)")
+    p.add_argument("--emails", default=None, metavar="FILE",
                    help="the recipients, one address per line ('-' for stdin)")
+    p.add_argument("--send-id", default=None, metavar="ID",
+                   help="the send's id in the send log: with --emails, record the list "
+                        "under it (default CATEGORY@SINCE); without, resume that watch")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds to wait (default: 15 min + 1 s per 10 recipients, at most 3 h)")
     p.add_argument("--warehouse", default=None, metavar="URI",
@@ -83,13 +94,29 @@ def run(args) -> int:
     from ..errors import UsageError
     from ..slack import SlackConfig, SlackConfigError, SlackNotifier
     from ..warehouse import WarehouseError, open_warehouse
-    from ..watcher import WatchFailed, watch
+    from ..watcher import WatchFailed, resume, watch
     from ._common import hasher_from_env
 
-    addresses = read_addresses(args.emails)
-    if not addresses:
-        raise UsageError(f"--emails {args.emails} holds no address; pass a file with one "
-                         "address per line")
+    if args.emails is None:
+        if not args.send_id:
+            raise UsageError("pass --emails FILE with --category and --since to watch a "
+                             "send, or --send-id ID to resume one from the send log")
+        if args.since is not None:
+            raise UsageError("--since comes from the send log when resuming with --send-id; "
+                             "drop --since (or pass --emails to watch a new list)")
+        addresses = None
+    else:
+        missing = [f for f, v in (("--category", args.category), ("--since", args.since))
+                   if v is None]
+        if missing:
+            raise UsageError(f"--emails needs {' and '.join(missing)} (the category and "
+                             "start time of the send)")
+        addresses = read_addresses(args.emails)
+        if not addresses:
+            raise UsageError(f"--emails {args.emails} holds no address; pass a file with one "
+                             "address per line")
+    if args.send_id is not None and not args.send_id.strip():
+        raise UsageError("--send-id must not be empty")
     if args.timeout is not None and args.timeout < 0:
         raise UsageError("--timeout must be 0 or more seconds")
 
@@ -107,10 +134,14 @@ def run(args) -> int:
             from ..config import default_warehouse_uri
             args.warehouse = default_warehouse_uri(os.environ)
         wh = open_warehouse(args.warehouse)
-        hasher = hasher_from_env(embedded=wh.dialect == "duckdb")
-        result = watch(addresses, args.category, args.since, timeout=args.timeout,
-                       warehouse=wh, notify=notifier is not None, notifier=notifier,
-                       hasher=hasher)
+        if addresses is None:
+            result = resume(args.send_id, category=args.category, timeout=args.timeout,
+                            warehouse=wh, notify=notifier is not None, notifier=notifier)
+        else:
+            hasher = hasher_from_env(embedded=wh.dialect == "duckdb")
+            result = watch(addresses, args.category, args.since, timeout=args.timeout,
+                           warehouse=wh, notify=notifier is not None, notifier=notifier,
+                           hasher=hasher, send_id=args.send_id)
     except WatchFailed as exc:
         print(f"mailpulse watch: error: {exc}", file=sys.stderr)
         if exc.result is not None:
