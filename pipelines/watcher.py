@@ -41,7 +41,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .hashing import EmailHasher, resolve_key
@@ -649,7 +649,8 @@ class _SendRecorder:
 SEND_LOG_SQL = """
 SELECT email_hash, category, sent_at
 FROM sends
-WHERE send_id = @send_id
+WHERE sent_date BETWEEN @since AND @until
+  AND send_id = @send_id
 """
 
 
@@ -671,7 +672,8 @@ def logged_send(wh: Warehouse, send_id: str, category: str | None = None) -> Log
         raise WarehouseError(f"no send log in {getattr(wh, 'uri', '') or wh!r}; a watch "
                              "records its list there (watch --emails ... --send-id ID), or "
                              "record it with `mailpulse sends import FILE`")
-    rows = wh.query(SEND_LOG_SQL, {"send_id": send_id}).to_pylist()
+    rows = wh.query(SEND_LOG_SQL, {"send_id": send_id, "since": date(2000, 1, 1),
+                                   "until": date(9999, 12, 31)}).to_pylist()
     if not rows:
         raise WarehouseError(f"send {send_id!r} is not in the send log of "
                              f"{getattr(wh, 'uri', '') or wh!r}; check the id (printed by "

@@ -207,13 +207,10 @@ def test_recorded_in_one_process_resumed_in_another(cli, wh, hasher, tmp_path):
             assert needle.encode() not in raw, needle
 
 
-def test_resume_says_what_to_fix(cli, wh, tmp_path):
+def test_resume_says_what_to_fix(cli, wh, tmp_path, hasher):
     p = cli("watch", "--send-id", "nope", "--warehouse", wh.uri, env=NO_SLACK)
     assert p.returncode == 2 and "no send log" in p.stderr
-    run_wh = DuckDBWarehouse(wh.path)
-    from conftest import TEST_HASH_KEY
-    from pipelines.hashing import EmailHasher
-    run(run_wh, EmailHasher(TEST_HASH_KEY), send_id="spring-1")
+    run(wh, hasher, send_id="spring-1")
     p = cli("watch", "--send-id", "nope", "--warehouse", wh.uri, env=NO_SLACK)
     assert p.returncode == 2 and "'nope' is not in the send log" in p.stderr
     p = cli("watch", "--warehouse", wh.uri, env=NO_SLACK)
@@ -225,3 +222,19 @@ def test_resume_says_what_to_fix(cli, wh, tmp_path):
     p = cli("watch", "--send-id", "spring-1", "--since", SINCE, "--warehouse", wh.uri,
             env=NO_SLACK)
     assert p.returncode == 2 and "drop --since" in p.stderr
+
+
+@pytest.mark.parametrize("backend", ["duckdb", "bigquery"])
+def test_record_and_resume_on_both_backends(backend, request, tmp_path, hasher, ev):
+    from test_queries import BACKENDS
+    w = BACKENDS[backend](tmp_path / "wh", request)
+    load_events(w, [ev(EMAILS[0], "delivered", 5, message="m0"),
+                    ev(EMAILS[1], "dropped", 5, message="m1", reason="Invalid")], tmp_path)
+    first = run(w, hasher, send_id="both-1")
+    again = run(w, hasher, send_id="both-1")  # idempotent
+    assert first.send_recorded and again.send_recorded
+    later = resume("both-1", warehouse=w, notify=False, timeout=0, clock=FakeClock(),
+                   sleep=FakeClock().sleep)
+    assert later.counts == first.counts and later.recipients == len(EMAILS)
+    assert sorted(later.never_reported) == sorted(hasher.hash(e) for e in EMAILS[2:])
+    assert later.category == CAT and later.since == SENT_AT
