@@ -238,3 +238,28 @@ def test_record_and_resume_on_both_backends(backend, request, tmp_path, hasher, 
     assert later.counts == first.counts and later.recipients == len(EMAILS)
     assert sorted(later.never_reported) == sorted(hasher.hash(e) for e in EMAILS[2:])
     assert later.category == CAT and later.since == SENT_AT
+
+
+def test_a_file_held_briefly_by_another_process_is_waited_for(wh, hasher):
+    """A real second process (as a `load --follow` commit) holds the DuckDB file for a
+    moment while the watch starts: the backend's lock retry waits, then it records."""
+    import subprocess
+    import sys
+    import time
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import duckdb, sys, time\n"
+         f"con = duckdb.connect({wh.path!r})\n"
+         "print('held', flush=True)\n"
+         "time.sleep(1.5)\n"
+         "con.close()\n"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        r = run(wh, hasher, send_id="held-1")
+        waited = time.monotonic() - t0
+    finally:
+        holder.wait(timeout=30)
+    assert r.send_recorded and r.counts["delivered"] == 1
+    assert waited > 0.5  # it did wait for the other process
+    assert len(log_rows(wh)) == len(EMAILS)
