@@ -84,7 +84,9 @@ def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
         f"category `{result.category}` · sent since {rfc3339(result.since)} · "
         + (f"send `{result.send_id}` · " if getattr(result, "send_id", None) else "")
         + f"{result.polls} polls · rates divide by recipients"
-        + (" · failed recipients' addresses in the thread (CSV)" if result.failed else ""),
+        + ((" · failed recipients' hashes in the thread (CSV; resumed from the send log)"
+            if getattr(result, "by_hash", False) else
+            " · failed recipients' addresses in the thread (CSV)") if result.failed else ""),
         3000)}]})
     return blocks
 

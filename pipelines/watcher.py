@@ -27,6 +27,12 @@ weaknesses:
   shows within seconds in the log, the result (:attr:`WatchResult.hint`) and the CLI,
   not as "everyone never seen" at the timeout.
 
+- it records the list in the send log (:mod:`pipelines.sends`, hashes only) under a send
+  id (``send_id=``, default ``CATEGORY@TIME``), once the warehouse exists and without ever
+  failing the watch for it; :func:`resume` watches a logged send again, from another
+  process or later, by hash; at the timeout, recipients with no event at all are
+  "sent, never reported by the provider" (:attr:`WatchResult.never_reported`).
+
 Addresses are hashed locally (:class:`pipelines.hashing.EmailHasher`); only hashes are
 sent to the warehouse, and hashes are mapped back to the caller's own addresses for the
 report. Polling ("not settled yet") and retrying transient warehouse errors are
@@ -194,6 +200,8 @@ class WatchResult:
     send_id: str | None = None
     #: True once the list is in the send log (recorded now or resumed from it)
     send_recorded: bool = False
+    #: resumed from the log: recipients (``outcomes`` keys, ``email``) are hashes
+    by_hash: bool = False
 
     # -- views -------------------------------------------------------------------------
     def _with(self, status) -> list[RecipientOutcome]:
@@ -344,6 +352,7 @@ class WatchResult:
             "other_categories": dict(self.other_categories),
             "uncategorized": self.uncategorized,
             "send_id": self.send_id, "send_recorded": self.send_recorded,
+            "by_hash": self.by_hash,
             "never_reported": len(self.never_reported),
             "not_yet_reported": len(self.not_yet_reported),
         }
@@ -796,7 +805,7 @@ def resume(send_id: str, *, category: str | None = None,
         limit = default_timeout(len(recipients)) if timeout is None else float(timeout)
         result = _poll_until_settled(wh, recipients, send.category, send.since, limit,
                                      poll_policy, retry_policy, clock, sleep, None)
-        result.send_id, result.send_recorded = send.send_id, True
+        result.send_id, result.send_recorded, result.by_hash = send.send_id, True, True
     finally:
         if owned:
             wh.close()

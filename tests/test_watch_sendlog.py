@@ -194,6 +194,9 @@ def test_recorded_in_one_process_resumed_in_another(cli, wh, hasher, tmp_path):
     # the same send resumed in Python (another "later")
     r = resume("spring-1", warehouse=wh, notify=False, timeout=0)
     assert r.counts == a["counts"] and len(r.never_reported) == 1
+    assert r.by_hash and b["by_hash"] and not a["by_hash"]
+    assert "hashes in the thread" in json.dumps(report.watch_blocks(r))
+    assert report.failed_recipients_csv(r).splitlines()[1].startswith(hasher.hash(EMAILS[1]))
 
     # nothing plain is stored: no address, local part, in any table or in the file
     with duckdb.connect(wh.path, read_only=True) as con:
