@@ -158,35 +158,46 @@ from datetime import date, datetime, timezone
 from pipelines import load as L
 from pipelines.hashing import EmailHasher
 from pipelines.normalizers import vectorized
-from pipelines.records import decompress
+from pipelines.records import DEFAULT_MAX_RECORD_BYTES, read_blocks, read_chunks
+from pipelines.sources import archive_sources, list_days
 from pipelines.warehouse import LoadBatch, open_warehouse
 archive, workdir = sys.argv[1], sys.argv[2]
 day = date.fromisoformat(sys.argv[3])
 cfg = L.NormalizeConfig(hasher=EmailHasher(os.environ["MAILPULSE_HASH_KEY"]))
-T = dict.fromkeys(["list", "read", "decompress", "parse", "normalize", "dedupe", "stage",
+T = dict.fromkeys(["list", "read+decompress", "parse", "normalize", "dedupe", "stage",
                    "commit"], 0.0)
-t = time.perf_counter(); files = L.list_archive_files(archive, day); T["list"] = time.perf_counter() - t
+t = time.perf_counter()
+files = list_days(archive_sources(archive), [day]).files
+T["list"] = time.perf_counter() - t
 stage = tempfile.mkdtemp(dir=workdir)
 ing = datetime.now(timezone.utc)
-norm, dd, ws = L.NormalizeChunkFn(cfg, day, "steps", ing), L.DropDuplicatesFn(), L.WriteStagingFn(stage)
+norm, dd, ws = L.NormalizeChunkFn(cfg, "steps", ing), L.DropDuplicatesFn(), L.WriteStagingFn(stage)
 n = 0
-for uri in files:
-    t = time.perf_counter(); raw = open(uri, "rb").read(); T["read"] += time.perf_counter() - t
-    t = time.perf_counter(); data = decompress(raw); T["decompress"] += time.perf_counter() - t
-    for i, (line, chunk) in enumerate(L.split_chunks(data, L.DEFAULT_CHUNK_LINES)):
-        t = time.perf_counter()
-        nc = next(iter(norm.process((uri, L.provider_of(uri, archive), i, line, chunk))))
-        T["normalize"] += time.perf_counter() - t
-        t = time.perf_counter(); nc = next(iter(dd.process(nc))); T["dedupe"] += time.perf_counter() - t
-        t = time.perf_counter(); list(ws.process(nc)); T["stage"] += time.perf_counter() - t
-        n += sum(s.get("records_read", 0) for s in nc.stats.values())
-ev, dl, stats, fr = L.collect_staged(stage)
+for f in files:
+    with open(f.uri, "rb") as fh:
+        chunks = read_chunks(read_blocks(fh), L.DEFAULT_CHUNK_LINES, DEFAULT_MAX_RECORD_BYTES)
+        i = 0
+        while True:
+            t = time.perf_counter(); item = next(chunks, None)
+            T["read+decompress"] += time.perf_counter() - t
+            if item is None:
+                break
+            line, chunk = item
+            t = time.perf_counter()
+            nc = next(iter(norm.process((f.uri, f.provider, i, line, chunk, f.day))))
+            T["normalize"] += time.perf_counter() - t
+            t = time.perf_counter(); nc = next(iter(dd.process(nc))); T["dedupe"] += time.perf_counter() - t
+            t = time.perf_counter(); list(ws.process(nc)); T["stage"] += time.perf_counter() - t
+            n += sum(s.get("records_read", 0) for s in nc.stats.values())
+            i += 1
+staged = L.collect_staged(stage)
 whp = os.path.join(workdir, "steps.duckdb")
 for p in (whp, whp + ".wal"):
     if os.path.exists(p): os.unlink(p)
 wh = open_warehouse("duckdb://" + whp); wh.ensure_schema()
 batch = LoadBatch(load_id="steps", archive=archive, archive_date=day, started_at=ing,
-                  event_files=ev, dead_letter_files=dl, stats=stats, files_read=fr, runner="steps")
+                  event_files=staged.event_files, dead_letter_files=staged.dead_letter_files,
+                  stats=staged.stats, files_read=len(files), runner="steps")
 t = time.perf_counter(); wh.commit_load(batch); T["commit"] = time.perf_counter() - t
 # the normalize step parses the JSON (Arrow's reader, or orjson for the record path):
 # that part is reported as "parse"
