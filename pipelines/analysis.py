@@ -26,34 +26,15 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .outcomes import COUNT_COLUMNS as _OUTCOME_COUNT_COLUMNS
+
 log = logging.getLogger(__name__)
 
 WAREHOUSE_ENV = "MAILPULSE_WAREHOUSE"
 
 #: Count columns of delivery_outcomes that add up across providers (rates do not:
-#: they are recomputed from the sums).
-COUNT_COLUMNS = (
-    "requests",
-    "processed",
-    "delivered",
-    "bounces",
-    "bounces_hard",
-    "bounces_soft",
-    "bounces_undetermined",
-    "blocks",
-    "deferred",
-    "drops",
-    "bounce_drops",
-    "spam_report_drops",
-    "unsubscribe_drops",
-    "invalid_emails",
-    "opens",
-    "unique_opens",
-    "clicks",
-    "unique_clicks",
-    "spam_reports",
-    "unsubscribes",
-)
+#: they are recomputed from the sums); defined once, with the table, in pipelines.outcomes.
+COUNT_COLUMNS = _OUTCOME_COUNT_COLUMNS
 #: rate -> (numerator, denominator), as delivery_outcomes defines them.
 RATES = {
     "delivered_rate": ("delivered", "requests"),
