@@ -21,7 +21,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -124,8 +124,10 @@ class ReadArchives(beam.PTransform):
         )
 
 
-@dataclass
-class NormalizedChunk:
+class NormalizedChunk(NamedTuple):
+    """One chunk's output: events, dead letters, per-provider counts (immutable: each
+    step returns a new one)."""
+
     uri: str
     chunk_index: int
     events: pa.Table
@@ -283,15 +285,18 @@ def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
 
 
 class DropDuplicatesFn(beam.DoFn):
+    """A chunk without its repeated event_ids, and their count (the input is not changed)."""
+
     def process(self, chunk: NormalizedChunk):
         table, dropped = drop_duplicate_rows(chunk.events)
+        if not dropped:
+            yield chunk
+            return
+        stats = {prov: dict(counts) for prov, counts in chunk.stats.items()}
         for prov, n in dropped.items():
-            chunk.stats.setdefault(prov, {})
-            chunk.stats[prov]["duplicates_in_batch"] = (
-                chunk.stats[prov].get("duplicates_in_batch", 0) + n
-            )
-        chunk.events = table
-        yield chunk
+            counts = stats.setdefault(prov, {})
+            counts["duplicates_in_batch"] = counts.get("duplicates_in_batch", 0) + n
+        yield chunk._replace(events=table, stats=stats)
 
 
 class DropDuplicates(beam.PTransform):
