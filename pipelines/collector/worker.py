@@ -309,7 +309,7 @@ class CollectorWorker(base.Worker):
                     self.limits.max_connections,
                 )
                 writer.write(_raw_response(503, "overloaded", retry_after=1))
-                await _close(writer)
+                await _linger_close(reader, writer)
                 return
             else:
                 self._schedule_enforce()
@@ -732,6 +732,30 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return "-", 0
+
+
+#: A refused newcomer may still be sending its request: read and drop this much, for at
+#: most this long, before closing, so that it reads the 503 instead of a connection reset.
+REFUSED_LINGER_SECONDS = 1.0
+REFUSED_LINGER_BYTES = 1024 * 1024
+
+
+async def _linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close after an early answer the way nginx's lingering close does (bounded)."""
+    try:
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        budget = REFUSED_LINGER_BYTES
+        async with asyncio.timeout(REFUSED_LINGER_SECONDS):
+            while budget > 0:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                budget -= len(data)
+    except (OSError, TimeoutError):
+        pass
+    await _close(writer)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:
