@@ -4,6 +4,7 @@ One distribution, one package (``pipelines``), one console script (``mailpulse``
 The same file is the ``--setup_file`` a Dataflow job ships to its workers, so the
 core dependencies below are exactly what the load job needs at run time.
 """
+
 import re
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from setuptools import find_packages, setup
 HERE = Path(__file__).resolve().parent
 #: The version lives in one place: pipelines/__init__.py (read here without importing
 #: the package, whose dependencies may not be installed yet).
-VERSION = re.search(r'^__version__ = "([^"]+)"',
-                    (HERE / "pipelines" / "__init__.py").read_text(encoding="utf-8"),
-                    re.M).group(1)
+VERSION = re.search(
+    r'^__version__ = "([^"]+)"',
+    (HERE / "pipelines" / "__init__.py").read_text(encoding="utf-8"),
+    re.M,
+).group(1)
 
 CORE = [
     # Beam pins pyarrow<26, numpy<2.5, protobuf<7 itself; pandas 3 breaks
@@ -44,22 +47,35 @@ EXTRAS = {
     # Airflow 3.3.2 resolves together with apache-beam[gcp] 2.77 in one environment.
     "airflow": ["apache-airflow==3.3.2"],
     # jupyterlab: the README's `jupyter lab notebooks/`; nbclient/ipykernel run them headless
-    "notebooks": ["jupyterlab>=4.2", "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29",
-                  "matplotlib>=3.8"],
+    "notebooks": [
+        "jupyterlab>=4.2",
+        "nbclient>=0.10",
+        "nbformat>=5.9",
+        "ipykernel>=6.29",
+        "matplotlib>=3.8",
+    ],
 }
 EXTRAS["test"] = (
-    ["pytest>=8", "hypothesis>=6.100",
-     # real S3 + SQS and GCS servers on loopback, started by tests/storage_servers.py
-     "moto[server]==5.2.5", "gcp-storage-emulator>=2024.8"]
-    + EXTRAS["airflow"] + EXTRAS["notebooks"]
+    [
+        "pytest>=8",
+        "hypothesis>=6.100",
+        # real S3 + SQS and GCS servers on loopback, started by tests/storage_servers.py
+        "moto[server]==5.2.5",
+        "gcp-storage-emulator>=2024.8",
+        # the linter and formatter CI runs (pyproject.toml)
+        "ruff==0.17.6",
+    ]
+    + EXTRAS["airflow"]
+    + EXTRAS["notebooks"]
 )
 
 setup(
     name="mailpulse",
     version=VERSION,
     description="Email delivery analytics: provider events -> Beam -> warehouse -> outcomes",
-    long_description=((HERE / "README.md").read_text(encoding="utf-8")
-                      if (HERE / "README.md").exists() else ""),
+    long_description=(
+        (HERE / "README.md").read_text(encoding="utf-8") if (HERE / "README.md").exists() else ""
+    ),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(include=["pipelines", "pipelines.*"]),

@@ -11,6 +11,7 @@ each measured `--repeat` times (median and worst printed).
 
     python benchmarks/bench_freshness.py [--repeat 2] [--recipients 200] [--skip-defaults]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,13 @@ from freshness_support import Stack, campaign_events  # noqa: E402
 
 def measure(rotate: float, interval: float, recipients: int, run: int) -> float:
     from pipelines.watcher import watch
+
     with tempfile.TemporaryDirectory(prefix="mailpulse-fresh-") as tmp:
         stack = Stack(Path(tmp), "bench-key", rotate_seconds=rotate, interval=interval)
         stack.start()
         try:
             import os
+
             os.environ["MAILPULSE_HASH_KEY"] = "bench-key"
             emails = [f"r{run}-{i}@example.com" for i in range(recipients)]
             fates = {e: ("delivered" if i % 10 else "bounce") for i, e in enumerate(emails)}
@@ -43,8 +46,14 @@ def measure(rotate: float, interval: float, recipients: int, run: int) -> float:
             out = {}
 
             def script():
-                out["r"] = watch(emails, cat, datetime.now(timezone.utc) - timedelta(seconds=5),
-                                 timeout=600, warehouse=stack.warehouse, notify=False)
+                out["r"] = watch(
+                    emails,
+                    cat,
+                    datetime.now(timezone.utc) - timedelta(seconds=5),
+                    timeout=600,
+                    warehouse=stack.warehouse,
+                    notify=False,
+                )
                 out["t"] = time.time()
 
             t = threading.Thread(target=script)
@@ -72,8 +81,10 @@ def main(argv=None) -> int:
     print(f"acknowledged -> settled, {args.recipients} recipients, {args.repeat} runs each")
     for label, rotate, interval in setups:
         secs = [measure(rotate, interval, args.recipients, k) for k in range(args.repeat)]
-        print(f"{label:48s} median {statistics.median(secs):6.1f} s, worst {max(secs):6.1f} s",
-              flush=True)
+        print(
+            f"{label:48s} median {statistics.median(secs):6.1f} s, worst {max(secs):6.1f} s",
+            flush=True,
+        )
     return 0
 
 

@@ -19,6 +19,7 @@ step table. The ratio is what to compare across machines (the CPU is shared here
 
     python benchmarks/bench_load.py [--sizes 500000,2000000] [--workdir .bench] [--no-steps]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,7 +45,7 @@ DUCKDB_SQL = {
         SELECT e.sg_event_id AS event_id, 'sendgrid' AS provider, e.event AS event_type,
                to_timestamp(e.timestamp) AS event_ts,
                split_part(e.sg_message_id, '.filter', 1) AS message_id,
-               {_HMAC.format(a='e.email')} AS email_hash, {_DOMAIN.format(a='e.email')} AS recipient_domain,
+               {_HMAC.format(a="e.email")} AS email_hash, {_DOMAIN.format(a="e.email")} AS recipient_domain,
                e.reason, e.status, e.url
         FROM (SELECT unnest(json) AS e FROM read_json({{glob}}, format='newline_delimited',
               records=false, columns={{'json': 'STRUCT(sg_event_id VARCHAR, event VARCHAR,
@@ -54,7 +55,7 @@ DUCKDB_SQL = {
         SELECT left(sha256(mail.messageId || eventType || r || coalesce(ts, '')), 32) AS event_id,
                'ses' AS provider, eventType AS event_type,
                CAST(ts AS TIMESTAMPTZ) AS event_ts, mail.messageId AS message_id,
-               {_HMAC.format(a='r')} AS email_hash, {_DOMAIN.format(a='r')} AS recipient_domain
+               {_HMAC.format(a="r")} AS email_hash, {_DOMAIN.format(a="r")} AS recipient_domain
         FROM (SELECT eventType, mail, unnest(mail.destination) AS r,
                      coalesce(bounce.timestamp, delivery.timestamp, open.timestamp,
                               click.timestamp, deliveryDelay.timestamp, mail.timestamp) AS ts
@@ -66,7 +67,7 @@ DUCKDB_SQL = {
                'cmc' AS provider, d.status AS event_type,
                CAST(d.created AS TIMESTAMP) - INTERVAL 9 HOUR AS event_ts,
                trim(d.messageId, '<>') AS message_id,
-               {_HMAC.format(a='d.to')} AS email_hash, {_DOMAIN.format(a='d.to')} AS recipient_domain
+               {_HMAC.format(a="d.to")} AS email_hash, {_DOMAIN.format(a="d.to")} AS recipient_domain
         FROM (SELECT unnest(event.deliveries) AS d FROM read_json({{glob}},
               format='newline_delimited', union_by_name=true, ignore_errors=true)
               WHERE event.deliveries IS NOT NULL)""",
@@ -82,15 +83,18 @@ def hmac_pads(key: bytes) -> tuple[bytes, bytes]:
 
 def run_measured(cmd: list[str], env=None) -> tuple[float, int, str]:
     """(seconds, peak RSS in MiB, stdout) of a command in its own process."""
-    probe = ("import resource, subprocess, sys, time, json;"
-             "t=time.perf_counter();"
-             "p=subprocess.run(sys.argv[1:], capture_output=True, text=True);"
-             "el=time.perf_counter()-t;"
-             "sys.stderr.write(p.stderr[-3000:]) if p.returncode else None;"
-             "print(json.dumps({'rc': p.returncode, 's': el, 'out': p.stdout,"
-             " 'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))")
-    out = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True,
-                         env=env)
+    probe = (
+        "import resource, subprocess, sys, time, json;"
+        "t=time.perf_counter();"
+        "p=subprocess.run(sys.argv[1:], capture_output=True, text=True);"
+        "el=time.perf_counter()-t;"
+        "sys.stderr.write(p.stderr[-3000:]) if p.returncode else None;"
+        "print(json.dumps({'rc': p.returncode, 's': el, 'out': p.stdout,"
+        " 'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, *cmd], capture_output=True, text=True, env=env
+    )
     doc = json.loads(out.stdout.strip().splitlines()[-1])
     if doc["rc"] != 0:
         raise SystemExit(f"command failed ({doc['rc']}): {' '.join(cmd)}\n{out.stderr}")
@@ -108,8 +112,12 @@ def synth(workdir: Path, events: int, env) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     # synth writes about 2.8 events per message across the three providers
     messages = max(int(events / 2.7), 1)
-    subprocess.run(mailpulse("synth", "--out", out, "--date", DAY, "--messages", messages,
-                             "--seed", 7), check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        mailpulse("synth", "--out", out, "--date", DAY, "--messages", messages, "--seed", 7),
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
     (out / ".complete").touch()
     return out
 
@@ -150,35 +158,46 @@ from datetime import date, datetime, timezone
 from pipelines import load as L
 from pipelines.hashing import EmailHasher
 from pipelines.normalizers import vectorized
-from pipelines.records import decompress
+from pipelines.records import DEFAULT_MAX_RECORD_BYTES, read_blocks, read_chunks
+from pipelines.sources import archive_sources, list_days
 from pipelines.warehouse import LoadBatch, open_warehouse
 archive, workdir = sys.argv[1], sys.argv[2]
 day = date.fromisoformat(sys.argv[3])
 cfg = L.NormalizeConfig(hasher=EmailHasher(os.environ["MAILPULSE_HASH_KEY"]))
-T = dict.fromkeys(["list", "read", "decompress", "parse", "normalize", "dedupe", "stage",
+T = dict.fromkeys(["list", "read+decompress", "parse", "normalize", "dedupe", "stage",
                    "commit"], 0.0)
-t = time.perf_counter(); files = L.list_archive_files(archive, day); T["list"] = time.perf_counter() - t
+t = time.perf_counter()
+files = list_days(archive_sources(archive), [day]).files
+T["list"] = time.perf_counter() - t
 stage = tempfile.mkdtemp(dir=workdir)
 ing = datetime.now(timezone.utc)
-norm, dd, ws = L.NormalizeChunkFn(cfg, day, "steps", ing), L.DropDuplicatesFn(), L.WriteStagingFn(stage)
+norm, dd, ws = L.NormalizeChunkFn(cfg, "steps", ing), L.DropDuplicatesFn(), L.WriteStagingFn(stage)
 n = 0
-for uri in files:
-    t = time.perf_counter(); raw = open(uri, "rb").read(); T["read"] += time.perf_counter() - t
-    t = time.perf_counter(); data = decompress(raw); T["decompress"] += time.perf_counter() - t
-    for i, (line, chunk) in enumerate(L.split_chunks(data, L.DEFAULT_CHUNK_LINES)):
-        t = time.perf_counter()
-        nc = next(iter(norm.process((uri, L.provider_of(uri, archive), i, line, chunk))))
-        T["normalize"] += time.perf_counter() - t
-        t = time.perf_counter(); nc = next(iter(dd.process(nc))); T["dedupe"] += time.perf_counter() - t
-        t = time.perf_counter(); list(ws.process(nc)); T["stage"] += time.perf_counter() - t
-        n += sum(s.get("records_read", 0) for s in nc.stats.values())
-ev, dl, stats, fr = L.collect_staged(stage)
+for f in files:
+    with open(f.uri, "rb") as fh:
+        chunks = read_chunks(read_blocks(fh), L.DEFAULT_CHUNK_LINES, DEFAULT_MAX_RECORD_BYTES)
+        i = 0
+        while True:
+            t = time.perf_counter(); item = next(chunks, None)
+            T["read+decompress"] += time.perf_counter() - t
+            if item is None:
+                break
+            line, chunk = item
+            t = time.perf_counter()
+            nc = next(iter(norm.process((f.uri, f.provider, i, line, chunk, f.day))))
+            T["normalize"] += time.perf_counter() - t
+            t = time.perf_counter(); nc = next(iter(dd.process(nc))); T["dedupe"] += time.perf_counter() - t
+            t = time.perf_counter(); list(ws.process(nc)); T["stage"] += time.perf_counter() - t
+            n += sum(s.get("records_read", 0) for s in nc.stats.values())
+            i += 1
+staged = L.collect_staged(stage)
 whp = os.path.join(workdir, "steps.duckdb")
 for p in (whp, whp + ".wal"):
     if os.path.exists(p): os.unlink(p)
 wh = open_warehouse("duckdb://" + whp); wh.ensure_schema()
 batch = LoadBatch(load_id="steps", archive=archive, archive_date=day, started_at=ing,
-                  event_files=ev, dead_letter_files=dl, stats=stats, files_read=fr, runner="steps")
+                  event_files=staged.event_files, dead_letter_files=staged.dead_letter_files,
+                  stats=staged.stats, files_read=len(files), runner="steps")
 t = time.perf_counter(); wh.commit_load(batch); T["commit"] = time.perf_counter() - t
 # the normalize step parses the JSON (Arrow's reader, or orjson for the record path):
 # that part is reported as "parse"
@@ -190,8 +209,9 @@ print(json.dumps({"records": n, "steps": T}))
 
 
 def load_steps(archive: Path, workdir: Path, env) -> dict:
-    _s, _rss, out = run_measured([sys.executable, "-c", _STEPS_SCRIPT, str(archive),
-                                  str(workdir), DAY], env=env)
+    _s, _rss, out = run_measured(
+        [sys.executable, "-c", _STEPS_SCRIPT, str(archive), str(workdir), DAY], env=env
+    )
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -211,18 +231,34 @@ def main(argv=None) -> int:
         for p in (wh, Path(str(wh) + ".wal")):
             p.unlink(missing_ok=True)
         load_s, rss, out = run_measured(
-            mailpulse("load", "--archive", archive, "--date", DAY, "--warehouse",
-                      f"duckdb://{wh}", "--json"), env=env)
+            mailpulse(
+                "load",
+                "--archive",
+                archive,
+                "--date",
+                DAY,
+                "--warehouse",
+                f"duckdb://{wh}",
+                "--json",
+            ),
+            env=env,
+        )
         report = json.loads(out.strip().splitlines()[-1])
         events = report["records_read"]
         duck_s, duck_rows, duck_per = duckdb_rate(archive, workdir)
-        row = {"target_events": size, "events": events, "load_s": round(load_s, 2),
-               "load_events_per_s": round(events / load_s),
-               "duckdb_s": round(duck_s, 2), "duckdb_rows": duck_rows,
-               "duckdb_events_per_s": round(events / duck_s),
-               "ratio": round((events / load_s) / (events / duck_s), 3),
-               "load_peak_rss_mib": rss, "adds_up": report["adds_up"],
-               "duckdb_per_provider_s": {p: round(s, 2) for p, (_n, s) in duck_per.items()}}
+        row = {
+            "target_events": size,
+            "events": events,
+            "load_s": round(load_s, 2),
+            "load_events_per_s": round(events / load_s),
+            "duckdb_s": round(duck_s, 2),
+            "duckdb_rows": duck_rows,
+            "duckdb_events_per_s": round(events / duck_s),
+            "ratio": round((events / load_s) / (events / duck_s), 3),
+            "load_peak_rss_mib": rss,
+            "adds_up": report["adds_up"],
+            "duckdb_per_provider_s": {p: round(s, 2) for p, (_n, s) in duck_per.items()},
+        }
         if not args.no_steps:
             steps = load_steps(archive, workdir, env)
             row["steps_s"] = {k: round(v, 2) for k, v in steps["steps"].items()}
@@ -231,19 +267,27 @@ def main(argv=None) -> int:
     print()
     print(f"{'events':>10} {'load ev/s':>10} {'duckdb ev/s':>12} {'ratio':>6} {'peak MiB':>9}")
     for r in rows:
-        print(f"{r['events']:>10,} {r['load_events_per_s']:>10,} {r['duckdb_events_per_s']:>12,} "
-              f"{r['ratio']:>6.2f} {r['load_peak_rss_mib']:>9,}")
-    print("ratio = mailpulse load events/s / normalizing DuckDB SQL events/s (target >= 0.5); "
-          "peak memory should not grow with the archive (target < 600 MiB)")
+        print(
+            f"{r['events']:>10,} {r['load_events_per_s']:>10,} {r['duckdb_events_per_s']:>12,} "
+            f"{r['ratio']:>6.2f} {r['load_peak_rss_mib']:>9,}"
+        )
+    print(
+        "ratio = mailpulse load events/s / normalizing DuckDB SQL events/s (target >= 0.5); "
+        "peak memory should not grow with the archive (target < 600 MiB)"
+    )
     for r in rows:
         if "steps_s" not in r:
             continue
         total = sum(r["steps_s"].values()) or 1.0
-        print(f"\nwhere the load's time goes, {r['events']:,} events (steps run one after "
-              "another in one process):")
+        print(
+            f"\nwhere the load's time goes, {r['events']:,} events (steps run one after "
+            "another in one process):"
+        )
         for k, v in sorted(r["steps_s"].items(), key=lambda kv: -kv[1]):
-            print(f"  {k:<11} {v:7.2f} s  {100 * v / total:5.1f} %  "
-                  f"{r['events'] / v if v else 0:>12,.0f} events/s")
+            print(
+                f"  {k:<11} {v:7.2f} s  {100 * v / total:5.1f} %  "
+                f"{r['events'] / v if v else 0:>12,.0f} events/s"
+            )
     return 0
 
 

@@ -13,6 +13,7 @@ microseconds-per-KB column (the old pattern went 0.49 s -> 7.9 s from 10k to 40k
 
     python benchmarks/bench_redaction.py [--sizes 10000,100000,1000000,10000000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pipelines.normalizers.base import redact_addresses  # noqa: E402
 
-ENCODED = ("alex@example.com ", "alex%40example.com&", "alex%2540example.com ",
-           "alex\\u0040example.com ", "alex&#64;example.com ", "alex&#x40;example.com ")
+ENCODED = (
+    "alex@example.com ",
+    "alex%40example.com&",
+    "alex%2540example.com ",
+    "alex\\u0040example.com ",
+    "alex&#64;example.com ",
+    "alex&#x40;example.com ",
+)
 
 
 def word_run(size: int) -> str:

@@ -15,6 +15,7 @@ are all counted.
 
     python benchmarks/bench_refresh.py [--sizes 100,1000,3500] [--repeat 3] [--workdir .bench/refresh]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,9 +36,17 @@ EVENTS_PER_FILE = 75
 
 def write_file(path: Path, start: int) -> None:
     t0 = int(datetime(2026, 11, 20, tzinfo=timezone.utc).timestamp())
-    evs = [{"email": f"user{i}@example.com", "timestamp": t0 + i % 86000,
-            "event": "delivered", "sg_event_id": f"e{i}", "sg_message_id": f"m{i}.filter1",
-            "category": ["news"]} for i in range(start, start + EVENTS_PER_FILE)]
+    evs = [
+        {
+            "email": f"user{i}@example.com",
+            "timestamp": t0 + i % 86000,
+            "event": "delivered",
+            "sg_event_id": f"e{i}",
+            "sg_message_id": f"m{i}.filter1",
+            "category": ["news"],
+        }
+        for i in range(start, start + EVENTS_PER_FILE)
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(gzip.compress(json.dumps(evs).encode() + b"\n"))
 
@@ -45,9 +54,25 @@ def write_file(path: Path, start: int) -> None:
 def load(archive: Path, wh: str) -> tuple[float, dict]:
     env = dict(os.environ, PYTHONPATH=str(ROOT), MAILPULSE_HASH_KEY="bench-key")
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "pipelines", "load", "--archive", str(archive),
-                        "--date", DAY, "--warehouse", wh, "--json"], capture_output=True,
-                       text=True, env=env, cwd=ROOT)
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "load",
+            "--archive",
+            str(archive),
+            "--date",
+            DAY,
+            "--warehouse",
+            wh,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     secs = time.perf_counter() - t
     if p.returncode != 0:
         raise SystemExit(f"load failed ({p.returncode}):\n{p.stderr[-3000:]}")
@@ -58,8 +83,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="100,1000,3500")
     ap.add_argument("--workdir", default=str(ROOT / ".bench" / "refresh"))
-    ap.add_argument("--repeat", type=int, default=3,
-                    help="timings per measurement; the fastest counts (default: 3)")
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="timings per measurement; the fastest counts (default: 3)",
+    )
     args = ap.parse_args(argv)
     work = Path(args.workdir)
     rows = []
@@ -86,8 +115,11 @@ def main(argv=None) -> int:
             assert one["events_loaded"] == refresh["events_loaded"] == EVENTS_PER_FILE
             alone_s = min(alone_s, secs)
         rows.append((n, refresh_s, alone_s, refresh_s / alone_s))
-        print(f"day of {n:>5} files: refresh {refresh_s:6.2f} s, the new file alone "
-              f"{alone_s:6.2f} s, ratio {refresh_s / alone_s:5.2f}", flush=True)
+        print(
+            f"day of {n:>5} files: refresh {refresh_s:6.2f} s, the new file alone "
+            f"{alone_s:6.2f} s, ratio {refresh_s / alone_s:5.2f}",
+            flush=True,
+        )
     print()
     print("files_in_day  refresh_s  alone_s  ratio (goal <= 2, flat)")
     for n, r, a, q in rows:

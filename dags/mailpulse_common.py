@@ -6,6 +6,7 @@ when a task runs, and the ``pipelines`` package is imported inside the functions
 file holds no DAG (it is listed in .airflowignore); the DAG files import it (Airflow puts
 the DAGs folder on ``sys.path``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,18 +59,21 @@ DEFAULTS = {
 
 def _variable(name: str):
     from airflow.sdk import Variable
+
     value = Variable.get(VARIABLES[name], default=None)
     if value in (None, "") and name in RENAMED_VARIABLES:
         value = Variable.get(RENAMED_VARIABLES[name], default=None)
         if value not in (None, ""):
-            log.warning("Variable %s is deprecated: rename it %s", RENAMED_VARIABLES[name],
-                        VARIABLES[name])
+            log.warning(
+                "Variable %s is deprecated: rename it %s", RENAMED_VARIABLES[name], VARIABLES[name]
+            )
     return value
 
 
 def _connection(conn_id: str):
     from airflow.sdk import Connection
     from airflow.sdk.exceptions import AirflowNotFoundException
+
     try:
         return Connection.get(conn_id)
     except AirflowNotFoundException:
@@ -95,23 +99,27 @@ def _warehouse_from_connection(conn) -> str | None:
         if path:
             return f"duckdb://{path}"  # duckdb:///abs/file.duckdb or duckdb://relative/file
     from pipelines.analysis import ConfigurationError
+
     raise ConfigurationError(
         f"connection {WAREHOUSE_CONN_ID!r} (type {conn.conn_type!r}) does not name a warehouse: "
         "use type bigquery with host=PROJECT and schema=DATASET, type duckdb with "
-        'extra {"path": "/abs/file.duckdb"}, or any type with extra {"uri": "..."}')
+        'extra {"path": "/abs/file.duckdb"}, or any type with extra {"uri": "..."}'
+    )
 
 
 def interval_days(start, end) -> list:
     """The UTC dates a data interval covers: [start, end) -> start.date() ..
     (end - 1 microsecond).date(); a daily interval is one day."""
     from datetime import timedelta as _td
+
     first = start.date()
     last = (end - _td(microseconds=1)).date() if end > start else first
     return [first + _td(days=i) for i in range((last - first).days + 1)]
 
 
-def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_date=None,
-                         rates: bool = True) -> dict:
+def resolve_settings_for(
+    params: dict, interval_start, interval_end, *, logical_date=None, rates: bool = True
+) -> dict:
     """The run's configuration: run params, then Variables, then Connections and the
     environment, then :data:`DEFAULTS` and the embedded warehouse (no secrets). The days
     come from the run's data interval (a scheduled daily run: the day that just ended; a
@@ -134,9 +142,12 @@ def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_
         return None, None
 
     days = interval_days(interval_start, interval_end)
-    s: dict = {"data_interval_start": interval_start.isoformat(),
-               "data_interval_end": interval_end.isoformat(),
-               "interval_days": [d.isoformat() for d in days], "day": days[-1].isoformat()}
+    s: dict = {
+        "data_interval_start": interval_start.isoformat(),
+        "data_interval_end": interval_end.isoformat(),
+        "interval_days": [d.isoformat() for d in days],
+        "day": days[-1].isoformat(),
+    }
     if logical_date is not None:
         s["logical_date"] = logical_date.isoformat()
     sources: dict = {}
@@ -159,8 +170,12 @@ def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_
     s["archive"], s["source_specs"], sources["archive"] = archive, specs, src
     casts = [("runner", str), ("window_days", int), ("days", int)]
     if rates:
-        casts += [("bounce_rate_threshold", float), ("spam_report_rate_threshold", float),
-                  ("min_volume", int), ("alert_mode", str)]
+        casts += [
+            ("bounce_rate_threshold", float),
+            ("spam_report_rate_threshold", float),
+            ("min_volume", int),
+            ("alert_mode", str),
+        ]
     package_defaults = {"window_days": WINDOW_DAYS, "days": DEFAULT_DAYS}
     for name, cast in casts:
         value, src = pick(name)
@@ -173,7 +188,8 @@ def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_
         except (TypeError, ValueError):
             raise ConfigurationError(
                 f"{name} = {value!r} (from the {src}) is not a valid {cast.__name__}; fix the "
-                f"run param {name!r} or the Variable {VARIABLES[name]!r}") from None
+                f"run param {name!r} or the Variable {VARIABLES[name]!r}"
+            ) from None
         sources[name] = src
     beam_args, src = pick("beam_args")
     if isinstance(beam_args, str):
@@ -182,18 +198,23 @@ def resolve_settings_for(params: dict, interval_start, interval_end, *, logical_
         except ValueError:
             raise ConfigurationError(
                 f"Variable {VARIABLES['beam_args']!r} must be a JSON list of strings such as "
-                '["--project=P", "--region=europe-west1"]') from None
-    if beam_args is not None and not (isinstance(beam_args, list)
-                                      and all(isinstance(a, str) for a in beam_args)):
+                '["--project=P", "--region=europe-west1"]'
+            ) from None
+    if beam_args is not None and not (
+        isinstance(beam_args, list) and all(isinstance(a, str) for a in beam_args)
+    ):
         raise ConfigurationError(f"beam_args must be a list of strings, got {beam_args!r}")
     s["beam_args"], sources["beam_args"] = beam_args or [], src or "default"
     for name in ("window_days", "days"):
         if s[name] < 1:
-            raise ConfigurationError(f"{name} must be at least 1 (run param {name!r} or "
-                                     f"Variable {VARIABLES[name]!r})")
+            raise ConfigurationError(
+                f"{name} must be at least 1 (run param {name!r} or Variable {VARIABLES[name]!r})"
+            )
     if rates and s["alert_mode"] not in ("baseline", "fixed"):
-        raise ConfigurationError(f"alert_mode {s['alert_mode']!r} must be 'baseline' or 'fixed' "
-                                 f"(run param 'alert_mode' or Variable {VARIABLES['alert_mode']!r})")
+        raise ConfigurationError(
+            f"alert_mode {s['alert_mode']!r} must be 'baseline' or 'fixed' "
+            f"(run param 'alert_mode' or Variable {VARIABLES['alert_mode']!r})"
+        )
     s["slack_channel"], sources["slack_channel"] = slack_channel(params)
     # the window: window_days partitions ending at the interval's last day, and at least
     # every day of the interval
@@ -207,6 +228,7 @@ def slack_channel(params: dict | None = None) -> tuple[str | None, str]:
     """(channel, where it came from): run param, Variable, the Slack connection's extra
     ``channel``, env MAILPULSE_SLACK_CHANNEL."""
     import os
+
     params = params or {}
     if params.get("slack_channel"):
         return params["slack_channel"], "param"
@@ -225,6 +247,7 @@ def slack_channel(params: dict | None = None) -> tuple[str | None, str]:
 def sources_for(settings: dict) -> list:
     """The pipelines.sources.Source list of the settings (archive and/or source specs)."""
     from pipelines.sources import resolve_sources
+
     return resolve_sources(settings.get("archive"), settings.get("source_specs") or [])
 
 
@@ -234,6 +257,7 @@ def hasher_for(warehouse: str):
     import os
 
     from pipelines.hashing import HASH_KEY_ENV, EmailHasher, resolve_key
+
     environ = {HASH_KEY_ENV: os.environ.get(HASH_KEY_ENV) or _variable("hash_key") or ""}
     return EmailHasher(resolve_key(environ, embedded=warehouse.startswith("duckdb:")))
 
@@ -241,6 +265,7 @@ def hasher_for(warehouse: str):
 def slack_credentials() -> tuple[str | None, str | None]:
     """(token, api base url): the mailpulse_slack Connection, else the environment."""
     import os
+
     conn = _connection(SLACK_CONN_ID)
     token = (conn.password if conn else None) or os.environ.get("SLACK_BOT_TOKEN") or None
     base = (conn.extra_dejson or {}).get("api_url") if conn is not None else None
@@ -254,6 +279,7 @@ def notify_failure(context) -> None:
     it): a Slack failure is logged too."""
     try:
         from pipelines.analysis import post_failure_alert
+
         ti = context.get("task_instance") or context.get("ti")
         dag_run = context.get("dag_run")
         exc = context.get("exception")
@@ -270,7 +296,10 @@ def notify_failure(context) -> None:
             error=f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error",
             try_number=getattr(ti, "try_number", None),
             log_url=getattr(ti, "log_url", None),
-            token=token, channel=channel, api_url=api_url)
+            token=token,
+            channel=channel,
+            api_url=api_url,
+        )
         log.info("failure alert: %s", {k: v for k, v in result.items() if k != "text"})
     except Exception:  # a callback must never raise; say what went wrong
         log.exception("the failure callback could not post the alert")

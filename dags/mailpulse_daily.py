@@ -6,16 +6,24 @@ tasks (so the scheduler's parse loop stays fast and never touches the warehouse)
 Settings, the hasher, Slack credentials and the failure callback are shared with
 mailpulse_intraday (dags/mailpulse_common.py).
 """
-from __future__ import annotations
 
-from datetime import timedelta
+from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 import pendulum
-from airflow.sdk import (CronDataIntervalTimetable, ExceptionRetryPolicy, Param, RetryAction,
-                         RetryRule, dag, get_current_context, task)
+from airflow.sdk import (
+    CronDataIntervalTimetable,
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException
 
 # Airflow puts the DAGs folder on sys.path; a bare DagBag (tests, CI checks) may not.
@@ -100,15 +108,25 @@ Failures from configuration (a wrong warehouse URI, a missing hash key) fail at 
 without retries; a warehouse lock or other transient error is retried.
 """
 
-RETRY_POLICY = ExceptionRetryPolicy(rules=[
-    RetryRule(exception="pipelines.warehouse.base.TransientWarehouseError",
-              action=RetryAction.RETRY, retry_delay=timedelta(minutes=1),
-              reason="warehouse busy (another writer holds the lock); retrying soon"),
-    RetryRule(exception=["pipelines.warehouse.base.WarehouseError",
-                         "pipelines.hashing.MissingHashKey"],
-              action=RetryAction.FAIL,
-              reason="configuration problem: fix the setting named in the error, then clear the task"),
-], default=RetryAction.DEFAULT)
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception="pipelines.warehouse.base.TransientWarehouseError",
+            action=RetryAction.RETRY,
+            retry_delay=timedelta(minutes=1),
+            reason="warehouse busy (another writer holds the lock); retrying soon",
+        ),
+        RetryRule(
+            exception=[
+                "pipelines.warehouse.base.WarehouseError",
+                "pipelines.hashing.MissingHashKey",
+            ],
+            action=RetryAction.FAIL,
+            reason="configuration problem: fix the setting named in the error, then clear the task",
+        ),
+    ],
+    default=RetryAction.DEFAULT,
+)
 
 DEFAULT_ARGS = {
     "owner": "mailpulse",
@@ -121,21 +139,37 @@ DEFAULT_ARGS = {
 }
 
 PARAMS = {
-    "warehouse": Param(None, type=["null", "string"],
-                       description="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET"),
-    "archive": Param(None, type=["null", "string"], description="archive root: a directory or gs://..."),
+    "warehouse": Param(
+        None,
+        type=["null", "string"],
+        description="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET",
+    ),
+    "archive": Param(
+        None, type=["null", "string"], description="archive root: a directory or gs://..."
+    ),
     "runner": Param(None, type=["null", "string"], description="Beam runner, e.g. DataflowRunner"),
     "beam_args": Param(None, type=["null", "array"], description="extra Beam pipeline options"),
-    "window_days": Param(None, type=["null", "integer"], minimum=1,
-                         description="outcome partitions recomputed, ending at the interval's "
-                                     "last day (default 4)"),
+    "window_days": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        description="outcome partitions recomputed, ending at the interval's last day (default 4)",
+    ),
     "bounce_rate_threshold": Param(None, type=["null", "number"], minimum=0, maximum=1),
     "spam_report_rate_threshold": Param(None, type=["null", "number"], minimum=0, maximum=1),
-    "min_volume": Param(None, type=["null", "integer"], minimum=0,
-                        description="categories with fewer requests that day are not checked"),
-    "alert_mode": Param(None, type=["null", "string"], enum=[None, "baseline", "fixed"],
-                        description="baseline (each category against its own last 28 days; "
-                                    "default) or fixed (the thresholds)"),
+    "min_volume": Param(
+        None,
+        type=["null", "integer"],
+        minimum=0,
+        description="categories with fewer requests that day are not checked",
+    ),
+    "alert_mode": Param(
+        None,
+        type=["null", "string"],
+        enum=[None, "baseline", "fixed"],
+        description="baseline (each category against its own last 28 days; "
+        "default) or fixed (the thresholds)",
+    ),
     "slack_channel": Param(None, type=["null", "string"], description="channel for alerts"),
 }
 
@@ -143,6 +177,7 @@ PARAMS = {
 def _fail_on_configuration(fn, *args, **kwargs):
     """Run ``fn``; a ConfigurationError cannot be fixed by retrying."""
     from pipelines.analysis import ConfigurationError
+
     try:
         return fn(*args, **kwargs)
     except ConfigurationError as exc:
@@ -167,10 +202,15 @@ def mailpulse_daily():
     @task
     def resolve_settings() -> dict:
         import logging
+
         ctx = get_current_context()
         settings = _fail_on_configuration(
-            common.resolve_settings_for, dict(ctx["params"]), ctx["data_interval_start"],
-            ctx["data_interval_end"], logical_date=ctx.get("logical_date"))
+            common.resolve_settings_for,
+            dict(ctx["params"]),
+            ctx["data_interval_start"],
+            ctx["data_interval_end"],
+            logical_date=ctx.get("logical_date"),
+        )
         logging.getLogger(__name__).info("settings for %s: %s", DAG_ID, settings)
         return settings
 
@@ -179,22 +219,39 @@ def mailpulse_daily():
         from datetime import date
 
         from pipelines.load import NormalizeConfig, run_load
+
         config = NormalizeConfig(hasher=common.hasher_for(settings["warehouse"]))
         sources = common.sources_for(settings)
         per_day = []
         for day in settings["interval_days"]:
-            report = run_load(None, date.fromisoformat(day), settings["warehouse"],
-                              config=config, sources=sources, runner=settings["runner"],
-                              beam_args=settings["beam_args"])
+            report = run_load(
+                None,
+                date.fromisoformat(day),
+                settings["warehouse"],
+                config=config,
+                sources=sources,
+                runner=settings["runner"],
+                beam_args=settings["beam_args"],
+            )
             result = report.as_dict()
             if not report.adds_up():
                 raise RuntimeError(f"load counts do not add up (a bug; nothing to rerun): {result}")
             per_day.append(result)
-        keys = ("files_read", "files_skipped", "records_read", "events_loaded",
-                "already_loaded", "dead_letters")
+        keys = (
+            "files_read",
+            "files_skipped",
+            "records_read",
+            "events_loaded",
+            "already_loaded",
+            "dead_letters",
+        )
         out = {k: sum(r.get(k, 0) or 0 for r in per_day) for k in keys}
-        out.update(days=settings["interval_days"], per_day=per_day, adds_up=True,
-                   status=",".join(sorted({r["status"] for r in per_day})))
+        out.update(
+            days=settings["interval_days"],
+            per_day=per_day,
+            adds_up=True,
+            status=",".join(sorted({r["status"] for r in per_day})),
+        )
         return out
 
     @task
@@ -202,16 +259,25 @@ def mailpulse_daily():
         from datetime import date
 
         from pipelines.warehouse import open_warehouse
+
         wh = open_warehouse(settings["warehouse"])
         days = [date.fromisoformat(d) for d in settings["interval_days"]]
-        rows = wh.query("SELECT event_date, COUNT(*) AS n FROM events "
-                        "WHERE event_date BETWEEN @first AND @last GROUP BY event_date",
-                        {"first": days[0], "last": days[-1]}).to_pylist() \
-            if wh.table_exists("events") else []
+        rows = (
+            wh.query(
+                "SELECT event_date, COUNT(*) AS n FROM events "
+                "WHERE event_date BETWEEN @first AND @last GROUP BY event_date",
+                {"first": days[0], "last": days[-1]},
+            ).to_pylist()
+            if wh.table_exists("events")
+            else []
+        )
         counts = {r["event_date"].isoformat(): int(r["n"]) for r in rows}
         empty = [d.isoformat() for d in days if not counts.get(d.isoformat())]
-        return {"events": {d: counts.get(d, 0) for d in settings["interval_days"]},
-                "empty_days": empty, "files_read": load.get("files_read", 0)}
+        return {
+            "events": {d: counts.get(d, 0) for d in settings["interval_days"]},
+            "empty_days": empty,
+            "files_read": load.get("files_read", 0),
+        }
 
     @task(execution_timeout=timedelta(hours=1))
     def recompute_outcomes(settings: dict, load: dict) -> dict:
@@ -219,42 +285,59 @@ def mailpulse_daily():
 
         from pipelines.analysis import jsonable
         from pipelines.outcomes import compute_outcomes, late_status_partitions
+
         start = date.fromisoformat(settings["window_start"])
         end = date.fromisoformat(settings["window_end"])
         late = late_status_partitions(settings["warehouse"], start, end)
         result = compute_outcomes(settings["warehouse"], start, end, status_partitions=late)
-        return {"window_start": settings["window_start"], "window_end": settings["window_end"],
-                "late_status_partitions": [d.isoformat() for d in late],
-                "events_loaded": load.get("events_loaded"), "result": jsonable(result)}
+        return {
+            "window_start": settings["window_start"],
+            "window_end": settings["window_end"],
+            "late_status_partitions": [d.isoformat() for d in late],
+            "events_loaded": load.get("events_loaded"),
+            "result": jsonable(result),
+        }
 
     @task
     def check_rates(settings: dict, outcomes: dict) -> list[dict]:
         from datetime import date
 
         from pipelines.analysis import Baseline, Thresholds, baseline_rate_breaches, rate_breaches
+
         day = date.fromisoformat(settings["day"])
         thresholds = _fail_on_configuration(
-            Thresholds, bounce_rate=settings["bounce_rate_threshold"],
+            Thresholds,
+            bounce_rate=settings["bounce_rate_threshold"],
             spam_report_rate=settings["spam_report_rate_threshold"],
-            min_volume=settings["min_volume"])
+            min_volume=settings["min_volume"],
+        )
         if settings.get("alert_mode", "baseline") == "fixed":
             found = rate_breaches(settings["warehouse"], day, thresholds)
         else:
-            baseline = _fail_on_configuration(Baseline, min_volume=settings["min_volume"],
-                                              fallback=thresholds)
+            baseline = _fail_on_configuration(
+                Baseline, min_volume=settings["min_volume"], fallback=thresholds
+            )
             found = baseline_rate_breaches(settings["warehouse"], day, baseline)
         return [b.as_dict() for b in found]
 
     @task
     def notify_slack(settings: dict, breaches: list[dict], volume: dict) -> dict:
         from pipelines.analysis import post_rate_alert
+
         token, api_url = common.slack_credentials()
         where = settings.get("archive") or " ".join(settings.get("source_specs") or [])
         return _fail_on_configuration(
-            post_rate_alert, breaches, day=settings["day"], token=token,
-            channel=settings["slack_channel"], api_url=api_url,
-            warehouse=settings["warehouse"], empty_days=volume["empty_days"], where=where,
-            mode=settings.get("alert_mode", "fixed"))
+            post_rate_alert,
+            breaches,
+            day=settings["day"],
+            token=token,
+            channel=settings["slack_channel"],
+            api_url=api_url,
+            warehouse=settings["warehouse"],
+            empty_days=volume["empty_days"],
+            where=where,
+            mode=settings.get("alert_mode", "fixed"),
+        )
 
     settings = resolve_settings()
     loaded = load_archive(settings)

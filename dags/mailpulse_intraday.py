@@ -5,12 +5,12 @@ is the only loader: each run reads only files not in the ``loaded_files`` manife
 run costs what arrived since the last one, not the whole day. Parsing does no I/O (see
 dags/mailpulse_common.py).
 """
-from __future__ import annotations
 
-from datetime import timedelta
+from __future__ import annotations
 
 import os
 import sys
+from datetime import timedelta
 
 import pendulum
 from airflow.sdk import CronTriggerTimetable, Param, dag, get_current_context, task
@@ -49,13 +49,22 @@ failure callback), plus `days` (run param) / `mailpulse_intraday_days` (Variable
 """
 
 PARAMS = {
-    "warehouse": Param(None, type=["null", "string"],
-                       description="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET"),
-    "archive": Param(None, type=["null", "string"], description="archive root: a directory or gs://..."),
+    "warehouse": Param(
+        None,
+        type=["null", "string"],
+        description="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET",
+    ),
+    "archive": Param(
+        None, type=["null", "string"], description="archive root: a directory or gs://..."
+    ),
     "runner": Param(None, type=["null", "string"], description="Beam runner"),
     "beam_args": Param(None, type=["null", "array"], description="extra Beam pipeline options"),
-    "days": Param(None, type=["null", "integer"], minimum=1,
-                  description="archive days scanned for new files, ending today (default 4)"),
+    "days": Param(
+        None,
+        type=["null", "integer"],
+        minimum=1,
+        description="archive days scanned for new files, ending today (default 4)",
+    ),
     "slack_channel": Param(None, type=["null", "string"], description="channel for failures"),
 }
 
@@ -85,11 +94,16 @@ def mailpulse_intraday():
         import logging
 
         from pipelines.analysis import ConfigurationError
+
         ctx = get_current_context()
         try:
-            s = common.resolve_settings_for(dict(ctx["params"]), ctx["data_interval_start"],
-                                            ctx["data_interval_end"],
-                                            logical_date=ctx.get("logical_date"), rates=False)
+            s = common.resolve_settings_for(
+                dict(ctx["params"]),
+                ctx["data_interval_start"],
+                ctx["data_interval_end"],
+                logical_date=ctx.get("logical_date"),
+                rates=False,
+            )
         except ConfigurationError as exc:  # retrying cannot fix a setting
             raise AirflowFailException(str(exc)) from exc
         # "today" for the load: the run's time, not the wall clock of a late worker
@@ -102,12 +116,19 @@ def mailpulse_intraday():
         from datetime import date
 
         from pipelines.load import NormalizeConfig, run_load
-        report = run_load(None, None, settings["warehouse"],
-                          config=NormalizeConfig(hasher=common.hasher_for(settings["warehouse"])),
-                          sources=common.sources_for(settings), days=settings["days"],
-                          today=date.fromisoformat(settings["today"]),
-                          runner=settings["runner"], beam_args=settings["beam_args"],
-                          record_idle=False)
+
+        report = run_load(
+            None,
+            None,
+            settings["warehouse"],
+            config=NormalizeConfig(hasher=common.hasher_for(settings["warehouse"])),
+            sources=common.sources_for(settings),
+            days=settings["days"],
+            today=date.fromisoformat(settings["today"]),
+            runner=settings["runner"],
+            beam_args=settings["beam_args"],
+            record_idle=False,
+        )
         result = report.as_dict()
         if not report.adds_up():
             raise RuntimeError(f"load counts do not add up (a bug; nothing to rerun): {result}")

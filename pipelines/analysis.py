@@ -14,6 +14,7 @@ recomputed from summed counts when rows are added up over providers or days:
 - ``spam_report_rate``, ``open_rate``, ``click_rate``, ``unsubscribe_rate`` divide by
   ``delivered``; ``click_to_open_rate`` by ``unique_opens``.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,18 +26,15 @@ from typing import Any, Iterable
 
 import pandas as pd
 
+from .outcomes import COUNT_COLUMNS as _OUTCOME_COUNT_COLUMNS
+
 log = logging.getLogger(__name__)
 
 WAREHOUSE_ENV = "MAILPULSE_WAREHOUSE"
 
 #: Count columns of delivery_outcomes that add up across providers (rates do not:
-#: they are recomputed from the sums).
-COUNT_COLUMNS = (
-    "requests", "processed", "delivered", "bounces", "bounces_hard", "bounces_soft",
-    "bounces_undetermined", "blocks", "deferred", "drops", "bounce_drops",
-    "spam_report_drops", "unsubscribe_drops", "invalid_emails", "opens", "unique_opens",
-    "clicks", "unique_clicks", "spam_reports", "unsubscribes",
-)
+#: they are recomputed from the sums); defined once, with the table, in pipelines.outcomes.
+COUNT_COLUMNS = _OUTCOME_COUNT_COLUMNS
 #: rate -> (numerator, denominator), as delivery_outcomes defines them.
 RATES = {
     "delivered_rate": ("delivered", "requests"),
@@ -60,9 +58,11 @@ class ConfigurationError(ValueError):
 
 # -- the configured warehouse -----------------------------------------------------------
 
+
 def warehouse_uri(environ=None) -> str:
     """``$MAILPULSE_WAREHOUSE`` or the embedded default (``$MAILPULSE_DATA_DIR``)."""
     from .config import default_warehouse_uri
+
     environ = os.environ if environ is None else environ
     return environ.get(WAREHOUSE_ENV) or default_warehouse_uri(environ)
 
@@ -70,6 +70,7 @@ def warehouse_uri(environ=None) -> str:
 def open_configured(warehouse=None):
     """The warehouse object for ``warehouse`` (a URI or object) or the configured one."""
     from .warehouse import open_warehouse
+
     return open_warehouse(warehouse or warehouse_uri())
 
 
@@ -98,8 +99,10 @@ def jsonable(value: Any) -> Any:
 
 # -- outcomes per category and day -------------------------------------------------------
 
+
 def _read_outcomes(warehouse, start: date, end: date) -> pd.DataFrame:
     from .outcomes import read_outcomes
+
     return read_outcomes(open_configured(warehouse), start, end)
 
 
@@ -126,8 +129,7 @@ def category_daily(outcomes: pd.DataFrame, categories: Iterable[str] | None = No
     if df.empty:
         grouped = pd.DataFrame(columns=["event_date", "category", *counts])
     else:
-        grouped = (df.groupby(["event_date", "category"], as_index=False, dropna=False)[counts]
-                   .sum())
+        grouped = df.groupby(["event_date", "category"], as_index=False, dropna=False)[counts].sum()
     for c in counts:
         grouped[c] = grouped[c].astype("int64")
     grouped["event_date"] = pd.to_datetime(grouped["event_date"])
@@ -135,6 +137,7 @@ def category_daily(outcomes: pd.DataFrame, categories: Iterable[str] | None = No
 
 
 # -- thresholds and alerts ------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -166,7 +169,7 @@ CHECKED_METRICS = {
 class Breach:
     event_date: str
     category: str
-    metric: str        # a key of CHECKED_METRICS
+    metric: str  # a key of CHECKED_METRICS
     value: float
     threshold: float
     numerator: int
@@ -177,9 +180,11 @@ class Breach:
         return asdict(self)
 
     def describe(self) -> str:
-        return (f"*{self.category}*: {CHECKED_METRICS[self.metric]} {self.value:.2%} > "
-                f"{self.threshold:.2%} ({self.numerator:,} of {self.denominator:,}; "
-                f"{self.requests:,} requests)")
+        return (
+            f"*{self.category}*: {CHECKED_METRICS[self.metric]} {self.value:.2%} > "
+            f"{self.threshold:.2%} ({self.numerator:,} of {self.denominator:,}; "
+            f"{self.requests:,} requests)"
+        )
 
 
 def find_breaches(daily: pd.DataFrame, thresholds: Thresholds) -> list[Breach]:
@@ -187,8 +192,10 @@ def find_breaches(daily: pd.DataFrame, thresholds: Thresholds) -> list[Breach]:
     threshold, among categories with at least ``min_volume`` requests that day (and at
     least one). Sorted by date, category, metric."""
     out: list[Breach] = []
-    limits = {"bounce_rate": thresholds.bounce_rate,
-              "spam_report_rate": thresholds.spam_report_rate}
+    limits = {
+        "bounce_rate": thresholds.bounce_rate,
+        "spam_report_rate": thresholds.spam_report_rate,
+    }
     for row in daily.to_dict(orient="records"):
         requests = int(row.get("requests", 0))
         if requests < max(thresholds.min_volume, 1):
@@ -197,9 +204,18 @@ def find_breaches(daily: pd.DataFrame, thresholds: Thresholds) -> list[Breach]:
             num_col, den_col = RATES[metric]
             num, den = int(row.get(num_col, 0)), int(row.get(den_col, 0))
             if den and num / den > limit:
-                out.append(Breach(pd.Timestamp(row["event_date"]).date().isoformat(),
-                                  str(row["category"]), metric, num / den, limit, num, den,
-                                  requests))
+                out.append(
+                    Breach(
+                        pd.Timestamp(row["event_date"]).date().isoformat(),
+                        str(row["category"]),
+                        metric,
+                        num / den,
+                        limit,
+                        num,
+                        den,
+                        requests,
+                    )
+                )
     return sorted(out, key=lambda b: (b.event_date, b.category, b.metric))
 
 
@@ -209,6 +225,7 @@ def rate_breaches(warehouse, day: date, thresholds: Thresholds) -> list[Breach]:
 
 
 # -- alerts against each category's own baseline ---------------------------------------
+
 
 @dataclass(frozen=True)
 class Baseline:
@@ -233,14 +250,20 @@ class Baseline:
 
     def __post_init__(self):
         if self.min_spread is None:
-            object.__setattr__(self, "min_spread", {"bounce_rate": 0.005,
-                                                    "spam_report_rate": 0.0005})
+            object.__setattr__(
+                self, "min_spread", {"bounce_rate": 0.005, "spam_report_rate": 0.0005}
+            )
         if self.min_increase is None:
-            object.__setattr__(self, "min_increase", {"bounce_rate": 0.01,
-                                                      "spam_report_rate": 0.001})
+            object.__setattr__(
+                self, "min_increase", {"bounce_rate": 0.01, "spam_report_rate": 0.001}
+            )
         for name in ("days", "min_volume", "min_history"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (1 if name != "min_volume" else 0):
+            if (
+                not isinstance(v, int)
+                or isinstance(v, bool)
+                or v < (1 if name != "min_volume" else 0)
+            ):
                 raise ConfigurationError(f"baseline {name} {v!r} must be a whole number >= 1")
         if not isinstance(self.spread, (int, float)) or self.spread <= 0:
             raise ConfigurationError(f"baseline spread {self.spread!r} must be a number > 0")
@@ -251,7 +274,9 @@ class Baseline:
 ALERT_MODES = ("baseline", "fixed")
 
 
-def baseline_breaches(daily: pd.DataFrame, day: date, baseline: Baseline = Baseline()) -> list[Breach]:
+def baseline_breaches(
+    daily: pd.DataFrame, day: date, baseline: Baseline = Baseline()
+) -> list[Breach]:
     """Breaches on ``day`` per category of :func:`category_daily` rows that hold ``day``
     and the ``baseline.days`` days before it. ``Breach.threshold`` is the limit the rate
     crossed (the baseline's, or the fixed fallback's)."""
@@ -269,8 +294,11 @@ def baseline_breaches(daily: pd.DataFrame, day: date, baseline: Baseline = Basel
         requests = int(row["requests"])
         if requests < max(baseline.min_volume, 1):
             continue
-        hist = rows[(rows["event_date"] >= first) & (rows["event_date"] < day)
-                    & (rows["requests"] >= max(baseline.min_volume, 1))]
+        hist = rows[
+            (rows["event_date"] >= first)
+            & (rows["event_date"] < day)
+            & (rows["requests"] >= max(baseline.min_volume, 1))
+        ]
         for metric in CHECKED_METRICS:
             num_col, den_col = RATES[metric]
             num, den = int(row[num_col]), int(row[den_col])
@@ -281,13 +309,16 @@ def baseline_breaches(daily: pd.DataFrame, day: date, baseline: Baseline = Basel
             if len(rates) >= baseline.min_history:
                 median = float(rates.median())
                 mad = 1.4826 * float((rates - median).abs().median())
-                limit = median + max(baseline.spread * max(mad, baseline.min_spread[metric]),
-                                     baseline.min_increase[metric])
+                limit = median + max(
+                    baseline.spread * max(mad, baseline.min_spread[metric]),
+                    baseline.min_increase[metric],
+                )
             else:
                 limit = getattr(baseline.fallback, metric)
             if value > limit:
-                out.append(Breach(day.isoformat(), str(category), metric, value, limit, num,
-                                  den, requests))
+                out.append(
+                    Breach(day.isoformat(), str(category), metric, value, limit, num, den, requests)
+                )
     return sorted(out, key=lambda b: (b.event_date, b.category, b.metric))
 
 
@@ -297,12 +328,15 @@ def baseline_rate_breaches(warehouse, day: date, baseline: Baseline = Baseline()
     return baseline_breaches(daily, day, baseline)
 
 
-def format_alert(breaches: list[dict] | list[Breach], day: str, warehouse: str = "",
-                 mode: str = "fixed") -> str:
+def format_alert(
+    breaches: list[dict] | list[Breach], day: str, warehouse: str = "", mode: str = "fixed"
+) -> str:
     """The alert text: one line per breach, then where the numbers come from."""
     items = [b if isinstance(b, Breach) else Breach(**b) for b in breaches]
-    lines = [f":rotating_light: mailpulse: {len(items)} rate alert(s) for {day}"
-             + (" (each category against its own last 28 days)" if mode == "baseline" else "")]
+    lines = [
+        f":rotating_light: mailpulse: {len(items)} rate alert(s) for {day}"
+        + (" (each category against its own last 28 days)" if mode == "baseline" else "")
+    ]
     lines += [f"• {b.describe()}" for b in items]
     if warehouse:
         lines.append(f"from delivery_outcomes in {warehouse}")
@@ -316,43 +350,65 @@ class AlertNotPosted(RuntimeError):
 def format_empty_alert(days: list[str], warehouse: str = "", where: str = "") -> str:
     """The alert for days with no event at all in the warehouse."""
     span = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
-    lines = [f":warning: mailpulse: no events at all for {span}"
-             + (f" in {warehouse}" if warehouse else ""),
-             "Is the collector (`mailpulse serve`) or the SES queue drain running, and is the "
-             "archive the DAG reads the one they write to?" + (f" (read: {where})" if where else "")]
+    lines = [
+        f":warning: mailpulse: no events at all for {span}"
+        + (f" in {warehouse}" if warehouse else ""),
+        "Is the collector (`mailpulse serve`) or the SES queue drain running, and is the "
+        "archive the DAG reads the one they write to?" + (f" (read: {where})" if where else ""),
+    ]
     return "\n".join(lines)
 
 
 def _slack_notifier(token: str, channel: str | None, api_url: str | None):
     from .slack import DEFAULT_API_URL, SlackConfig, SlackNotifier
+
     if not channel:
         raise ConfigurationError(
             "a Slack token is configured but no channel: set MAILPULSE_SLACK_CHANNEL, the "
-            "Variable mailpulse_slack_channel or the run param slack_channel")
+            "Variable mailpulse_slack_channel or the run param slack_channel"
+        )
     url = api_url or DEFAULT_API_URL
-    return SlackNotifier(SlackConfig(token=token, channel=channel,
-                                     api_url=url if url.endswith("/") else url + "/"))
+    return SlackNotifier(
+        SlackConfig(token=token, channel=channel, api_url=url if url.endswith("/") else url + "/")
+    )
 
 
-def _post(text: str, *, token: str | None, channel: str | None, api_url: str | None,
-          what: str, extra: dict[str, Any]) -> dict[str, Any]:
+def _post(
+    text: str,
+    *,
+    token: str | None,
+    channel: str | None,
+    api_url: str | None,
+    what: str,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """Post ``text`` (or log it at WARNING without a token); raises AlertNotPosted."""
     if not token:
-        log.warning("%s\n(not posted: no Slack token; set SLACK_BOT_TOKEN or the password "
-                    "of the mailpulse_slack connection)", text)
+        log.warning(
+            "%s\n(not posted: no Slack token; set SLACK_BOT_TOKEN or the password "
+            "of the mailpulse_slack connection)",
+            text,
+        )
         return {"posted": False, "reason": "no Slack token", **extra, "text": text}
     errors: list[str] = []
     posted = _slack_notifier(token, channel, api_url).post_message(text, errors=errors)
     if posted is None:
         raise AlertNotPosted("; ".join(errors) or f"Slack did not accept the {what}")
-    return {"posted": True, "channel": posted["channel"], "ts": posted["ts"], **extra,
-            "text": text}
+    return {"posted": True, "channel": posted["channel"], "ts": posted["ts"], **extra, "text": text}
 
 
-def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channel: str | None,
-                    api_url: str | None = None, warehouse: str = "",
-                    empty_days: list[str] | None = None, where: str = "",
-                    mode: str = "fixed") -> dict[str, Any]:
+def post_rate_alert(
+    breaches: list[dict],
+    *,
+    day: str,
+    token: str | None,
+    channel: str | None,
+    api_url: str | None = None,
+    warehouse: str = "",
+    empty_days: list[str] | None = None,
+    where: str = "",
+    mode: str = "fixed",
+) -> dict[str, Any]:
     """Posts one Slack message listing ``breaches`` and/or the ``empty_days`` (days with
     no event at all) through :mod:`pipelines.slack` (nothing when there are none).
     Without a token the alert is logged at WARNING instead. Raises
@@ -366,27 +422,52 @@ def post_rate_alert(breaches: list[dict], *, day: str, token: str | None, channe
         parts.append(format_empty_alert(empty_days, warehouse, where))
     if breaches:
         parts.append(format_alert(breaches, day, warehouse, mode))
-    return _post("\n\n".join(parts), token=token, channel=channel, api_url=api_url,
-                 what="alert", extra={"breaches": len(breaches), "empty_days": empty_days})
+    return _post(
+        "\n\n".join(parts),
+        token=token,
+        channel=channel,
+        api_url=api_url,
+        what="alert",
+        extra={"breaches": len(breaches), "empty_days": empty_days},
+    )
 
 
-def post_failure_alert(*, dag_id: str, task_id: str, run_id: str, days: list[str],
-                       error: str, try_number: int | None = None, log_url: str | None = None,
-                       token: str | None, channel: str | None,
-                       api_url: str | None = None) -> dict[str, Any]:
+def post_failure_alert(
+    *,
+    dag_id: str,
+    task_id: str,
+    run_id: str,
+    days: list[str],
+    error: str,
+    try_number: int | None = None,
+    log_url: str | None = None,
+    token: str | None,
+    channel: str | None,
+    api_url: str | None = None,
+) -> dict[str, Any]:
     """A failed DAG task, in one Slack message (logged without a token): what failed,
     for which days, the error, and where to look and what to do."""
     span = (days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}") if days else "?"
-    lines = [f":x: mailpulse: {dag_id}.{task_id} failed for {span}"
-             + (f" (try {try_number})" if try_number else ""),
-             f"error: {_trunc_text(error, 1500)}",
-             f"run: {run_id}"]
+    lines = [
+        f":x: mailpulse: {dag_id}.{task_id} failed for {span}"
+        + (f" (try {try_number})" if try_number else ""),
+        f"error: {_trunc_text(error, 1500)}",
+        f"run: {run_id}",
+    ]
     if log_url:
         lines.append(f"log: {log_url}")
-    lines.append("Fix the cause, then clear the task in the Airflow UI (or `airflow tasks "
-                 f"clear {dag_id} -t {task_id} -d`); every task is safe to rerun.")
-    return _post("\n".join(lines), token=token, channel=channel, api_url=api_url,
-                 what="failure alert", extra={"dag_id": dag_id, "task_id": task_id})
+    lines.append(
+        "Fix the cause, then clear the task in the Airflow UI (or `airflow tasks "
+        f"clear {dag_id} -t {task_id} -d`); every task is safe to rerun."
+    )
+    return _post(
+        "\n".join(lines),
+        token=token,
+        channel=channel,
+        api_url=api_url,
+        what="failure alert",
+        extra={"dag_id": dag_id, "task_id": task_id},
+    )
 
 
 def _trunc_text(text: str, n: int) -> str:
@@ -395,8 +476,10 @@ def _trunc_text(text: str, n: int) -> str:
 
 # -- windows ---------------------------------------------------------------------------
 
-def resolve_window(warehouse, start: date | None, end: date | None, *, days: int = 30,
-                   table: str = "events") -> tuple[date, date]:
+
+def resolve_window(
+    warehouse, start: date | None, end: date | None, *, days: int = 30, table: str = "events"
+) -> tuple[date, date]:
     """[start, end]; a missing end is the latest ``event_date`` in ``table``, a missing
     start ``days - 1`` days before end (or the earliest date in ``table`` if later)."""
     if isinstance(start, str):
@@ -405,11 +488,14 @@ def resolve_window(warehouse, start: date | None, end: date | None, *, days: int
         end = date.fromisoformat(end)
     if end is None or start is None:
         wh = open_configured(warehouse)
-        row = wh.query(f"SELECT MIN(event_date) AS lo, MAX(event_date) AS hi FROM {table}").to_pylist()[0]
+        row = wh.query(
+            f"SELECT MIN(event_date) AS lo, MAX(event_date) AS hi FROM {table}"
+        ).to_pylist()[0]
         if row["hi"] is None:
             raise ConfigurationError(
                 f"{table} in {wh.uri} is empty: load a day first (`mailpulse load`), compute "
-                "outcomes (`mailpulse outcomes`), or set START and END in the parameters cell")
+                "outcomes (`mailpulse outcomes`), or set START and END in the parameters cell"
+            )
         end = end or row["hi"]
         start = start or max(row["lo"], end - timedelta(days=days - 1))
     if start > end:

@@ -8,6 +8,7 @@ are recomputed from the sums with the one definition delivery_outcomes uses
 (``pipelines.analysis.RATES``: bounce_rate = bounces / requests, blocks excluded, ...).
 Unique opens and clicks are sums of daily uniques.
 """
+
 from __future__ import annotations
 
 from datetime import date
@@ -16,19 +17,25 @@ from .outcomes import COUNT_COLUMNS, RATE_COLUMNS, _check_range, _read
 from .warehouse import Warehouse, open_warehouse
 
 #: ``--by`` value -> the column rows are grouped by.
-BY_COLUMN = {"day": "event_date", "category": "category", "provider": "provider",
-             "mailbox": "mailbox_provider"}
+BY_COLUMN = {
+    "day": "event_date",
+    "category": "category",
+    "provider": "provider",
+    "mailbox": "mailbox_provider",
+}
 BY_CHOICES = tuple(BY_COLUMN)
 
 
 def rate_definitions() -> dict[str, tuple[str, str]]:
     """rate -> (numerator, denominator), as delivery_outcomes defines them."""
     from .analysis import RATES
+
     return dict(RATES)
 
 
-def read_domain_outcomes(warehouse: str | Warehouse, start: date, end: date,
-                         category: str | None = None):
+def read_domain_outcomes(
+    warehouse: str | Warehouse, start: date, end: date, category: str | None = None
+):
     """``domain_outcomes`` rows for [start, end] (optionally one category) as a DataFrame."""
     _check_range(start, end)
     wh = open_warehouse(warehouse)
@@ -37,9 +44,13 @@ def read_domain_outcomes(warehouse: str | Warehouse, start: date, end: date,
     if category is not None:
         where += " AND category = @category"
         params["category"] = category
-    return _read(wh, "domain_outcomes",
-                 f"SELECT * FROM domain_outcomes WHERE {where} "
-                 "ORDER BY event_date, category, provider, recipient_domain", params)
+    return _read(
+        wh,
+        "domain_outcomes",
+        f"SELECT * FROM domain_outcomes WHERE {where} "
+        "ORDER BY event_date, category, provider, recipient_domain",
+        params,
+    )
 
 
 def summarize_by(df, by: str):
@@ -68,11 +79,13 @@ def summarize_by(df, by: str):
         out[rate] = (out[num] / out[den]).where(out[den] != 0)
     if by == "mailbox":
         last = out[key].isin([OTHER, UNKNOWN]).astype(int) + (out[key] == UNKNOWN).astype(int)
-        out = (out.assign(_last=last).sort_values(["_last", "requests", key],
-                                                  ascending=[True, False, True])
-               .drop(columns="_last").reset_index(drop=True))
+        out = (
+            out.assign(_last=last)
+            .sort_values(["_last", "requests", key], ascending=[True, False, True])
+            .drop(columns="_last")
+            .reset_index(drop=True)
+        )
     return out
 
 
-__all__ = ["BY_CHOICES", "BY_COLUMN", "read_domain_outcomes", "summarize_by",
-           "rate_definitions"]
+__all__ = ["BY_CHOICES", "BY_COLUMN", "read_domain_outcomes", "summarize_by", "rate_definitions"]

@@ -14,6 +14,7 @@ misspelled ``--warehose X`` fails instead of being dropped by Beam with a warnin
 ``--warehouse`` URI is checked for shape (:func:`pipelines.warehouse.check_warehouse_uri`)
 before the command asks for a hash key or connects.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,17 +46,23 @@ def _command_modules():
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mailpulse",
-        description="What happened to the mail we sent? Provider email events -> warehouse -> outcomes.")
+        description="What happened to the mail we sent? Provider email events -> warehouse -> outcomes.",
+    )
     parser.add_argument("--version", action="version", version=f"mailpulse {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for mod in _command_modules():
-        p = sub.add_parser(mod.NAME, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p = sub.add_parser(
+            mod.NAME,
+            help=mod.HELP,
+            description=getattr(mod, "DESCRIPTION", mod.HELP),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         mod.add_arguments(p)
-        p.set_defaults(_run=mod.run, _accepts_extra=getattr(mod, "ACCEPTS_EXTRA_ARGS", False),
-                       _parser=p)
+        p.set_defaults(
+            _run=mod.run, _accepts_extra=getattr(mod, "ACCEPTS_EXTRA_ARGS", False), _parser=p
+        )
     return parser
 
 
@@ -86,8 +93,14 @@ def beam_option_parser() -> argparse.ArgumentParser:
 
 def long_flags(parser: argparse.ArgumentParser) -> list[str]:
     """The ``--long`` flags a parser defines (``--help`` left out)."""
-    return sorted({o for a in parser._actions for o in a.option_strings
-                   if o.startswith("--") and o != "--help"})
+    return sorted(
+        {
+            o
+            for a in parser._actions
+            for o in a.option_strings
+            if o.startswith("--") and o != "--help"
+        }
+    )
 
 
 def closest_flag(name: str, own: list[str], beam: list[str] = ()) -> str | None:
@@ -141,15 +154,19 @@ def check_beam_args(extra: list[str], own: list[str]) -> list[str]:
             "--dry_run cannot be used with a mailpulse command: the runner would return "
             "without reading anything and the load would then record every file as loaded. "
             "To check a Dataflow job without submitting it, build it with "
-            "pipelines.load.build_pipeline (see tests/test_dataflow_dry_run.py)")
+            "pipelines.load.build_pipeline (see tests/test_dataflow_dry_run.py)"
+        )
     if unknown:
         problems = unknown_arguments(unknown, own, long_flags(parser))
         raise UsageError(
-            "unrecognized argument" + ("s" if len(problems) > 1 else "") + ": "
+            "unrecognized argument"
+            + ("s" if len(problems) > 1 else "")
+            + ": "
             + "; ".join(problems)
             + ". Neither mailpulse nor Beam knows "
             + ("them" if len(problems) > 1 else "it")
-            + " (see --help for this command's flags; Beam's pipeline options are passed on)")
+            + " (see --help for this command's flags; Beam's pipeline options are passed on)"
+        )
     return extra
 
 
@@ -163,12 +180,17 @@ def check_command_line(args: argparse.Namespace, extra: list[str]) -> None:
             check_beam_args(extra, own)
         else:
             problems = unknown_arguments(extra, own)
-            raise UsageError("unrecognized argument" + ("s" if len(problems) > 1 else "")
-                             + ": " + "; ".join(problems)
-                             + " (see --help for this command's flags)")
+            raise UsageError(
+                "unrecognized argument"
+                + ("s" if len(problems) > 1 else "")
+                + ": "
+                + "; ".join(problems)
+                + " (see --help for this command's flags)"
+            )
     target = getattr(args, "warehouse", None)
     if isinstance(target, str):
         from .warehouse import WarehouseError, check_warehouse_uri
+
         try:
             check_warehouse_uri(target)
         except WarehouseError as exc:
@@ -185,8 +207,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mailpulse {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args.extra = extra
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="mailpulse: %(levelname)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="mailpulse: %(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return int(args._run(args) or 0)
     except UsageError as exc:

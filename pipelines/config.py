@@ -1,4 +1,5 @@
 """Defaults and the entry-point configuration (read once, then passed down as arguments)."""
+
 from __future__ import annotations
 
 import os

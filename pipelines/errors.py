@@ -6,6 +6,7 @@
   storage and source errors live beside the code that raises them and are re-exported here
   so callers can catch them without knowing the room.
 """
+
 from __future__ import annotations
 
 
@@ -17,11 +18,14 @@ def __getattr__(name: str):
     # Lazy re-exports: importing pipelines.errors stays cheap (no Beam, no DuckDB).
     if name in ("WarehouseError", "TransientWarehouseError"):
         from .warehouse import base
+
         return getattr(base, name)
     if name == "StorageError":
         from .storage import StorageError
+
         return StorageError
     if name == "SourceError":
         from .sources import SourceError
+
         return SourceError
     raise AttributeError(name)

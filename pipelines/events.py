@@ -5,6 +5,7 @@ vocabulary"). A canonical event in Python is a plain ``dict`` keyed by
 :data:`FIELD_NAMES`; ``event_ts`` is a timezone-aware UTC ``datetime`` and
 ``event_date`` its UTC ``date``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,20 +47,35 @@ class Field:
 
 #: The one definition of the canonical event (order is the column order everywhere).
 EVENT_FIELDS: tuple[Field, ...] = (
-    Field("event_id", "STRING", "REQUIRED",
-          "Provider event id (sg_event_id); for SES/CMC a deterministic hash of "
-          "provider, message, type, recipient and time"),
+    Field(
+        "event_id",
+        "STRING",
+        "REQUIRED",
+        "Provider event id (sg_event_id); for SES/CMC a deterministic hash of "
+        "provider, message, type, recipient and time",
+    ),
     Field("provider", "STRING", "REQUIRED", "sendgrid | ses | cmc"),
     Field("event_type", "STRING", "REQUIRED", "Canonical (SendGrid) event name, or unknown"),
     Field("provider_event_type", "STRING", "NULLABLE", "The provider's own word, as received"),
-    Field("bounce_class", "STRING", "NULLABLE", "hard | soft | block | undetermined (bounces only)"),
+    Field(
+        "bounce_class", "STRING", "NULLABLE", "hard | soft | block | undetermined (bounces only)"
+    ),
     Field("event_ts", "TIMESTAMP", "REQUIRED", "When it happened (UTC)"),
     Field("event_date", "DATE", "REQUIRED", "UTC date of event_ts; the partition column"),
     Field("message_id", "STRING", "NULLABLE", "Provider message id, normalised"),
-    Field("email_hash", "STRING", "NULLABLE",
-          "HMAC-SHA256 hex of the trimmed, lower-cased address (MAILPULSE_HASH_KEY)"),
+    Field(
+        "email_hash",
+        "STRING",
+        "NULLABLE",
+        "HMAC-SHA256 hex of the trimmed, lower-cased address (MAILPULSE_HASH_KEY)",
+    ),
     Field("recipient_domain", "STRING", "NULLABLE", "Recipient domain, lower-cased"),
-    Field("categories", "STRING", "REPEATED", "SendGrid categories / SES tag values / CMC configured field"),
+    Field(
+        "categories",
+        "STRING",
+        "REPEATED",
+        "SendGrid categories / SES tag values / CMC configured field",
+    ),
     Field("reason", "STRING", "NULLABLE", "Provider reason or SMTP response, trimmed"),
     Field("smtp_status", "STRING", "NULLABLE", "Provider status code as given, trimmed"),
     Field("url", "STRING", "NULLABLE", "Clicked URL"),
@@ -72,20 +88,32 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in EVENT_FIELDS)
 DEAD_LETTER_FIELDS: tuple[Field, ...] = (
     Field("source_uri", "STRING", "REQUIRED", "Archive file (or input path) of the record"),
     Field("line", "INT64", "REQUIRED", "1-based line where the record starts"),
-    Field("record_index", "INT64", "REQUIRED",
-          "Position of the record within the line (items of a batch, SES recipients); 0 for a whole line"),
+    Field(
+        "record_index",
+        "INT64",
+        "REQUIRED",
+        "Position of the record within the line (items of a batch, SES recipients); 0 for a whole line",
+    ),
     Field("provider", "STRING", "NULLABLE", "Provider when it could be told, else null"),
     Field("reason", "STRING", "REQUIRED", "Why the record could not become an event"),
-    Field("raw", "STRING", "REQUIRED",
-          "A preview of the record's raw text (at most 2,000 characters, addresses "
-          "redacted); source_uri + line point at the whole record in the archive"),
+    Field(
+        "raw",
+        "STRING",
+        "REQUIRED",
+        "A preview of the record's raw text (at most 2,000 characters, addresses "
+        "redacted); source_uri + line point at the whole record in the archive",
+    ),
     Field("event_date", "DATE", "NULLABLE", "The archive date the record was loaded for"),
     Field("load_id", "STRING", "NULLABLE", "The load that stored it"),
     Field("ingested_at", "TIMESTAMP", "NULLABLE", "When that load started (UTC)"),
     # Added after the first release: last, so tables created before it gain it with
     # ALTER TABLE ... ADD COLUMN and keep the column order.
-    Field("raw_bytes", "INT64", "NULLABLE",
-          "Length of the record in the archive, in bytes (null when unknown)"),
+    Field(
+        "raw_bytes",
+        "INT64",
+        "NULLABLE",
+        "Length of the record in the archive, in bytes (null when unknown)",
+    ),
 )
 DEAD_LETTER_NAMES: tuple[str, ...] = tuple(f.name for f in DEAD_LETTER_FIELDS)
 
@@ -148,8 +176,14 @@ class DeadLetter:
         }
 
 
-def deterministic_event_id(provider: str, message_id: str | None, event_type: str,
-                           email_hash: str | None, event_ts: datetime, extra: str = "") -> str:
+def deterministic_event_id(
+    provider: str,
+    message_id: str | None,
+    event_type: str,
+    email_hash: str | None,
+    event_ts: datetime,
+    extra: str = "",
+) -> str:
     """Id for providers that give none: a re-sent record gets the same id."""
     key = "\x1f".join(
         (provider, message_id or "", event_type, email_hash or "", event_ts.isoformat(), extra)
@@ -194,8 +228,12 @@ LOAD_FIELDS: tuple[Field, ...] = (
     Field("archive_date", "DATE", "REQUIRED", "The archive day that was loaded"),
     Field("started_at", "TIMESTAMP", "REQUIRED", "When the load started (UTC)"),
     Field("finished_at", "TIMESTAMP", "REQUIRED", "When it committed (UTC)"),
-    Field("status", "STRING", "REQUIRED",
-          "succeeded, or empty (no archive file found); failed loads leave no row and no data"),
+    Field(
+        "status",
+        "STRING",
+        "REQUIRED",
+        "succeeded, or empty (no archive file found); failed loads leave no row and no data",
+    ),
     Field("runner", "STRING", "NULLABLE", "Beam runner"),
     Field("files_read", "INT64", "REQUIRED", "Archive files read"),
     Field("records_read", "INT64", "REQUIRED", "Provider records read"),

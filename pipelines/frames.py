@@ -27,6 +27,7 @@ Views and what they count:
 - :func:`campaign_funnel`: sent -> delivered -> opened -> clicked, each stage a subset of
   the one before.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,14 +37,31 @@ from typing import Iterable
 
 import pandas as pd
 
-from .analysis import (COUNT_COLUMNS, RATES, STACKED_OUTCOMES, ConfigurationError, Thresholds,
-                       _category_filter, _params, _read_outcomes, add_rates, category_daily,
-                       open_configured, resolve_window)
+from .analysis import (
+    COUNT_COLUMNS,
+    RATES,
+    STACKED_OUTCOMES,
+    ConfigurationError,
+    Thresholds,
+    _category_filter,
+    _params,
+    _read_outcomes,
+    add_rates,
+    category_daily,
+    open_configured,
+    resolve_window,
+)
 
 # -- windows without empty tails ---------------------------------------------------------
 
-def data_window(warehouse=None, start: date | str | None = None, end: date | str | None = None,
-                *, days: int = 30) -> tuple[date, date]:
+
+def data_window(
+    warehouse=None,
+    start: date | str | None = None,
+    end: date | str | None = None,
+    *,
+    days: int = 30,
+) -> tuple[date, date]:
     """[start, end] for the notebooks: a missing ``end`` is the latest day of
     ``delivery_outcomes`` with requests (mail sent that day), so a day that holds only
     late reports (a bounce at 00:10 of mail sent the evening before) does not become the
@@ -64,14 +82,16 @@ def data_window(warehouse=None, start: date | str | None = None, end: date | str
         raise ConfigurationError(
             f"delivery_outcomes in {wh.uri} has no day with requests: load a day first "
             "(`mailpulse load`), compute outcomes (`mailpulse outcomes --recompute` or "
-            "compute_outcomes), or set START and END in the parameters cell")
+            "compute_outcomes), or set START and END in the parameters cell"
+        )
     end = end or row["hi"]
     start = start or max(row["lo"], end - timedelta(days=days - 1))
     return resolve_window(wh, start, end)
 
 
-def trim_empty_tail(df: pd.DataFrame, date_column: str = "event_date",
-                    volume: str = "requests") -> pd.DataFrame:
+def trim_empty_tail(
+    df: pd.DataFrame, date_column: str = "event_date", volume: str = "requests"
+) -> pd.DataFrame:
     """``df`` without its trailing days whose ``volume`` (summed over the day's rows) is
     0: days after the last send, which hold only late reports of earlier mail and would
     plot as zeros. Days inside the range are kept as they are."""
@@ -86,8 +106,13 @@ def trim_empty_tail(df: pd.DataFrame, date_column: str = "event_date",
 
 # -- delivery health ---------------------------------------------------------------------
 
-def delivery_health(warehouse=None, start: date | None = None, end: date | None = None,
-                    categories: Iterable[str] | None = None) -> pd.DataFrame:
+
+def delivery_health(
+    warehouse=None,
+    start: date | None = None,
+    end: date | None = None,
+    categories: Iterable[str] | None = None,
+) -> pd.DataFrame:
     """Per day and category: counts and rates over [start, end] (default:
     :func:`data_window`), without trailing days that have no requests."""
     wh = open_configured(warehouse)
@@ -99,12 +124,15 @@ def top_categories(daily: pd.DataFrame, n: int = 6, by: str = "requests") -> lis
     """The ``n`` categories with the most ``by`` over the frame."""
     if daily.empty:
         return []
-    return (daily.groupby("category")[by].sum().sort_values(ascending=False)
-            .head(n).index.tolist())
+    return daily.groupby("category")[by].sum().sort_values(ascending=False).head(n).index.tolist()
 
 
-def rate_table(daily: pd.DataFrame, rate: str, categories: Iterable[str] | None = None,
-               column: str = "category") -> pd.DataFrame:
+def rate_table(
+    daily: pd.DataFrame,
+    rate: str,
+    categories: Iterable[str] | None = None,
+    column: str = "category",
+) -> pd.DataFrame:
     """``rate`` as a date x ``column`` table (for line plots)."""
     df = daily if categories is None else daily[daily[column].isin(list(categories))]
     return df.pivot_table(index="event_date", columns=column, values=rate, aggfunc="first")
@@ -125,24 +153,38 @@ def category_summary(daily: pd.DataFrame) -> pd.DataFrame:
     return out[["category", *counts, *RATES]]
 
 
-def plot_rates(daily: pd.DataFrame, categories: Iterable[str] | None = None,
-               rates: Iterable[str] = ("delivered_rate", "bounce_rate", "spam_report_rate"),
-               thresholds: Thresholds | None = None, column: str = "category"):
+def plot_rates(
+    daily: pd.DataFrame,
+    categories: Iterable[str] | None = None,
+    rates: Iterable[str] = ("delivered_rate", "bounce_rate", "spam_report_rate"),
+    thresholds: Thresholds | None = None,
+    column: str = "category",
+):
     """One line chart per rate: each ``column`` value (category, mailbox provider) over
     time (thresholds as dashed lines)."""
     import matplotlib.pyplot as plt
+
     rates = list(rates)
     if categories is not None:
         cats = list(categories)
     elif column == "category":
         cats = top_categories(daily)
     else:
-        cats = (daily.groupby(column)["requests"].sum().sort_values(ascending=False)
-                .head(6).index.tolist())
-    fig, axes = plt.subplots(len(rates), 1, figsize=(10, 3.2 * len(rates)), sharex=True,
-                             squeeze=False)
-    limits = {"bounce_rate": thresholds.bounce_rate,
-              "spam_report_rate": thresholds.spam_report_rate} if thresholds else {}
+        cats = (
+            daily.groupby(column)["requests"]
+            .sum()
+            .sort_values(ascending=False)
+            .head(6)
+            .index.tolist()
+        )
+    fig, axes = plt.subplots(
+        len(rates), 1, figsize=(10, 3.2 * len(rates)), sharex=True, squeeze=False
+    )
+    limits = (
+        {"bounce_rate": thresholds.bounce_rate, "spam_report_rate": thresholds.spam_report_rate}
+        if thresholds
+        else {}
+    )
     for ax, rate in zip(axes[:, 0], rates):
         table = rate_table(daily, rate, cats, column=column)
         if not table.empty:
@@ -165,6 +207,7 @@ def plot_stacked_outcomes(daily: pd.DataFrame, categories: Iterable[str] | None 
     """Stacked bars per day: delivered / deferred / bounces / blocks / drops; one panel
     for all categories and one per category given."""
     import matplotlib.pyplot as plt
+
     panels = [None, *(categories or [])]
     fig, axes = plt.subplots(len(panels), 1, figsize=(10, 3.2 * len(panels)), squeeze=False)
     for ax, cat in zip(axes[:, 0], panels):
@@ -181,9 +224,11 @@ def plot_stacked_outcomes(daily: pd.DataFrame, categories: Iterable[str] | None 
 
 # -- mailbox providers ---------------------------------------------------------------------
 
+
 def _domain_rows(warehouse, start: date, end: date, category: str | None) -> pd.DataFrame:
     from .breakdown import read_domain_outcomes
     from .mailbox import add_mailbox_column
+
     df = read_domain_outcomes(open_configured(warehouse), start, end, category=category)
     return add_mailbox_column(df) if not df.empty else df.assign(mailbox_provider=[])
 
@@ -199,8 +244,9 @@ def _sum_counts(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return add_rates(out)
 
 
-def mailbox_daily(warehouse=None, start: date | None = None, end: date | None = None,
-                  category: str | None = None) -> pd.DataFrame:
+def mailbox_daily(
+    warehouse=None, start: date | None = None, end: date | None = None, category: str | None = None
+) -> pd.DataFrame:
     """Per day and mailbox provider (Gmail, Microsoft, Yahoo! JAPAN, docomo, au, ...,
     ``other``): the ``domain_outcomes`` counts summed over domains, sending providers
     and (unless ``category`` is given) categories, with the rates recomputed. Summed
@@ -217,11 +263,15 @@ def mailbox_summary(daily: pd.DataFrame) -> pd.DataFrame:
     """One row per mailbox provider over the whole frame of :func:`mailbox_daily`, most
     requests first (``other`` and ``(unknown)`` last), rates recomputed from the sums."""
     from .mailbox import OTHER, UNKNOWN
+
     out = _sum_counts(daily, ["mailbox_provider"])
     last = out["mailbox_provider"].isin([OTHER, UNKNOWN]).astype(int)
-    out = (out.assign(_last=last).sort_values(["_last", "requests", "mailbox_provider"],
-                                              ascending=[True, False, True])
-           .drop(columns="_last").reset_index(drop=True))
+    out = (
+        out.assign(_last=last)
+        .sort_values(["_last", "requests", "mailbox_provider"], ascending=[True, False, True])
+        .drop(columns="_last")
+        .reset_index(drop=True)
+    )
     counts = [c for c in COUNT_COLUMNS if c in out.columns]
     return out[["mailbox_provider", *counts, *RATES]]
 
@@ -231,11 +281,18 @@ def top_mailboxes(daily: pd.DataFrame, n: int = 6) -> list[str]:
     return mailbox_summary(daily)["mailbox_provider"].head(n).tolist() if not daily.empty else []
 
 
-def plot_mailbox_rates(daily: pd.DataFrame, mailboxes: Iterable[str] | None = None,
-                       rates: Iterable[str] = ("delivered_rate", "bounce_rate", "open_rate")):
+def plot_mailbox_rates(
+    daily: pd.DataFrame,
+    mailboxes: Iterable[str] | None = None,
+    rates: Iterable[str] = ("delivered_rate", "bounce_rate", "open_rate"),
+):
     """One line chart per rate: each mailbox provider over time."""
-    return plot_rates(daily, list(mailboxes) if mailboxes is not None else top_mailboxes(daily),
-                      rates=rates, column="mailbox_provider")
+    return plot_rates(
+        daily,
+        list(mailboxes) if mailboxes is not None else top_mailboxes(daily),
+        rates=rates,
+        column="mailbox_provider",
+    )
 
 
 # -- recipient domains ranked by rate ------------------------------------------------------
@@ -244,9 +301,15 @@ def plot_mailbox_rates(daily: pd.DataFrame, mailboxes: Iterable[str] | None = No
 DEFAULT_MIN_REQUESTS = 50
 
 
-def domain_ranking(warehouse=None, start: date | None = None, end: date | None = None,
-                   category: str | None = None, n: int = 10, rate: str = "bounce_rate",
-                   min_requests: int = DEFAULT_MIN_REQUESTS) -> pd.DataFrame:
+def domain_ranking(
+    warehouse=None,
+    start: date | None = None,
+    end: date | None = None,
+    category: str | None = None,
+    n: int = 10,
+    rate: str = "bounce_rate",
+    min_requests: int = DEFAULT_MIN_REQUESTS,
+) -> pd.DataFrame:
     """Recipient domains ranked by ``rate`` (a key of :data:`~pipelines.analysis.RATES`,
     default ``bounce_rate`` = bounces / requests, blocks excluded), worst first, with
     their volume (``requests``), mailbox provider, bounces, blocks, ``block_rate`` and
@@ -259,36 +322,65 @@ def domain_ranking(warehouse=None, start: date | None = None, end: date | None =
     start, end = data_window(wh, start, end)
     rows = _domain_rows(wh, start, end, category)
     per = _sum_counts(rows, ["recipient_domain", "mailbox_provider"])
-    per["bounced_rate"] = ((per["bounces"] + per["blocks"])
-                           / per["requests"].where(per["requests"] > 0)).astype("float64")
+    per["bounced_rate"] = (
+        (per["bounces"] + per["blocks"]) / per["requests"].where(per["requests"] > 0)
+    ).astype("float64")
     big = per["requests"] >= max(min_requests, 1)
-    ranked = (per[big].sort_values([rate, "requests", "recipient_domain"],
-                                   ascending=[False, False, True], na_position="last")
-              .head(n).reset_index(drop=True))
+    ranked = (
+        per[big]
+        .sort_values(
+            [rate, "requests", "recipient_domain"],
+            ascending=[False, False, True],
+            na_position="last",
+        )
+        .head(n)
+        .reset_index(drop=True)
+    )
     ranked.index = pd.RangeIndex(1, len(ranked) + 1, name="rank")
-    cols = ["recipient_domain", "mailbox_provider", "requests", "delivered", "bounces",
-            "blocks", rate, "bounced_rate", "block_rate"]
+    cols = [
+        "recipient_domain",
+        "mailbox_provider",
+        "requests",
+        "delivered",
+        "bounces",
+        "blocks",
+        rate,
+        "bounced_rate",
+        "block_rate",
+    ]
     out = ranked[list(dict.fromkeys(cols))]
-    out.attrs.update(rate=rate, min_requests=min_requests,
-                     domains_below_min=int((~big).sum()),
-                     requests_below_min=int(per.loc[~big, "requests"].sum()))
+    out.attrs.update(
+        rate=rate,
+        min_requests=min_requests,
+        domains_below_min=int((~big).sum()),
+        requests_below_min=int(per.loc[~big, "requests"].sum()),
+    )
     return out
 
 
-def bounce_domains(warehouse=None, start: date | None = None, end: date | None = None,
-                   category: str | None = None, n: int = 10,
-                   min_requests: int = DEFAULT_MIN_REQUESTS) -> pd.DataFrame:
+def bounce_domains(
+    warehouse=None,
+    start: date | None = None,
+    end: date | None = None,
+    category: str | None = None,
+    n: int = 10,
+    min_requests: int = DEFAULT_MIN_REQUESTS,
+) -> pd.DataFrame:
     """The domains that bounce most *by rate* (:func:`domain_ranking` on bounce_rate)."""
-    return domain_ranking(warehouse, start, end, category=category, n=n,
-                          min_requests=min_requests)
+    return domain_ranking(warehouse, start, end, category=category, n=n, min_requests=min_requests)
 
 
 # -- bounces --------------------------------------------------------------------------
 
+
 def bounce_classes(daily: pd.DataFrame) -> pd.DataFrame:
     """Per day: bounced recipients by class (hard, soft, undetermined, block)."""
-    cols = {"bounces_hard": "hard", "bounces_soft": "soft",
-            "bounces_undetermined": "undetermined", "blocks": "block"}
+    cols = {
+        "bounces_hard": "hard",
+        "bounces_soft": "soft",
+        "bounces_undetermined": "undetermined",
+        "blocks": "block",
+    }
     present = [c for c in cols if c in daily.columns]
     return daily.groupby("event_date")[present].sum().rename(columns=cols)
 
@@ -297,17 +389,27 @@ def bounce_classes(daily: pd.DataFrame) -> pd.DataFrame:
 ENHANCED_CODE = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 #: What the common subject.detail pairs mean (RFC 3463, RFC 7372 for X.7.2x).
 CODE_MEANING = {
-    "0.0": "other undefined status", "1.0": "other address status",
-    "1.1": "bad destination mailbox (no such user)", "1.2": "bad destination system (no such domain)",
-    "1.3": "bad destination mailbox address syntax", "1.6": "mailbox has moved",
-    "2.0": "other or undefined mailbox status", "2.1": "mailbox disabled",
-    "2.2": "mailbox full", "2.3": "message length exceeds administrative limit",
-    "3.0": "other or undefined mail system status", "3.4": "message too big for system",
-    "4.0": "other network or routing status", "4.1": "no answer from host",
-    "4.4": "unable to route", "4.7": "delivery time expired",
-    "5.0": "other protocol status", "7.0": "other security status",
+    "0.0": "other undefined status",
+    "1.0": "other address status",
+    "1.1": "bad destination mailbox (no such user)",
+    "1.2": "bad destination system (no such domain)",
+    "1.3": "bad destination mailbox address syntax",
+    "1.6": "mailbox has moved",
+    "2.0": "other or undefined mailbox status",
+    "2.1": "mailbox disabled",
+    "2.2": "mailbox full",
+    "2.3": "message length exceeds administrative limit",
+    "3.0": "other or undefined mail system status",
+    "3.4": "message too big for system",
+    "4.0": "other network or routing status",
+    "4.1": "no answer from host",
+    "4.4": "unable to route",
+    "4.7": "delivery time expired",
+    "5.0": "other protocol status",
+    "7.0": "other security status",
     "7.1": "delivery not authorized, message refused (policy, blocklist)",
-    "7.25": "reverse DNS validation failed", "7.26": "multiple authentication checks failed",
+    "7.25": "reverse DNS validation failed",
+    "7.26": "multiple authentication checks failed",
 }
 #: The row of bounces whose provider gave no enhanced status code.
 NO_CODE = "(no code)"
@@ -338,8 +440,9 @@ CMC_STATUS_CODE = {
 }
 
 
-def status_code_of(provider: str | None, smtp_status: str | None,
-                   reason: str | None) -> tuple[str, str]:
+def status_code_of(
+    provider: str | None, smtp_status: str | None, reason: str | None
+) -> tuple[str, str]:
     """(code, basis) of one bounce: the RFC 3463 code the provider reported (in
     smtp_status or the reason text; basis ``reported``), else CMC's status number mapped
     by :data:`CMC_STATUS_CODE` (basis ``cmc status N``), else :data:`NO_CODE`."""
@@ -348,6 +451,7 @@ def status_code_of(provider: str | None, smtp_status: str | None,
         return code, "reported"
     if provider == "cmc" and smtp_status is not None:
         from .normalizers.cmc import status_code
+
         n = status_code(str(smtp_status))
         if n in CMC_STATUS_CODE:
             return CMC_STATUS_CODE[n], f"cmc status {n}"
@@ -362,8 +466,9 @@ def code_meaning(code: str | None) -> str:
     return f"{kind}: {CODE_MEANING.get(subject_detail, 'see RFC 3463')}"
 
 
-def bounce_reasons(warehouse=None, start: date | None = None, end: date | None = None,
-                   category: str | None = None) -> pd.DataFrame:
+def bounce_reasons(
+    warehouse=None, start: date | None = None, end: date | None = None, category: str | None = None
+) -> pd.DataFrame:
     """Bounced recipients (provider, message, recipient), each ONCE, grouped by provider,
     reason, smtp_status and bounce class: ``recipients`` and ``events`` (all bounce
     events of those recipients). A recipient reported twice (CMC: a failed delivery,
@@ -391,8 +496,9 @@ def bounce_reasons(warehouse=None, start: date | None = None, end: date | None =
         FROM bounced
         GROUP BY provider, reason, smtp_status, bounce_class
         ORDER BY recipients DESC, provider, reason"""
-    df = wh.query_df(sql, _params(start_date=start, end_date=end, category=category,
-                                  code_re=code_re))
+    df = wh.query_df(
+        sql, _params(start_date=start, end_date=end, category=category, code_re=code_re)
+    )
     for c in ("recipients", "events"):
         df[c] = df[c].astype("int64")
     return df
@@ -405,39 +511,61 @@ def bounce_codes(reasons: pd.DataFrame, n: int | None = None) -> pd.DataFrame:
     ``bounce_classes`` they gave it, ``code_basis`` (``reported``, or ``cmc status N``
     where CMC gave only its own number, :func:`status_code_of`), and one example
     reason. Most recipients first."""
-    cols = ["status_code", "meaning", "recipients", "events", "providers", "bounce_classes",
-            "code_basis", "example_reason"]
+    cols = [
+        "status_code",
+        "meaning",
+        "recipients",
+        "events",
+        "providers",
+        "bounce_classes",
+        "code_basis",
+        "example_reason",
+    ]
     if reasons.empty:
         return pd.DataFrame(columns=cols)
     df = reasons.copy()
-    found = [status_code_of(p, s, r)
-             for p, s, r in zip(df["provider"], df["smtp_status"], df["reason"])]
+    found = [
+        status_code_of(p, s, r) for p, s, r in zip(df["provider"], df["smtp_status"], df["reason"])
+    ]
     df["status_code"] = [c for c, _ in found]
     df["code_basis"] = [b for _, b in found]
     # without a code, the reason text is all there is: keep those apart per reason
     # (pandas cannot group on strings holding NUL, so the key is code + reason, or code)
-    df["_key"] = [c if c != NO_CODE else f"{c} {(r or '').strip().lower()}"
-                  for c, r in zip(df["status_code"], df["reason"])]
+    df["_key"] = [
+        c if c != NO_CODE else f"{c} {(r or '').strip().lower()}"
+        for c, r in zip(df["status_code"], df["reason"])
+    ]
     rows = []
     for _, g in df.groupby("_key", sort=False):
         g = g.sort_values("recipients", ascending=False)
         code = g["status_code"].iloc[0]
-        rows.append({
-            "status_code": code, "meaning": code_meaning(code),
-            "recipients": int(g["recipients"].sum()), "events": int(g["events"].sum()),
-            "providers": ",".join(sorted(set(g["provider"]))),
-            "bounce_classes": ",".join(sorted(set(g["bounce_class"]))),
-            "code_basis": ",".join(sorted(set(g["code_basis"]))),
-            "example_reason": g["reason"].dropna().iloc[0] if g["reason"].notna().any() else "",
-        })
-    out = (pd.DataFrame(rows, columns=cols)
-           .sort_values(["recipients", "status_code"], ascending=[False, True])
-           .reset_index(drop=True))
+        rows.append(
+            {
+                "status_code": code,
+                "meaning": code_meaning(code),
+                "recipients": int(g["recipients"].sum()),
+                "events": int(g["events"].sum()),
+                "providers": ",".join(sorted(set(g["provider"]))),
+                "bounce_classes": ",".join(sorted(set(g["bounce_class"]))),
+                "code_basis": ",".join(sorted(set(g["code_basis"]))),
+                "example_reason": g["reason"].dropna().iloc[0] if g["reason"].notna().any() else "",
+            }
+        )
+    out = (
+        pd.DataFrame(rows, columns=cols)
+        .sort_values(["recipients", "status_code"], ascending=[False, True])
+        .reset_index(drop=True)
+    )
     return out.head(n) if n else out
 
 
-def top_bounce_reasons(warehouse=None, start: date | None = None, end: date | None = None,
-                       category: str | None = None, n: int = 10) -> pd.DataFrame:
+def top_bounce_reasons(
+    warehouse=None,
+    start: date | None = None,
+    end: date | None = None,
+    category: str | None = None,
+    n: int = 10,
+) -> pd.DataFrame:
     """The most frequent bounce reasons as the providers word them (each bounced
     recipient once, see :func:`bounce_reasons`), with their status code, classes and
     providers."""
@@ -446,24 +574,33 @@ def top_bounce_reasons(warehouse=None, start: date | None = None, end: date | No
     if df.empty:
         return pd.DataFrame(columns=cols)
     df["reason"] = df["reason"].fillna("(no reason given)")
-    df["status_code"] = [status_code_of(p, s, r)[0]
-                         for p, s, r in zip(df["provider"], df["smtp_status"], df["reason"])]
-    out = (df.groupby(["reason", "status_code"], as_index=False)
-           .agg(recipients=("recipients", "sum"), events=("events", "sum"),
-                bounce_classes=("bounce_class", lambda s: ",".join(sorted(set(s)))),
-                providers=("provider", lambda s: ",".join(sorted(set(s))))))
-    return (out.sort_values(["recipients", "reason"], ascending=[False, True])
-            .head(n).reset_index(drop=True)[cols])
+    df["status_code"] = [
+        status_code_of(p, s, r)[0]
+        for p, s, r in zip(df["provider"], df["smtp_status"], df["reason"])
+    ]
+    out = df.groupby(["reason", "status_code"], as_index=False).agg(
+        recipients=("recipients", "sum"),
+        events=("events", "sum"),
+        bounce_classes=("bounce_class", lambda s: ",".join(sorted(set(s)))),
+        providers=("provider", lambda s: ",".join(sorted(set(s)))),
+    )
+    return (
+        out.sort_values(["recipients", "reason"], ascending=[False, True])
+        .head(n)
+        .reset_index(drop=True)[cols]
+    )
 
 
-def suppressions_growth(warehouse=None, start: date | None = None,
-                        end: date | None = None) -> pd.DataFrame:
+def suppressions_growth(
+    warehouse=None, start: date | None = None, end: date | None = None
+) -> pd.DataFrame:
     """Per day and reason: recipients suppressed for the first time (``new``) and the
     running total of suppressed recipients (``total``, every reason together, counting
     recipients first suppressed before ``start`` as the starting level)."""
     wh = open_configured(warehouse)
     start, end = resolve_window(wh, start, end, table="suppressions")
-    firsts = wh.query_df("""
+    firsts = wh.query_df(
+        """
         WITH firsts AS (
           SELECT email_hash, event_date, reason
           FROM suppressions
@@ -471,15 +608,20 @@ def suppressions_growth(warehouse=None, start: date | None = None,
           QUALIFY ROW_NUMBER() OVER (PARTITION BY email_hash ORDER BY event_date, reason) = 1)
         SELECT event_date, reason, COUNT(*) AS new
         FROM firsts GROUP BY event_date, reason ORDER BY event_date, reason""",
-                         {"end_date": end})
+        {"end_date": end},
+    )
     days = pd.date_range(start, end, freq="D")
     if firsts.empty:
         return pd.DataFrame({"new": 0, "total": 0}, index=days).rename_axis("event_date")
     firsts["event_date"] = pd.to_datetime(firsts["event_date"])
     before = int(firsts.loc[firsts["event_date"] < pd.Timestamp(start), "new"].sum())
-    table = (firsts[firsts["event_date"] >= pd.Timestamp(start)]
-             .pivot_table(index="event_date", columns="reason", values="new", aggfunc="sum")
-             .reindex(days, fill_value=0).fillna(0).astype("int64"))
+    table = (
+        firsts[firsts["event_date"] >= pd.Timestamp(start)]
+        .pivot_table(index="event_date", columns="reason", values="new", aggfunc="sum")
+        .reindex(days, fill_value=0)
+        .fillna(0)
+        .astype("int64")
+    )
     table.index.name = "event_date"
     table.columns.name = None
     table["new"] = table.sum(axis=1)
@@ -487,12 +629,17 @@ def suppressions_growth(warehouse=None, start: date | None = None,
     return table
 
 
-def plot_bounces(classes: pd.DataFrame, domains: pd.DataFrame, growth: pd.DataFrame,
-                 codes: pd.DataFrame | None = None):
+def plot_bounces(
+    classes: pd.DataFrame,
+    domains: pd.DataFrame,
+    growth: pd.DataFrame,
+    codes: pd.DataFrame | None = None,
+):
     """Panels: bounce classes per day, the domains ranked by rate (with their volume),
     bounced recipients per enhanced status code (when ``codes`` is given), suppressions
     growth."""
     import matplotlib.pyplot as plt
+
     n = 4 if codes is not None else 3
     fig, axes = plt.subplots(n, 1, figsize=(10, 3.7 * n))
     if not classes.empty:
@@ -502,20 +649,26 @@ def plot_bounces(classes: pd.DataFrame, domains: pd.DataFrame, growth: pd.DataFr
     axes[0].set_title("bounced recipients per day by class")
     rate = domains.attrs.get("rate", "bounce_rate")
     if not domains.empty:
-        labels = [f"{d} ({r:,} req)" for d, r in zip(domains["recipient_domain"],
-                                                     domains["requests"])]
+        labels = [
+            f"{d} ({r:,} req)" for d, r in zip(domains["recipient_domain"], domains["requests"])
+        ]
         axes[1].barh(labels, domains[rate].fillna(0).to_numpy(), color="tab:red")
         axes[1].invert_yaxis()
         axes[1].xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:.0%}"))
     num, den = RATES.get(rate, (rate, ""))
-    axes[1].set_title(f"domains ranked by {rate} = {num} / {den} "
-                      f"(at least {domains.attrs.get('min_requests', 0)} requests)")
+    axes[1].set_title(
+        f"domains ranked by {rate} = {num} / {den} "
+        f"(at least {domains.attrs.get('min_requests', 0)} requests)"
+    )
     panel = 2
     if codes is not None:
         if not codes.empty:
             top = codes.head(10)
-            axes[2].barh([f"{c} ({p})" for c, p in zip(top["status_code"], top["providers"])],
-                         top["recipients"].to_numpy(), color="tab:purple")
+            axes[2].barh(
+                [f"{c} ({p})" for c, p in zip(top["status_code"], top["providers"])],
+                top["recipients"].to_numpy(),
+                color="tab:purple",
+            )
             axes[2].invert_yaxis()
         axes[2].set_title("bounced recipients by enhanced status code, all providers")
         panel = 3
@@ -526,8 +679,13 @@ def plot_bounces(classes: pd.DataFrame, domains: pd.DataFrame, growth: pd.DataFr
         g.index = [pd.Timestamp(d).strftime("%m-%d") for d in g.index]
         g.plot(kind="bar", stacked=True, ax=ax, width=0.8, alpha=0.7)
     ax2 = ax.twinx()
-    ax2.plot(range(len(growth)), growth["total"].to_numpy(), color="black", marker="o",
-             label="total suppressed")
+    ax2.plot(
+        range(len(growth)),
+        growth["total"].to_numpy(),
+        color="black",
+        marker="o",
+        label="total suppressed",
+    )
     ax2.set_ylabel("total suppressed")
     ax2.legend(loc="upper right")  # the bars' legend (reasons) keeps the upper left
     ax.set_title("suppressions: new per day by reason, and the running total")
@@ -538,6 +696,7 @@ def plot_bounces(classes: pd.DataFrame, domains: pd.DataFrame, growth: pd.DataFr
 
 
 # -- campaign post-mortem ----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SendWindow:
@@ -557,8 +716,13 @@ def _utc(ts) -> datetime | None:
     return t.to_pydatetime()
 
 
-def send_window(warehouse=None, category: str | None = None, send_start=None, send_end=None,
-                day: date | None = None) -> SendWindow:
+def send_window(
+    warehouse=None,
+    category: str | None = None,
+    send_start=None,
+    send_end=None,
+    day: date | None = None,
+) -> SendWindow:
     """The campaign to look at. Missing parts are found in the warehouse: the category
     with most recipients on ``day`` (default: the latest day of recipient_status), and
     its first and last send event that day."""
@@ -569,43 +733,56 @@ def send_window(warehouse=None, category: str | None = None, send_start=None, se
             raise ConfigurationError(f"SEND_START {start_ts} is after SEND_END {end_ts}")
         return SendWindow(category, start_ts, end_ts)
     if day is None:
-        day = (start_ts.date() if start_ts else
-               resolve_window(wh, None, None, table="recipient_status")[1])
+        day = (
+            start_ts.date()
+            if start_ts
+            else resolve_window(wh, None, None, table="recipient_status")[1]
+        )
     if not category:
-        top = wh.query_df("""
+        top = wh.query_df(
+            """
             SELECT category, COUNT(*) AS recipients
             FROM recipient_status, UNNEST(categories) AS category
             WHERE event_date = @day GROUP BY category ORDER BY recipients DESC, category LIMIT 1""",
-                          {"day": day})
+            {"day": day},
+        )
         if top.empty:
             raise ConfigurationError(f"no recipients on {day}: set CATEGORY and the send window")
         category = str(top["category"][0])
-    found = wh.query_df("""
+    found = wh.query_df(
+        """
         SELECT MIN(first_event_ts) AS first_ts, MAX(first_event_ts) AS last_ts
         FROM recipient_status
         WHERE event_date = @day AND @category IN UNNEST(categories)""",
-                        {"day": day, "category": category})
+        {"day": day, "category": category},
+    )
     if found.empty or pd.isna(found["first_ts"][0]):
-        raise ConfigurationError(f"category {category!r} has no recipients on {day}; "
-                                 "check CATEGORY or set SEND_START / SEND_END")
-    return SendWindow(category, start_ts or _utc(found["first_ts"][0]),
-                      end_ts or _utc(found["last_ts"][0]))
+        raise ConfigurationError(
+            f"category {category!r} has no recipients on {day}; "
+            "check CATEGORY or set SEND_START / SEND_END"
+        )
+    return SendWindow(
+        category, start_ts or _utc(found["first_ts"][0]), end_ts or _utc(found["last_ts"][0])
+    )
 
 
 #: How long after the send window opens and clicks are followed by default.
 DEFAULT_HOURS_AFTER = 72
 
 
-def campaign_recipients(warehouse, window: SendWindow,
-                        hours_after: int = DEFAULT_HOURS_AFTER) -> pd.DataFrame:
+def campaign_recipients(
+    warehouse, window: SendWindow, hours_after: int = DEFAULT_HOURS_AFTER
+) -> pd.DataFrame:
     """recipient_status rows of the campaign (recipients whose first send event falls in
     the window and whose categories include the campaign's), each with its mailbox
     provider and whether it ``opened`` / ``clicked`` (any open / click event of that
     provider, message and recipient up to ``hours_after`` hours after the window)."""
     from .mailbox import add_mailbox_column
+
     wh = open_configured(warehouse)
     until = window.end + timedelta(hours=hours_after)
-    df = wh.query_df("""
+    df = wh.query_df(
+        """
         WITH engaged AS (
           SELECT provider, IFNULL(message_id, '') AS mid, IFNULL(email_hash, '') AS eh,
                  COUNTIF(event_type = 'open') > 0 AS opened,
@@ -626,9 +803,16 @@ def campaign_recipients(warehouse, window: SendWindow,
         WHERE r.event_date BETWEEN @start_day AND @end_day
           AND r.first_event_ts BETWEEN @start_ts AND @end_ts
           AND @category IN UNNEST(r.categories)""",
-                     {"start_day": window.start.date(), "end_day": window.end.date(),
-                      "until_day": until.date(), "start_ts": window.start,
-                      "end_ts": window.end, "until_ts": until, "category": window.category})
+        {
+            "start_day": window.start.date(),
+            "end_day": window.end.date(),
+            "until_day": until.date(),
+            "start_ts": window.start,
+            "end_ts": window.end,
+            "until_ts": until,
+            "category": window.category,
+        },
+    )
     for c in ("opened", "clicked"):
         df[c] = df[c].astype(bool)
     return add_mailbox_column(df)
@@ -652,7 +836,8 @@ def campaign_funnel(recipients: pd.DataFrame) -> pd.DataFrame:
             raise ConfigurationError(
                 "campaign_funnel needs the opened / clicked columns of "
                 "frames.campaign_recipients(wh, window); recipient_status rows alone have "
-                "no engagement")
+                "no engagement"
+            )
         delivered = recipients["delivered_ts"].notna()
         opened = delivered & (recipients["opened"] | recipients["clicked"])
         clicked = delivered & recipients["clicked"]
@@ -660,13 +845,18 @@ def campaign_funnel(recipients: pd.DataFrame) -> pd.DataFrame:
     s = pd.Series(counts, index=pd.Index(FUNNEL_STAGES, name="stage"), dtype="int64")
     sent = s.iloc[0]
     prev = s.shift(1).fillna(s.iloc[0]).astype("float64")
-    return pd.DataFrame({"recipients": s,
-                         "share_of_sent": s / sent if sent else s * 0.0,
-                         "share_of_previous": (s / prev.where(prev > 0)).astype("float64")})
+    return pd.DataFrame(
+        {
+            "recipients": s,
+            "share_of_sent": s / sent if sent else s * 0.0,
+            "share_of_previous": (s / prev.where(prev > 0)).astype("float64"),
+        }
+    )
 
 
-def campaign_funnels(warehouse=None, start: date | None = None, end: date | None = None,
-                     follow_days: int = 3) -> pd.DataFrame:
+def campaign_funnels(
+    warehouse=None, start: date | None = None, end: date | None = None, follow_days: int = 3
+) -> pd.DataFrame:
     """The :func:`campaign_funnel` of every category (campaign) whose recipients were first
     sent to in [start, end] (``recipient_status``), opens and clicks followed up to
     ``follow_days`` days after ``end``: one row per category with ``sent``,
@@ -675,7 +865,8 @@ def campaign_funnels(warehouse=None, start: date | None = None, end: date | None
     recipients first."""
     wh = open_configured(warehouse)
     start, end = data_window(wh, start, end)
-    df = wh.query_df("""
+    df = wh.query_df(
+        """
         WITH engaged AS (
           SELECT provider, IFNULL(message_id, '') AS mid, IFNULL(email_hash, '') AS eh,
                  COUNTIF(event_type = 'open') > 0 AS opened,
@@ -697,8 +888,8 @@ def campaign_funnels(warehouse=None, start: date | None = None, end: date | None
                COUNTIF(delivered AND (opened OR clicked)) AS opened,
                COUNTIF(delivered AND clicked) AS clicked
         FROM r GROUP BY category ORDER BY sent DESC, category""",
-                     {"start_date": start, "end_date": end,
-                      "until_day": end + timedelta(days=follow_days)})
+        {"start_date": start, "end_date": end, "until_day": end + timedelta(days=follow_days)},
+    )
     for c in FUNNEL_STAGES:
         df[c] = df[c].astype("int64")
     df["delivered_share"] = df["delivered"] / df["sent"].where(df["sent"] > 0)
@@ -712,48 +903,61 @@ def campaign_statuses(recipients: pd.DataFrame) -> pd.DataFrame:
     order = ["delivered", "bounce", "dropped", "deferred", "processed"]
     counts = recipients["status"].value_counts().reindex(order, fill_value=0)
     total = int(counts.sum())
-    return pd.DataFrame({"recipients": counts.astype("int64"),
-                         "share": counts / total if total else counts * 0.0})
+    return pd.DataFrame(
+        {"recipients": counts.astype("int64"), "share": counts / total if total else counts * 0.0}
+    )
 
 
 def time_to_deliver(recipients: pd.DataFrame) -> pd.Series:
     """Minutes from the first send event to delivery, for delivered recipients."""
     d = recipients.dropna(subset=["delivered_ts"])
-    minutes = (pd.to_datetime(d["delivered_ts"], utc=True)
-               - pd.to_datetime(d["first_event_ts"], utc=True)).dt.total_seconds() / 60
+    minutes = (
+        pd.to_datetime(d["delivered_ts"], utc=True) - pd.to_datetime(d["first_event_ts"], utc=True)
+    ).dt.total_seconds() / 60
     return minutes.rename("minutes_to_deliver")
 
 
-def campaign_timeline(warehouse, window: SendWindow,
-                      hours_after: int = DEFAULT_HOURS_AFTER) -> pd.DataFrame:
+def campaign_timeline(
+    warehouse, window: SendWindow, hours_after: int = DEFAULT_HOURS_AFTER
+) -> pd.DataFrame:
     """Events per hour and type for the campaign's category from the window's start to
     ``hours_after`` hours after its end (through the last hour with an event)."""
     wh = open_configured(warehouse)
     until = window.end + timedelta(hours=hours_after)
-    df = wh.query_df("""
+    df = wh.query_df(
+        """
         SELECT TIMESTAMP_TRUNC(event_ts, HOUR) AS hour, event_type, COUNT(*) AS events
         FROM events
         WHERE event_date BETWEEN @start_day AND @end_day
           AND event_ts BETWEEN @start_ts AND @until_ts
           AND @category IN UNNEST(categories)
         GROUP BY hour, event_type ORDER BY hour, event_type""",
-                     {"start_day": window.start.date(), "end_day": until.date(),
-                      "start_ts": window.start, "until_ts": until, "category": window.category})
+        {
+            "start_day": window.start.date(),
+            "end_day": until.date(),
+            "start_ts": window.start,
+            "until_ts": until,
+            "category": window.category,
+        },
+    )
     if df.empty:
         return pd.DataFrame()
-    return df.pivot_table(index="hour", columns="event_type", values="events",
-                          aggfunc="sum", fill_value=0)
+    return df.pivot_table(
+        index="hour", columns="event_type", values="events", aggfunc="sum", fill_value=0
+    )
 
 
-def campaign_breakdown(recipients: pd.DataFrame, by: str = "recipient_domain",
-                       n: int = 10) -> pd.DataFrame:
+def campaign_breakdown(
+    recipients: pd.DataFrame, by: str = "recipient_domain", n: int = 10
+) -> pd.DataFrame:
     """Per ``by`` (recipient_domain, mailbox_provider, provider): recipients, each
     status, the funnel (delivered, opened, clicked as in :func:`campaign_funnel`) and
     bounce_rate = bounce / recipients, most recipients first."""
     if recipients.empty:
         return pd.DataFrame()
-    t = recipients.pivot_table(index=by, columns="status", values="email_hash",
-                               aggfunc="count", fill_value=0)
+    t = recipients.pivot_table(
+        index=by, columns="status", values="email_hash", aggfunc="count", fill_value=0
+    )
     t.columns.name = None
     t["recipients"] = t.sum(axis=1)
     if "opened" in recipients.columns:
@@ -769,17 +973,20 @@ def campaign_breakdown(recipients: pd.DataFrame, by: str = "recipient_domain",
     return t.sort_values(["recipients"], ascending=False).head(n)
 
 
-def plot_campaign(window: SendWindow, funnel: pd.DataFrame, timeline: pd.DataFrame,
-                  minutes: pd.Series):
+def plot_campaign(
+    window: SendWindow, funnel: pd.DataFrame, timeline: pd.DataFrame, minutes: pd.Series
+):
     """Three panels: the sent -> delivered -> opened -> clicked funnel, events per hour,
     time to delivery."""
     import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(3, 1, figsize=(10, 11))
     funnel["recipients"].plot(kind="barh", ax=axes[0], color="tab:blue")
     axes[0].invert_yaxis()
     for i, (v, share) in enumerate(zip(funnel["recipients"], funnel["share_of_sent"])):
-        axes[0].annotate(f"{v:,} ({share:.1%})", (v, i), xytext=(4, 0),
-                         textcoords="offset points", va="center")
+        axes[0].annotate(
+            f"{v:,} ({share:.1%})", (v, i), xytext=(4, 0), textcoords="offset points", va="center"
+        )
     axes[0].set_title(f"funnel: {window.describe()}")
     if not timeline.empty:
         timeline.plot(ax=axes[1], marker=".")
@@ -796,15 +1003,45 @@ def plot_campaign(window: SendWindow, funnel: pd.DataFrame, timeline: pd.DataFra
 
 #: The notebooks' frames and figures (what ``from pipelines.frames import *`` gives).
 __all__ = [
-    "data_window", "trim_empty_tail", "delivery_health", "top_categories", "rate_table",
-    "stacked_outcomes", "category_summary", "plot_rates", "plot_stacked_outcomes",
-    "mailbox_daily", "mailbox_summary", "top_mailboxes", "plot_mailbox_rates",
-    "DEFAULT_MIN_REQUESTS", "domain_ranking", "bounce_domains", "bounce_classes",
-    "ENHANCED_CODE", "CODE_MEANING", "NO_CODE", "CMC_STATUS_CODE", "enhanced_status_code",
-    "status_code_of", "code_meaning",
-    "bounce_reasons", "bounce_codes", "top_bounce_reasons", "suppressions_growth",
-    "plot_bounces", "SendWindow", "send_window", "DEFAULT_HOURS_AFTER",
-    "campaign_recipients", "FUNNEL_STAGES", "campaign_funnel", "campaign_funnels",
+    "data_window",
+    "trim_empty_tail",
+    "delivery_health",
+    "top_categories",
+    "rate_table",
+    "stacked_outcomes",
+    "category_summary",
+    "plot_rates",
+    "plot_stacked_outcomes",
+    "mailbox_daily",
+    "mailbox_summary",
+    "top_mailboxes",
+    "plot_mailbox_rates",
+    "DEFAULT_MIN_REQUESTS",
+    "domain_ranking",
+    "bounce_domains",
+    "bounce_classes",
+    "ENHANCED_CODE",
+    "CODE_MEANING",
+    "NO_CODE",
+    "CMC_STATUS_CODE",
+    "enhanced_status_code",
+    "status_code_of",
+    "code_meaning",
+    "bounce_reasons",
+    "bounce_codes",
+    "top_bounce_reasons",
+    "suppressions_growth",
+    "plot_bounces",
+    "SendWindow",
+    "send_window",
+    "DEFAULT_HOURS_AFTER",
+    "campaign_recipients",
+    "FUNNEL_STAGES",
+    "campaign_funnel",
+    "campaign_funnels",
     "campaign_statuses",
-    "time_to_deliver", "campaign_timeline", "campaign_breakdown", "plot_campaign",
+    "time_to_deliver",
+    "campaign_timeline",
+    "campaign_breakdown",
+    "plot_campaign",
 ]

@@ -4,6 +4,7 @@ Plain addresses never reach the warehouse; only these hashes do. The key comes
 from ``MAILPULSE_HASH_KEY`` (read once, at the entry point, by :func:`resolve_key`)
 and flows down as an argument.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -36,11 +37,15 @@ def resolve_key(environ=None, *, embedded: bool = True) -> bytes:
     if embedded:
         log.warning(
             "%s is not set: using the fixed development key (hashes will not match "
-            "production; set %s to a secret to fix)", HASH_KEY_ENV, HASH_KEY_ENV)
+            "production; set %s to a secret to fix)",
+            HASH_KEY_ENV,
+            HASH_KEY_ENV,
+        )
         return DEVELOPMENT_KEY
     raise MissingHashKey(
         f"{HASH_KEY_ENV} is not set. Set it to the secret used for this warehouse, "
-        f"e.g. `export {HASH_KEY_ENV}=...` (the same key for every load and query).")
+        f"e.g. `export {HASH_KEY_ENV}=...` (the same key for every load and query)."
+    )
 
 
 def normalize_address(address: str) -> str:
@@ -58,7 +63,7 @@ def recipient_domain(address: str) -> str | None:
     at = a.rfind("@")
     if at < 0 or at == len(a) - 1:
         return None
-    return a[at + 1:]
+    return a[at + 1 :]
 
 
 class EmailHasher:
@@ -93,4 +98,3 @@ class EmailHasher:
         return h
 
     __call__ = hash
-

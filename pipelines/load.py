@@ -9,6 +9,7 @@ to ``Warehouse.commit_load``, which removes duplicates across chunks and across 
 it was; a rerun completes it. Also here: the report (:class:`LoadReport`), the staging
 collection, the progress line and the clean-up of what killed loads left.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,13 +28,40 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
 from .load_transforms import (  # noqa: F401 (the graph: re-exported, callers import it from here)
-    DEFAULT_CHUNK_LINES, DropDuplicates, DropDuplicatesFn, ListArchiveFiles, NormalizeChunkFn,
-    NormalizeConfig, NormalizedChunk, NormalizeRecords, ReadArchives, ReadChunksFn,
-    WriteStaging, WriteStagingFn, build_pipeline, drop_duplicate_rows, staged_name)
-from .records import (DEFAULT_MAX_RECORD_BYTES, SkippedRecord,  # noqa: F401 (split_chunks)
-                      iter_records, read_blocks, read_chunks, split_chunks)
-from .sources import (ARCHIVE_SUFFIXES, PROVIDERS, ArchiveFile, Listing, Source,  # noqa: F401
-                      archive_sources, explain_empty, list_days)
+    DEFAULT_CHUNK_LINES,
+    DropDuplicates,
+    DropDuplicatesFn,
+    ListArchiveFiles,
+    NormalizeChunkFn,
+    NormalizeConfig,
+    NormalizedChunk,
+    NormalizeRecords,
+    ReadArchives,
+    ReadChunksFn,
+    WriteStaging,
+    WriteStagingFn,
+    build_pipeline,
+    drop_duplicate_rows,
+    staged_name,
+)
+from .records import (  # noqa: F401 (split_chunks)
+    DEFAULT_MAX_RECORD_BYTES,
+    SkippedRecord,
+    iter_records,
+    read_blocks,
+    read_chunks,
+    split_chunks,
+)
+from .sources import (  # noqa: F401
+    ARCHIVE_SUFFIXES,
+    PROVIDERS,
+    ArchiveFile,
+    Listing,
+    Source,
+    archive_sources,
+    explain_empty,
+    list_days,
+)
 from .warehouse import COUNTERS, LoadBatch, open_warehouse
 from .warehouse.base import load_counts
 
@@ -87,19 +115,29 @@ class LoadReport:
     def as_dict(self) -> dict[str, Any]:
         t = self.totals
         return {
-            "load_id": self.load_id, "archive": self.archive,
+            "load_id": self.load_id,
+            "archive": self.archive,
             "date": self.archive_date.isoformat(),
             "first_date": (self.first_date or self.archive_date).isoformat(),
-            "warehouse": self.warehouse, "runner": self.runner, "status": self.status,
-            "files_read": self.files_read, "files_skipped": self.files_skipped, **t,
-            "events_per_second": round(t["records_read"] / self.seconds, 1) if self.seconds else None,
-            "seconds": round(self.seconds, 3), "per_provider": self.per_provider,
-            "adds_up": self.adds_up(), "sources": self.sources,
+            "warehouse": self.warehouse,
+            "runner": self.runner,
+            "status": self.status,
+            "files_read": self.files_read,
+            "files_skipped": self.files_skipped,
+            **t,
+            "events_per_second": round(t["records_read"] / self.seconds, 1)
+            if self.seconds
+            else None,
+            "seconds": round(self.seconds, 3),
+            "per_provider": self.per_provider,
+            "adds_up": self.adds_up(),
+            "sources": self.sources,
             **({"message": self.message} if self.message else {}),
         }
 
 
 # -- archive layout: see pipelines/sources.py --------------------------------------------
+
 
 def list_archive_files(archive: str, day: date, with_sizes: bool = False):
     """Archive files of one day in the mailpulse layout, sorted (a convenience for
@@ -114,22 +152,26 @@ def list_archive_files(archive: str, day: date, with_sizes: bool = False):
 PARALLEL_LOCAL_BYTES = 16 * 1024 * 1024
 
 
-def local_parallelism(runner_name: str, beam_args: list[str], archive_bytes: int,
-                      cpus: int | None = None) -> list[str]:
+def local_parallelism(
+    runner_name: str, beam_args: list[str], archive_bytes: int, cpus: int | None = None
+) -> list[str]:
     """Extra Beam flags for the in-process runner on a multi-core machine (none when the
     user chose the worker flags or another runner)."""
     import os
-    cpus = cpus or os.cpu_count() or 1
-    if (runner_name != "FnApiRunner" or cpus < 2 or archive_bytes < PARALLEL_LOCAL_BYTES
-            or any(a.startswith(("--direct_num_workers", "--direct_running_mode"))
-                   for a in beam_args)):
-        return []
-    return ["--direct_num_workers", str(min(cpus, 4)),
-            "--direct_running_mode", "multi_processing"]
 
+    cpus = cpus or os.cpu_count() or 1
+    if (
+        runner_name != "FnApiRunner"
+        or cpus < 2
+        or archive_bytes < PARALLEL_LOCAL_BYTES
+        or any(a.startswith(("--direct_num_workers", "--direct_running_mode")) for a in beam_args)
+    ):
+        return []
+    return ["--direct_num_workers", str(min(cpus, 4)), "--direct_running_mode", "multi_processing"]
 
 
 # -- running a load ---------------------------------------------------------------------
+
 
 def resolve_runner(name: str) -> str:
     return RUNNER_ALIASES.get(name.strip().lower(), name.strip())
@@ -138,6 +180,7 @@ def resolve_runner(name: str) -> str:
 def default_staging(warehouse, options: PipelineOptions) -> str:
     """Local warehouses stage beside their file; otherwise under Beam's temp_location."""
     from apache_beam.options.pipeline_options import GoogleCloudOptions
+
     temp = options.view_as(GoogleCloudOptions).temp_location
     if temp:
         return temp.rstrip("/") + "/mailpulse-staging"
@@ -145,9 +188,12 @@ def default_staging(warehouse, options: PipelineOptions) -> str:
     if path:
         return posixpath.join(posixpath.dirname(path), ".staging")
     from .warehouse import WarehouseError
-    raise WarehouseError("no staging location for this warehouse: pass --staging URI (a "
-                         "local directory, or gs://BUCKET/path for BigQuery and Dataflow) or "
-                         "--temp_location gs://BUCKET/tmp")
+
+    raise WarehouseError(
+        "no staging location for this warehouse: pass --staging URI (a "
+        "local directory, or gs://BUCKET/path for BigQuery and Dataflow) or "
+        "--temp_location gs://BUCKET/tmp"
+    )
 
 
 @dataclass
@@ -175,9 +221,12 @@ def collect_staged(stage: str) -> Staged:
             t = totals.setdefault(prov, {})
             for k, v in counts.items():
                 t[k] = t.get(k, 0) + v
-    return Staged(_match(FileSystems.join(stage, "events", "*.parquet")),
-                  _match(FileSystems.join(stage, "dead_letters", "*.parquet")), totals,
-                  {u: (r, e) for u, (r, e) in per_file.items()})
+    return Staged(
+        _match(FileSystems.join(stage, "events", "*.parquet")),
+        _match(FileSystems.join(stage, "dead_letters", "*.parquet")),
+        totals,
+        {u: (r, e) for u, (r, e) in per_file.items()},
+    )
 
 
 def _match(pattern: str) -> list[str]:
@@ -222,13 +271,16 @@ class Progress:
         files = sum(1 for first, _ in self._seen.values() if first)
         events = sum(n for _, n in self._seen.values())
         secs = max(time.monotonic() - self._t0, 1e-6)
-        self.stream.write(f"\rloading: {files}/{self.total_files} files, {events:,} events "
-                          f"staged, {events / secs:,.0f} events/s   ")
+        self.stream.write(
+            f"\rloading: {files}/{self.total_files} files, {events:,} events "
+            f"staged, {events / secs:,.0f} events/s   "
+        )
         self.stream.flush()
 
 
-def load_days(archive_date: date | None, days: int = DEFAULT_DAYS,
-              today: date | None = None) -> list[date]:
+def load_days(
+    archive_date: date | None, days: int = DEFAULT_DAYS, today: date | None = None
+) -> list[date]:
     """The archive days a load looks at: ``--date D`` alone, else the last ``days`` days
     ending today (UTC), oldest first."""
     if archive_date is not None:
@@ -239,23 +291,34 @@ def load_days(archive_date: date | None, days: int = DEFAULT_DAYS,
     return [today - timedelta(days=i) for i in range(days - 1, -1, -1)]
 
 
-def files_to_read(listing: Listing, manifest: dict[str, tuple[int, str]],
-                  full: bool = False) -> tuple[list[ArchiveFile], int]:
+def files_to_read(
+    listing: Listing, manifest: dict[str, tuple[int, str]], full: bool = False
+) -> tuple[list[ArchiveFile], int]:
     """(files to read, files skipped): a file is skipped when the manifest holds it with
     the same size and generation; a grown or rewritten file is read again."""
     if full:
         return list(listing.files), 0
-    todo = [f for f in listing.files
-            if manifest.get(f.uri) != (f.size, f.generation)]
+    todo = [f for f in listing.files if manifest.get(f.uri) != (f.size, f.generation)]
     return todo, len(listing.files) - len(todo)
 
 
-def run_load(archive: str | None, archive_date: date | None, warehouse, *,
-             config: NormalizeConfig, sources: Iterable[Source] | None = None,
-             days: int = DEFAULT_DAYS, full: bool = False, runner: str = "DirectRunner",
-             staging: str | None = None, beam_args: Iterable[str] = (),
-             chunk_lines: int = DEFAULT_CHUNK_LINES, progress: bool = False,
-             record_idle: bool = True, today: date | None = None) -> LoadReport:
+def run_load(
+    archive: str | None,
+    archive_date: date | None,
+    warehouse,
+    *,
+    config: NormalizeConfig,
+    sources: Iterable[Source] | None = None,
+    days: int = DEFAULT_DAYS,
+    full: bool = False,
+    runner: str = "DirectRunner",
+    staging: str | None = None,
+    beam_args: Iterable[str] = (),
+    chunk_lines: int = DEFAULT_CHUNK_LINES,
+    progress: bool = False,
+    record_idle: bool = True,
+    today: date | None = None,
+) -> LoadReport:
     """Load the archive files not loaded yet into ``warehouse`` (a URI or a Warehouse).
 
     ``archive`` (the mailpulse layout) and/or ``sources`` say where to read;
@@ -265,6 +328,7 @@ def run_load(archive: str | None, archive_date: date | None, warehouse, *,
     ``record_idle=False`` writes nothing when there is nothing new (``--follow``).
     """
     from . import storage
+
     t0 = time.monotonic()
     srcs = list(sources or []) + (archive_sources(archive) if archive else [])
     if not srcs:
@@ -288,13 +352,23 @@ def run_load(archive: str | None, archive_date: date | None, warehouse, *,
     if message:
         log.info("%s", message)
     newest = max((float(f.generation) for f in listing.files if f.generation), default=None)
-    report = LoadReport(load_id=load_id, archive=label, archive_date=window[-1],
-                        warehouse=wh.uri, runner=runner_name, files_read=len(files),
-                        per_provider={}, seconds=0.0, started_at=started_at,
-                        files_skipped=skipped, first_date=window[0], status=status,
-                        message=message, sources=[s.spec for s in srcs],
-                        newest_file_at=(datetime.fromtimestamp(newest, tz=timezone.utc)
-                                        if newest else None))
+    report = LoadReport(
+        load_id=load_id,
+        archive=label,
+        archive_date=window[-1],
+        warehouse=wh.uri,
+        runner=runner_name,
+        files_read=len(files),
+        per_provider={},
+        seconds=0.0,
+        started_at=started_at,
+        files_skipped=skipped,
+        first_date=window[0],
+        status=status,
+        message=message,
+        sources=[s.spec for s in srcs],
+        newest_file_at=(datetime.fromtimestamp(newest, tz=timezone.utc) if newest else None),
+    )
     if not files and not record_idle:
         report.seconds = time.monotonic() - t0
         return report
@@ -305,20 +379,35 @@ def run_load(archive: str | None, archive_date: date | None, warehouse, *,
         staged = Staged([], [], {}, {})
         if files:
             pipeline = beam.Pipeline(options=options)
-            build_pipeline(pipeline, files=files, staging=stage, config=config,
-                           load_id=load_id, ingested_at=started_at, chunk_lines=chunk_lines)
-            with (Progress(stage, len(files)) if progress else _NoProgress()):
+            build_pipeline(
+                pipeline,
+                files=files,
+                staging=stage,
+                config=config,
+                load_id=load_id,
+                ingested_at=started_at,
+                chunk_lines=chunk_lines,
+            )
+            with Progress(stage, len(files)) if progress else _NoProgress():
                 state = pipeline.run().wait_until_finish()
             if not _finished(state):
                 raise RuntimeError(f"load pipeline ended in state {state}; nothing was committed")
             staged = collect_staged(stage)
-        batch = LoadBatch(load_id=load_id, archive=label, archive_date=window[-1],
-                          started_at=started_at, event_files=staged.event_files,
-                          dead_letter_files=staged.dead_letter_files, stats=staged.stats,
-                          files_read=len(files), runner=runner_name,
-                          files=manifest_rows(files, staged.per_file, load_id),
-                          files_skipped=skipped, first_date=window[0],
-                          status="empty" if status == "empty" else "succeeded")
+        batch = LoadBatch(
+            load_id=load_id,
+            archive=label,
+            archive_date=window[-1],
+            started_at=started_at,
+            event_files=staged.event_files,
+            dead_letter_files=staged.dead_letter_files,
+            stats=staged.stats,
+            files_read=len(files),
+            runner=runner_name,
+            files=manifest_rows(files, staged.per_file, load_id),
+            files_skipped=skipped,
+            first_date=window[0],
+            status="empty" if status == "empty" else "succeeded",
+        )
         wh.ensure_schema()
         merged = wh.commit_load(batch)
     finally:
@@ -335,8 +424,11 @@ def sources_label(srcs: list[Source]) -> str:
     for s in srcs:
         root = s.root.rsplit("/", 1)[0]
         trio = archive_sources(root)
-        if s.layout == "hourly" and s.root == f"{root}/{s.provider}" and all(
-                t in srcs for t in trio):
+        if (
+            s.layout == "hourly"
+            and s.root == f"{root}/{s.provider}"
+            and all(t in srcs for t in trio)
+        ):
             if root not in used:
                 used.add(root)
                 parts.append(root)
@@ -345,18 +437,29 @@ def sources_label(srcs: list[Source]) -> str:
     return " ".join(parts)
 
 
-def manifest_rows(files: list[ArchiveFile], per_file: dict[str, tuple[int, int]],
-                  load_id: str) -> list[dict[str, Any]]:
+def manifest_rows(
+    files: list[ArchiveFile], per_file: dict[str, tuple[int, int]], load_id: str
+) -> list[dict[str, Any]]:
     """``loaded_files`` rows for the files a load read (loaded_at is set at commit)."""
-    return [{"source_uri": f.uri, "provider": f.provider, "archive_date": f.day,
-             "size": f.size, "generation": f.generation or None, "load_id": load_id,
-             "records": per_file.get(f.uri, (0, 0))[0],
-             "events": per_file.get(f.uri, (0, 0))[1]} for f in files]
+    return [
+        {
+            "source_uri": f.uri,
+            "provider": f.provider,
+            "archive_date": f.day,
+            "size": f.size,
+            "generation": f.generation or None,
+            "load_id": load_id,
+            "records": per_file.get(f.uri, (0, 0))[0],
+            "events": per_file.get(f.uri, (0, 0))[1],
+        }
+        for f in files
+    ]
 
 
 def _finished(state) -> bool:
     """Whether a pipeline result state means success (``PipelineState`` or its name)."""
     from apache_beam.runners.runner import PipelineState
+
     if state is None:
         return True
     return state == PipelineState.DONE or str(state).upper().rsplit(".", 1)[-1] == "DONE"
@@ -375,12 +478,14 @@ class _NoProgress:
 STALE_STAGING_SECONDS = 6 * 3600
 
 
-def remove_stale_staging(staging_root: str, *, max_age: float = STALE_STAGING_SECONDS,
-                         now: float | None = None) -> list[str]:
+def remove_stale_staging(
+    staging_root: str, *, max_age: float = STALE_STAGING_SECONDS, now: float | None = None
+) -> list[str]:
     """Remove what killed loads left in a local staging folder; returns what was removed.
     (Remote staging, gs:// or s3://, is left to the bucket's lifecycle rules.)"""
     import os
     import shutil
+
     if "://" in staging_root or not os.path.isdir(staging_root):
         return []
     now = time.time() if now is None else now

@@ -13,6 +13,7 @@ few thousand records, and memory stays bounded by one chunk. Staged file names a
 deterministic per (file, chunk), so a retried bundle rewrites the same files and the
 counts stay exact.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +21,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -53,11 +54,14 @@ class NormalizeConfig:
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
 
     def context(self, source_uri: str, ingested_at: datetime) -> NormalizeContext:
-        return NormalizeContext(hasher=self.hasher, source_uri=source_uri,
-                                ingested_at=ingested_at,
-                                ses_category_tag=self.ses_category_tag,
-                                cmc_timezone=self.cmc_timezone,
-                                cmc_category_field=self.cmc_category_field)
+        return NormalizeContext(
+            hasher=self.hasher,
+            source_uri=source_uri,
+            ingested_at=ingested_at,
+            ses_category_tag=self.ses_category_tag,
+            cmc_timezone=self.cmc_timezone,
+            cmc_category_field=self.cmc_category_field,
+        )
 
 
 class ListArchiveFiles(beam.PTransform):
@@ -73,9 +77,7 @@ class ListArchiveFiles(beam.PTransform):
         self.files = list(files)
 
     def expand(self, pbegin):
-        return (pbegin
-                | "FileList" >> beam.Create(self.files)
-                | "SpreadFiles" >> beam.Reshuffle())
+        return pbegin | "FileList" >> beam.Create(self.files) | "SpreadFiles" >> beam.Reshuffle()
 
 
 class ReadChunksFn(beam.DoFn):
@@ -107,19 +109,25 @@ class ReadChunksFn(beam.DoFn):
 class ReadArchives(beam.PTransform):
     """Archive files -> line chunks (the provider comes from the file's source)."""
 
-    def __init__(self, chunk_lines: int = DEFAULT_CHUNK_LINES,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
+    def __init__(
+        self,
+        chunk_lines: int = DEFAULT_CHUNK_LINES,
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    ):
         super().__init__()
         self.chunk_lines = chunk_lines
         self.max_record_bytes = max_record_bytes
 
     def expand(self, files):
         return files | "ReadChunks" >> beam.ParDo(
-            ReadChunksFn(self.chunk_lines, self.max_record_bytes))
+            ReadChunksFn(self.chunk_lines, self.max_record_bytes)
+        )
 
 
-@dataclass
-class NormalizedChunk:
+class NormalizedChunk(NamedTuple):
+    """One chunk's output: events, dead letters, per-provider counts (immutable: each
+    step returns a new one)."""
+
     uri: str
     chunk_index: int
     events: pa.Table
@@ -136,8 +144,7 @@ class NormalizeChunkFn(beam.DoFn):
     def process(self, element):
         uri, dir_provider, index, first_line, chunk, archive_day = element
         ctx = self.config.context(uri, self.ingested_at)
-        acc = _ChunkAccumulator(uri, dir_provider, archive_day, self.load_id,
-                                self.ingested_at)
+        acc = _ChunkAccumulator(uri, dir_provider, archive_day, self.load_id, self.ingested_at)
         # SendGrid POST bodies (JSON arrays) take the columnar fast path item by item;
         # everything else, and every item the fast path rejects, the exact path.
         fast_items: list[dict] = []
@@ -145,9 +152,11 @@ class NormalizeChunkFn(beam.DoFn):
         # Records in their provider's clean shape take the vectorized path
         # (normalizers/vectorized.py); every record it leaves, the loop below, as before.
         # (a record skipped for its size is only a preview: the exact path records it)
-        vec = (vectorized.normalize_chunk(chunk, ctx) if isinstance(chunk, bytes)
-               else vectorized.FastResult(EVENT_SCHEMA.empty_table(), {},
-                                          list(iter_records(chunk))))
+        vec = (
+            vectorized.normalize_chunk(chunk, ctx)
+            if isinstance(chunk, bytes)
+            else vectorized.FastResult(EVENT_SCHEMA.empty_table(), {}, list(iter_records(chunk)))
+        )
         for prov, n in vec.counts.items():
             acc.count(prov, records_read=n, events_normalized=n)
         for rec in vec.residual:
@@ -169,8 +178,9 @@ class NormalizeChunkFn(beam.DoFn):
             acc.add(sendgrid.normalize_item(fast_items[j], ctx, i), line)
         if vec.events.num_rows:
             table = pa.concat_tables([vec.events, table]) if table.num_rows else vec.events
-        yield NormalizedChunk(uri, index, acc.events_table(table), acc.dead_letters_table(),
-                              acc.stats, index == 0)
+        yield NormalizedChunk(
+            uri, index, acc.events_table(table), acc.dead_letters_table(), acc.stats, index == 0
+        )
 
 
 class _ChunkAccumulator:
@@ -184,31 +194,56 @@ class _ChunkAccumulator:
         self.stats: dict[str, dict[str, int]] = {}
 
     def count(self, provider: str, **counts: int) -> None:
-        s = self.stats.setdefault(provider, {"records_read": 0, "events_normalized": 0,
-                                             "dead_letters": 0, "records_without_event": 0})
+        s = self.stats.setdefault(
+            provider,
+            {
+                "records_read": 0,
+                "events_normalized": 0,
+                "dead_letters": 0,
+                "records_without_event": 0,
+            },
+        )
         for k, v in counts.items():
             s[k] += v
 
     def add(self, res, line: int) -> None:
         # Count under the provider the record turned out to be; records that could not
         # be told apart count under the archive directory's provider.
-        prov = (res.events[0]["provider"] if res.events else
-                next((d.provider for d in res.dead_letters if d.provider), None)
-                ) or self.dir_provider or "unknown"
-        self.count(prov, records_read=res.records, events_normalized=len(res.events),
-                   dead_letters=len(res.dead_letters), records_without_event=res.without_event)
+        prov = (
+            (
+                res.events[0]["provider"]
+                if res.events
+                else next((d.provider for d in res.dead_letters if d.provider), None)
+            )
+            or self.dir_provider
+            or "unknown"
+        )
+        self.count(
+            prov,
+            records_read=res.records,
+            events_normalized=len(res.events),
+            dead_letters=len(res.dead_letters),
+            records_without_event=res.without_event,
+        )
         self.events.extend(res.events)
         for dl in res.dead_letters:
             # Plain addresses never reach the warehouse: the stored copy of a dead letter
             # is a bounded preview with them redacted, plus the record's length
             # (source_uri + line point at the whole original in the archive).
-            self.dead.append({"source_uri": self.uri, "line": line,
-                              "record_index": dl.record_index,
-                              "provider": dl.provider or self.dir_provider,
-                              "reason": redacted_preview(dl.reason),
-                              "raw": redacted_preview(dl.raw or ""), "raw_bytes": dl.raw_bytes,
-                              "event_date": self.archive_date,
-                              "load_id": self.load_id, "ingested_at": self.ingested_at})
+            self.dead.append(
+                {
+                    "source_uri": self.uri,
+                    "line": line,
+                    "record_index": dl.record_index,
+                    "provider": dl.provider or self.dir_provider,
+                    "reason": redacted_preview(dl.reason),
+                    "raw": redacted_preview(dl.raw or ""),
+                    "raw_bytes": dl.raw_bytes,
+                    "event_date": self.archive_date,
+                    "load_id": self.load_id,
+                    "ingested_at": self.ingested_at,
+                }
+            )
 
     def events_table(self, fast: pa.Table) -> pa.Table:
         if not self.events:
@@ -236,8 +271,11 @@ def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
     if table.num_rows == 0 or pc.count_distinct(table["event_id"]).as_py() == table.num_rows:
         return table, {}  # the common case, at a third of the cost of the grouping below
     idx = pa.array(range(table.num_rows), pa.int64())
-    firsts = (pa.table({"event_id": table["event_id"], "i": idx})
-              .group_by("event_id", use_threads=False).aggregate([("i", "min")])["i_min"])
+    firsts = (
+        pa.table({"event_id": table["event_id"], "i": idx})
+        .group_by("event_id", use_threads=False)
+        .aggregate([("i", "min")])["i_min"]
+    )
     if len(firsts) == table.num_rows:
         return table, {}
     keep = pc.is_in(idx, value_set=firsts)
@@ -247,14 +285,18 @@ def drop_duplicate_rows(table: pa.Table) -> tuple[pa.Table, dict[str, int]]:
 
 
 class DropDuplicatesFn(beam.DoFn):
+    """A chunk without its repeated event_ids, and their count (the input is not changed)."""
+
     def process(self, chunk: NormalizedChunk):
         table, dropped = drop_duplicate_rows(chunk.events)
+        if not dropped:
+            yield chunk
+            return
+        stats = {prov: dict(counts) for prov, counts in chunk.stats.items()}
         for prov, n in dropped.items():
-            chunk.stats.setdefault(prov, {})
-            chunk.stats[prov]["duplicates_in_batch"] = (
-                chunk.stats[prov].get("duplicates_in_batch", 0) + n)
-        chunk.events = table
-        yield chunk
+            counts = stats.setdefault(prov, {})
+            counts["duplicates_in_batch"] = counts.get("duplicates_in_batch", 0) + n
+        yield chunk._replace(events=table, stats=stats)
 
 
 class DropDuplicates(beam.PTransform):
@@ -281,14 +323,25 @@ class WriteStagingFn(beam.DoFn):
     def process(self, chunk: NormalizedChunk):
         name = staged_name(chunk.uri, chunk.chunk_index)
         if chunk.events.num_rows:
-            _write_parquet(chunk.events, FileSystems.join(self.staging, "events", name + ".parquet"))
+            _write_parquet(
+                chunk.events, FileSystems.join(self.staging, "events", name + ".parquet")
+            )
         if chunk.dead_letters.num_rows:
-            _write_parquet(chunk.dead_letters,
-                           FileSystems.join(self.staging, "dead_letters", name + ".parquet"))
-        stats = {"uri": chunk.uri, "chunk": chunk.chunk_index, "first": chunk.is_first_chunk,
-                 "events": chunk.events.num_rows, "stats": chunk.stats}
+            _write_parquet(
+                chunk.dead_letters,
+                FileSystems.join(self.staging, "dead_letters", name + ".parquet"),
+            )
+        stats = {
+            "uri": chunk.uri,
+            "chunk": chunk.chunk_index,
+            "first": chunk.is_first_chunk,
+            "events": chunk.events.num_rows,
+            "stats": chunk.stats,
+        }
         # The counts file is written last: its presence means the chunk is staged.
-        _write_bytes(json.dumps(stats).encode(), FileSystems.join(self.staging, "stats", name + ".json"))
+        _write_bytes(
+            json.dumps(stats).encode(), FileSystems.join(self.staging, "stats", name + ".json")
+        )
         yield name
 
 
@@ -314,14 +367,22 @@ def _write_parquet(table: pa.Table, path: str) -> None:
     _write_bytes(sink.getvalue().to_pybytes(), path)
 
 
-def build_pipeline(pipeline: beam.Pipeline, *, files: Iterable[ArchiveFile], staging: str,
-                   config: NormalizeConfig, load_id: str, ingested_at: datetime,
-                   chunk_lines: int = DEFAULT_CHUNK_LINES):
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    *,
+    files: Iterable[ArchiveFile],
+    staging: str,
+    config: NormalizeConfig,
+    load_id: str,
+    ingested_at: datetime,
+    chunk_lines: int = DEFAULT_CHUNK_LINES,
+):
     """Builds the load graph on ``pipeline`` (does not run it); returns the staged names."""
-    return (pipeline
-            | "ListArchiveFiles" >> ListArchiveFiles(files)
-            | "ReadArchives" >> ReadArchives(chunk_lines, config.max_record_bytes)
-            | "NormalizeRecords" >> NormalizeRecords(config, load_id, ingested_at)
-            | "DropDuplicates" >> DropDuplicates()
-            | "WriteStaging" >> WriteStaging(staging))
-
+    return (
+        pipeline
+        | "ListArchiveFiles" >> ListArchiveFiles(files)
+        | "ReadArchives" >> ReadArchives(chunk_lines, config.max_record_bytes)
+        | "NormalizeRecords" >> NormalizeRecords(config, load_id, ingested_at)
+        | "DropDuplicates" >> DropDuplicates()
+        | "WriteStaging" >> WriteStaging(staging)
+    )

@@ -12,6 +12,7 @@ longest listed suffix wins; anything else is :data:`OTHER`, and a missing domain
 >>> mailbox_provider("User@GoogleMail.com".split("@")[1])
 'Gmail'
 """
+
 from __future__ import annotations
 
 import csv
@@ -64,13 +65,17 @@ def read_mapping(path: str | Path = MAPPING_CSV) -> MailboxMapping:
     providers: dict[str, str] = {}
     sources: dict[str, str] = {}
     with path.open(encoding="utf-8", newline="") as f:
-        lines = [(n, line) for n, line in enumerate(f, 1)
-                 if line.strip() and not line.lstrip().startswith("#")]
+        lines = [
+            (n, line)
+            for n, line in enumerate(f, 1)
+            if line.strip() and not line.lstrip().startswith("#")
+        ]
     rows = csv.reader([line for _, line in lines])
     header = next(rows, None)
     if header != ["domain", "mailbox_provider", "source"]:
-        raise MappingError(f"{path}: the first row must be 'domain,mailbox_provider,source', "
-                           f"got {header!r}")
+        raise MappingError(
+            f"{path}: the first row must be 'domain,mailbox_provider,source', got {header!r}"
+        )
     for (n, _), row in zip(lines[1:], rows):
         if len(row) != 3 or not all(c.strip() for c in row):
             raise MappingError(f"{path}:{n}: expected domain,mailbox_provider,source, got {row!r}")
@@ -95,8 +100,12 @@ def mailbox_provider(domain: str | None, mapping: MailboxMapping | None = None) 
     return (mapping or default_mapping()).lookup(domain)
 
 
-def add_mailbox_column(df, domain_column: str = "recipient_domain",
-                       mapping: MailboxMapping | None = None, column: str = "mailbox_provider"):
+def add_mailbox_column(
+    df,
+    domain_column: str = "recipient_domain",
+    mapping: MailboxMapping | None = None,
+    column: str = "mailbox_provider",
+):
     """A copy of ``df`` with ``mailbox_provider`` from its domain column (each distinct
     domain is looked up once)."""
     m = mapping or default_mapping()
@@ -107,5 +116,14 @@ def add_mailbox_column(df, domain_column: str = "recipient_domain",
     return out
 
 
-__all__ = ["MAPPING_CSV", "OTHER", "UNKNOWN", "MailboxMapping", "MappingError", "read_mapping",
-           "default_mapping", "mailbox_provider", "add_mailbox_column"]
+__all__ = [
+    "MAPPING_CSV",
+    "OTHER",
+    "UNKNOWN",
+    "MailboxMapping",
+    "MappingError",
+    "read_mapping",
+    "default_mapping",
+    "mailbox_provider",
+    "add_mailbox_column",
+]

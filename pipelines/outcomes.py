@@ -23,6 +23,7 @@ outcomes`` and the DAGs):
 >>> compute_outcomes("duckdb:///tmp/w.duckdb", date(2026, 11, 20), date(2026, 11, 23))
 >>> read_outcomes("duckdb:///tmp/w.duckdb", date(2026, 11, 20), date(2026, 11, 23))
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,14 +63,38 @@ RENAMED_PARAMS = {"lookback_days": "days_read_before", "lookahead_days": "days_r
 
 #: delivery_outcomes count columns, in SendGrid's order, then the split and extras.
 COUNT_COLUMNS = (
-    "requests", "processed", "delivered", "bounces", "bounces_hard", "bounces_soft",
-    "bounces_undetermined", "blocks", "deferred", "drops", "bounce_drops",
-    "spam_report_drops", "unsubscribe_drops", "invalid_emails", "opens", "unique_opens",
-    "clicks", "unique_clicks", "spam_reports", "unsubscribes",
+    "requests",
+    "processed",
+    "delivered",
+    "bounces",
+    "bounces_hard",
+    "bounces_soft",
+    "bounces_undetermined",
+    "blocks",
+    "deferred",
+    "drops",
+    "bounce_drops",
+    "spam_report_drops",
+    "unsubscribe_drops",
+    "invalid_emails",
+    "opens",
+    "unique_opens",
+    "clicks",
+    "unique_clicks",
+    "spam_reports",
+    "unsubscribes",
 )
 RATE_COLUMNS = (
-    "delivered_rate", "bounce_rate", "block_rate", "deferred_rate", "drop_rate",
-    "open_rate", "click_rate", "click_to_open_rate", "spam_report_rate", "unsubscribe_rate",
+    "delivered_rate",
+    "bounce_rate",
+    "block_rate",
+    "deferred_rate",
+    "drop_rate",
+    "open_rate",
+    "click_rate",
+    "click_to_open_rate",
+    "spam_report_rate",
+    "unsubscribe_rate",
 )
 KEY_COLUMNS = ("event_date", "category", "provider")
 
@@ -100,12 +125,18 @@ class Query:
                 continue
             value = params.get(name, default)
             if value is None:
-                raise ValueError(f"{self.table}: parameter {name!r} has no default; pass {name}=...")
+                raise ValueError(
+                    f"{self.table}: parameter {name!r} has no default; pass {name}=..."
+                )
             want = _PARAM_TYPES.get(typ)
             if want is int and (isinstance(value, bool) or not isinstance(value, int)):
-                raise ValueError(f"{self.table}: parameter {name!r} must be an integer, got {value!r}")
+                raise ValueError(
+                    f"{self.table}: parameter {name!r} must be an integer, got {value!r}"
+                )
             if want is int and value < 0:
-                raise ValueError(f"{self.table}: parameter {name!r} must not be negative, got {value}")
+                raise ValueError(
+                    f"{self.table}: parameter {name!r} must not be negative, got {value}"
+                )
             out[name] = value
         return out
 
@@ -115,7 +146,8 @@ def queries_folder(override: str | Path | None = None) -> Path:
     if not d.is_dir():
         raise WarehouseError(
             f"no queries folder at {d}; run from a mailpulse checkout (pip install -e .) "
-            "or pass queries_dir=")
+            "or pass queries_dir="
+        )
     return d
 
 
@@ -126,13 +158,19 @@ def _load(table: str, folder: str) -> Query:
     if not sql_path.is_file() or not meta_path.is_file():
         raise WarehouseError(f"query {table!r} needs {sql_path} and {meta_path}")
     meta = yaml.safe_load(meta_path.read_text(encoding="utf-8")) or {}
-    params = {p["name"]: (p.get("type", "STRING"), p.get("default"))
-              for p in meta.get("parameters", [])}
+    params = {
+        p["name"]: (p.get("type", "STRING"), p.get("default")) for p in meta.get("parameters", [])
+    }
     part = (meta.get("partitioning") or {}).get("field", "event_date")
-    return Query(table=table, sql=sql_path.read_text(encoding="utf-8"),
-                 description=str(meta.get("description", "")).strip(),
-                 partition_column=part, cluster_by=tuple(meta.get("clustering") or ()),
-                 parameters=params, inputs=tuple(meta.get("inputs") or ()))
+    return Query(
+        table=table,
+        sql=sql_path.read_text(encoding="utf-8"),
+        description=str(meta.get("description", "")).strip(),
+        partition_column=part,
+        cluster_by=tuple(meta.get("clustering") or ()),
+        parameters=params,
+        inputs=tuple(meta.get("inputs") or ()),
+    )
 
 
 def load_query(table: str, queries_dir: str | Path | None = None) -> Query:
@@ -147,8 +185,7 @@ def window_ending(end: date, window_days: int = WINDOW_DAYS) -> tuple[date, date
     return end - timedelta(days=window_days - 1), end
 
 
-def default_range(today: date | None = None,
-                  window_days: int = WINDOW_DAYS) -> tuple[date, date]:
+def default_range(today: date | None = None, window_days: int = WINDOW_DAYS) -> tuple[date, date]:
     """The window ending today (UTC): :func:`window_ending`."""
     return window_ending(today or datetime.now(timezone.utc).date(), window_days)
 
@@ -162,10 +199,16 @@ def _check_range(start: date, end: date) -> None:
         raise ValueError(f"end {end} is before start {start}; swap them")
 
 
-def compute_outcomes(warehouse: str | Warehouse, start: date, end: date, *,
-                     tables: tuple[str, ...] = TABLES, queries_dir: str | Path | None = None,
-                     status_partitions: "list[date] | tuple[date, ...]" = (),
-                     **params: Any) -> dict[str, int]:
+def compute_outcomes(
+    warehouse: str | Warehouse,
+    start: date,
+    end: date,
+    *,
+    tables: tuple[str, ...] = TABLES,
+    queries_dir: str | Path | None = None,
+    status_partitions: "list[date] | tuple[date, ...]" = (),
+    **params: Any,
+) -> dict[str, int]:
     """Recompute the partitions [start, end] of each derived table, all tables in ONE
     transaction (a crash leaves every table as it was).
 
@@ -182,8 +225,10 @@ def compute_outcomes(warehouse: str | Warehouse, start: date, end: date, *,
     for old, new in RENAMED_PARAMS.items():
         if old in params:
             import warnings
-            warnings.warn(f"compute_outcomes: {old} is now called {new}", DeprecationWarning,
-                          stacklevel=2)
+
+            warnings.warn(
+                f"compute_outcomes: {old} is now called {new}", DeprecationWarning, stacklevel=2
+            )
             params.setdefault(new, params.pop(old))
     wh = open_warehouse(warehouse)
     queries = [load_query(t, queries_dir) for t in tables]
@@ -194,16 +239,27 @@ def compute_outcomes(warehouse: str | Warehouse, start: date, end: date, *,
     wh.ensure_schema()
     items: list = []
     for q in queries:
-        items.append(PartitionReplacement(q.table, q.sql, q.bind(start, end, **params), start,
-                                          end, q.partition_column, q.cluster_by))
+        items.append(
+            PartitionReplacement(
+                q.table,
+                q.sql,
+                q.bind(start, end, **params),
+                start,
+                end,
+                q.partition_column,
+                q.cluster_by,
+            )
+        )
         if q.table == "recipient_status":
             for a, b in _ranges(d for d in status_partitions if not start <= d <= end):
                 bound = q.bind(a, b, **params)
                 # read up to the window's end: that is where the late events are
-                bound["days_read_after"] = max(int(bound.get("days_read_after", 0)),
-                                               (end - b).days)
-                items.append(PartitionReplacement(q.table, q.sql, bound, a, b,
-                                                  q.partition_column, q.cluster_by))
+                bound["days_read_after"] = max(int(bound.get("days_read_after", 0)), (end - b).days)
+                items.append(
+                    PartitionReplacement(
+                        q.table, q.sql, bound, a, b, q.partition_column, q.cluster_by
+                    )
+                )
     counts = wh.replace_partitions_many(items)
     written: dict[str, int] = {}
     for it, n in zip(items, counts):
@@ -247,9 +303,14 @@ ORDER BY event_date
 """
 
 
-def late_status_partitions(warehouse: str | Warehouse, start: date, end: date, *,
-                           days_read_before: int | None = None,
-                           queries_dir: str | Path | None = None) -> list[date]:
+def late_status_partitions(
+    warehouse: str | Warehouse,
+    start: date,
+    end: date,
+    *,
+    days_read_before: int | None = None,
+    queries_dir: str | Path | None = None,
+) -> list[date]:
     """The ``recipient_status`` partitions before ``start`` that events in [start, end]
     change: recipients whose first send event was earlier (a deferral that settles on its
     third day, a late bounce). Pass them to ``compute_outcomes(status_partitions=...)``.
@@ -257,12 +318,15 @@ def late_status_partitions(warehouse: str | Warehouse, start: date, end: date, *
     _check_range(start, end)
     wh = open_warehouse(warehouse)
     if days_read_before is None:
-        days_read_before = int(load_query("recipient_status", queries_dir)
-                               .parameters["days_read_before"][1])
+        days_read_before = int(
+            load_query("recipient_status", queries_dir).parameters["days_read_before"][1]
+        )
     if not wh.table_exists("events"):
         return []
-    rows = wh.query(LATE_STATUS_PARTITIONS_SQL, {"start_date": start, "end_date": end,
-                                                 "days_read_before": days_read_before})
+    rows = wh.query(
+        LATE_STATUS_PARTITIONS_SQL,
+        {"start_date": start, "end_date": end, "days_read_before": days_read_before},
+    )
     return [r["event_date"] for r in rows.to_pylist()]
 
 
@@ -270,7 +334,8 @@ def _read(wh: Warehouse, table: str, sql: str, params: dict[str, Any]):
     if not wh.table_exists(table):
         raise WarehouseError(
             f"{table} does not exist in {wh.uri or wh!r}; run `mailpulse outcomes` "
-            "(or compute_outcomes) first")
+            "(or compute_outcomes) first"
+        )
     return wh.query_df(sql, params)
 
 
@@ -279,10 +344,13 @@ def read_outcomes(warehouse: str | Warehouse, start: date, end: date):
     event_date, category, provider."""
     _check_range(start, end)
     wh = open_warehouse(warehouse)
-    return _read(wh, "delivery_outcomes",
-                 "SELECT * FROM delivery_outcomes WHERE event_date BETWEEN @start_date AND @end_date "
-                 "ORDER BY event_date, category, provider",
-                 {"start_date": start, "end_date": end})
+    return _read(
+        wh,
+        "delivery_outcomes",
+        "SELECT * FROM delivery_outcomes WHERE event_date BETWEEN @start_date AND @end_date "
+        "ORDER BY event_date, category, provider",
+        {"start_date": start, "end_date": end},
+    )
 
 
 def read_suppressions(warehouse: str | Warehouse, since: date, until: date | None = None):
@@ -291,14 +359,19 @@ def read_suppressions(warehouse: str | Warehouse, since: date, until: date | Non
     until = until or datetime.now(timezone.utc).date()
     _check_range(since, until)
     wh = open_warehouse(warehouse)
-    return _read(wh, "suppressions", """
+    return _read(
+        wh,
+        "suppressions",
+        """
         SELECT email_hash, MAX(recipient_domain) AS recipient_domain,
                ARRAY_AGG(DISTINCT reason ORDER BY reason) AS reasons,
                MIN(first_seen) AS first_seen, MAX(last_seen) AS last_seen
         FROM suppressions
         WHERE event_date BETWEEN @start_date AND @end_date
         GROUP BY email_hash
-        ORDER BY email_hash""", {"start_date": since, "end_date": until})
+        ORDER BY email_hash""",
+        {"start_date": since, "end_date": until},
+    )
 
 
 def summarize_by_category(df):

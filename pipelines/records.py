@@ -18,6 +18,7 @@ Whatever a file holds, reading it is bounded (docs/poison-records.md):
 - JSON nested deeper than :data:`MAX_JSON_DEPTH` is not parsed into objects: it becomes
   a dead letter with that reason (nothing downstream recurses on untrusted depth).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -57,7 +58,7 @@ class SkippedRecord(NamedTuple):
     """A record that was not held whole: a chunk of its own (see :func:`read_chunks`)."""
 
     size: int | None  # its length in bytes (None: unknown, e.g. the rest of a corrupt gzip)
-    preview: bytes    # its first bytes (at most PREVIEW_BYTES)
+    preview: bytes  # its first bytes (at most PREVIEW_BYTES)
     reason: str
 
 
@@ -73,11 +74,14 @@ class RawPreview(bytes):
 
 
 def too_large(size: int, limit: int) -> str:
-    return (f"record of {size:,} bytes is over the {limit:,}-byte limit "
-            f"(--max-record-bytes); not parsed")
+    return (
+        f"record of {size:,} bytes is over the {limit:,}-byte limit "
+        f"(--max-record-bytes); not parsed"
+    )
 
 
 # -- decompression --------------------------------------------------------------------
+
 
 def decompress(data: bytes) -> bytes:
     """Gunzip when the bytes are gzip (by magic number, not by file name)."""
@@ -153,25 +157,30 @@ class read_blocks:  # noqa: N801 - used like a generator function
                         if not data:
                             break
                         if data[:2] != GZIP_MAGIC:
-                            self.problem = (f"data after gzip member ending at {out_bytes:,} "
-                                            "bytes is not gzip; re-fetch the file")
+                            self.problem = (
+                                f"data after gzip member ending at {out_bytes:,} "
+                                "bytes is not gzip; re-fetch the file"
+                            )
                             return
                         d = zlib.decompressobj(16 + zlib.MAX_WBITS)
                         continue
                     data = d.unconsumed_tail
             except zlib.error as exc:
-                self.problem = (f"corrupt gzip data after {out_bytes:,} bytes ({exc}); "
-                                "re-fetch the file")
+                self.problem = (
+                    f"corrupt gzip data after {out_bytes:,} bytes ({exc}); re-fetch the file"
+                )
                 return
             data = self.fh.read(self.block)
             if not data:
                 if not d.eof:
-                    self.problem = (f"gzip stream truncated after {out_bytes:,} bytes; "
-                                    "re-fetch the file")
+                    self.problem = (
+                        f"gzip stream truncated after {out_bytes:,} bytes; re-fetch the file"
+                    )
                 return
 
 
 # -- parsing one record ---------------------------------------------------------------
+
 
 def parse_json(raw: bytes) -> tuple[Any, str | None]:
     """(value, None) or (None, reason). orjson first; stdlib json for what orjson refuses
@@ -205,8 +214,11 @@ def _parse(raw, positions: bool = False) -> tuple[Any, str | None, str | None]:
         doc = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         if positions:
-            return None, (f"not JSON: {exc.msg} (line {exc.lineno} column {exc.colno} "
-                          "of the record)"), "invalid"
+            return (
+                None,
+                (f"not JSON: {exc.msg} (line {exc.lineno} column {exc.colno} of the record)"),
+                "invalid",
+            )
         msg = str(first).split(":")[0] if str(first) else "invalid JSON"
         return None, f"not JSON: {msg}", "invalid"
     except RecursionError:
@@ -282,8 +294,9 @@ _NEXT_RECORD_LINE = re.compile(rb'\n(?=[^ \t\r\n}\],"\-0-9])')
 NEEDS_MORE = -1
 
 
-def document_end(data, pos: int, end: int, hint: int = 4096, ascii_only: bool | None = None
-                 ) -> int | None:
+def document_end(
+    data, pos: int, end: int, hint: int = 4096, ascii_only: bool | None = None
+) -> int | None:
     """End of the JSON document at ``data[pos]`` (an opening bracket), found by orjson on
     a window of ``data[pos:end]`` that grows from ``hint`` bytes (about the size of the
     documents around it): orjson stops where the document stops and says where that is.
@@ -316,8 +329,9 @@ def document_end(data, pos: int, end: int, hint: int = 4096, ascii_only: bool | 
     return stop
 
 
-def scan_document(data, pos: int, end: int, depth: int = 0, in_string: bool = False,
-                  max_depth: int | None = None) -> tuple[str, int, int, bool]:
+def scan_document(
+    data, pos: int, end: int, depth: int = 0, in_string: bool = False, max_depth: int | None = None
+) -> tuple[str, int, int, bool]:
     """Where the JSON document at ``data[pos]`` (an opening bracket, or a resumed state)
     closes, without parsing it: ``("closed", end_of_document, 0, False)``; ``("open", p,
     depth, in_string)`` when ``end`` comes first (resume from ``p`` with the same state
@@ -366,6 +380,7 @@ def scan_document(data, pos: int, end: int, depth: int = 0, in_string: bool = Fa
 
 
 # -- records of one chunk -------------------------------------------------------------
+
 
 def iter_records(data) -> Iterator[RawRecord]:
     """Records of one (already decompressed) chunk or file, in order.
@@ -444,6 +459,7 @@ def iter_records(data) -> Iterator[RawRecord]:
 
 # -- chunks of one file, read as a stream ---------------------------------------------
 
+
 class _Stream:
     """Decompressed bytes in blocks, consumed line by line (holding at most a line's
     limit plus a block)."""
@@ -460,7 +476,7 @@ class _Stream:
         for block in self._blocks:
             if block:
                 if self._pos and self._pos * 2 >= len(self._buf):
-                    del self._buf[:self._pos]
+                    del self._buf[: self._pos]
                     self._pos = 0
                 self._buf += block
                 return True
@@ -517,7 +533,7 @@ class _Chunker:
         self.pending_bytes = 0
         self.pending_records = 0
         self.first_line = 1  # line of pending[0]
-        self.span_at = 0     # index in pending where the record being read began
+        self.span_at = 0  # index in pending where the record being read began
         self.span_bytes = 0
 
     def span_complete(self) -> bool:
@@ -530,7 +546,7 @@ class _Chunker:
         i = _WS.match(first).end()
         if i >= len(first) or first[i] not in _OPENERS:
             return True
-        span = b"".join(self.pending[self.span_at:])
+        span = b"".join(self.pending[self.span_at :])
         return scan_document(span, i, len(span))[0] == "closed"
 
     def flush(self, upto: int | None = None) -> Iterator[tuple[int, Any]]:
@@ -543,9 +559,12 @@ class _Chunker:
         self.pending_bytes = self.pending_records = self.span_at = self.span_bytes = 0
 
 
-def read_chunks(blocks: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LINES,
-                max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, Any]]:
+def read_chunks(
+    blocks: Iterable[bytes],
+    chunk_lines: int = DEFAULT_CHUNK_LINES,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Iterator[tuple[int, Any]]:
     """(first line number, chunk) for one file's decompressed bytes, read as a stream.
 
     A chunk is the file's exact bytes for whole records (lines, or back-to-back documents
@@ -579,7 +598,7 @@ def read_chunks(blocks: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LINES,
                 ck.pending_bytes += len(data)
                 continue
             # A record over several lines grew past the limit: skip the rest of it.
-            head = b"".join(ck.pending[ck.span_at:]) + data
+            head = b"".join(ck.pending[ck.span_at :]) + data
         elif data[0] in _OPENERS:
             # A long line that starts a document: documents back to back, or one too large.
             yield from ck.flush()
@@ -589,7 +608,7 @@ def read_chunks(blocks: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LINES,
         else:
             if starts_record or ck.span_complete():
                 ck.span_at, ck.span_bytes = len(ck.pending), 0
-            head = b"".join(ck.pending[ck.span_at:]) + data
+            head = b"".join(ck.pending[ck.span_at :]) + data
             ck.span_bytes += len(data) + stream.skip_line()
         # The record goes on over the lines that continue it; none of it is held.
         size, skip_first = ck.span_bytes, ck.first_line + ck.span_at
@@ -609,8 +628,7 @@ def read_chunks(blocks: Iterable[bytes], chunk_lines: int = DEFAULT_CHUNK_LINES,
     yield from ck.flush()
 
 
-def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
-                     ) -> Iterator[tuple[int, Any]]:
+def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker) -> Iterator[tuple[int, Any]]:
     """A line longer than the record limit that starts a document: documents back to back
     (a Firehose object without newlines), cut into chunks between documents. A document
     over the limit is skipped with the rest of the line; one nested too deep is passed on
@@ -659,8 +677,10 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
         if end == NEEDS_MORE and not line_done:  # a document over the limit
             yield from emit()
             size = len(window) - start + stream.skip_line()
-            yield line_no, SkippedRecord(size, window[start:start + PREVIEW_BYTES],
-                                         too_large(size, limit))
+            yield (
+                line_no,
+                SkippedRecord(size, window[start : start + PREVIEW_BYTES], too_large(size, limit)),
+            )
             return
         if end is not None and end != NEEDS_MORE:
             piece.append(window[start:end])
@@ -671,8 +691,9 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
             continue
         scan_pos, depth, in_string = start, 0, False
         while True:
-            status, p, depth, in_string = scan_document(window, scan_pos, len(window),
-                                                        depth, in_string)
+            status, p, depth, in_string = scan_document(
+                window, scan_pos, len(window), depth, in_string
+            )
             if status == "closed":
                 piece.append(window[start:p])
                 piece_bytes += p - start
@@ -682,8 +703,12 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
             if not line_done and held >= limit:
                 yield from emit()
                 size = held + stream.skip_line()
-                yield line_no, SkippedRecord(size, window[start:start + PREVIEW_BYTES],
-                                             too_large(size, limit))
+                yield (
+                    line_no,
+                    SkippedRecord(
+                        size, window[start : start + PREVIEW_BYTES], too_large(size, limit)
+                    ),
+                )
                 return
             if line_done:  # the line ends inside the document: a truncated one
                 piece.append(window[start:])
@@ -697,9 +722,12 @@ def _split_long_line(stream, head: bytes, line_no: int, ck: _Chunker
     yield from emit()
 
 
-def split_chunks(data: bytes, chunk_lines: int = DEFAULT_CHUNK_LINES,
-                 max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[tuple[int, Any]]:
+def split_chunks(
+    data: bytes,
+    chunk_lines: int = DEFAULT_CHUNK_LINES,
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+) -> Iterator[tuple[int, Any]]:
     """:func:`read_chunks` of bytes already in memory: (first line number, chunk) on
     record boundaries; a pretty-printed document is never split."""
     if not data.strip():
@@ -707,8 +735,11 @@ def split_chunks(data: bytes, chunk_lines: int = DEFAULT_CHUNK_LINES,
     return read_chunks([data], chunk_lines, max_record_bytes, chunk_bytes)
 
 
-def read_records(blocks: Iterable[bytes], max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-                 chunk_lines: int = DEFAULT_CHUNK_LINES) -> Iterator[RawRecord]:
+def read_records(
+    blocks: Iterable[bytes],
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+    chunk_lines: int = DEFAULT_CHUNK_LINES,
+) -> Iterator[RawRecord]:
     """Every record of one file (its decompressed bytes, in blocks), with file line
     numbers: :func:`read_chunks` then :func:`iter_records`."""
     for first, chunk in read_chunks(blocks, chunk_lines, max_record_bytes):

@@ -23,6 +23,7 @@ request's timeout is cut to what is left, and a call with nothing left is skippe
 failure is logged and the caller gets its result (measured before: a 429 with
 ``Retry-After: 60`` held a watch result for 186 s).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,11 +77,13 @@ class SlackConfig:
             raise SlackConfigError(
                 f"{TOKEN_ENV} is set but {CHANNEL_ENV} is not: set {CHANNEL_ENV} to the "
                 "channel to post to (an ID such as C0123456789, or #name), or unset "
-                f"{TOKEN_ENV} to print summaries to the console")
+                f"{TOKEN_ENV} to print summaries to the console"
+            )
         api_url = environ.get(API_URL_ENV, "").strip() or DEFAULT_API_URL
         if not api_url.startswith(("http://", "https://")):
-            raise SlackConfigError(f"{API_URL_ENV}={api_url!r} is not an http(s) URL; use "
-                                   "e.g. https://slack.com/api/")
+            raise SlackConfigError(
+                f"{API_URL_ENV}={api_url!r} is not an http(s) URL; use e.g. https://slack.com/api/"
+            )
         return cls(token=token, channel=channel, api_url=_with_slash(api_url))
 
 
@@ -142,16 +145,19 @@ class NotifyBudget:
     def explain(self, message: str) -> str:
         """``message``, saying when the budget cut the retries short."""
         if self.exhausted:
-            return (f"{message} (retries stopped by the notification budget of "
-                    f"{self.seconds:.0f}s, SlackRetryPolicy.total_budget)")
+            return (
+                f"{message} (retries stopped by the notification budget of "
+                f"{self.seconds:.0f}s, SlackRetryPolicy.total_budget)"
+            )
         return message
 
     def fit_request_timeout(self, request_timeout: float) -> None:
         """The next request may take at most what is left (at least 0.1 s)."""
         left = self.remaining()
         if self.client is not None:
-            self.client.timeout = (request_timeout if left is None
-                                   else max(0.1, min(float(request_timeout), left)))
+            self.client.timeout = (
+                request_timeout if left is None else max(0.1, min(float(request_timeout), left))
+            )
 
 
 def _retry_after(response) -> float | None:
@@ -169,9 +175,13 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
     """slack_sdk's 429 handler, waiting exactly ``Retry-After`` through an injectable
     sleep, and giving up when Slack asks for more than ``max_retry_after`` seconds."""
 
-    def __init__(self, max_retry_count: int, max_retry_after: float,
-                 sleep: Callable[[float], None] = time.sleep,
-                 budget: NotifyBudget | None = None):
+    def __init__(
+        self,
+        max_retry_count: int,
+        max_retry_after: float,
+        sleep: Callable[[float], None] = time.sleep,
+        budget: NotifyBudget | None = None,
+    ):
         super().__init__(max_retry_count=max_retry_count)
         self.max_retry_after = max_retry_after
         self._sleep = sleep
@@ -182,14 +192,20 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
             return False
         wait = _retry_after(response)
         if wait is not None and wait > self.max_retry_after:
-            log.error("Slack rate limit: asked to wait %.0fs (more than %.0fs); giving up",
-                      wait, self.max_retry_after)
+            log.error(
+                "Slack rate limit: asked to wait %.0fs (more than %.0fs); giving up",
+                wait,
+                self.max_retry_after,
+            )
             return False
         if self._budget is not None and not self._budget.fits(1.0 if wait is None else wait):
-            log.error("Slack rate limit: asked to wait %.0fs, more than the %.1fs left of the "
-                      "notification budget (%.0fs); giving up so the result is not held",
-                      1.0 if wait is None else wait, self._budget.remaining(),
-                      self._budget.seconds)
+            log.error(
+                "Slack rate limit: asked to wait %.0fs, more than the %.1fs left of the "
+                "notification budget (%.0fs); giving up so the result is not held",
+                1.0 if wait is None else wait,
+                self._budget.remaining(),
+                self._budget.seconds,
+            )
             return False
         return True
 
@@ -218,15 +234,18 @@ class _SleepInjected:
     request_timeout: float = DEFAULT_SLACK_RETRY_POLICY.request_timeout
 
     def _can_retry(self, *, state, request, response=None, error=None) -> bool:
-        if not super()._can_retry(state=state, request=request, response=response,
-                                  error=error):
+        if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
         # the shortest backoff of the next attempt (without jitter) must fit the budget
-        shortest = self._backoff_factor * (2 ** state.current_attempt)
+        shortest = self._backoff_factor * (2**state.current_attempt)
         if self._budget is not None and not self._budget.fits(shortest):
-            log.error("Slack error on %s: a retry would exceed the notification budget "
-                      "(%.1fs of %.0fs left); giving up so the result is not held",
-                      request.url, self._budget.remaining(), self._budget.seconds)
+            log.error(
+                "Slack error on %s: a retry would exceed the notification budget "
+                "(%.1fs of %.0fs left); giving up so the result is not held",
+                request.url,
+                self._budget.remaining(),
+                self._budget.seconds,
+            )
             return False
         return True
 
@@ -245,48 +264,70 @@ class _SleepInjected:
 
 
 class BackoffServerErrorHandler(_SleepInjected, ServerErrorRetryHandler):
-    def __init__(self, max_retry_count: int, backoff_factor: float,
-                 sleep: Callable[[float], None] = time.sleep,
-                 budget: NotifyBudget | None = None):
-        super().__init__(max_retry_count=max_retry_count,
-                         interval_calculator=BackoffRetryIntervalCalculator(backoff_factor))
+    def __init__(
+        self,
+        max_retry_count: int,
+        backoff_factor: float,
+        sleep: Callable[[float], None] = time.sleep,
+        budget: NotifyBudget | None = None,
+    ):
+        super().__init__(
+            max_retry_count=max_retry_count,
+            interval_calculator=BackoffRetryIntervalCalculator(backoff_factor),
+        )
         self._sleep = sleep
         self._budget = budget
         self._backoff_factor = backoff_factor
 
 
 class BackoffConnectionErrorHandler(_SleepInjected, ConnectionErrorRetryHandler):
-    def __init__(self, max_retry_count: int, backoff_factor: float,
-                 sleep: Callable[[float], None] = time.sleep,
-                 budget: NotifyBudget | None = None):
-        super().__init__(max_retry_count=max_retry_count,
-                         interval_calculator=BackoffRetryIntervalCalculator(backoff_factor))
+    def __init__(
+        self,
+        max_retry_count: int,
+        backoff_factor: float,
+        sleep: Callable[[float], None] = time.sleep,
+        budget: NotifyBudget | None = None,
+    ):
+        super().__init__(
+            max_retry_count=max_retry_count,
+            interval_calculator=BackoffRetryIntervalCalculator(backoff_factor),
+        )
         self._sleep = sleep
         self._budget = budget
         self._backoff_factor = backoff_factor
 
 
-def retry_handlers(policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
-                   sleep: Callable[[float], None] = time.sleep,
-                   budget: NotifyBudget | None = None) -> list:
+def retry_handlers(
+    policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+    budget: NotifyBudget | None = None,
+) -> list:
     handlers = [
         RetryAfterHandler(policy.rate_limit_retries, policy.max_retry_after, sleep, budget),
-        BackoffServerErrorHandler(policy.server_error_retries, policy.backoff_factor, sleep,
-                                  budget),
-        BackoffConnectionErrorHandler(policy.connection_error_retries, policy.backoff_factor,
-                                      sleep, budget),
+        BackoffServerErrorHandler(
+            policy.server_error_retries, policy.backoff_factor, sleep, budget
+        ),
+        BackoffConnectionErrorHandler(
+            policy.connection_error_retries, policy.backoff_factor, sleep, budget
+        ),
     ]
     for h in handlers:
         h.request_timeout = policy.request_timeout
     return handlers
 
 
-def make_client(config: SlackConfig, policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
-                sleep: Callable[[float], None] = time.sleep,
-                budget: NotifyBudget | None = None) -> WebClient:
-    client = WebClient(token=config.token, base_url=config.api_url,
-                       timeout=policy.request_timeout,
-                       retry_handlers=retry_handlers(policy, sleep, budget))
+def make_client(
+    config: SlackConfig,
+    policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+    budget: NotifyBudget | None = None,
+) -> WebClient:
+    client = WebClient(
+        token=config.token,
+        base_url=config.api_url,
+        timeout=policy.request_timeout,
+        retry_handlers=retry_handlers(policy, sleep, budget),
+    )
     if budget is not None:
         budget.client = client
     return client
@@ -299,7 +340,7 @@ _ADVICE = {
     "account_inactive": f"the token's app or user was deactivated: issue a new {TOKEN_ENV}",
     "token_revoked": f"the token was revoked: issue a new {TOKEN_ENV}",
     "channel_not_found": f"no such channel: check {CHANNEL_ENV} (use the channel ID, "
-                         "e.g. C0123456789) and invite the bot to it",
+    "e.g. C0123456789) and invite the bot to it",
     "not_in_channel": f"the bot is not a member of {CHANNEL_ENV}: run /invite @your-bot there",
     "is_archived": f"the channel is archived: set {CHANNEL_ENV} to an active channel",
     "missing_scope": "the token lacks a scope: add chat:write and files:write to the app",
@@ -343,10 +384,15 @@ class NotifyReport:
 class SlackNotifier:
     """Posts to one channel. Every method logs Slack failures and returns; none raises."""
 
-    def __init__(self, config: SlackConfig, *, client: WebClient | None = None,
-                 policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        config: SlackConfig,
+        *,
+        client: WebClient | None = None,
+        policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.config = config
         self.policy = policy
         self._budget = NotifyBudget(policy.total_budget, clock)
@@ -377,8 +423,10 @@ class SlackNotifier:
         cuts the next request's timeout to what is left."""
         left = self._budget.remaining()
         if left is not None and left <= 0:
-            msg = (f"Slack {what} skipped: the notification budget of "
-                   f"{self._budget.seconds:.0f}s is used up (SlackRetryPolicy.total_budget)")
+            msg = (
+                f"Slack {what} skipped: the notification budget of "
+                f"{self._budget.seconds:.0f}s is used up (SlackRetryPolicy.total_budget)"
+            )
             log.error(msg)
             if errors is not None:
                 errors.append(msg)
@@ -386,23 +434,35 @@ class SlackNotifier:
         self._budget.fit_request_timeout(self.policy.request_timeout)
         return False
 
-    def post_message(self, text: str, *, blocks: list[dict] | None = None,
-                     thread_ts: str | None = None, channel: str | None = None,
-                     errors: list[str] | None = None) -> dict[str, str] | None:
+    def post_message(
+        self,
+        text: str,
+        *,
+        blocks: list[dict] | None = None,
+        thread_ts: str | None = None,
+        channel: str | None = None,
+        errors: list[str] | None = None,
+    ) -> dict[str, str] | None:
         """Post ``text`` (the notification / fallback text) with optional Block Kit
         ``blocks``. Returns ``{"channel": id, "ts": ts}``, or None after logging a failure
         (also appended to ``errors`` when given). Bounded by the notification budget."""
         with self.budget():
-            return self._post_message(text, blocks=blocks, thread_ts=thread_ts,
-                                      channel=channel, errors=errors)
+            return self._post_message(
+                text, blocks=blocks, thread_ts=thread_ts, channel=channel, errors=errors
+            )
 
     def _post_message(self, text, *, blocks, thread_ts, channel, errors):
         if self._out_of_budget("chat.postMessage", errors):
             return None
         try:
             resp = self.client.chat_postMessage(
-                channel=channel or self.config.channel, text=text, blocks=blocks,
-                thread_ts=thread_ts, unfurl_links=False, unfurl_media=False)
+                channel=channel or self.config.channel,
+                text=text,
+                blocks=blocks,
+                thread_ts=thread_ts,
+                unfurl_links=False,
+                unfurl_media=False,
+            )
         except SLACK_ERRORS as exc:
             msg = self._budget.explain(f"Slack chat.postMessage failed: {describe_error(exc)}")
             log.error(msg)
@@ -411,29 +471,48 @@ class SlackNotifier:
             return None
         return {"channel": resp.get("channel"), "ts": resp.get("ts")}
 
-    def upload_file(self, filename: str, content: str | bytes, *, title: str | None = None,
-                    thread_ts: str | None = None, channel: str | None = None,
-                    initial_comment: str | None = None,
-                    errors: list[str] | None = None) -> str | None:
+    def upload_file(
+        self,
+        filename: str,
+        content: str | bytes,
+        *,
+        title: str | None = None,
+        thread_ts: str | None = None,
+        channel: str | None = None,
+        initial_comment: str | None = None,
+        errors: list[str] | None = None,
+    ) -> str | None:
         """Upload a file (files_upload_v2) into the channel, in a thread when
         ``thread_ts`` is given. Returns the file id, or None after logging a failure."""
         with self.budget():
             if self._out_of_budget(f"file upload of {filename}", errors):
                 return None
-            return self._upload_file(filename, content, title=title, thread_ts=thread_ts,
-                                     channel=channel, initial_comment=initial_comment,
-                                     errors=errors)
+            return self._upload_file(
+                filename,
+                content,
+                title=title,
+                thread_ts=thread_ts,
+                channel=channel,
+                initial_comment=initial_comment,
+                errors=errors,
+            )
 
-    def _upload_file(self, filename, content, *, title, thread_ts, channel, initial_comment,
-                     errors):
+    def _upload_file(
+        self, filename, content, *, title, thread_ts, channel, initial_comment, errors
+    ):
         try:
             resp = self.client.files_upload_v2(
-                filename=filename, content=content, title=title or filename,
-                channel=channel or self.config.channel, thread_ts=thread_ts,
-                initial_comment=initial_comment)
+                filename=filename,
+                content=content,
+                title=title or filename,
+                channel=channel or self.config.channel,
+                thread_ts=thread_ts,
+                initial_comment=initial_comment,
+            )
         except SLACK_ERRORS as exc:
             msg = self._budget.explain(
-                f"Slack file upload of {filename} failed: {describe_error(exc)}")
+                f"Slack file upload of {filename} failed: {describe_error(exc)}"
+            )
             log.error(msg)
             if errors is not None:
                 errors.append(msg)
@@ -449,18 +528,22 @@ class SlackNotifier:
 
     def _post_watch_summary(self, result: "WatchResult") -> NotifyReport:
         report = NotifyReport()
-        posted = self.post_message(summary_text(result), blocks=watch_blocks(result),
-                                   errors=report.errors)
+        posted = self.post_message(
+            summary_text(result), blocks=watch_blocks(result), errors=report.errors
+        )
         if posted is None:
             return report
         report.channel, report.ts = posted["channel"], posted["ts"]
         failed = result.failed
         if failed:
             report.file_id = self.upload_file(
-                csv_filename(result), failed_recipients_csv(result),
+                csv_filename(result),
+                failed_recipients_csv(result),
                 title=f"{len(failed)} bounced or dropped recipients",
-                thread_ts=report.ts, channel=report.channel or self.config.channel,
-                errors=report.errors)
+                thread_ts=report.ts,
+                channel=report.channel or self.config.channel,
+                errors=report.errors,
+            )
         return report
 
 
@@ -480,8 +563,11 @@ class ConsoleNotifier:
 
     def upload_file(self, filename: str, content: str | bytes, **_: Any) -> None:
         print(f"[{filename}]", file=self.stream)
-        print(content.decode("utf-8") if isinstance(content, bytes) else content,
-              file=self.stream, flush=True)
+        print(
+            content.decode("utf-8") if isinstance(content, bytes) else content,
+            file=self.stream,
+            flush=True,
+        )
         return None
 
     def post_watch_summary(self, result: "WatchResult") -> NotifyReport:
@@ -489,11 +575,14 @@ class ConsoleNotifier:
         return NotifyReport()
 
 
-def notifier_from_env(environ: Mapping[str, str] | None = None, *,
-                      policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
-                      sleep: Callable[[float], None] = time.sleep,
-                      clock: Callable[[], float] = time.monotonic,
-                      stream: TextIO | None = None) -> "SlackNotifier | ConsoleNotifier":
+def notifier_from_env(
+    environ: Mapping[str, str] | None = None,
+    *,
+    policy: SlackRetryPolicy = DEFAULT_SLACK_RETRY_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    stream: TextIO | None = None,
+) -> "SlackNotifier | ConsoleNotifier":
     """A SlackNotifier when ``SLACK_BOT_TOKEN`` is set, else a ConsoleNotifier.
     Raises :class:`SlackConfigError` when the token is set without a channel."""
     config = SlackConfig.from_env(environ)

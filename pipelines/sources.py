@@ -17,6 +17,7 @@ single prefix listing). Objects the layout does not accept are counted with the 
 (``extension``, ``key pattern``, ``not published yet``, ``empty``, ``symlink outside the
 archive``), so a load that finds nothing can say why.
 """
+
 from __future__ import annotations
 
 import logging
@@ -41,7 +42,8 @@ UNPUBLISHED_SUFFIXES = (".part", ".open", ".tmp", ".partial")
 #: Firehose's default object name: <stream>-<version>-YYYY-MM-DD-HH-MM-SS-<id>[.gz]
 FIREHOSE_NAME = re.compile(
     r"^(?P<stream>.+)-(?P<version>\d+)-(?P<ts>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})-"
-    r"(?P<id>[0-9A-Za-z][0-9A-Za-z-]*)(?P<ext>(?:\.[A-Za-z0-9]+){0,2})$")
+    r"(?P<id>[0-9A-Za-z][0-9A-Za-z-]*)(?P<ext>(?:\.[A-Za-z0-9]+){0,2})$"
+)
 
 
 class SourceError(ValueError):
@@ -56,11 +58,14 @@ class Source:
 
     def __post_init__(self):
         if self.provider not in PROVIDERS:
-            raise SourceError(f"unknown provider {self.provider!r} in a source; use one of "
-                              f"{', '.join(PROVIDERS)} (PROVIDER=URI)")
+            raise SourceError(
+                f"unknown provider {self.provider!r} in a source; use one of "
+                f"{', '.join(PROVIDERS)} (PROVIDER=URI)"
+            )
         if self.layout not in LAYOUTS:
-            raise SourceError(f"unknown layout {self.layout!r}; use ?layout=hourly or "
-                              "?layout=firehose")
+            raise SourceError(
+                f"unknown layout {self.layout!r}; use ?layout=hourly or ?layout=firehose"
+            )
 
     @property
     def spec(self) -> str:
@@ -85,14 +90,18 @@ def parse_source(spec: str) -> Source:
     """``PROVIDER=URI[?layout=hourly|firehose]`` -> Source."""
     provider, sep, rest = spec.partition("=")
     if not sep or not rest.strip():
-        raise SourceError(f"--source {spec!r}: use PROVIDER=URI[?layout=hourly|firehose], "
-                          "e.g. ses=s3://bucket/firehose-prefix?layout=firehose")
+        raise SourceError(
+            f"--source {spec!r}: use PROVIDER=URI[?layout=hourly|firehose], "
+            "e.g. ses=s3://bucket/firehose-prefix?layout=firehose"
+        )
     uri, _, query = rest.partition("?")
     opts = dict(parse_qsl(query, keep_blank_values=True))
     unknown = set(opts) - {"layout"}
     if unknown:
-        raise SourceError(f"--source {spec!r}: unknown option {sorted(unknown)[0]!r}; "
-                          "the only option is ?layout=hourly|firehose")
+        raise SourceError(
+            f"--source {spec!r}: unknown option {sorted(unknown)[0]!r}; "
+            "the only option is ?layout=hourly|firehose"
+        )
     return Source(provider.strip().lower(), _clean_root(uri), opts.get("layout", "hourly"))
 
 
@@ -102,9 +111,13 @@ def archive_sources(archive: str) -> list[Source]:
     return [Source(p, f"{root}/{p}") for p in PROVIDERS]
 
 
-def resolve_sources(archive: str | None, specs: Iterable[str] = (), *,
-                    default_archive: str | None = None,
-                    environ: Mapping[str, str] | None = None) -> list[Source]:
+def resolve_sources(
+    archive: str | None,
+    specs: Iterable[str] = (),
+    *,
+    default_archive: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> list[Source]:
     """The sources a command reads: ``--archive`` (or the default archive when no source
     is given at all) plus each ``--source``; ``MAILPULSE_SOURCES`` when neither is given."""
     environ = os.environ if environ is None else environ
@@ -179,6 +192,7 @@ def _inside(path: str, root_real: str) -> bool:
 def list_day(source: Source, day: date) -> Listing:
     """The archive files of ``source`` for one day (one listing call)."""
     from apache_beam.io.filesystems import FileSystems
+
     out = Listing()
     pattern = source.day_glob(day)
     out.looked_in.append(pattern)
@@ -192,16 +206,22 @@ def list_day(source: Source, day: date) -> Listing:
             reason = "empty"
         if reason is None and source.is_local() and not _inside(m.path, root_real):
             reason = "symlink outside the archive"
-            log.warning("skipping %s: it is a symlink that leads outside the archive %s",
-                        m.path, source.root)
+            log.warning(
+                "skipping %s: it is a symlink that leads outside the archive %s",
+                m.path,
+                source.root,
+            )
         if reason is None and source.is_local() and os.path.isdir(m.path):
             reason = "directory"
         if reason:
             out.skip(reason, m.path)
             continue
         gen = m.last_updated_in_seconds
-        out.files.append(ArchiveFile(m.path, source.provider, day, int(m.size_in_bytes),
-                                     f"{gen:.6f}" if gen else ""))
+        out.files.append(
+            ArchiveFile(
+                m.path, source.provider, day, int(m.size_in_bytes), f"{gen:.6f}" if gen else ""
+            )
+        )
     out.files.sort()
     return out
 
@@ -220,28 +240,46 @@ def explain_empty(listing: Listing, sources: list[Source], days: list[date]) -> 
     """Why a load found nothing: where it looked and what it skipped."""
     span = (f"{days[0]}" if len(days) == 1 else f"{days[0]}..{days[-1]}") if days else "?"
     parts = [f"no archive files for {span}."]
-    parts.append("Looked in: " + "; ".join(
-        (f"{s.root}/{days[0]:%Y/%m/%d}/*/*" if len(days) == 1 else
-         f"{s.root}/YYYY/MM/DD/*/* ({s.layout})") for s in sources) + ".")
+    parts.append(
+        "Looked in: "
+        + "; ".join(
+            (
+                f"{s.root}/{days[0]:%Y/%m/%d}/*/*"
+                if len(days) == 1
+                else f"{s.root}/YYYY/MM/DD/*/* ({s.layout})"
+            )
+            for s in sources
+        )
+        + "."
+    )
     if listing.objects_seen:
-        why = ", ".join(f"{n} by {reason} (e.g. {listing.examples[reason]})"
-                        for reason, n in sorted(listing.skipped.items()))
+        why = ", ".join(
+            f"{n} by {reason} (e.g. {listing.examples[reason]})"
+            for reason, n in sorted(listing.skipped.items())
+        )
         parts.append(f"{listing.objects_seen} objects there were skipped: {why}.")
         if listing.skipped.get("key pattern"):
             parts.append("Firehose objects are named <stream>-<n>-YYYY-MM-DD-HH-MM-SS-<id>[.gz].")
         if listing.skipped.get("extension"):
-            parts.append("The hourly layout reads " + ", ".join(ARCHIVE_SUFFIXES) +
-                         "; for Kinesis Firehose objects use "
-                         "--source PROVIDER=URI?layout=firehose.")
+            parts.append(
+                "The hourly layout reads "
+                + ", ".join(ARCHIVE_SUFFIXES)
+                + "; for Kinesis Firehose objects use "
+                "--source PROVIDER=URI?layout=firehose."
+            )
     else:
-        parts.append("No objects at all there: check the prefix, the date (--date / --days) "
-                     "and that the layout is <root>/YYYY/MM/DD/HH/<file>.")
+        parts.append(
+            "No objects at all there: check the prefix, the date (--date / --days) "
+            "and that the layout is <root>/YYYY/MM/DD/HH/<file>."
+        )
     foreign = _foreign_provider_folders(sources, days)
     if foreign:
-        parts.append("Objects in folders that are not provider folders: " + ", ".join(
-            f"{n} in {folder!r}" for folder, n in sorted(foreign.items())) +
-            " (the archive layout is <archive>/{sendgrid,ses,cmc}/YYYY/MM/DD/HH/; "
-            "use --source PROVIDER=URI for another folder).")
+        parts.append(
+            "Objects in folders that are not provider folders: "
+            + ", ".join(f"{n} in {folder!r}" for folder, n in sorted(foreign.items()))
+            + " (the archive layout is <archive>/{sendgrid,ses,cmc}/YYYY/MM/DD/HH/; "
+            "use --source PROVIDER=URI for another folder)."
+        )
     parts.append("Pass --allow-empty if an empty window is expected.")
     return " ".join(parts)
 
@@ -250,8 +288,12 @@ def _foreign_provider_folders(sources: list[Source], days: list[date]) -> dict[s
     """For archive-layout sources: objects of these days under folders that are not a
     provider's (``<archive>/<folder>/YYYY/MM/DD/*/*``). Only computed for the error path."""
     from apache_beam.io.filesystems import FileSystems
-    archives = {s.root.rsplit("/", 1)[0] for s in sources
-                if s.layout == "hourly" and s.root.rsplit("/", 1)[-1] == s.provider}
+
+    archives = {
+        s.root.rsplit("/", 1)[0]
+        for s in sources
+        if s.layout == "hourly" and s.root.rsplit("/", 1)[-1] == s.provider
+    }
     found: dict[str, int] = {}
     for archive in sorted(archives):
         for d in days[-3:]:
@@ -261,7 +303,7 @@ def _foreign_provider_folders(sources: list[Source], days: list[date]) -> dict[s
                 log.debug("diagnostic listing failed: %s", exc)
                 continue
             for m in metas:
-                folder = m.path[len(archive) + 1:].split("/", 1)[0]
+                folder = m.path[len(archive) + 1 :].split("/", 1)[0]
                 if folder not in PROVIDERS:
                     found[folder] = found.get(folder, 0) + 1
     return found

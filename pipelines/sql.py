@@ -18,6 +18,7 @@ dropped with a warning, because partitioning is each backend's own DDL
 ``project.dataset.table`` names) are not used by this project's SQL; write queries
 with bare table names and avoid them, or add a rewrite here with a test.
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,9 +51,13 @@ def _in_unnest_to_list_contains(node: exp.Expression) -> exp.Expression:
     if len(unnest.expressions) != 1 or unnest.args.get("offset"):
         return node
     arr = unnest.expressions[0]
-    empty = exp.or_(exp.Is(this=arr.copy(), expression=exp.Null()),
-                    exp.EQ(this=exp.Anonymous(this="len", expressions=[arr.copy()]),
-                           expression=exp.Literal.number(0)))
+    empty = exp.or_(
+        exp.Is(this=arr.copy(), expression=exp.Null()),
+        exp.EQ(
+            this=exp.Anonymous(this="len", expressions=[arr.copy()]),
+            expression=exp.Literal.number(0),
+        ),
+    )
     contains = exp.Anonymous(this="list_contains", expressions=[arr.copy(), node.this.copy()])
     return exp.Case(ifs=[exp.If(this=empty, true=exp.false())], default=contains)
 

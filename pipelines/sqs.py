@@ -30,6 +30,7 @@ Polling and retrying are separate (as in google-api-core): :class:`DrainPolicy` 
 long to long-poll and how to back off after a transient receive error; botocore's
 standard retry mode retries throttling and 5xx within each call.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,6 +63,7 @@ class DrainPolicy:
     ``empty_wait_seconds``: the long poll that decides the queue is empty (without
     ``--follow``; at least 1 so that every SQS server is asked); ``backoff_*``: waiting
     after a receive that failed for a transient reason (the endpoint unreachable)."""
+
     wait_seconds: int = MAX_WAIT_SECONDS
     empty_wait_seconds: int = 2
     backoff_initial: float = 1.0
@@ -122,21 +124,31 @@ def sqs_client(queue_url: str, environ):
         import boto3
         from botocore.config import Config
     except ImportError:
-        raise DrainError("drain-sqs needs boto3: pip install 'apache-beam[aws]==2.77.0' "
-                         "(or reinstall mailpulse: pip install -e .)") from None
+        raise DrainError(
+            "drain-sqs needs boto3: pip install 'apache-beam[aws]==2.77.0' "
+            "(or reinstall mailpulse: pip install -e .)"
+        ) from None
     region = region_for(queue_url, environ)
     if region is None:
-        raise DrainError(f"cannot tell the AWS region of {queue_url}: set AWS_REGION "
-                         f"(e.g. AWS_REGION=us-east-1)")
+        raise DrainError(
+            f"cannot tell the AWS region of {queue_url}: set AWS_REGION (e.g. AWS_REGION=us-east-1)"
+        )
     session = boto3.session.Session(region_name=region)
     if session.get_credentials() is None:
-        raise DrainError("no AWS credentials found for SQS: set AWS_ACCESS_KEY_ID and "
-                         "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an instance role); "
-                         "for a local SQS server also set AWS_ENDPOINT_URL")
+        raise DrainError(
+            "no AWS credentials found for SQS: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run with an instance role); "
+            "for a local SQS server also set AWS_ENDPOINT_URL"
+        )
     # read timeout above the long poll; standard retries for throttling and 5xx
-    return session.client("sqs", config=Config(
-        retries={"mode": "standard", "max_attempts": 5},
-        read_timeout=MAX_WAIT_SECONDS + 10, connect_timeout=10))
+    return session.client(
+        "sqs",
+        config=Config(
+            retries={"mode": "standard", "max_attempts": 5},
+            read_timeout=MAX_WAIT_SECONDS + 10,
+            connect_timeout=10,
+        ),
+    )
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -146,24 +158,36 @@ def _is_transient(exc: BaseException) -> bool:
         EndpointConnectionError,
         ReadTimeoutError,
     )
-    return isinstance(exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError,
-                            ConnectTimeoutError))
+
+    return isinstance(
+        exc, (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError)
+    )
 
 
 def _explain(exc: BaseException, queue_url: str) -> str:
     from botocore.exceptions import ClientError
+
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         if "NonExistentQueue" in code or "QueueDoesNotExist" in code:
             return f"the queue {queue_url} does not exist: check --queue-url (and AWS_REGION)"
-        if code in ("AccessDenied", "AccessDeniedException", "InvalidClientTokenId",
-                    "SignatureDoesNotMatch", "UnrecognizedClientException", "ExpiredToken"):
-            return (f"SQS refused the credentials ({code}): they need sqs:ReceiveMessage, "
-                    f"sqs:DeleteMessage and sqs:ChangeMessageVisibility on {queue_url}")
+        if code in (
+            "AccessDenied",
+            "AccessDeniedException",
+            "InvalidClientTokenId",
+            "SignatureDoesNotMatch",
+            "UnrecognizedClientException",
+            "ExpiredToken",
+        ):
+            return (
+                f"SQS refused the credentials ({code}): they need sqs:ReceiveMessage, "
+                f"sqs:DeleteMessage and sqs:ChangeMessageVisibility on {queue_url}"
+            )
         return f"SQS answered {code or exc}: check --queue-url and the credentials"
     if _is_transient(exc):
-        return ("the SQS endpoint cannot be reached: check the network, AWS_REGION and "
-                "AWS_ENDPOINT_URL")
+        return (
+            "the SQS endpoint cannot be reached: check the network, AWS_REGION and AWS_ENDPOINT_URL"
+        )
     return f"{type(exc).__name__}: {exc}"
 
 
@@ -174,12 +198,20 @@ class SqsDrainer:
     and ``clock()`` (monotonic seconds) are injected in tests.
     """
 
-    def __init__(self, client, queue_url: str, writer: ArchiveWriter, archive: str, *,
-                 follow: bool = False, policy: DrainPolicy = DEFAULT_POLICY,
-                 stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float, threading.Event], None] | None = None,
-                 on_batch: Callable[[DrainStats], None] | None = None):
+    def __init__(
+        self,
+        client,
+        queue_url: str,
+        writer: ArchiveWriter,
+        archive: str,
+        *,
+        follow: bool = False,
+        policy: DrainPolicy = DEFAULT_POLICY,
+        stop: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float, threading.Event], None] | None = None,
+        on_batch: Callable[[DrainStats], None] | None = None,
+    ):
         self.client, self.queue_url, self.writer = client, queue_url, writer
         self.follow, self.policy = follow, policy
         self.stop = stop or threading.Event()
@@ -212,10 +244,14 @@ class SqsDrainer:
                     raise
                 except Exception as exc:  # noqa: BLE001 - sorted into transient / fatal below
                     if not (self.follow and _is_transient(exc)):
-                        raise DrainError(f"receiving from the queue failed: "
-                                         f"{_explain(exc, self.queue_url)}") from exc
-                    log.warning("receiving from the queue failed (retrying in %.0f s): %s",
-                                backoff, _explain(exc, self.queue_url))
+                        raise DrainError(
+                            f"receiving from the queue failed: {_explain(exc, self.queue_url)}"
+                        ) from exc
+                    log.warning(
+                        "receiving from the queue failed (retrying in %.0f s): %s",
+                        backoff,
+                        _explain(exc, self.queue_url),
+                    )
                     self.sleep(backoff, self.stop)
                     backoff = min(backoff * 2, self.policy.backoff_max)
                     self._maintain(False)
@@ -243,15 +279,18 @@ class SqsDrainer:
         if self.writer.shipper is not None:
             self.writer.ship_pending()
             from .collector.archive import spool_status
+
             self.stats.unshipped_files = spool_status(self.writer.spool)["files"]
         return self.stats
 
     # -- steps -------------------------------------------------------------------------
     def _receive(self, wait: int) -> list[dict]:
         resp = self.client.receive_message(
-            QueueUrl=self.queue_url, MaxNumberOfMessages=MAX_BATCH,
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=MAX_BATCH,
             WaitTimeSeconds=max(0, min(MAX_WAIT_SECONDS, wait)),
-            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"])
+            MessageSystemAttributeNames=["ApproximateReceiveCount", "SentTimestamp"],
+        )
         msgs = resp.get("Messages", [])
         self.stats.received += len(msgs)
         if msgs:
@@ -271,7 +310,8 @@ class SqsDrainer:
             raise DrainError(
                 f"{exc} under {self.writer.spool}; nothing of this batch was deleted from the "
                 f"queue (the messages are visible again): make the archive writable (disk space, "
-                f"permissions, a file where a directory should be) and run drain-sqs again") from exc
+                f"permissions, a file where a directory should be) and run drain-sqs again"
+            ) from exc
         self.stats.archived += len(msgs)
         self._delete(msgs)
 
@@ -281,28 +321,39 @@ class SqsDrainer:
             resp = self.client.delete_message_batch(QueueUrl=self.queue_url, Entries=entries)
         except Exception as exc:  # noqa: BLE001 - archived already: a redelivery dedupes at load
             self.stats.delete_failures += len(entries)
-            log.warning("deleting %d archived messages failed (they will be received and archived "
-                        "again; the load drops the copies by event_id): %s", len(entries),
-                        _explain(exc, self.queue_url))
+            log.warning(
+                "deleting %d archived messages failed (they will be received and archived "
+                "again; the load drops the copies by event_id): %s",
+                len(entries),
+                _explain(exc, self.queue_url),
+            )
             return
         failed = resp.get("Failed", [])
         self.stats.deleted += len(resp.get("Successful", []))
         if failed:
             self.stats.delete_failures += len(failed)
-            log.warning("SQS did not delete %d archived messages (%s); they will be archived again "
-                        "and deduplicated at load", len(failed),
-                        ", ".join(sorted({f.get("Code", "?") for f in failed})))
+            log.warning(
+                "SQS did not delete %d archived messages (%s); they will be archived again "
+                "and deduplicated at load",
+                len(failed),
+                ", ".join(sorted({f.get("Code", "?") for f in failed})),
+            )
 
     def _release(self, msgs: list[dict]) -> None:
         """Make messages that could not be archived visible again at once (best effort:
         otherwise they come back after the visibility timeout)."""
-        entries = [{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-                   for i, m in enumerate(msgs)]
+        entries = [
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(msgs)
+        ]
         try:
             self.client.change_message_visibility_batch(QueueUrl=self.queue_url, Entries=entries)
         except Exception as exc:  # noqa: BLE001 - they reappear after the visibility timeout anyway
-            log.warning("could not release the unarchived messages (they reappear after the "
-                        "visibility timeout): %s", exc)
+            log.warning(
+                "could not release the unarchived messages (they reappear after the "
+                "visibility timeout): %s",
+                exc,
+            )
 
     def _maintain(self, backlog: bool) -> None:
         self.writer.maintain(retry_backlog=backlog)

@@ -4,6 +4,7 @@ A recipient's status for a message moves to a more final state, never back: a la
 ``delivered`` does not undo a ``bounce``, a late ``deferred`` does not undo a
 ``delivered``. The status is the event with the highest rank; ties go to the latest.
 """
+
 from __future__ import annotations
 
 #: canonical event_type -> rank; higher is more final. Engagement events (open, click,

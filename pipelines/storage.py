@@ -16,6 +16,7 @@ otherwise spend about 26 s retrying Application Default Credentials before it co
 anonymously, so with the emulator set and no ``GOOGLE_APPLICATION_CREDENTIALS`` the
 anonymous client is chosen at once.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,17 +40,24 @@ def scheme_of(uri: str) -> str:
 def pipeline_options(beam_args: Iterable[str] = ()):
     """Beam ``PipelineOptions`` from extra command-line flags (``--s3_*``, ``--project`` ...)."""
     from apache_beam.options.pipeline_options import PipelineOptions
+
     return PipelineOptions(list(beam_args))
 
 
-def configure(uris: Iterable[str], beam_args: Iterable[str] = (), *,
-              environ: Mapping[str, str] | None = None, check: bool = True):
+def configure(
+    uris: Iterable[str],
+    beam_args: Iterable[str] = (),
+    *,
+    environ: Mapping[str, str] | None = None,
+    check: bool = True,
+):
     """Give Beam's FileSystems their options and check each URI's scheme can be used.
 
     Call once per process, before anything is listed, opened or written. Returns the
     ``PipelineOptions`` built from ``beam_args`` (pass the same to the pipeline).
     """
     from apache_beam.io.filesystems import FileSystems
+
     environ = os.environ if environ is None else environ
     options = pipeline_options(beam_args)
     schemes = {scheme_of(u) for u in uris if u}
@@ -62,8 +70,10 @@ def configure(uris: Iterable[str], beam_args: Iterable[str] = (), *,
             elif scheme == "gs":
                 check_gcs(environ)
             elif scheme != "file":
-                raise StorageError(f"unsupported storage scheme {scheme}://; use a local path, "
-                                   "gs://BUCKET/prefix or s3://BUCKET/prefix")
+                raise StorageError(
+                    f"unsupported storage scheme {scheme}://; use a local path, "
+                    "gs://BUCKET/prefix or s3://BUCKET/prefix"
+                )
     FileSystems.set_options(options)
     return options
 
@@ -76,25 +86,31 @@ def check_s3(options, environ: Mapping[str, str]) -> None:
         raise StorageError(
             "s3:// needs boto3, which comes with Beam's AWS extra: "
             "pip install 'apache-beam[aws]==2.77.0' (or reinstall mailpulse: "
-            "pip install -e .)") from None
+            "pip install -e .)"
+        ) from None
     from apache_beam.options.pipeline_options import S3Options
+
     s3 = options.view_as(S3Options)
     if s3.s3_access_key_id and s3.s3_secret_access_key:
         return
     import boto3
     from botocore.exceptions import BotoCoreError
+
     try:
         creds = boto3.session.Session().get_credentials()
     except BotoCoreError as exc:
-        raise StorageError(f"AWS configuration for s3:// is not usable: {exc} (check "
-                           "AWS_PROFILE and ~/.aws/config, or set AWS_ACCESS_KEY_ID and "
-                           "AWS_SECRET_ACCESS_KEY)") from None
+        raise StorageError(
+            f"AWS configuration for s3:// is not usable: {exc} (check "
+            "AWS_PROFILE and ~/.aws/config, or set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY)"
+        ) from None
     if creds is None:
         raise StorageError(
             "no AWS credentials found for s3://: set AWS_ACCESS_KEY_ID and "
             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE, or run on an instance with a role), "
             "or pass --s3_access_key_id/--s3_secret_access_key; for a local S3 server also "
-            "set AWS_ENDPOINT_URL (or --s3_endpoint_url)")
+            "set AWS_ENDPOINT_URL (or --s3_endpoint_url)"
+        )
 
 
 def check_gcs(environ: Mapping[str, str]) -> None:
@@ -105,8 +121,10 @@ def check_gcs(environ: Mapping[str, str]) -> None:
         import google.auth
         from google.auth.exceptions import DefaultCredentialsError
     except ImportError:
-        raise StorageError("gs:// needs Beam's GCP extra: pip install "
-                           "'apache-beam[gcp]==2.77.0' (or reinstall mailpulse)") from None
+        raise StorageError(
+            "gs:// needs Beam's GCP extra: pip install "
+            "'apache-beam[gcp]==2.77.0' (or reinstall mailpulse)"
+        ) from None
     try:
         google.auth.default()
     except DefaultCredentialsError:
@@ -114,7 +132,8 @@ def check_gcs(environ: Mapping[str, str]) -> None:
             "no Google credentials found for gs://: run `gcloud auth application-default "
             "login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file "
             "(on GCP the attached service account is used); for a local emulator set "
-            "STORAGE_EMULATOR_HOST=http://HOST:PORT") from None
+            "STORAGE_EMULATOR_HOST=http://HOST:PORT"
+        ) from None
 
 
 def _prefer_anonymous_for_emulator(environ: Mapping[str, str]) -> None:

@@ -15,6 +15,7 @@ is kept once (``duplicates`` counts the rest).
 
 The companion of :func:`pipelines.watcher.already_sent` (have I mailed them already?).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,8 +31,7 @@ from .warehouse import Warehouse, WarehouseError, open_warehouse
 log = logging.getLogger(__name__)
 
 #: Reasons, most serious first: a recipient with several is reported with the first.
-REASON_ORDER = ("spam_report", "unsubscribe", "hard_bounce", "invalid_address",
-                "soft_bounces")
+REASON_ORDER = ("spam_report", "unsubscribe", "hard_bounce", "invalid_address", "soft_bounces")
 #: What each reason means, for people.
 REASON_TEXT = {
     "spam_report": "complaint (spam report)",
@@ -104,13 +104,17 @@ def is_address(value: str) -> bool:
     return bool(at and local and domain) and not any(c.isspace() for c in v)
 
 
-def clean_list(email_list: Iterable[str], *,
-               warehouse: "str | Warehouse | None" = None,
-               since: date | None = None, until: date | None = None,
-               hasher: EmailHasher | None = None,
-               retry_policy: Any = None,
-               sleep: Callable[[float], None] = time.sleep,
-               environ: Mapping[str, str] | None = None) -> CleanList:
+def clean_list(
+    email_list: Iterable[str],
+    *,
+    warehouse: "str | Warehouse | None" = None,
+    since: date | None = None,
+    until: date | None = None,
+    hasher: EmailHasher | None = None,
+    retry_policy: Any = None,
+    sleep: Callable[[float], None] = time.sleep,
+    environ: Mapping[str, str] | None = None,
+) -> CleanList:
     """Split ``email_list`` into the addresses to keep and those to drop, with their
     reason (hard bounce, complaint, unsubscribe, repeated soft bounces, invalid address)
     and when, from ``suppressions`` rows qualified in [since, until] (default: all of
@@ -119,8 +123,10 @@ def clean_list(email_list: Iterable[str], *,
     from .watcher import DEFAULT_RETRY_POLICY, is_transient
 
     if isinstance(email_list, (str, bytes)):
-        raise TypeError("email_list must be a list of addresses, not one string "
-                        "(wrap a single address in a list)")
+        raise TypeError(
+            "email_list must be a list of addresses, not one string "
+            "(wrap a single address in a list)"
+        )
     environ = os.environ if environ is None else environ
     until = until or datetime.now(timezone.utc).date()
     since = since or EARLIEST
@@ -128,6 +134,7 @@ def clean_list(email_list: Iterable[str], *,
         raise ValueError(f"until {until} is before since {since}; swap them")
     if warehouse is None:
         from .config import default_warehouse_uri
+
         warehouse = default_warehouse_uri(environ)
     owned = not isinstance(warehouse, Warehouse)
     wh = open_warehouse(warehouse)
@@ -139,8 +146,7 @@ def clean_list(email_list: Iterable[str], *,
         duplicates = 0
         for a in email_list:
             if not isinstance(a, str):
-                raise TypeError(f"email_list holds {type(a).__name__} {a!r}; addresses "
-                                "are strings")
+                raise TypeError(f"email_list holds {type(a).__name__} {a!r}; addresses are strings")
             if not a.strip():
                 continue
             if not is_address(a):
@@ -154,30 +160,35 @@ def clean_list(email_list: Iterable[str], *,
             order.append((a, h))
         hashes = [h for _, h in order if h is not None]
         policy = retry_policy or DEFAULT_RETRY_POLICY
-        rows = _suppressed_rows(wh, hashes, since, until, policy, sleep,
-                                is_transient) if hashes else []
+        rows = (
+            _suppressed_rows(wh, hashes, since, until, policy, sleep, is_transient)
+            if hashes
+            else []
+        )
         latest = _latest_day(wh, since, until, policy, sleep, is_transient) if hashes else None
     finally:
         if owned:
             wh.close()
     found: dict[str, dict[str, tuple[datetime, datetime]]] = {}
     for r in rows:
-        found.setdefault(r["email_hash"], {})[r["reason"]] = (_utc(r["first_seen"]),
-                                                              _utc(r["last_seen"]))
+        found.setdefault(r["email_hash"], {})[r["reason"]] = (
+            _utc(r["first_seen"]),
+            _utc(r["last_seen"]),
+        )
     keep: list[str] = []
     drop: list[Suppressed] = []
     for address, h in order:
         if h is None:
-            drop.append(Suppressed(address, "malformed_address", ("malformed_address",),
-                                   None, None, {}))
+            drop.append(
+                Suppressed(address, "malformed_address", ("malformed_address",), None, None, {})
+            )
         elif h in found:
             reasons = tuple(sorted(found[h], key=_rank))
             first, last = found[h][reasons[0]]
             drop.append(Suppressed(address, reasons[0], reasons, first, last, found[h]))
         else:
             keep.append(address)
-    return CleanList(keep=keep, drop=drop, duplicates=duplicates,
-                     suppressions_through=latest)
+    return CleanList(keep=keep, drop=drop, duplicates=duplicates, suppressions_through=latest)
 
 
 def _retrying(fn, policy, sleep, is_transient):
@@ -194,26 +205,41 @@ def _retrying(fn, policy, sleep, is_transient):
             sleep(delay)
 
 
-def _suppressed_rows(wh: Warehouse, hashes: list[str], since: date, until: date,
-                     policy, sleep, is_transient) -> list[dict[str, Any]]:
+def _suppressed_rows(
+    wh: Warehouse, hashes: list[str], since: date, until: date, policy, sleep, is_transient
+) -> list[dict[str, Any]]:
     if not wh.table_exists("suppressions"):
         raise WarehouseError(
             f"suppressions does not exist in {wh.uri or wh!r}; run `mailpulse outcomes` "
-            "(or compute_outcomes) over the days you have loaded first")
+            "(or compute_outcomes) over the days you have loaded first"
+        )
     rows: list[dict[str, Any]] = []
     for i in range(0, len(hashes), MAX_HASHES_PER_QUERY):
-        params = {"start_date": since, "end_date": until,
-                  "hashes": hashes[i:i + MAX_HASHES_PER_QUERY]}
-        rows += _retrying(lambda: wh.query(SUPPRESSED_SQL, params).to_pylist(), policy,
-                          sleep, is_transient)
+        params = {
+            "start_date": since,
+            "end_date": until,
+            "hashes": hashes[i : i + MAX_HASHES_PER_QUERY],
+        }
+        rows += _retrying(
+            lambda params=params: wh.query(SUPPRESSED_SQL, params).to_pylist(),
+            policy,
+            sleep,
+            is_transient,
+        )
     return rows
 
 
 def _latest_day(wh: Warehouse, since: date, until: date, policy, sleep, is_transient):
-    rows = _retrying(lambda: wh.query(
-        "SELECT MAX(event_date) AS latest FROM suppressions "
-        "WHERE event_date BETWEEN @start_date AND @end_date",
-        {"start_date": since, "end_date": until}).to_pylist(), policy, sleep, is_transient)
+    rows = _retrying(
+        lambda: wh.query(
+            "SELECT MAX(event_date) AS latest FROM suppressions "
+            "WHERE event_date BETWEEN @start_date AND @end_date",
+            {"start_date": since, "end_date": until},
+        ).to_pylist(),
+        policy,
+        sleep,
+        is_transient,
+    )
     return rows[0]["latest"] if rows else None
 
 
@@ -223,5 +249,4 @@ def _utc(v):
     return v.astimezone(timezone.utc) if isinstance(v, datetime) else v
 
 
-__all__ = ["clean_list", "CleanList", "Suppressed", "REASON_ORDER", "REASON_TEXT",
-           "is_address"]
+__all__ = ["clean_list", "CleanList", "Suppressed", "REASON_ORDER", "REASON_TEXT", "is_address"]

@@ -1,5 +1,6 @@
 """Time in one place: UTC parsing and formatting shared by the watcher, the commands,
 the Slack report and the event schema. Everything is UTC, everywhere."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
@@ -33,11 +34,15 @@ def to_utc(timestamp: "datetime | date | str | int | float") -> datetime:
         try:
             ts = datetime.fromisoformat(v)
         except ValueError:
-            raise ValueError(f"{timestamp!r} is not a timestamp; use ISO 8601 such as "
-                             "2026-11-23T10:00:00Z, a datetime, or epoch seconds") from None
+            raise ValueError(
+                f"{timestamp!r} is not a timestamp; use ISO 8601 such as "
+                "2026-11-23T10:00:00Z, a datetime, or epoch seconds"
+            ) from None
     else:
-        raise TypeError(f"timestamp must be a datetime, date, ISO string or epoch seconds, "
-                        f"not {type(timestamp).__name__}")
+        raise TypeError(
+            f"timestamp must be a datetime, date, ISO string or epoch seconds, "
+            f"not {type(timestamp).__name__}"
+        )
     return ts.replace(tzinfo=timezone.utc) if ts.tzinfo is None else ts.astimezone(timezone.utc)
 
 

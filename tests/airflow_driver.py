@@ -19,6 +19,7 @@ Last stdout line: {"runs": [{"state", "tasks": {task_id: state}, "xcom": {task_i
 value}, "data_interval": [start, end]}...], "import_errors": {...}}. ``dag.test()`` does not raise when a task fails,
 so the caller asserts on ``state``.
 """
+
 from __future__ import annotations
 
 import json
@@ -63,20 +64,33 @@ def _outcome(dag_id: str, run) -> dict:
     from airflow.models.taskinstance import TaskInstance
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
+
     with create_session() as session:
-        tis = session.query(TaskInstance).filter(TaskInstance.dag_id == dag_id,
-                                                 TaskInstance.run_id == run.run_id).all()
+        tis = (
+            session.query(TaskInstance)
+            .filter(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run.run_id)
+            .all()
+        )
         tasks = {ti.task_id: str(ti.state) for ti in tis}
         xcom = {}
-        for row in session.query(XComModel).filter(XComModel.dag_id == dag_id,
-                                                   XComModel.run_id == run.run_id,
-                                                   XComModel.key == "return_value"):
+        for row in session.query(XComModel).filter(
+            XComModel.dag_id == dag_id,
+            XComModel.run_id == run.run_id,
+            XComModel.key == "return_value",
+        ):
             value = row.value
             xcom[row.task_id] = json.loads(value) if isinstance(value, (str, bytes)) else value
-    interval = [t.isoformat() if t is not None else None
-                for t in (run.data_interval_start, run.data_interval_end)]
-    return {"state": str(run.state), "run_id": run.run_id, "tasks": tasks, "xcom": xcom,
-            "data_interval": interval}
+    interval = [
+        t.isoformat() if t is not None else None
+        for t in (run.data_interval_start, run.data_interval_end)
+    ]
+    return {
+        "state": str(run.state),
+        "run_id": run.run_id,
+        "tasks": tasks,
+        "xcom": xcom,
+        "data_interval": interval,
+    }
 
 
 if __name__ == "__main__":

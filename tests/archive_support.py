@@ -6,6 +6,7 @@ archives are built from a spec rather than sampled: for each category, how many
 recipients were sent to, how many bounced (and how many of those were blocks), how many
 of the delivered reported spam, and how many opened.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,20 +14,22 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 
-REASONS = ("550 5.1.1 The email account that you tried to reach does not exist",
-           "552 5.2.2 Mailbox full",
-           "550 5.7.1 Message rejected due to local policy")
+REASONS = (
+    "550 5.1.1 The email account that you tried to reach does not exist",
+    "552 5.2.2 Mailbox full",
+    "550 5.7.1 Message rejected due to local policy",
+)
 DOMAINS = ("gmail.com", "yahoo.co.jp", "outlook.com", "example.org")
 
 
 @dataclass(frozen=True)
 class CategorySpec:
     recipients: int
-    bounces: int = 0      # hard bounces (type "bounce")
-    blocks: int = 0       # bounces with type "blocked"
+    bounces: int = 0  # hard bounces (type "bounce")
+    blocks: int = 0  # bounces with type "blocked"
     spam_reports: int = 0  # among the delivered
-    opens: int = 0         # among the delivered
-    deferred: int = 0      # delivered after one deferral
+    opens: int = 0  # among the delivered
+    deferred: int = 0  # delivered after one deferral
 
 
 def sendgrid_events(day: date, category: str, spec: CategorySpec, hour: int = 10) -> list[dict]:
@@ -44,9 +47,17 @@ def sendgrid_events(day: date, category: str, spec: CategorySpec, hour: int = 10
         def ev(kind: str, offset: int, **extra) -> None:
             nonlocal n
             n += 1
-            out.append({"email": email, "timestamp": int((ts + timedelta(seconds=offset)).timestamp()),
-                        "event": kind, "sg_event_id": f"{mid}-{n}-{kind}",
-                        "sg_message_id": sg_mid, "category": [category], **extra})
+            out.append(
+                {
+                    "email": email,
+                    "timestamp": int((ts + timedelta(seconds=offset)).timestamp()),
+                    "event": kind,
+                    "sg_event_id": f"{mid}-{n}-{kind}",
+                    "sg_message_id": sg_mid,
+                    "category": [category],
+                    **extra,
+                }
+            )
 
         ev("processed", 0)
         if i < failed:
@@ -64,8 +75,9 @@ def sendgrid_events(day: date, category: str, spec: CategorySpec, hour: int = 10
     return out
 
 
-def write_sendgrid_day(archive: Path, day: date, categories: dict[str, CategorySpec],
-                       hour: int = 10, batch: int = 200) -> list[Path]:
+def write_sendgrid_day(
+    archive: Path, day: date, categories: dict[str, CategorySpec], hour: int = 10, batch: int = 200
+) -> list[Path]:
     """Writes the day's events as webhook POST bodies (``batch`` events each, one per
     line) and returns the files written."""
     events = [e for cat, spec in categories.items() for e in sendgrid_events(day, cat, spec, hour)]
@@ -74,5 +86,5 @@ def write_sendgrid_day(archive: Path, day: date, categories: dict[str, CategoryS
     path = folder / f"webhook-{day:%Y%m%d}-{hour:02d}.json"
     with path.open("w", encoding="utf-8") as fh:
         for k in range(0, len(events), batch):
-            fh.write(json.dumps(events[k:k + batch]) + "\n")
+            fh.write(json.dumps(events[k : k + batch]) + "\n")
     return [path]

@@ -11,6 +11,7 @@ best-effort ``avro`` one) skipped, without touching the installed files.
 body, so tests can check the requests the code sends where the emulator ignores a field
 (``requirePartitionFilter``, ``maximumBytesBilled``, dry runs) or lacks a feature.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -63,8 +64,12 @@ def _venv_ok(venv: Path) -> bool:
     py = venv / "bin" / "python"
     if not py.exists():
         return False
-    r = subprocess.run([str(py), "-c", "import numpy, bqemulator; print(bqemulator.__version__)"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [str(py), "-c", "import numpy, bqemulator; print(bqemulator.__version__)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return r.returncode == 0 and r.stdout.strip() == VERSION
 
 
@@ -79,16 +84,26 @@ def ensure_venv(venv: Path | None = None, timeout: float = 900) -> Path:
             tmp = venv.with_name(venv.name + ".tmp")
             shutil.rmtree(tmp, ignore_errors=True)
             base = getattr(sys, "_base_executable", None) or sys.executable
-            steps = [[base, "-m", "venv", str(tmp)],
-                     [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q",
-                      "--disable-pip-version-check", *REQUIREMENTS]]
+            steps = [
+                [base, "-m", "venv", str(tmp)],
+                [
+                    str(tmp / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "--disable-pip-version-check",
+                    *REQUIREMENTS,
+                ],
+            ]
             for cmd in steps:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
                 if r.returncode != 0:
                     raise EmulatorSetupError(
                         f"could not set up the BigQuery emulator venv ({' '.join(cmd)} exited "
                         f"{r.returncode}); it needs PyPI. Set MAILPULSE_SKIP_BIGQUERY=1 to skip "
-                        f"the BigQuery tests.\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}")
+                        f"the BigQuery tests.\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+                    )
             shutil.rmtree(venv, ignore_errors=True)
             tmp.rename(venv)
             # the venv's scripts hold absolute paths; run it as `python start.py` only
@@ -124,8 +139,12 @@ class Emulator:
             return ""
 
 
-def start(log_dir: Path, project: str = "test-project", ready_timeout: float = 60.0,
-          venv: Path | None = None) -> Emulator:
+def start(
+    log_dir: Path,
+    project: str = "test-project",
+    ready_timeout: float = 60.0,
+    venv: Path | None = None,
+) -> Emulator:
     """Start the emulator on free loopback ports and wait until /readyz says ok."""
     venv = ensure_venv(venv)
     port, grpc = free_port(), free_port()
@@ -134,19 +153,38 @@ def start(log_dir: Path, project: str = "test-project", ready_timeout: float = 6
     env = {k: v for k, v in os.environ.items() if not k.startswith("BQEMU_")}
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
-        [str(venv / "bin" / "python"), str(venv / "mailpulse_start_bqemulator.py"), "start",
-         "--rest-host", "127.0.0.1", "--rest-port", str(port), "--grpc-host", "127.0.0.1",
-         "--grpc-port", str(grpc), "--project", project, "--ephemeral",
-         "--log-level", "warning"],
-        stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-        cwd=str(log_dir))
+        [
+            str(venv / "bin" / "python"),
+            str(venv / "mailpulse_start_bqemulator.py"),
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            str(port),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc),
+            "--project",
+            project,
+            "--ephemeral",
+            "--log-level",
+            "warning",
+        ],
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=str(log_dir),
+    )
     logf.close()
     emu = Emulator(f"http://127.0.0.1:{port}", proc, log_path)
     deadline = time.monotonic() + ready_timeout
     while True:
         if proc.poll() is not None:
-            raise EmulatorSetupError(f"bqemulator exited with {proc.returncode} at start:\n"
-                                     + emu.log_tail())
+            raise EmulatorSetupError(
+                f"bqemulator exited with {proc.returncode} at start:\n" + emu.log_tail()
+            )
         try:
             with urllib.request.urlopen(emu.url + "/readyz", timeout=2) as r:
                 if json.loads(r.read()).get("status") == "ok":
@@ -155,8 +193,9 @@ def start(log_dir: Path, project: str = "test-project", ready_timeout: float = 6
             pass
         if time.monotonic() > deadline:
             emu.stop()
-            raise EmulatorSetupError(f"bqemulator not ready after {ready_timeout:.0f} s:\n"
-                                     + emu.log_tail())
+            raise EmulatorSetupError(
+                f"bqemulator not ready after {ready_timeout:.0f} s:\n" + emu.log_tail()
+            )
         time.sleep(0.1)  # waiting on another process; nothing to inject
 
 
@@ -180,8 +219,16 @@ class Recorded:
         return None
 
 
-_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "proxy-connection",
-        "te", "trailer", "upgrade"}
+_HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+}
 
 
 @dataclass
@@ -251,8 +298,9 @@ class RecordingProxy:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
-                                        name="bq-recording-proxy")
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, daemon=True, name="bq-recording-proxy"
+        )
         self._thread.start()
 
     def mark(self) -> int:

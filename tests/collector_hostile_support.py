@@ -2,6 +2,7 @@
 
 Everything is on 127.0.0.1, bounded in count and time, and stops by itself.
 """
+
 from __future__ import annotations
 
 import base64
@@ -34,16 +35,26 @@ def free_port() -> int:
 
 def signing_key() -> tuple[ec.EllipticCurvePrivateKey, str]:
     priv = ec.generate_private_key(ec.SECP256R1())
-    pub = base64.b64encode(priv.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    pub = base64.b64encode(
+        priv.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
     return priv, pub
 
 
 def signed_batch(priv, tag: str, n: int = 20) -> tuple[bytes, dict[str, str]]:
     now = int(time.time())
-    events = [{"email": f"user{i}@example.com", "timestamp": now, "event": "delivered",
-               "sg_event_id": f"{tag}-{i}", "sg_message_id": f"{tag}-{i}.filter0001"}
-              for i in range(n)]
+    events = [
+        {
+            "email": f"user{i}@example.com",
+            "timestamp": now,
+            "event": "delivered",
+            "sg_event_id": f"{tag}-{i}",
+            "sg_message_id": f"{tag}-{i}.filter0001",
+        }
+        for i in range(n)
+    ]
     body = json.dumps(events, separators=(",", ":")).encode()
     ts = str(now)
     sig = base64.b64encode(priv.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
@@ -53,8 +64,9 @@ def signed_batch(priv, tag: str, n: int = 20) -> tuple[bytes, dict[str, str]]:
 class Serve:
     """``mailpulse serve`` in its own process group; output (stdout+stderr) in ``log``."""
 
-    def __init__(self, tmp: Path, *flags: str, pub: str | None = None, cmc: bool = True,
-                 name: str = "serve"):
+    def __init__(
+        self, tmp: Path, *flags: str, pub: str | None = None, cmc: bool = True, name: str = "serve"
+    ):
         self.port = free_port()
         self.archive = tmp / f"{name}-archive"
         self.log_path = tmp / f"{name}.log"
@@ -66,9 +78,25 @@ class Serve:
             env["MAILPULSE_CMC_API_KEY"] = CMC_KEY
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "serve", "--archive", str(self.archive),
-             "--host", "127.0.0.1", "--port", str(self.port), *flags],
-            cwd=ROOT, env=env, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "serve",
+                "--archive",
+                str(self.archive),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                *flags,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -89,8 +117,14 @@ class Serve:
         finally:
             c.close()
 
-    def post(self, path: str, body: bytes, headers: dict[str, str], timeout: float = 10,
-             chunked: bool = False) -> tuple[int, bytes, float]:
+    def post(
+        self,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        timeout: float = 10,
+        chunked: bool = False,
+    ) -> tuple[int, bytes, float]:
         """(status, body, seconds) of one post on a fresh connection."""
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
         t = time.perf_counter()
@@ -121,7 +155,7 @@ class Serve:
 
 def _chunks(body: bytes, size: int = 256 * 1024):
     for i in range(0, len(body), size):
-        yield body[i:i + size]
+        yield body[i : i + size]
 
 
 @dataclass
@@ -137,8 +171,16 @@ class SlowFlood:
     ``interval`` seconds, from one thread, until ``stop()`` or ``seconds`` have passed.
     A connection the server closes is replaced (the attacker keeps the pressure on)."""
 
-    def __init__(self, port: int, n: int, prefix: bytes, trickle: bytes = b"a",
-                 interval: float = 0.5, seconds: float = 15.0, refill: bool = True):
+    def __init__(
+        self,
+        port: int,
+        n: int,
+        prefix: bytes,
+        trickle: bytes = b"a",
+        interval: float = 0.5,
+        seconds: float = 15.0,
+        refill: bool = True,
+    ):
         self.port, self.n, self.prefix, self.trickle = port, n, prefix, trickle
         self.interval, self.seconds, self.refill = interval, seconds, refill
         self.stats = FloodStats()
@@ -162,7 +204,7 @@ class SlowFlood:
                 self._open(sel)
             pos = 0
             while not self._stop and time.monotonic() < deadline:
-                byte = self.trickle[pos % len(self.trickle):pos % len(self.trickle) + 1]
+                byte = self.trickle[pos % len(self.trickle) : pos % len(self.trickle) + 1]
                 pos += 1
                 gone = []
                 for key in list(sel.get_map().values()):

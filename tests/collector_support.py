@@ -1,4 +1,5 @@
 """Helpers shared by the collector tests."""
+
 from __future__ import annotations
 
 import gzip

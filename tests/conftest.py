@@ -1,5 +1,6 @@
 """Shared fixtures. Tests run against real components (DuckDB files, the BigQuery
 emulator, Airflow, slack_sdk against a local server); see each test module."""
+
 from __future__ import annotations
 
 import os
@@ -31,12 +32,14 @@ def _hash_key(monkeypatch):
 @pytest.fixture
 def hasher():
     from pipelines.hashing import EmailHasher
+
     return EmailHasher(TEST_HASH_KEY)
 
 
 @pytest.fixture
 def ctx(hasher):
     from pipelines.normalizers import NormalizeContext
+
     return NormalizeContext(hasher=hasher, source_uri="test://payload")
 
 
@@ -46,9 +49,15 @@ def run_cli(*args, env=None, input=None, cwd=None, timeout=600):
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
     if env:
         full_env.update(env)
-    return subprocess.run([sys.executable, "-m", "pipelines", *map(str, args)],
-                          capture_output=True, text=True, env=full_env, input=input,
-                          cwd=cwd or ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        input=input,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture

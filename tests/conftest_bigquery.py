@@ -11,6 +11,7 @@
   with ``assert_partition_filter``; a query over ``events`` without a filter on
   ``event_date`` fails the test that sent it. SQL written by tests themselves is exempt.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,17 +20,23 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 import bq_emulator as emu_mod  # tests/ is on sys.path (rootdir conftest)
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
 PROJECT = "test-project"
 
 #: Warehouse functions that only pass SQL along: the SQL belongs to whoever called them.
-CONDUITS = {"query", "query_df", "_run", "replace_partitions", "_create_derived",
-            "estimate_bytes", "_guarded"}
+CONDUITS = {
+    "query",
+    "query_df",
+    "_run",
+    "replace_partitions",
+    "_create_derived",
+    "estimate_bytes",
+    "_guarded",
+}
 
 #: Every package SQL text checked this session (for reporting).
 CHECKED_SQL: list[str] = []
@@ -68,6 +75,7 @@ def _check(sql: str) -> None:
     if sql_origin(_caller_frames(3)) != "package":
         return
     from pipelines.warehouse.bigquery import assert_partition_filter
+
     CHECKED_SQL.append(sql)
     assert_partition_filter(sql)
 
@@ -75,6 +83,7 @@ def _check(sql: str) -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _partition_filter_guard():
     from google.cloud import bigquery
+
     from pipelines.warehouse.duckdb import DuckDBWarehouse
 
     mp = pytest.MonkeyPatch()
@@ -91,6 +100,7 @@ def _partition_filter_guard():
             sql = args[0] if name == "query" else (args[1] if len(args) > 1 else kwargs["sql"])
             _check(sql)
             return orig(self, *args, **kwargs)
+
         _guarded.__name__ = _guarded.__qualname__ = "_guarded"
         return _guarded
 
@@ -112,19 +122,27 @@ class BigQueryEndpoint:
         from google.api_core.client_options import ClientOptions
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import bigquery
-        return bigquery.Client(project=self.project, credentials=AnonymousCredentials(),
-                               client_options=ClientOptions(api_endpoint=self.emulator.url))
+
+        return bigquery.Client(
+            project=self.project,
+            credentials=AnonymousCredentials(),
+            client_options=ClientOptions(api_endpoint=self.emulator.url),
+        )
 
     def new_warehouse(self):
         """A BigQueryWarehouse on a fresh, empty dataset (the emulator is per session)."""
         from pipelines.warehouse.bigquery import BigQueryRetry, BigQueryWarehouse
+
         name = "t_" + uuid.uuid4().hex[:12]
         client = self.client()
         client.create_dataset(f"{self.project}.{name}")
         client.close()
-        return BigQueryWarehouse(self.project, name, api_endpoint=self.url,
-                                 retry=BigQueryRetry(deadline=20, initial=0.1, maximum=1.0,
-                                                     job_timeout=120))
+        return BigQueryWarehouse(
+            self.project,
+            name,
+            api_endpoint=self.url,
+            retry=BigQueryRetry(deadline=20, initial=0.1, maximum=1.0, job_timeout=120),
+        )
 
 
 @pytest.fixture(scope="session")

@@ -10,10 +10,10 @@ Registered in tests/conftest.py (``pytest_plugins``), so any test can ask for it
 
 See tests/slack_server.py for what it implements and how to script faults.
 """
+
 from __future__ import annotations
 
 import pytest
-
 from slack_server import SlackServer
 
 

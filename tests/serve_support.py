@@ -1,4 +1,5 @@
 """A ``mailpulse serve`` subprocess for tests that post to it (CMC route: api_key only)."""
+
 from __future__ import annotations
 
 import http.client
@@ -27,17 +28,43 @@ def free_port() -> int:
 class Serve:
     """``mailpulse serve --archive ARCHIVE ...`` in its own process group."""
 
-    def __init__(self, archive: str, log: Path, *extra: str, env: dict | None = None,
-                 workers: int = 2, wait: bool = True, start_timeout: float = 60):
+    def __init__(
+        self,
+        archive: str,
+        log: Path,
+        *extra: str,
+        env: dict | None = None,
+        workers: int = 2,
+        wait: bool = True,
+        start_timeout: float = 60,
+    ):
         self.port = free_port()
         full = dict(os.environ, PYTHONPATH=str(ROOT), MAILPULSE_CMC_API_KEY=CMC_KEY)
         full.update(env or {})
         self.log_path = log
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "serve", "--archive", str(archive),
-             "--port", str(self.port), "--workers", str(workers), "--threads", "4", *extra],
-            cwd=ROOT, env=full, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "serve",
+                "--archive",
+                str(archive),
+                "--port",
+                str(self.port),
+                "--workers",
+                str(workers),
+                "--threads",
+                "4",
+                *extra,
+            ],
+            cwd=ROOT,
+            env=full,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         if wait:
             self.wait_ready(start_timeout)
 
@@ -68,8 +95,12 @@ class Serve:
     def post_cmc(self, body: bytes) -> int:
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
-            c.request("POST", f"/webhooks/cmc?api_key={CMC_KEY}", body=body,
-                      headers={"Content-Type": "application/json"})
+            c.request(
+                "POST",
+                f"/webhooks/cmc?api_key={CMC_KEY}",
+                body=body,
+                headers={"Content-Type": "application/json"},
+            )
             r = c.getresponse()
             r.read()
             return r.status
@@ -96,12 +127,27 @@ class Serve:
 
 def cmc_body(n: int, tag: str = "t") -> bytes:
     """A CMC bounces webhook body with one bounce, distinct per (tag, n)."""
-    return json.dumps({"server_composition": "pro", "event_type": "bounces", "event": {
-        "bounces": [{"returnPath": "rp@example.com", "reason": "unknown user",
-                     "created": "2026-11-23 19:00:00", "to": f"{tag}{n}@example.net",
-                     "from": "news@example.com", "status": "5.1.1",
-                     "messageId": f"<{tag}-{n}@example.com>", "subject": "s"}]}},
-        separators=(",", ":")).encode()
+    return json.dumps(
+        {
+            "server_composition": "pro",
+            "event_type": "bounces",
+            "event": {
+                "bounces": [
+                    {
+                        "returnPath": "rp@example.com",
+                        "reason": "unknown user",
+                        "created": "2026-11-23 19:00:00",
+                        "to": f"{tag}{n}@example.net",
+                        "from": "news@example.com",
+                        "status": "5.1.1",
+                        "messageId": f"<{tag}-{n}@example.com>",
+                        "subject": "s",
+                    }
+                ]
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
 
 
 class TcpProxy:
@@ -123,7 +169,9 @@ class TcpProxy:
         class Handler(socketserver.BaseRequestHandler):
             def handle(self):
                 try:
-                    upstream = socket.create_connection(("127.0.0.1", proxy.target_port), timeout=10)
+                    upstream = socket.create_connection(
+                        ("127.0.0.1", proxy.target_port), timeout=10
+                    )
                 except OSError:
                     return
                 with proxy._lock:

@@ -22,6 +22,7 @@ Everything received is recorded (``server.requests``, ``server.messages``,
         client.chat_postMessage(channel=slack_server.channel, text="hi")
         assert slack_server.messages[0]["text"] == "hi"
 """
+
 from __future__ import annotations
 
 import itertools
@@ -64,8 +65,9 @@ class _State:
 class SlackServer:
     """A Slack Web API look-alike on 127.0.0.1 (a free port), in a background thread."""
 
-    def __init__(self, *, token: str = "xoxb-mailpulse-test",
-                 channels: dict[str, str] | None = None):
+    def __init__(
+        self, *, token: str = "xoxb-mailpulse-test", channels: dict[str, str] | None = None
+    ):
         self.token = token
         #: channel ID -> name; chat.postMessage also accepts "#name" / "name"
         self.channels = dict(channels or {"C0MAILPULSE": "mailpulse-alerts"})
@@ -87,9 +89,12 @@ class SlackServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever,
-                                        kwargs={"poll_interval": 0.05},
-                                        name="slack-test-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="slack-test-server",
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -124,12 +129,23 @@ class SlackServer:
 
     def env(self) -> dict[str, str]:
         """The environment a mailpulse entry point needs to post here."""
-        return {"SLACK_BOT_TOKEN": self.token, "MAILPULSE_SLACK_CHANNEL": self.channel,
-                "MAILPULSE_SLACK_API_URL": self.base_url}
+        return {
+            "SLACK_BOT_TOKEN": self.token,
+            "MAILPULSE_SLACK_CHANNEL": self.channel,
+            "MAILPULSE_SLACK_API_URL": self.base_url,
+        }
 
     # -- scripting and inspection ------------------------------------------------------
-    def fail(self, method: str, *, status: int = 200, error: str | None = None,
-             retry_after: float | None = None, times: int = 1, delay: float = 0.0) -> None:
+    def fail(
+        self,
+        method: str,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        retry_after: float | None = None,
+        times: int = 1,
+        delay: float = 0.0,
+    ) -> None:
         """Answer the next ``times`` calls of ``method`` with a fault (queued in order).
         ``method`` is a Slack method name, or ``"upload"`` for the upload POST.
         ``delay`` (seconds, at most 30) waits before answering; alone (status 200, no
@@ -142,8 +158,8 @@ class SlackServer:
             error = "ratelimited"
         with self._lock:
             self._state.faults.setdefault(method, []).append(
-                Fault(status=status, error=error, retry_after=retry_after, times=times,
-                      delay=delay))
+                Fault(status=status, error=error, retry_after=retry_after, times=times, delay=delay)
+            )
 
     def reset(self) -> None:
         with self._lock:
@@ -205,8 +221,9 @@ class SlackServer:
         token = auth[7:] if auth.lower().startswith("bearer ") else params.get("token", "")
         return token == self.token
 
-    def handle(self, method: str, headers: dict[str, str], params: dict[str, Any],
-               body: bytes) -> tuple[int, dict[str, str], Any]:
+    def handle(
+        self, method: str, headers: dict[str, str], params: dict[str, Any], body: bytes
+    ) -> tuple[int, dict[str, str], Any]:
         """(status, extra headers, JSON-able body or raw text)."""
         fault = self._take_fault(method)
         if fault is not None and fault.delay:
@@ -235,8 +252,11 @@ class SlackServer:
         return handler(params)
 
     def _auth_test(self, params):
-        return 200, {}, {"ok": True, "team": "mailpulse", "user": "mailpulse-bot",
-                         "bot_id": "B0MAILPULSE"}
+        return (
+            200,
+            {},
+            {"ok": True, "team": "mailpulse", "user": "mailpulse-bot", "bot_id": "B0MAILPULSE"},
+        )
 
     def _post_message(self, params):
         cid = self._channel_id(params.get("channel"))
@@ -248,13 +268,25 @@ class SlackServer:
         if isinstance(blocks, str):
             blocks = json.loads(blocks)
         ts = f"1700000000.{next(self._ts):06d}"
-        msg = {"channel": cid, "ts": ts, "text": params.get("text"), "blocks": blocks,
-               "thread_ts": params.get("thread_ts")}
+        msg = {
+            "channel": cid,
+            "ts": ts,
+            "text": params.get("text"),
+            "blocks": blocks,
+            "thread_ts": params.get("thread_ts"),
+        }
         with self._lock:
             self._state.messages.append(msg)
-        return 200, {}, {"ok": True, "channel": cid, "ts": ts,
-                         "message": {"type": "message", "text": msg["text"],
-                                     "blocks": blocks, "ts": ts}}
+        return (
+            200,
+            {},
+            {
+                "ok": True,
+                "channel": cid,
+                "ts": ts,
+                "message": {"type": "message", "text": msg["text"], "blocks": blocks, "ts": ts},
+            },
+        )
 
     def _get_upload_url(self, params):
         filename, length = params.get("filename"), params.get("length")
@@ -262,12 +294,26 @@ class SlackServer:
             return 200, {}, {"ok": False, "error": "invalid_arguments"}
         fid = f"F{next(self._file_ids):010d}"
         with self._lock:
-            self._state.files[fid] = {"id": fid, "filename": filename, "length": int(length),
-                                      "content": None, "title": None, "channel": None,
-                                      "thread_ts": None, "initial_comment": None,
-                                      "completed": False}
-        return 200, {}, {"ok": True, "file_id": fid,
-                         "upload_url": f"http://127.0.0.1:{self.port}/upload/v1/{fid}"}
+            self._state.files[fid] = {
+                "id": fid,
+                "filename": filename,
+                "length": int(length),
+                "content": None,
+                "title": None,
+                "channel": None,
+                "thread_ts": None,
+                "initial_comment": None,
+                "completed": False,
+            }
+        return (
+            200,
+            {},
+            {
+                "ok": True,
+                "file_id": fid,
+                "upload_url": f"http://127.0.0.1:{self.port}/upload/v1/{fid}",
+            },
+        )
 
     def _upload(self, fid, body):
         with self._lock:
@@ -294,11 +340,16 @@ class SlackServer:
                     return 200, {}, {"ok": False, "error": "file_not_found"}
                 if len(f["content"]) != f["length"]:
                     return 200, {}, {"ok": False, "error": "file_upload_size_mismatch"}
-                f.update(completed=True, title=item.get("title"), channel=cid,
-                         thread_ts=params.get("thread_ts") or None,
-                         initial_comment=params.get("initial_comment") or None)
-                out.append({"id": f["id"], "name": f["filename"], "title": f["title"],
-                            "size": f["length"]})
+                f.update(
+                    completed=True,
+                    title=item.get("title"),
+                    channel=cid,
+                    thread_ts=params.get("thread_ts") or None,
+                    initial_comment=params.get("initial_comment") or None,
+                )
+                out.append(
+                    {"id": f["id"], "name": f["filename"], "title": f["title"], "size": f["length"]}
+                )
         return 200, {}, {"ok": True, "files": out}
 
 
@@ -330,15 +381,16 @@ class _Handler(BaseHTTPRequestHandler):
             method = "upload"
             params["_file_id"] = parts.path.rsplit("/", 1)[-1]
         elif parts.path.startswith("/api/"):
-            method = parts.path[len("/api/"):]
+            method = parts.path[len("/api/") :]
             if "json" in ctype and body:
                 params.update(json.loads(body))
             elif "x-www-form-urlencoded" in ctype and body:
                 params.update(parse_qsl(body.decode("utf-8"), keep_blank_values=True))
         else:
             method = "?"
-        rec = RecordedRequest(method=method, path=self.path, headers=headers, params=params,
-                              body=body)
+        rec = RecordedRequest(
+            method=method, path=self.path, headers=headers, params=params, body=body
+        )
         if method == "?":
             status, extra, payload = 404, {}, "not found"
         else:

@@ -15,6 +15,7 @@
 Each server starts once per test run; a set-up failure fails the tests that use it
 (CI must not skip silently).
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,10 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{url} server exited with {proc.returncode}:\n"
-                               f"{log.read_text(errors='replace')[-3000:]}")
+            raise RuntimeError(
+                f"{url} server exited with {proc.returncode}:\n"
+                f"{log.read_text(errors='replace')[-3000:]}"
+            )
         try:
             urllib.request.urlopen(url, timeout=2)
             return
@@ -51,8 +54,9 @@ def _wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60.
             return  # it answers
         except OSError:
             time.sleep(0.2)
-    raise RuntimeError(f"{url} not ready after {timeout:.0f} s:\n"
-                       f"{log.read_text(errors='replace')[-3000:]}")
+    raise RuntimeError(
+        f"{url} not ready after {timeout:.0f} s:\n{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
 @dataclass
@@ -74,12 +78,19 @@ def start_moto(log_dir: Path) -> Server:
     log = log_dir / "moto.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=open(log, "wb"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/moto-api/", proc, log)
-    env = {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
-           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": AWS_REGION,
-           "AWS_REGION": AWS_REGION}
+    env = {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": AWS_REGION,
+        "AWS_REGION": AWS_REGION,
+    }
     return Server(url, proc, env)
 
 
@@ -87,12 +98,13 @@ def start_gcs(log_dir: Path) -> Server:
     port = free_port()
     log = log_dir / "gcs-emulator.log"
     exe = Path(sys.executable).with_name("gcp-storage-emulator")
-    cmd = ([str(exe)] if exe.exists() else
-           [sys.executable, "-m", "gcp_storage_emulator"])
-    proc = subprocess.Popen(cmd + ["start", "--host", "127.0.0.1", "--port", str(port),
-                                   "--in-memory", "--quiet"],
-                            stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL)
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "gcp_storage_emulator"]
+    proc = subprocess.Popen(
+        cmd + ["start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--quiet"],
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     _wait_http(url + "/storage/v1/b", proc, log)
     return Server(url, proc, {"STORAGE_EMULATOR_HOST": url})
@@ -101,16 +113,26 @@ def start_gcs(log_dir: Path) -> Server:
 class MotoServer(Server):
     def client(self, service: str):
         import boto3
-        return boto3.client(service, endpoint_url=self.url, region_name=AWS_REGION,
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+
+        return boto3.client(
+            service,
+            endpoint_url=self.url,
+            region_name=AWS_REGION,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
 
 
 class GCSServer(Server):
     def client(self):
         from google.auth.credentials import AnonymousCredentials
         from google.cloud import storage
-        return storage.Client(project="test-project", credentials=AnonymousCredentials(),
-                              client_options={"api_endpoint": self.url})
+
+        return storage.Client(
+            project="test-project",
+            credentials=AnonymousCredentials(),
+            client_options={"api_endpoint": self.url},
+        )
 
 
 @pytest.fixture(scope="session")
@@ -189,14 +211,19 @@ def upload_tree(local_root: Path, dest: str) -> list[str]:
         key = "/".join(filter(None, [prefix, path.relative_to(local_root).as_posix()]))
         if scheme == "s3":
             import boto3
-            boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"],
-                         region_name=AWS_REGION).upload_file(str(path), bucket, key)
+
+            boto3.client(
+                "s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"], region_name=AWS_REGION
+            ).upload_file(str(path), bucket, key)
         else:
             from google.auth.credentials import AnonymousCredentials
             from google.cloud import storage
-            client = storage.Client(project="test-project", credentials=AnonymousCredentials(),
-                                    client_options={"api_endpoint":
-                                                    os.environ["STORAGE_EMULATOR_HOST"]})
+
+            client = storage.Client(
+                project="test-project",
+                credentials=AnonymousCredentials(),
+                client_options={"api_endpoint": os.environ["STORAGE_EMULATOR_HOST"]},
+            )
             client.bucket(bucket).blob(key).upload_from_filename(str(path))
         out.append(f"{scheme}://{bucket}/{key}")
     return out

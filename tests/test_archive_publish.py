@@ -5,6 +5,7 @@ The writer appends to ``*.json.open`` files that a load never lists, and publish
 ``rotate_seconds`` as well as by hour and size. The clock is injected; one test runs a
 real ``mailpulse serve --rotate-seconds 2`` and measures the time from 200 to published.
 """
+
 from __future__ import annotations
 
 import errno
@@ -64,26 +65,26 @@ def test_open_files_are_never_visible_and_publish_after_rotate_seconds(tmp_path)
     # 9 s rotate margin: min(2, 10/10) = 1 s before the deadline, so due at 9 s
     assert w.seconds_until_due() == pytest.approx(9.01)
     clock.advance(8.5)
-    w.append("sendgrid", b'[{"n":2}]')           # same file: not due yet
+    w.append("sendgrid", b'[{"n":2}]')  # same file: not due yet
     assert w.publish_due() == 0 and visible(tmp_path) == {}
     assert w.seconds_until_due() == pytest.approx(0.51)
-    clock.advance(0.5)                            # 9 s after the first line
+    clock.advance(0.5)  # 9 s after the first line
     assert w.publish_due() == 1
     v = visible(tmp_path)
     assert list(v) == ["sendgrid/2026/11/23/10/w1-000001.json.gz"]
     assert lines_in(tmp_path, v) == [b'[{"n":1}]', b'[{"n":2}]']
     assert not list(tmp_path.rglob("*.open")) and not list(tmp_path.rglob("*.tmp"))
-    assert w.seconds_until_due() is None          # nothing open: nothing to wake up for
+    assert w.seconds_until_due() is None  # nothing open: nothing to wake up for
 
 
 def test_a_post_after_the_deadline_goes_to_a_new_file(tmp_path):
     clock = Clock()
     w = ArchiveWriter(tmp_path, instance="w1", clock=clock, rotate_seconds=60)
     w.append("ses", b'{"n":1}')
-    clock.advance(58)                             # due (60 - 2 s margin)
+    clock.advance(58)  # due (60 - 2 s margin)
     p2 = w.append("ses", b'{"n":2}')
     assert p2.name == "w1-000002.json.open"
-    assert w.seconds_until_due() == 0.0           # the closed file waits: wake up now
+    assert w.seconds_until_due() == 0.0  # the closed file waits: wake up now
     assert w.process_closed() == 1
     assert list(visible(tmp_path)) == ["ses/2026/11/23/10/w1-000001.json.gz"]
 
@@ -153,14 +154,23 @@ def test_healthz_degraded_while_uploads_fail_then_ok(tmp_path):
     spool, dest = tmp_path / "spool", tmp_path / "bucket"
     dest.write_text("a file where the destination directory should be")
     clock = Clock()
-    config = CollectorConfig(archive=str(dest / "archive"), spool_dir=str(spool), cmc_api_key="k",
-                             maintain_interval=0, rotate_seconds=5)
+    config = CollectorConfig(
+        archive=str(dest / "archive"),
+        spool_dir=str(spool),
+        cmc_api_key="k",
+        maintain_interval=0,
+        rotate_seconds=5,
+    )
     app = create_app(config, now=clock)
     c = app.test_client()
     assert c.get("/healthz").get_json()["status"] == "ok"
     for i in range(3):
-        assert c.post("/webhooks/cmc?api_key=k", data=cmc_body(i),
-                      content_type="application/json").status_code == 200
+        assert (
+            c.post(
+                "/webhooks/cmc?api_key=k", data=cmc_body(i), content_type="application/json"
+            ).status_code
+            == 200
+        )
         clock.advance(6)
         app.extensions["mailpulse"].writer().maintain()
     h = c.get("/healthz").get_json()
@@ -187,22 +197,32 @@ def test_unshipped_files_older_than_the_grace_period_are_degraded(tmp_path):
     f.write_bytes(gzip.compress(b"{}\n"))
     os.utime(f, (time.time() - 500, time.time() - 500))
     assert spool_status(spool)["oldest_age_seconds"] >= 499
-    config = CollectorConfig(archive=str(tmp_path / "remote"), spool_dir=str(spool), cmc_api_key="k",
-                             maintain_interval=30, rotate_seconds=60)
+    config = CollectorConfig(
+        archive=str(tmp_path / "remote"),
+        spool_dir=str(spool),
+        cmc_api_key="k",
+        maintain_interval=30,
+        rotate_seconds=60,
+    )
     h = create_app(config).test_client().get("/healthz").get_json()
     assert h["status"] == "degraded" and h["unshipped"]["files"] == 1
 
 
 def test_maintenance_thread_publishes_on_time(tmp_path):
     """The app's own maintenance thread (real time): published within rotate_seconds."""
-    config = CollectorConfig(archive=str(tmp_path / "a"), cmc_api_key="k",
-                             maintain_interval=30, rotate_seconds=1)
+    config = CollectorConfig(
+        archive=str(tmp_path / "a"), cmc_api_key="k", maintain_interval=30, rotate_seconds=1
+    )
     app = create_app(config)
     c = app.test_client()
     try:
         t = time.monotonic()
-        assert c.post("/webhooks/cmc?api_key=k", data=cmc_body(1),
-                      content_type="application/json").status_code == 200
+        assert (
+            c.post(
+                "/webhooks/cmc?api_key=k", data=cmc_body(1), content_type="application/json"
+            ).status_code
+            == 200
+        )
         while not visible(tmp_path / "a") and time.monotonic() - t < 5:
             time.sleep(0.02)
         took = time.monotonic() - t
@@ -231,8 +251,11 @@ def test_serve_rotate_seconds_2_publishes_within_2_seconds(tmp_path):
             assert list(archive.rglob("*.json.gz")), server.log_text()[-2000:]
     finally:
         rc = server.stop()
-    print("\nserve --rotate-seconds 2: acknowledged -> published in "
-          + ", ".join(f"{d:.2f}" for d in delays) + " s")
+    print(
+        "\nserve --rotate-seconds 2: acknowledged -> published in "
+        + ", ".join(f"{d:.2f}" for d in delays)
+        + " s"
+    )
     assert rc == 0
     assert max(delays) <= 2.0 + 0.3, delays
     assert sorted(lines_in(archive, visible(archive))) == sorted(cmc_body(i) for i in range(3))

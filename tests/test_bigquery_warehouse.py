@@ -1,35 +1,54 @@
 """BigQuery-only behaviour: the requests the backend sends (where the emulator ignores or
 lacks a production feature), all-or-nothing commits, connection errors."""
+
 from __future__ import annotations
 
-from datetime import date
-
 import pytest
+from test_warehouse_contract import (
+    D1,
+    D2,
+    DEAD,
+    FIRST,
+    TEST_RETRY,
+    ev,
+    events_rows,
+    make_batch,
+)
 
 from pipelines.warehouse import open_warehouse
 from pipelines.warehouse.base import TransientWarehouseError, WarehouseError
-from pipelines.warehouse.bigquery import (CONCURRENT_MARKER, ENDPOINT_ENV, BigQueryWarehouse,
-                                          is_loopback_http, query_parameters,
-                                          strip_sql_comments)
-from test_warehouse_contract import (D1, D2, DEAD, FIRST, SPAN, TEST_RETRY, ev, events_rows,
-                                     make_batch)
+from pipelines.warehouse.bigquery import (
+    CONCURRENT_MARKER,
+    ENDPOINT_ENV,
+    BigQueryWarehouse,
+    is_loopback_http,
+    query_parameters,
+    strip_sql_comments,
+)
 
 pytestmark = pytest.mark.bigquery
 
 
 def _wh(bq_emulator, dataset, **kw):
-    return BigQueryWarehouse("test-project", dataset, api_endpoint=bq_emulator.url,
-                             retry=TEST_RETRY, **kw)
+    return BigQueryWarehouse(
+        "test-project", dataset, api_endpoint=bq_emulator.url, retry=TEST_RETRY, **kw
+    )
 
 
 def _table_bodies(recorded):
-    return {r.body["tableReference"]["tableId"]: r.body for r in recorded
-            if r.method == "POST" and r.path.split("?")[0].endswith("/tables") and r.body}
+    return {
+        r.body["tableReference"]["tableId"]: r.body
+        for r in recorded
+        if r.method == "POST" and r.path.split("?")[0].endswith("/tables") and r.body
+    }
 
 
 def _jobs(recorded):
-    return [r.body for r in recorded if r.method == "POST" and "/jobs" in r.path and r.body
-            and "configuration" in r.body]
+    return [
+        r.body
+        for r in recorded
+        if r.method == "POST" and "/jobs" in r.path and r.body and "configuration" in r.body
+    ]
 
 
 def test_tables_are_created_partitioned_clustered_and_filter_required(bq_emulator, bq_dataset):
@@ -40,10 +59,14 @@ def test_tables_are_created_partitioned_clustered_and_filter_required(bq_emulato
     # The emulator does not keep requirePartitionFilter: check what production receives.
     assert events["timePartitioning"] == {"type": "DAY", "field": "event_date"}
     assert events["requirePartitionFilter"] is True
-    assert events["clustering"] == {"fields": ["event_type", "provider", "message_id",
-                                               "email_hash"]}
-    assert [f["name"] for f in events["schema"]["fields"]][:3] == ["event_id", "provider",
-                                                                   "event_type"]
+    assert events["clustering"] == {
+        "fields": ["event_type", "provider", "message_id", "email_hash"]
+    }
+    assert [f["name"] for f in events["schema"]["fields"]][:3] == [
+        "event_id",
+        "provider",
+        "event_type",
+    ]
     assert bodies["dead_letters"]["timePartitioning"]["field"] == "event_date"
     assert "requirePartitionFilter" not in bodies["dead_letters"]
     assert "timePartitioning" not in bodies["loads"]
@@ -53,8 +76,9 @@ def test_tables_are_created_partitioned_clustered_and_filter_required(bq_emulato
     assert t.time_partitioning.field == "event_date" and t.clustering_fields[0] == "event_type"
 
 
-def test_commit_sends_load_jobs_without_decorators_and_one_transaction(bq_emulator, bq_dataset,
-                                                                       tmp_path):
+def test_commit_sends_load_jobs_without_decorators_and_one_transaction(
+    bq_emulator, bq_dataset, tmp_path
+):
     wh = _wh(bq_emulator, bq_dataset)
     wh.ensure_schema()
     mark = bq_emulator.proxy.mark()
@@ -74,8 +98,11 @@ def test_commit_sends_load_jobs_without_decorators_and_one_transaction(bq_emulat
     # the design does not need them: the MERGE writes the partitions).
     assert not any("$" in str(j) for j in jobs)
     assert not any("$" in r.path for r in recorded)
-    scripts = [j["configuration"]["query"]["query"] for j in jobs
-               if "BEGIN TRANSACTION" in j["configuration"].get("query", {}).get("query", "")]
+    scripts = [
+        j["configuration"]["query"]["query"]
+        for j in jobs
+        if "BEGIN TRANSACTION" in j["configuration"].get("query", {}).get("query", "")
+    ]
     assert len(scripts) == 1
     script = scripts[0]
     assert script.count("MERGE events") == 1 and script.count("MERGE dead_letters") == 1
@@ -84,13 +111,20 @@ def test_commit_sends_load_jobs_without_decorators_and_one_transaction(bq_emulat
     assert "TRUNCATE" not in " ".join(str(j) for j in jobs).upper()
     # every query runs with the default dataset and named, typed parameters
     queries = [j["configuration"]["query"] for j in jobs if "query" in j["configuration"]]
-    assert all(q["defaultDataset"] == {"projectId": "test-project", "datasetId": bq_dataset}
-               for q in queries)
-    counting = [q for q in queries if "NOT EXISTS" in q["query"] and "events" in q["query"]
-                and "BEGIN" not in q["query"]]
+    assert all(
+        q["defaultDataset"] == {"projectId": "test-project", "datasetId": bq_dataset}
+        for q in queries
+    )
+    counting = [
+        q
+        for q in queries
+        if "NOT EXISTS" in q["query"] and "events" in q["query"] and "BEGIN" not in q["query"]
+    ]
     assert counting[0]["parameterMode"] == "NAMED"
-    assert {p["name"]: p["parameterType"]["type"] for p in counting[0]["queryParameters"]} == \
-        {"lo": "DATE", "hi": "DATE"}
+    assert {p["name"]: p["parameterType"]["type"] for p in counting[0]["queryParameters"]} == {
+        "lo": "DATE",
+        "hi": "DATE",
+    }
     # staging tables are gone
     names = {t.table_id for t in bq_emulator.client().list_tables(f"test-project.{bq_dataset}")}
     assert names == {"events", "dead_letters", "loads", "loaded_files"}
@@ -99,7 +133,9 @@ def test_commit_sends_load_jobs_without_decorators_and_one_transaction(bq_emulat
 def test_query_job_carries_byte_cap_and_dry_run_request(bq_emulator, bq_dataset):
     wh = BigQueryWarehouse.from_uri(
         f"bigquery://test-project/{bq_dataset}?maximum_bytes_billed=1000000000",
-        environ={ENDPOINT_ENV: bq_emulator.url}, retry=TEST_RETRY)
+        environ={ENDPOINT_ENV: bq_emulator.url},
+        retry=TEST_RETRY,
+    )
     wh.ensure_schema()
     mark = bq_emulator.proxy.mark()
     sql = "SELECT COUNT(*) AS n FROM events WHERE event_date = @d AND provider IN UNNEST(@p)"
@@ -117,11 +153,14 @@ def test_query_job_carries_byte_cap_and_dry_run_request(bq_emulator, bq_dataset)
 
 
 def test_strip_sql_comments_keeps_everything_but_comments():
-    sql = ("-- head @d\nSELECT r'a\\b--' AS r, \"\"\"x /* no */ # no\"\"\" AS t, 'it\\'s -- no' AS s,"
-           " `my-col` /* @d */ , @d # tail @d\nFROM t -- end")
+    sql = (
+        '-- head @d\nSELECT r\'a\\b--\' AS r, """x /* no */ # no""" AS t, \'it\\\'s -- no\' AS s,'
+        " `my-col` /* @d */ , @d # tail @d\nFROM t -- end"
+    )
     assert strip_sql_comments(sql) == (
-        "\nSELECT r'a\\b--' AS r, \"\"\"x /* no */ # no\"\"\" AS t, 'it\\'s -- no' AS s,"
-        " `my-col` , @d\nFROM t")
+        '\nSELECT r\'a\\b--\' AS r, """x /* no */ # no""" AS t, \'it\\\'s -- no\' AS s,'
+        " `my-col` , @d\nFROM t"
+    )
     assert strip_sql_comments("SELECT 'unterminated -- x") == "SELECT 'unterminated -- x"
 
 
@@ -129,12 +168,17 @@ def test_parameter_names_in_comments_do_not_break_emulator_jobs(bq_emulator, bq_
     """bqemulator 1.4.0 binds @name textually, comments included (strip_sql_comments)."""
     from google.api_core.exceptions import BadRequest
     from google.cloud import bigquery
+
     sql = "-- one row per @d\nSELECT @d AS d /* @d again */"
     client = bq_emulator.client()
     # The emulator gap itself: when this stops failing, the workaround can go.
     with pytest.raises(BadRequest, match="Parameter argument/count mismatch"):
-        client.query(sql, job_config=bigquery.QueryJobConfig(query_parameters=[
-            bigquery.ScalarQueryParameter("d", "DATE", D1)])).result()
+        client.query(
+            sql,
+            job_config=bigquery.QueryJobConfig(
+                query_parameters=[bigquery.ScalarQueryParameter("d", "DATE", D1)]
+            ),
+        ).result()
     client.close()
     wh = _wh(bq_emulator, bq_dataset)
     mark = bq_emulator.proxy.mark()
@@ -142,24 +186,47 @@ def test_parameter_names_in_comments_do_not_break_emulator_jobs(bq_emulator, bq_
     (job,) = _jobs(bq_emulator.proxy.since(mark))
     assert job["configuration"]["query"]["query"] == "\nSELECT @d AS d"
     # Production receives the SQL as written.
-    prod = BigQueryWarehouse("test-project", bq_dataset,
-                             api_endpoint="https://bigquery.googleapis.com")
+    prod = BigQueryWarehouse(
+        "test-project", bq_dataset, api_endpoint="https://bigquery.googleapis.com"
+    )
     assert prod._wire_sql(sql, {"d": D1}) == sql
 
 
 def test_parameter_types_are_inferred():
     from datetime import datetime
-    types = {p.name: (getattr(p, "type_", None) or p.array_type)
-             for p in query_parameters({"s": "x", "i": 1, "f": 1.5, "b": False, "d": D1,
-                                        "t": datetime(2026, 1, 1), "l": ["a"], "e": []})}
-    assert types == {"s": "STRING", "i": "INT64", "f": "FLOAT64", "b": "BOOL", "d": "DATE",
-                     "t": "TIMESTAMP", "l": "STRING", "e": "STRING"}
+
+    types = {
+        p.name: (getattr(p, "type_", None) or p.array_type)
+        for p in query_parameters(
+            {
+                "s": "x",
+                "i": 1,
+                "f": 1.5,
+                "b": False,
+                "d": D1,
+                "t": datetime(2026, 1, 1),
+                "l": ["a"],
+                "e": [],
+            }
+        )
+    }
+    assert types == {
+        "s": "STRING",
+        "i": "INT64",
+        "f": "FLOAT64",
+        "b": "BOOL",
+        "d": "DATE",
+        "t": "TIMESTAMP",
+        "l": "STRING",
+        "e": "STRING",
+    }
     with pytest.raises(WarehouseError, match="@o"):
         query_parameters({"o": object()})
 
 
-def test_a_failure_inside_the_commit_leaves_nothing_and_a_rerun_completes(bq_emulator,
-                                                                         bq_dataset, tmp_path):
+def test_a_failure_inside_the_commit_leaves_nothing_and_a_rerun_completes(
+    bq_emulator, bq_dataset, tmp_path
+):
     client = bq_emulator.client()
 
     def lose_loads_table():  # a real fault: the last MERGE of the transaction fails
@@ -191,8 +258,11 @@ def test_a_concurrent_load_is_counted_exactly(bq_emulator, bq_dataset, tmp_path)
     r = wh.commit_load(make_batch(tmp_path, "load-1", FIRST))
     assert calls == [1]
     # e1 was stored by the other load between counting and committing: recounted.
-    assert r.per_provider["sendgrid"] == {"events_loaded": 2, "duplicates_in_batch": 1,
-                                          "already_loaded": 1}
+    assert r.per_provider["sendgrid"] == {
+        "events_loaded": 2,
+        "duplicates_in_batch": 1,
+        "already_loaded": 1,
+    }
     assert [x["event_id"] for x in events_rows(wh)] == ["e1", "e2", "e3", "s1", "s2", "x9"]
     assert CONCURRENT_MARKER  # the marker the guard raises with
 
@@ -217,11 +287,19 @@ def test_missing_credentials_name_the_fix(monkeypatch, tmp_path):
 def test_uri_and_endpoint_parsing(monkeypatch):
     monkeypatch.setenv(ENDPOINT_ENV, "http://127.0.0.1:9")
     wh = open_warehouse("bigquery://p-1/d_2?location=EU")
-    assert (wh.project, wh.dataset, wh.location, wh.api_endpoint) == \
-        ("p-1", "d_2", "EU", "http://127.0.0.1:9")
+    assert (wh.project, wh.dataset, wh.location, wh.api_endpoint) == (
+        "p-1",
+        "d_2",
+        "EU",
+        "http://127.0.0.1:9",
+    )
     assert wh.uri == "bigquery://p-1/d_2"
-    for bad in ("bigquery://p-1", "bigquery://p-1/a/b", "bigquery://p-1/d?colour=red",
-                "bigquery://p-1/d-with-dash"):
+    for bad in (
+        "bigquery://p-1",
+        "bigquery://p-1/a/b",
+        "bigquery://p-1/d?colour=red",
+        "bigquery://p-1/d-with-dash",
+    ):
         with pytest.raises(WarehouseError, match="bigquery://PROJECT/DATASET|unknown option"):
             open_warehouse(bad)
     assert is_loopback_http("http://localhost:9050")
@@ -231,7 +309,12 @@ def test_uri_and_endpoint_parsing(monkeypatch):
 
 def test_an_unreachable_endpoint_is_transient(tmp_path):
     from bq_emulator import free_port
-    wh = BigQueryWarehouse("test-project", "d", api_endpoint=f"http://127.0.0.1:{free_port()}",
-                           retry=type(TEST_RETRY)(deadline=0.5, initial=0.1, maximum=0.2))
+
+    wh = BigQueryWarehouse(
+        "test-project",
+        "d",
+        api_endpoint=f"http://127.0.0.1:{free_port()}",
+        retry=type(TEST_RETRY)(deadline=0.5, initial=0.1, maximum=0.2),
+    )
     with pytest.raises(TransientWarehouseError, match="did not answer"):
         wh.ensure_schema()

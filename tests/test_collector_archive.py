@@ -1,6 +1,7 @@
 """The collector's archive writer: one line per post, fsynced; hourly and size rotation;
 gzip on close; crash recovery; shipping closed files through Beam's FileSystems (to a
 local directory standing in for gs:// / s3://, through the same code path)."""
+
 from __future__ import annotations
 
 import errno
@@ -37,13 +38,16 @@ def lines_of(path: Path) -> list[bytes]:
     return [r.raw for r in iter_records(decompress(path.read_bytes()))]
 
 
-@pytest.mark.parametrize("body,expected", [
-    (b'[{"a":1}]', b'[{"a":1}]'),
-    (b'[{"a":1}]\r\n', b'[{"a":1}]'),
-    (b'  {"a": "x  y"}  ', b'{"a": "x  y"}'),
-    (b'[\n  {\n    "a": 1.50,\n    "b": "\\n"\n  }\n]\n', b'[{"a": 1.50,"b": "\\n"}]'),
-    (b'{"a":\r\n\t[1,\r\n2]}', b'{"a":[1,2]}'),
-])
+@pytest.mark.parametrize(
+    "body,expected",
+    [
+        (b'[{"a":1}]', b'[{"a":1}]'),
+        (b'[{"a":1}]\r\n', b'[{"a":1}]'),
+        (b'  {"a": "x  y"}  ', b'{"a": "x  y"}'),
+        (b'[\n  {\n    "a": 1.50,\n    "b": "\\n"\n  }\n]\n', b'[{"a": 1.50,"b": "\\n"}]'),
+        (b'{"a":\r\n\t[1,\r\n2]}', b'{"a":[1,2]}'),
+    ],
+)
 def test_compact_line(body, expected):
     out = compact_line(body)
     assert out == expected
@@ -61,17 +65,23 @@ def test_hour_rotation_gzip_and_idle_close(tmp_path):
     assert p2.relative_to(tmp_path).as_posix() == "sendgrid/2026/11/23/11/w1-000002.json.open"
     w.append("ses", b'{"Type":"Notification"}')
     w.process_closed()
-    assert files(tmp_path) == ["sendgrid/2026/11/23/10/w1-000001.json.gz",
-                               "sendgrid/2026/11/23/11/w1-000002.json.open",
-                               "ses/2026/11/23/11/w1-000003.json.open"]
-    assert gzip.decompress((tmp_path / "sendgrid/2026/11/23/10/w1-000001.json.gz").read_bytes()) \
+    assert files(tmp_path) == [
+        "sendgrid/2026/11/23/10/w1-000001.json.gz",
+        "sendgrid/2026/11/23/11/w1-000002.json.open",
+        "ses/2026/11/23/11/w1-000003.json.open",
+    ]
+    assert (
+        gzip.decompress((tmp_path / "sendgrid/2026/11/23/10/w1-000001.json.gz").read_bytes())
         == b'[{"n":1}]\n'
+    )
     # nothing arrives for an hour: maintenance closes the idle files
     clock.t = T0 + timedelta(hours=1, seconds=3)
     w.maintain()
-    assert files(tmp_path) == ["sendgrid/2026/11/23/10/w1-000001.json.gz",
-                               "sendgrid/2026/11/23/11/w1-000002.json.gz",
-                               "ses/2026/11/23/11/w1-000003.json.gz"]
+    assert files(tmp_path) == [
+        "sendgrid/2026/11/23/10/w1-000001.json.gz",
+        "sendgrid/2026/11/23/11/w1-000002.json.gz",
+        "ses/2026/11/23/11/w1-000003.json.gz",
+    ]
     assert events.count("archive_files") == 3 and events.count("archive_files_closed") == 3
 
 
@@ -114,11 +124,13 @@ def test_recovery_takes_over_dead_workers_files_only(tmp_path):
     try:
         w = ArchiveWriter(tmp_path, instance="new", clock=Clock())
         assert w.recover() == 4
-        assert files(tmp_path) == ["sendgrid/2026/11/23/09/dead-1-000001.json.gz",
-                                   "sendgrid/2026/11/23/09/dead-1-000002.json.gz",
-                                   "sendgrid/2026/11/23/09/dead-2-000001.json.gz",
-                                   "sendgrid/2026/11/23/09/live-7-000001.json.open",
-                                   "sendgrid/2026/11/23/09/old-4-000001.json.gz"]
+        assert files(tmp_path) == [
+            "sendgrid/2026/11/23/09/dead-1-000001.json.gz",
+            "sendgrid/2026/11/23/09/dead-1-000002.json.gz",
+            "sendgrid/2026/11/23/09/dead-2-000001.json.gz",
+            "sendgrid/2026/11/23/09/live-7-000001.json.open",
+            "sendgrid/2026/11/23/09/old-4-000001.json.gz",
+        ]
         assert lines_of(d / "old-4-000001.json.gz") == [b'[{"n":7}]']
         assert lines_of(d / "dead-1-000001.json.gz") == [b'[{"n":1}]', b'[{"n":2}]']
         assert lines_of(d / "dead-2-000001.json.gz") == [b'[{"n":5}]']
@@ -133,14 +145,22 @@ def test_shipping_to_another_filesystem_deletes_locally_only_after_confirmation(
     spool, remote = tmp_path / "spool", tmp_path / "remote-bucket"
     events = []
     clock = Clock()
-    w = ArchiveWriter(spool, instance="w1", clock=clock, shipper=Shipper(str(remote)),
-                      on_event=lambda n, k: events.append(n))
+    w = ArchiveWriter(
+        spool,
+        instance="w1",
+        clock=clock,
+        shipper=Shipper(str(remote)),
+        on_event=lambda n, k: events.append(n),
+    )
     w.append("sendgrid", b'[{"n":1}]')
     w.append("sendgrid", b'[{"n":2}]')
     clock.t += timedelta(hours=1)
     w.maintain()
     assert files(remote) == ["sendgrid/2026/11/23/10/w1-000001.json.gz"]
-    assert lines_of(remote / "sendgrid/2026/11/23/10/w1-000001.json.gz") == [b'[{"n":1}]', b'[{"n":2}]']
+    assert lines_of(remote / "sendgrid/2026/11/23/10/w1-000001.json.gz") == [
+        b'[{"n":1}]',
+        b'[{"n":2}]',
+    ]
     assert files(spool) == []
     assert events.count("archive_files_shipped") == 1
 
@@ -150,8 +170,13 @@ def test_failed_upload_keeps_the_file_and_is_retried(tmp_path):
     blocker = tmp_path / "bucket"
     blocker.write_text("a file where the bucket directory should be")
     events = []
-    w = ArchiveWriter(spool, instance="w1", clock=Clock(), shipper=Shipper(str(blocker / "archive")),
-                      on_event=lambda n, k: events.append(n))
+    w = ArchiveWriter(
+        spool,
+        instance="w1",
+        clock=Clock(),
+        shipper=Shipper(str(blocker / "archive")),
+        on_event=lambda n, k: events.append(n),
+    )
     w.append("ses", b'{"Type":"Notification"}')
     w.close()
     assert files(spool) == ["ses/2026/11/23/10/w1-000001.json.gz"]  # kept
@@ -164,13 +189,17 @@ def test_failed_upload_keeps_the_file_and_is_retried(tmp_path):
 
 def test_app_ships_through_spool_dir_on_shutdown(tmp_path):
     remote, spool = tmp_path / "remote", tmp_path / "spool"
-    config = CollectorConfig(archive=str(remote), spool_dir=str(spool), cmc_api_key="k",
-                             maintain_interval=0)
+    config = CollectorConfig(
+        archive=str(remote), spool_dir=str(spool), cmc_api_key="k", maintain_interval=0
+    )
     assert config.ships
     app = create_app(config, now=Clock())
     c = app.test_client()
     body = b'{"event_type":"bounces","event":{"bounces":[]}}'
-    assert c.post("/webhooks/cmc?api_key=k", data=body, content_type="application/json").status_code == 200
+    assert (
+        c.post("/webhooks/cmc?api_key=k", data=body, content_type="application/json").status_code
+        == 200
+    )
     assert files(spool, "*.json.open") and not remote.exists()
     app.extensions["mailpulse"].shutdown()
     [name] = files(remote)
@@ -184,7 +213,10 @@ def test_a_failed_disk_write_answers_503_and_leaves_no_partial_line(tmp_path, mo
     config = CollectorConfig(archive=str(tmp_path / "a"), cmc_api_key="k", maintain_interval=0)
     c = create_app(config, now=Clock()).test_client()
     ok1 = b'{"event_type":"bounces","event":{"bounces":[]},"n":1}'
-    assert c.post("/webhooks/cmc?api_key=k", data=ok1, content_type="application/json").status_code == 200
+    assert (
+        c.post("/webhooks/cmc?api_key=k", data=ok1, content_type="application/json").status_code
+        == 200
+    )
 
     real_write = os.write
     calls = []
@@ -201,7 +233,10 @@ def test_a_failed_disk_write_answers_503_and_leaves_no_partial_line(tmp_path, mo
     assert (r.status_code, r.get_json()) == (503, {"error": "archive_write_failed"})
     monkeypatch.setattr(archive_mod.os, "write", real_write)
     ok3 = b'{"event_type":"bounces","event":{"bounces":[]},"n":3}'
-    assert c.post("/webhooks/cmc?api_key=k", data=ok3, content_type="application/json").status_code == 200
+    assert (
+        c.post("/webhooks/cmc?api_key=k", data=ok3, content_type="application/json").status_code
+        == 200
+    )
     got = []
     for name in files(tmp_path / "a"):
         got += lines_of(tmp_path / "a" / name)

@@ -4,18 +4,18 @@ CMC posts ``api_key``, ``server_composition``, ``event_type`` and ``event`` as a
 (``event`` a JSON string) or, with "use JSON", as one JSON object. The bodies below are
 the published samples (provider-samples/cmc) with the api_key added as CMC adds it.
 """
+
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
+from collector_support import archived
 
 from pipelines.collector import CollectorConfig, create_app
 from pipelines.normalizers import normalize_records
 from pipelines.records import iter_records
-from collector_support import archived
 
 KEY = "cmc-key-7f3a9c"
 #: The published CMC sample bodies (provider-samples/cmc), kept here so the tests run anywhere.
@@ -34,10 +34,10 @@ SAMPLES = {
                     "messageId": "<8f902ee7-ae65-8711-48a8-2f708cb14205@example.com>",
                     "from": "info@example.com",
                     "to": "user@example",
-                    "status": "1"
+                    "status": "1",
                 }
             ]
-        }
+        },
     },
     "bounces_user_unknown": {
         "event_type": "bounces",
@@ -53,10 +53,10 @@ SAMPLES = {
                     "messageId": "<9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com>",
                     "from": "info@example.com",
                     "to": "no-user@example.jp",
-                    "status": "2"
+                    "status": "2",
                 }
             ]
-        }
+        },
     },
     "deliveries_failed": {
         "event_type": "deliveries",
@@ -74,10 +74,10 @@ SAMPLES = {
                     "from": "info@example.com",
                     "to": "no-user@example.jp",
                     "senderIp": "100.100.100.3",
-                    "status": "failed"
+                    "status": "failed",
                 }
             ]
-        }
+        },
     },
     "deliveries_queued": {
         "event_type": "deliveries",
@@ -95,10 +95,10 @@ SAMPLES = {
                     "from": "info@example.com",
                     "to": "user@example.jp",
                     "senderIp": "",
-                    "status": "queued"
+                    "status": "queued",
                 }
             ]
-        }
+        },
     },
     "deliveries_succeeded": {
         "event_type": "deliveries",
@@ -116,19 +116,19 @@ SAMPLES = {
                     "from": "info@example.com",
                     "to": "user@example.jp",
                     "senderIp": "100.100.100.3",
-                    "status": "succeeded"
+                    "status": "succeeded",
                 }
             ]
-        }
-    }
+        },
+    },
 }
-
-
 
 
 @pytest.fixture
 def client(tmp_path):
-    config = CollectorConfig(archive=str(tmp_path / "archive"), cmc_api_key=KEY, maintain_interval=0)
+    config = CollectorConfig(
+        archive=str(tmp_path / "archive"), cmc_api_key=KEY, maintain_interval=0
+    )
     return create_app(config).test_client(), tmp_path / "archive"
 
 
@@ -140,7 +140,7 @@ def test_json_body_with_api_key(client, ctx, name):
     r = c.post("/webhooks/cmc", data=body, content_type="application/json")
     assert r.status_code == 200, r.get_json()
     [line] = archived(root)
-    assert json.loads(line) == doc            # everything but the credential
+    assert json.loads(line) == doc  # everything but the credential
     assert KEY.encode() not in line
     res = normalize_records(iter_records(line), ctx)
     assert res.dead_letters == [] and len(res.events) == 1
@@ -149,8 +149,14 @@ def test_json_body_with_api_key(client, ctx, name):
 def test_form_body_becomes_the_json_the_normalizer_reads(client, ctx):
     c, root = client
     doc = SAMPLES["deliveries_succeeded"]
-    form = urlencode({"api_key": KEY, "server_composition": doc["server_composition"],
-                      "event_type": doc["event_type"], "event": json.dumps(doc["event"])})
+    form = urlencode(
+        {
+            "api_key": KEY,
+            "server_composition": doc["server_composition"],
+            "event_type": doc["event_type"],
+            "event": json.dumps(doc["event"]),
+        }
+    )
     r = c.post("/webhooks/cmc", data=form, content_type="application/x-www-form-urlencoded")
     assert r.status_code == 200
     [line] = archived(root)
@@ -162,8 +168,12 @@ def test_form_body_becomes_the_json_the_normalizer_reads(client, ctx):
 def test_unchanged_body_when_the_key_is_in_the_url(client):
     c, root = client
     body = json.dumps(SAMPLES["bounces_host_unknown"], ensure_ascii=False, indent=2).encode()
-    assert c.post(f"/webhooks/cmc?api_key={KEY}", data=body,
-                  content_type="application/json").status_code == 200
+    assert (
+        c.post(
+            f"/webhooks/cmc?api_key={KEY}", data=body, content_type="application/json"
+        ).status_code
+        == 200
+    )
     [line] = archived(root)
     assert json.loads(line) == json.loads(body)
     assert b'"reason": "host unknown"' in line  # only line-break whitespace was removed
@@ -188,12 +198,17 @@ def test_wrong_or_missing_api_key_is_rejected(client, how):
     assert archived(root) == []
 
 
-@pytest.mark.parametrize("body,ctype", [
-    (b'{"api_key": "' + KEY.encode() + b'", "event_type": ', "application/json"),
-    (b"[1, 2]", "application/json"),
-    (urlencode({"api_key": KEY, "event_type": "bounces", "event": "{not json"}).encode(),
-     "application/x-www-form-urlencoded"),
-])
+@pytest.mark.parametrize(
+    "body,ctype",
+    [
+        (b'{"api_key": "' + KEY.encode() + b'", "event_type": ', "application/json"),
+        (b"[1, 2]", "application/json"),
+        (
+            urlencode({"api_key": KEY, "event_type": "bounces", "event": "{not json"}).encode(),
+            "application/x-www-form-urlencoded",
+        ),
+    ],
+)
 def test_not_json_is_rejected(client, body, ctype):
     c, root = client
     r = c.post("/webhooks/cmc", data=body, content_type=ctype)

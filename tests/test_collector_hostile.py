@@ -13,6 +13,7 @@
 
 Every flood is bounded in connections and seconds and stops by itself.
 """
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,10 @@ from collector_support import archived
 
 pytestmark = pytest.mark.slow
 
-SLOW_HEAD = (b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-             b"Content-Type: application/json\r\nX-Padding: ")
+SLOW_HEAD = (
+    b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    b"Content-Type: application/json\r\nX-Padding: "
+)
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +42,21 @@ def key():
 
 
 def cmc_doc(n_events: int = 1) -> dict:
-    return {"event_type": "deliveries", "server_composition": "pro",
-            "event": {"deliveries": [{"status": "succeeded", "to": "user@example.jp",
-                                      "messageId": f"<m{i}@example.com>",
-                                      "created": "2023-01-25 14:03:09"} for i in range(n_events)]}}
+    return {
+        "event_type": "deliveries",
+        "server_composition": "pro",
+        "event": {
+            "deliveries": [
+                {
+                    "status": "succeeded",
+                    "to": "user@example.jp",
+                    "messageId": f"<m{i}@example.com>",
+                    "created": "2023-01-25 14:03:09",
+                }
+                for i in range(n_events)
+            ]
+        },
+    }
 
 
 def genuine_posts_during(server: Serve, priv, seconds: float, every: float = 0.5, tag: str = "g"):
@@ -78,11 +92,13 @@ def test_200_slow_header_connections_do_not_starve_genuine_posts(tmp_path, key):
         flood.stop()
         log = server.stop()
     lat = sorted(s for _, s in results)
-    print(f"\nslow-header flood: {flood.stats.opened} connections opened (200 at a time, "
-          f"peak {flood.stats.max_open}), {flood.stats.closed_by_server} closed by the server "
-          f"({flood.stats.answered}); genuine posts: {len(results)}, "
-          f"{sum(1 for s, _ in results if s == 200)} answered 200, p50 {lat[len(lat) // 2] * 1000:.0f} ms, "
-          f"max {lat[-1] * 1000:.0f} ms")
+    print(
+        f"\nslow-header flood: {flood.stats.opened} connections opened (200 at a time, "
+        f"peak {flood.stats.max_open}), {flood.stats.closed_by_server} closed by the server "
+        f"({flood.stats.answered}); genuine posts: {len(results)}, "
+        f"{sum(1 for s, _ in results if s == 200)} answered 200, p50 {lat[len(lat) // 2] * 1000:.0f} ms, "
+        f"max {lat[-1] * 1000:.0f} ms"
+    )
     assert [s for s, _ in results] == [200] * len(results), results
     assert len(results) >= 15
     assert lat[-1] < 2.0, f"a genuine post took {lat[-1]:.2f} s under the flood"
@@ -139,12 +155,15 @@ def test_head_past_the_header_timeout_gets_408_even_if_bytes_keep_coming(tmp_pat
 def test_slow_bodies_time_out_and_do_not_hold_the_app_threads(tmp_path, key):
     priv, pub = key
     # 1 worker x 2 threads: under gthread, 2 slow bodies would stop this server
-    server = Serve(tmp_path, "--workers", "1", "--threads", "2", "--body-timeout", "3",
-                   pub=pub, cmc=False)
+    server = Serve(
+        tmp_path, "--workers", "1", "--threads", "2", "--body-timeout", "3", pub=pub, cmc=False
+    )
     body, headers = signed_batch(priv, "slowbody")
-    head = ("POST /webhooks/sendgrid HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-            + f"Content-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        "POST /webhooks/sendgrid HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
     flood = SlowFlood(server.port, 50, head, trickle=body, interval=0.3, seconds=8, refill=False)
     t = threading.Thread(target=flood.run)
     try:
@@ -157,8 +176,10 @@ def test_slow_bodies_time_out_and_do_not_hold_the_app_threads(tmp_path, key):
         flood.stop()
         server.stop()
     lat = sorted(s for _, s in results)
-    print(f"\nslow bodies: 50 connections trickling a signed body; genuine posts {len(results)}, "
-          f"max {lat[-1] * 1000:.0f} ms; slow ones answered {flood.stats.answered}")
+    print(
+        f"\nslow bodies: 50 connections trickling a signed body; genuine posts {len(results)}, "
+        f"max {lat[-1] * 1000:.0f} ms; slow ones answered {flood.stats.answered}"
+    )
     assert [s for s, _ in results] == [200] * len(results)
     assert lat[-1] < 2.0
     assert flood.stats.answered == {"408": 50}
@@ -180,8 +201,10 @@ def test_connection_bound_sheds_the_oldest_slow_connection(tmp_path, key):
     finally:
         flood.stop()
         log = server.stop()
-    print(f"\n35 slow heads against --max-connections 20: {flood.stats.closed_by_server} shed; "
-          f"genuine {len(results)}, statuses {sorted({s for s, _ in results}, key=str)}")
+    print(
+        f"\n35 slow heads against --max-connections 20: {flood.stats.closed_by_server} shed; "
+        f"genuine {len(results)}, statuses {sorted({s for s, _ in results}, key=str)}"
+    )
     assert [s for s, _ in results] == [200] * len(results)
     assert flood.stats.closed_by_server >= 15
     assert flood.stats.max_open == 35 and "Traceback" not in log
@@ -203,9 +226,11 @@ def test_a_flood_far_past_the_bound_gets_503_never_a_reset(tmp_path, key):
         flood.stop()
         server.stop()
     statuses = [s for s, _ in results]
-    print(f"\n120 slow heads against --max-connections 10: genuine {len(results)}, "
-          f"{statuses.count(200)} x 200, {statuses.count(503)} x 503; the flood got "
-          f"{flood.stats.answered} and {flood.stats.closed_by_server} closes")
+    print(
+        f"\n120 slow heads against --max-connections 10: genuine {len(results)}, "
+        f"{statuses.count(200)} x 200, {statuses.count(503)} x 503; the flood got "
+        f"{flood.stats.answered} and {flood.stats.closed_by_server} closes"
+    )
     assert set(statuses) <= {200, 503}, statuses  # an answer, never a reset or a timeout
     assert statuses.count(200) >= 0.8 * len(statuses)
     assert flood.stats.answered.get("503", 0) > 100  # the flood's own newcomers are refused
@@ -213,9 +238,18 @@ def test_a_flood_far_past_the_bound_gets_503_never_a_reset(tmp_path, key):
 
 def test_503_when_every_connection_is_busy(tmp_path, key):
     priv, pub = key
-    server = Serve(tmp_path, "--workers", "1", "--max-connections", "5", "--body-timeout", "5",
-                   pub=pub, cmc=False)
-    head = (b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n")
+    server = Serve(
+        tmp_path,
+        "--workers",
+        "1",
+        "--max-connections",
+        "5",
+        "--body-timeout",
+        "5",
+        pub=pub,
+        cmc=False,
+    )
+    head = b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n"
     busy = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(5)]
     try:
         for s in busy:
@@ -237,23 +271,32 @@ def test_503_when_every_connection_is_busy(tmp_path, key):
 def test_chunked_body_over_the_limit_gets_413_and_nothing_is_archived(tmp_path, mode):
     server = Serve(tmp_path, *(["--dev"] if mode == "dev" else []), name=mode)
     doc = cmc_doc()
-    small = urlencode({"api_key": CMC_KEY, "server_composition": "pro", "event_type": "deliveries",
-                       "event": json.dumps(doc["event"])}).encode()
+    small = urlencode(
+        {
+            "api_key": CMC_KEY,
+            "server_composition": "pro",
+            "event_type": "deliveries",
+            "event": json.dumps(doc["event"]),
+        }
+    ).encode()
     pad = b"&padding=" + b"a" * (11 * 1024 * 1024)  # 11 MiB
     form = {"Content-Type": "application/x-www-form-urlencoded"}
     try:
         big = server.post("/webhooks/cmc", small + pad, form, chunked=True, timeout=60)
         after_big = archived(server.archive)
-        exact = server.post("/webhooks/cmc", (small + pad)[:10 * 1024 * 1024], form, chunked=True,
-                            timeout=60)
+        exact = server.post(
+            "/webhooks/cmc", (small + pad)[: 10 * 1024 * 1024], form, chunked=True, timeout=60
+        )
         declared = server.post("/webhooks/cmc", small + pad, form, timeout=60)
         archived_before = archived(server.archive)
         ok = server.post("/webhooks/cmc", small, form, chunked=True)
         health = server.healthz()["counters"]
     finally:
         server.stop()
-    print(f"\n{mode}: 11 MiB chunked -> {big[0]} in {big[2] * 1000:.0f} ms; "
-          f"exactly 10 MiB chunked -> {exact[0]}; 11 MiB with Content-Length -> {declared[0]}")
+    print(
+        f"\n{mode}: 11 MiB chunked -> {big[0]} in {big[2] * 1000:.0f} ms; "
+        f"exactly 10 MiB chunked -> {exact[0]}; 11 MiB with Content-Length -> {declared[0]}"
+    )
     assert (big[0], json.loads(big[1])) == (413, {"error": "too_large"})
     assert after_big == []  # nothing archived, not even a truncated copy
     assert declared[0] == 413
@@ -270,8 +313,15 @@ def test_credentials_never_reach_the_log(tmp_path, key, mode):
     priv, pub = key
     wrong = "wrong-key-5b0c1f"
     basic_user, basic_pw = "hookuser", "hook-pass-71c2"
-    server = Serve(tmp_path, "--access-log", "--sendgrid-basic-auth", f"{basic_user}:{basic_pw}",
-                   *(["--dev"] if mode == "dev" else []), pub=pub, name=mode)
+    server = Serve(
+        tmp_path,
+        "--access-log",
+        "--sendgrid-basic-auth",
+        f"{basic_user}:{basic_pw}",
+        *(["--dev"] if mode == "dev" else []),
+        pub=pub,
+        name=mode,
+    )
     body = json.dumps(cmc_doc()).encode()
     js = {"Content-Type": "application/json"}
     auth = base64.b64encode(f"{basic_user}:{basic_pw}".encode()).decode()
@@ -282,16 +332,30 @@ def test_credentials_never_reach_the_log(tmp_path, key, mode):
             server.post(f"/webhooks/cmc?signature={CMC_KEY}", body, js)[0],
         ]
         sg_body, sg_headers = signed_batch(priv, "log")
-        statuses.append(server.post("/webhooks/sendgrid", sg_body,
-                                    dict(sg_headers, Authorization=f"Basic {auth}"))[0])
-        statuses.append(server.post("/webhooks/sendgrid", sg_body, dict(
-            sg_headers, Authorization="Basic " + base64.b64encode(f"{basic_user}:{wrong}".encode()).decode()))[0])
+        statuses.append(
+            server.post(
+                "/webhooks/sendgrid", sg_body, dict(sg_headers, Authorization=f"Basic {auth}")
+            )[0]
+        )
+        statuses.append(
+            server.post(
+                "/webhooks/sendgrid",
+                sg_body,
+                dict(
+                    sg_headers,
+                    Authorization="Basic "
+                    + base64.b64encode(f"{basic_user}:{wrong}".encode()).decode(),
+                ),
+            )[0]
+        )
         # a malformed request line that carries the key, and one over the header limit
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
             s.sendall(f"POST /webhooks/cmc?api_key={CMC_KEY} HTTP/1.1 x\r\n\r\n".encode())
             s.recv(4096)
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-            s.sendall(f"POST /webhooks/cmc?api_key={CMC_KEY}&x={'y' * 70000} HTTP/1.1\r\n\r\n".encode())
+            s.sendall(
+                f"POST /webhooks/cmc?api_key={CMC_KEY}&x={'y' * 70000} HTTP/1.1\r\n\r\n".encode()
+            )
             try:
                 s.recv(4096)
             except OSError:
@@ -304,14 +368,26 @@ def test_credentials_never_reach_the_log(tmp_path, key, mode):
         assert secret not in log, f"{secret} is in the {mode} log"
     assert log.count("/webhooks/cmc?api_key=[redacted]") >= 1, log[-3000:]
     assert "api_key=[redacted]&token=[redacted]" in log
-    assert archived(server.archive) and all(CMC_KEY.encode() not in ln for ln in archived(server.archive))
+    assert archived(server.archive) and all(
+        CMC_KEY.encode() not in ln for ln in archived(server.archive)
+    )
 
 
 def test_unauthenticated_large_form_is_rejected_fast(tmp_path, key):
     _, pub = key
     server = Serve(tmp_path, "--workers", "1", "--threads", "1", pub=pub)
-    event = json.dumps({"deliveries": [{"status": "succeeded", "to": f"u{i}@example.jp",
-                                        "messageId": f"<m{i}@example.com>"} for i in range(20000)]})
+    event = json.dumps(
+        {
+            "deliveries": [
+                {
+                    "status": "succeeded",
+                    "to": f"u{i}@example.jp",
+                    "messageId": f"<m{i}@example.com>",
+                }
+                for i in range(20000)
+            ]
+        }
+    )
     fields = [("server_composition", "pro"), ("event_type", "deliveries"), ("event", event)]
     size = len(urlencode(fields + [("api_key", CMC_KEY), ("padding", "")]))
     fields.append(("padding", "a" * (9_900_000 - size)))  # 9.9 MB, under the 10 MiB limit
@@ -321,19 +397,26 @@ def test_unauthenticated_large_form_is_rejected_fast(tmp_path, key):
     ctype = {"Content-Type": "application/x-www-form-urlencoded"}
     try:
         timings = {}
-        for name, body in (("wrong api_key", form_wrong), ("no api_key", form_none),
-                           ("1.1M fields, no api_key", many_fields)):
+        for name, body in (
+            ("wrong api_key", form_wrong),
+            ("no api_key", form_none),
+            ("1.1M fields, no api_key", many_fields),
+        ):
             status, data, took = server.post("/webhooks/cmc", body, ctype, timeout=30)
             assert (status, json.loads(data)) == (401, {"error": "unauthenticated"}), name
             timings[name] = (len(body), took)
         # the other routes: a 9.9 MB CMC JSON body with a wrong key, a 9.9 MB SendGrid
         # batch with a signature by another key
-        js = json.dumps({"api_key": "not-the-key", **cmc_doc(), "padding": "a" * 9_800_000}).encode()
+        js = json.dumps(
+            {"api_key": "not-the-key", **cmc_doc(), "padding": "a" * 9_800_000}
+        ).encode()
         status, _, took = server.post("/webhooks/cmc", js, {"Content-Type": "application/json"})
         assert status == 401
         timings["CMC JSON, wrong api_key"] = (len(js), took)
         other, _ = signing_key()
-        sg = json.dumps([{"event": "delivered", "email": "a@example.com", "pad": "a" * 9_800_000}]).encode()
+        sg = json.dumps(
+            [{"event": "delivered", "email": "a@example.com", "pad": "a" * 9_800_000}]
+        ).encode()
         _, headers = signed_batch(other, "forged")
         status, _, took = server.post("/webhooks/sendgrid", sg, headers)
         assert status == 403
@@ -347,9 +430,14 @@ def test_unauthenticated_large_form_is_rejected_fast(tmp_path, key):
         after = time.perf_counter() - t
     finally:
         server.stop()
-    print("\nunauthenticated CMC forms: " + "; ".join(
-        f"{n} ({b / 1e6:.1f} MB) -> rejected in {s * 1000:.0f} ms" for n, (b, s) in timings.items())
-        + f"; the same form with the right key -> 200 in {took_ok * 1000:.0f} ms")
+    print(
+        "\nunauthenticated CMC forms: "
+        + "; ".join(
+            f"{n} ({b / 1e6:.1f} MB) -> rejected in {s * 1000:.0f} ms"
+            for n, (b, s) in timings.items()
+        )
+        + f"; the same form with the right key -> 200 in {took_ok * 1000:.0f} ms"
+    )
     for name, (size, took) in timings.items():
         assert size > 9_000_000
         assert took < 1.0, f"{name}: 401 after {took:.2f} s"
@@ -380,8 +468,11 @@ def test_http_edges(tmp_path, key):
     server = Serve(tmp_path, "--workers", "1", pub=pub, cmc=False)
     body, headers = signed_batch(priv, "edge")
     hdr = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
-    req = (b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: x\r\n" + hdr
-           + b"Content-Length: %d\r\n" % len(body))
+    req = (
+        b"POST /webhooks/sendgrid HTTP/1.1\r\nHost: x\r\n"
+        + hdr
+        + b"Content-Length: %d\r\n" % len(body)
+    )
     try:
         # Expect: 100-continue: told to go on, then accepted
         with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
@@ -394,8 +485,9 @@ def test_http_edges(tmp_path, key):
         # ambiguous framing is refused
         smuggle = _exchange(server.port, req + b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
         # a head over 16 KiB
-        huge = _exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: "
-                         + b"a" * 20000 + b"\r\n\r\n")
+        huge = _exchange(
+            server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 20000 + b"\r\n\r\n"
+        )
         # HTTP/1.0: answered, then closed
         old = _exchange(server.port, b"GET /healthz HTTP/1.0\r\n\r\n")
         health = server.healthz()["counters"]
@@ -450,12 +542,16 @@ def test_graceful_stop_under_a_flood_keeps_every_acknowledged_post(tmp_path, key
         ft.join(25)
         server.stop()
     acked = [b for b, s in results if s == 200]
-    print(f"\nSIGTERM with 100 slow heads open and 4 posters: stopped in {took:.2f} s; "
-          f"{len(acked)} posts acknowledged, other answers {sorted({s for _, s in results} - {200}, key=str)}")
+    print(
+        f"\nSIGTERM with 100 slow heads open and 4 posters: stopped in {took:.2f} s; "
+        f"{len(acked)} posts acknowledged, other answers {sorted({s for _, s in results} - {200}, key=str)}"
+    )
     assert server.proc.returncode == 0
     assert took < 5.0  # slow heads do not hold the stop
     assert {s for _, s in results} <= {200, None}
-    assert len(acked) >= 20 and None in {s for _, s in results}  # posting went on until the server was gone
+    assert len(acked) >= 20 and None in {
+        s for _, s in results
+    }  # posting went on until the server was gone
     lines = archived(server.archive)
     assert set(acked) <= set(lines)
     assert not list(server.archive.rglob("*.json"))  # every file closed and compressed

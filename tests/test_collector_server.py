@@ -6,6 +6,7 @@
   post that got a 2xx is in the archive afterwards, byte-exact, and ``mailpulse
   normalize`` reads every archived file.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,14 +21,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
-from conftest import ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -38,8 +37,11 @@ TS_H = "X-Twilio-Email-Event-Webhook-Timestamp"
 @pytest.fixture(scope="module")
 def signing_key():
     priv = ec.generate_private_key(ec.SECP256R1())
-    pub = base64.b64encode(priv.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)).decode()
+    pub = base64.b64encode(
+        priv.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    ).decode()
     return priv, pub
 
 
@@ -57,9 +59,26 @@ class Server:
         env = dict(os.environ, PYTHONPATH=str(ROOT), MAILPULSE_SENDGRID_PUBLIC_KEYS=pub)
         self.log = open(log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "pipelines", "serve", "--archive", str(archive),
-             "--port", str(self.port), "--workers", "2", "--threads", "8"],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "pipelines",
+                "serve",
+                "--archive",
+                str(archive),
+                "--port",
+                str(self.port),
+                "--workers",
+                "2",
+                "--threads",
+                "8",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -100,10 +119,20 @@ def make_bodies(priv, n, per_batch=100, tag="x"):
     ts = str(now)
     out = []
     for b in range(n):
-        events = [{"email": f"user{i}@example.com", "timestamp": now, "event": "delivered",
-                   "sg_event_id": f"{tag}-{b}-{i}", "sg_message_id": f"msg{b}-{i}.filter0001",
-                   "smtp-id": f"<msg{b}-{i}@example.com>", "category": ["load-test"],
-                   "response": "250 OK", "ip": "127.0.0.1"} for i in range(per_batch)]
+        events = [
+            {
+                "email": f"user{i}@example.com",
+                "timestamp": now,
+                "event": "delivered",
+                "sg_event_id": f"{tag}-{b}-{i}",
+                "sg_message_id": f"msg{b}-{i}.filter0001",
+                "smtp-id": f"<msg{b}-{i}@example.com>",
+                "category": ["load-test"],
+                "response": "250 OK",
+                "ip": "127.0.0.1",
+            }
+            for i in range(per_batch)
+        ]
         body = json.dumps(events, separators=(",", ":")).encode()
         sig = base64.b64encode(priv.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
         out.append((body, sig, ts))
@@ -127,8 +156,12 @@ def poster(port, items, results, stop: threading.Event | None = None, deadline=N
                 return
             t = time.perf_counter()
             try:
-                conn.request("POST", "/webhooks/sendgrid", body=body,
-                             headers={SIG_H: sig, TS_H: ts, "Content-Type": "application/json"})
+                conn.request(
+                    "POST",
+                    "/webhooks/sendgrid",
+                    body=body,
+                    headers={SIG_H: sig, TS_H: ts, "Content-Type": "application/json"},
+                )
                 resp = conn.getresponse()
                 resp.read()
             except (OSError, http.client.HTTPException):
@@ -148,8 +181,14 @@ def test_load_concurrent_100_event_batches(tmp_path, signing_key):
     try:
         start = time.perf_counter()
         deadline = time.monotonic() + 15
-        threads = [threading.Thread(target=poster, args=(server.port, bodies[i::clients], results),
-                                    kwargs={"deadline": deadline}) for i in range(clients)]
+        threads = [
+            threading.Thread(
+                target=poster,
+                args=(server.port, bodies[i::clients], results),
+                kwargs={"deadline": deadline},
+            )
+            for i in range(clients)
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -162,10 +201,12 @@ def test_load_concurrent_100_event_batches(tmp_path, signing_key):
     assert statuses and set(statuses) == {200}
     lat = sorted(d for _, _, d in results)
     p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    print(f"\nload: {len(results)} posts x 100 events ({len(bodies[0][0]) // 1024} KiB each), "
-          f"{clients} concurrent clients, gunicorn 2 workers x 8 threads: "
-          f"{len(results) / elapsed:.0f} requests/s ({len(results) * 100 / elapsed:.0f} events/s), "
-          f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    print(
+        f"\nload: {len(results)} posts x 100 events ({len(bodies[0][0]) // 1024} KiB each), "
+        f"{clients} concurrent clients, gunicorn 2 workers x 8 threads: "
+        f"{len(results) / elapsed:.0f} requests/s ({len(results) * 100 / elapsed:.0f} events/s), "
+        f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms"
+    )
     assert health["accepted"] == len(results)
     assert sorted(archived_lines(tmp_path / "archive")) == sorted(b for b, _, _ in results)
     assert not list((tmp_path / "archive").rglob("*.json.open"))  # graceful stop published them
@@ -180,8 +221,10 @@ def test_kill_9_loses_no_acknowledged_post(tmp_path, signing_key, cli):
     results: list = []
     stop = threading.Event()
     with ThreadPoolExecutor(clients) as pool:
-        futures = [pool.submit(poster, server.port, bodies[i::clients], results, stop)
-                   for i in range(clients)]
+        futures = [
+            pool.submit(poster, server.port, bodies[i::clients], results, stop)
+            for i in range(clients)
+        ]
         # let posts flow, then pull the plug while they are in flight
         deadline = time.monotonic() + 10
         while len(results) < 150 and time.monotonic() < deadline:
@@ -215,8 +258,17 @@ def test_kill_9_loses_no_acknowledged_post(tmp_path, signing_key, cli):
     days = sorted({p.relative_to(archive / "sendgrid").parts[:3] for p in archive.rglob("*.json*")})
     loaded = 0
     for y, m, d in days:
-        r = cli("load", "--archive", archive, "--date", f"{y}-{m}-{d}",
-                "--warehouse", f"duckdb:///{tmp_path / 'wh.duckdb'}", "--json", timeout=120)
+        r = cli(
+            "load",
+            "--archive",
+            archive,
+            "--date",
+            f"{y}-{m}-{d}",
+            "--warehouse",
+            f"duckdb:///{tmp_path / 'wh.duckdb'}",
+            "--json",
+            timeout=120,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         report = json.loads(r.stdout.strip().splitlines()[-1])
         assert report["dead_letters"] == 0, report

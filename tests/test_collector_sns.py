@@ -5,14 +5,15 @@ A test certificate authority and an SNS-like signing certificate are generated h
 2: SHA256, RSA PKCS#1 v1.5 over the canonical string) and the certificate is served
 from the configured certificate directory.
 """
+
 from __future__ import annotations
 
 import base64
 import json
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 
 import pytest
+from collector_support import archived
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
@@ -23,7 +24,6 @@ from pipelines.collector.sns import canonical_string, check_sns_url
 from pipelines.collector.verification import Rejection
 from pipelines.normalizers import normalize_records
 from pipelines.records import iter_records
-from collector_support import archived
 
 TOPIC = "arn:aws:sns:us-east-1:123456789012:ses-events"
 CERT_NAME = "SimpleNotificationService-0123456789abcdef.pem"
@@ -32,13 +32,27 @@ NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
 
 SES_BOUNCE = {
     "notificationType": "Bounce",
-    "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
-               "bouncedRecipients": [{"emailAddress": "nobody@example.com", "action": "failed",
-                                      "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}],
-               "timestamp": "2026-11-23T09:59:00.000Z", "feedbackId": "fb-1"},
-    "mail": {"timestamp": "2026-11-23T09:58:00.000Z", "source": "news@example.org",
-             "messageId": "0100018c-aaaa-bbbb", "destination": ["nobody@example.com"],
-             "tags": {"category": ["welcome"]}},
+    "bounce": {
+        "bounceType": "Permanent",
+        "bounceSubType": "General",
+        "bouncedRecipients": [
+            {
+                "emailAddress": "nobody@example.com",
+                "action": "failed",
+                "status": "5.1.1",
+                "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+            }
+        ],
+        "timestamp": "2026-11-23T09:59:00.000Z",
+        "feedbackId": "fb-1",
+    },
+    "mail": {
+        "timestamp": "2026-11-23T09:58:00.000Z",
+        "source": "news@example.org",
+        "messageId": "0100018c-aaaa-bbbb",
+        "destination": ["nobody@example.com"],
+        "tags": {"category": ["welcome"]},
+    },
 }
 
 
@@ -48,22 +62,32 @@ def _name(cn):
 
 def make_ca(cn="mailpulse test CA"):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (x509.CertificateBuilder().subject_name(_name(cn)).issuer_name(_name(cn))
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(NOW - timedelta(days=30)).not_valid_after(NOW + timedelta(days=365))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - timedelta(days=30))
+        .not_valid_after(NOW + timedelta(days=365))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     return key, cert
 
 
 def make_signing_cert(ca_key, ca_cert, *, days_valid=(-1, 30)):
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    cert = (x509.CertificateBuilder().subject_name(_name("sns.amazonaws.com"))
-            .issuer_name(ca_cert.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(NOW + timedelta(days=days_valid[0]))
-            .not_valid_after(NOW + timedelta(days=days_valid[1]))
-            .sign(ca_key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("sns.amazonaws.com"))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW + timedelta(days=days_valid[0]))
+        .not_valid_after(NOW + timedelta(days=days_valid[1]))
+        .sign(ca_key, hashes.SHA256())
+    )
     return key, cert
 
 
@@ -77,34 +101,56 @@ def pki():
     key, cert = make_signing_cert(ca_key, ca)
     rogue_ca_key, rogue_ca = make_ca("rogue CA")
     rogue_key, rogue_cert = make_signing_cert(rogue_ca_key, rogue_ca)
-    return {"ca": ca, "key": key, "cert": cert, "rogue_key": rogue_key, "rogue_cert": rogue_cert,
-            "ca_key": ca_key}
+    return {
+        "ca": ca,
+        "key": key,
+        "cert": cert,
+        "rogue_key": rogue_key,
+        "rogue_cert": rogue_cert,
+        "ca_key": ca_key,
+    }
 
 
-def sns_message(key, *, version="1", type_="Notification", topic=TOPIC, cert_url=CERT_URL,
-                subject=None, message=None, message_id="22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324"):
-    msg = {"Type": type_, "MessageId": message_id, "TopicArn": topic,
-           "Message": json.dumps(message if message is not None else SES_BOUNCE),
-           "Timestamp": "2026-11-23T09:59:01.123Z", "SignatureVersion": version,
-           "SigningCertURL": cert_url}
+def sns_message(
+    key,
+    *,
+    version="1",
+    type_="Notification",
+    topic=TOPIC,
+    cert_url=CERT_URL,
+    subject=None,
+    message=None,
+    message_id="22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324",
+):
+    msg = {
+        "Type": type_,
+        "MessageId": message_id,
+        "TopicArn": topic,
+        "Message": json.dumps(message if message is not None else SES_BOUNCE),
+        "Timestamp": "2026-11-23T09:59:01.123Z",
+        "SignatureVersion": version,
+        "SigningCertURL": cert_url,
+    }
     if subject is not None:
         msg["Subject"] = subject
     if type_ != "Notification":
         msg["Message"] = f"You have chosen to subscribe to the topic {topic}."
         msg["Token"] = "2336412f37fb687f5d51e6e2425dacbba"
-        msg["SubscribeURL"] = ("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription"
-                               f"&TopicArn={topic}&Token=2336412f37fb687f5d51e6e2425dacbba")
+        msg["SubscribeURL"] = (
+            "https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription"
+            f"&TopicArn={topic}&Token=2336412f37fb687f5d51e6e2425dacbba"
+        )
     else:
         msg["UnsubscribeURL"] = "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&x=1"
     algo = hashes.SHA1() if version == "1" else hashes.SHA256()
-    msg["Signature"] = base64.b64encode(key.sign(canonical_string(msg), padding.PKCS1v15(), algo)).decode()
+    msg["Signature"] = base64.b64encode(
+        key.sign(canonical_string(msg), padding.PKCS1v15(), algo)
+    ).decode()
     return msg
 
 
 def body_of(msg) -> bytes:
     return json.dumps(msg, indent=2).encode()  # SNS posts pretty-printed JSON
-
-
 
 
 @pytest.fixture
@@ -116,20 +162,30 @@ def setup(tmp_path, pki):
 
     def make(**cfg):
         fetch = cfg.pop("fetch", None)
-        config = CollectorConfig(archive=str(tmp_path / "archive"), sns_topic_arns=[TOPIC],
-                                 maintain_interval=0, **{"sns_cert_dir": str(certs), **cfg})
+        config = CollectorConfig(
+            archive=str(tmp_path / "archive"),
+            sns_topic_arns=[TOPIC],
+            maintain_interval=0,
+            **{"sns_cert_dir": str(certs), **cfg},
+        )
 
         def recording_fetch(url):
             fetched.append(url)
             return fetch(url) if fetch else b""
+
         app = create_app(config, now=lambda: NOW, fetch=recording_fetch)
         return app.test_client()
+
     return make, tmp_path / "archive", fetched, certs
 
 
 def post(client, msg, raw=None):
-    return client.post("/webhooks/ses", data=raw if raw is not None else body_of(msg),
-                       headers={"x-amz-sns-message-type": msg["Type"]}, content_type="text/plain")
+    return client.post(
+        "/webhooks/ses",
+        data=raw if raw is not None else body_of(msg),
+        headers={"x-amz-sns-message-type": msg["Type"]},
+        content_type="text/plain",
+    )
 
 
 @pytest.mark.parametrize("version", ["1", "2"])
@@ -170,20 +226,23 @@ def test_tampered_or_foreign_signatures_are_rejected(setup, pki):
     assert archived(root) == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://sns.us-east-1.amazonaws.com/" + CERT_NAME,
-    "https://sns.us-east-1.amazonaws.com.evil.example/" + CERT_NAME,
-    "https://evil.example/sns.us-east-1.amazonaws.com/" + CERT_NAME,
-    "https://sns.us-east-1.amazonaws.com@evil.example/" + CERT_NAME,
-    "https://user@sns.us-east-1.amazonaws.com/" + CERT_NAME,
-    "https://sns.us-east-1.amazonaws.com:8443/" + CERT_NAME,
-    "https://sns.amazonaws.com/" + CERT_NAME,
-    "https://s3.us-east-1.amazonaws.com/" + CERT_NAME,
-    "https://sns.us-east-1.amazonaws.com/" + CERT_NAME.replace(".pem", ".txt"),
-    "https://sns.us_east_1.amazonaws.com/" + CERT_NAME,
-    "//sns.us-east-1.amazonaws.com/" + CERT_NAME,
-    "",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://sns.us-east-1.amazonaws.com/" + CERT_NAME,
+        "https://sns.us-east-1.amazonaws.com.evil.example/" + CERT_NAME,
+        "https://evil.example/sns.us-east-1.amazonaws.com/" + CERT_NAME,
+        "https://sns.us-east-1.amazonaws.com@evil.example/" + CERT_NAME,
+        "https://user@sns.us-east-1.amazonaws.com/" + CERT_NAME,
+        "https://sns.us-east-1.amazonaws.com:8443/" + CERT_NAME,
+        "https://sns.amazonaws.com/" + CERT_NAME,
+        "https://s3.us-east-1.amazonaws.com/" + CERT_NAME,
+        "https://sns.us-east-1.amazonaws.com/" + CERT_NAME.replace(".pem", ".txt"),
+        "https://sns.us_east_1.amazonaws.com/" + CERT_NAME,
+        "//sns.us-east-1.amazonaws.com/" + CERT_NAME,
+        "",
+    ],
+)
 def test_wrong_certificate_url_host_is_rejected_without_fetching(setup, pki, url):
     make, root, fetched, _ = setup
     client = make(sns_cert_dir=None, fetch=lambda u: pem(pki["cert"]))
@@ -193,8 +252,11 @@ def test_wrong_certificate_url_host_is_rejected_without_fetching(setup, pki, url
 
 
 def test_accepted_certificate_hosts():
-    for url in ("https://sns.eu-west-1.amazonaws.com/x.pem", "https://sns.cn-north-1.amazonaws.com.cn/x.pem",
-                "https://SNS.us-east-1.amazonaws.com:443/x.pem"):
+    for url in (
+        "https://sns.eu-west-1.amazonaws.com/x.pem",
+        "https://sns.cn-north-1.amazonaws.com.cn/x.pem",
+        "https://SNS.us-east-1.amazonaws.com:443/x.pem",
+    ):
         assert check_sns_url(url, pem=True) == url
     with pytest.raises(Rejection):
         check_sns_url("https://sns.us-east-1.amazonaws.com/?Action=x", pem=True)
@@ -269,8 +331,11 @@ def test_message_type_header_must_match_and_body_must_be_json(setup, pki):
     make, root, _, _ = setup
     client = make()
     msg = sns_message(pki["key"])
-    r = client.post("/webhooks/ses", data=body_of(msg),
-                    headers={"x-amz-sns-message-type": "SubscriptionConfirmation"})
+    r = client.post(
+        "/webhooks/ses",
+        data=body_of(msg),
+        headers={"x-amz-sns-message-type": "SubscriptionConfirmation"},
+    )
     assert r.status_code == 400
     r = client.post("/webhooks/ses", data=b"Type=Notification")
     assert (r.status_code, r.get_json()) == (400, {"error": "not_json"})

@@ -7,6 +7,7 @@ a subprocess with its own AIRFLOW_HOME in a tmp dir and a fresh SQLite metadata 
 rates (tests/archive_support.py) into a temporary DuckDB warehouse, and the alert goes
 to the suite's local Slack-compatible server through slack_sdk.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from archive_support import CategorySpec, sendgrid_events, write_sendgrid_day
 from conftest import ROOT, TEST_HASH_KEY
 
@@ -39,29 +39,39 @@ EXPECTED_EVENTS = sum(len(sendgrid_events(DAY, c, s)) for c, s in SPEC.items())
 
 def airflow_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """An environment for an isolated Airflow (set before Airflow is first imported)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("AIRFLOW", "MAILPULSE_", "SLACK_"))}
-    env.update({
-        "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
-        "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
-        "MAILPULSE_HASH_KEY": TEST_HASH_KEY,
-        "TZ": "UTC",
-    })
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "MAILPULSE_", "SLACK_"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(tmp_path / "airflow-home"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "PYTHONPATH": str(ROOT) + os.pathsep + env.get("PYTHONPATH", ""),
+            "MAILPULSE_HASH_KEY": TEST_HASH_KEY,
+            "TZ": "UTC",
+        }
+    )
     env.update(extra)
     return env
 
 
-def run_driver(tmp_path: Path, runs: list[dict], env: dict[str, str], timeout=240,
-               dag_id: str = DAG_ID) -> list[dict]:
+def run_driver(
+    tmp_path: Path, runs: list[dict], env: dict[str, str], timeout=240, dag_id: str = DAG_ID
+) -> list[dict]:
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "airflow_driver.py"), dag_id, json.dumps(runs)],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=timeout)
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith('{"runs"')]
     assert proc.returncode == 0 and lines, (
-        f"driver exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-6000:]}\nSTDERR:\n{proc.stderr[-6000:]}")
+        f"driver exited {proc.returncode}\nSTDOUT:\n{proc.stdout[-6000:]}\nSTDERR:\n{proc.stderr[-6000:]}"
+    )
     result = json.loads(lines[-1])
     assert result["import_errors"] == {}
     (tmp_path / "airflow-output.txt").write_text(proc.stdout + proc.stderr)
@@ -115,21 +125,32 @@ print(json.dumps(out))
 
 def test_dagbag_imports_the_dag_without_errors_and_without_io(tmp_path):
     data_dir = tmp_path / "data"  # the embedded default: parsing must not create it
-    env = airflow_env(tmp_path, MAILPULSE_DATA_DIR=str(data_dir),
-                      # a Variable that would fail if it were read at parse time
-                      AIRFLOW_VAR_MAILPULSE_WINDOW_DAYS="not-a-number")
-    proc = subprocess.run([sys.executable, "-c", PARSE_CHECK, str(ROOT / "dags")], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    env = airflow_env(
+        tmp_path,
+        MAILPULSE_DATA_DIR=str(data_dir),
+        # a Variable that would fail if it were read at parse time
+        AIRFLOW_VAR_MAILPULSE_WINDOW_DAYS="not-a-number",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", PARSE_CHECK, str(ROOT / "dags")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["import_errors"] == {}
     assert out["dags"] == [DAG_ID, "mailpulse_intraday"]
     assert out["tasks"] == {
-        "resolve_settings": [], "load_archive": ["resolve_settings"],
+        "resolve_settings": [],
+        "load_archive": ["resolve_settings"],
         "check_volume": ["load_archive", "resolve_settings"],
         "recompute_outcomes": ["load_archive", "resolve_settings"],
         "check_rates": ["recompute_outcomes", "resolve_settings"],
-        "notify_slack": ["check_rates", "check_volume", "resolve_settings"]}
+        "notify_slack": ["check_rates", "check_volume", "resolve_settings"],
+    }
     assert out["callbacks"] == ["notify_failure"]
     intraday = out["intraday"]
     assert intraday["catchup"] is False and intraday["max_active_runs"] == 1
@@ -140,8 +161,17 @@ def test_dagbag_imports_the_dag_without_errors_and_without_io(tmp_path):
     assert set(out["retry_policy"].values()) == {"ExceptionRetryPolicy"}
     assert out["catchup"] is True and out["max_active_runs"] == 1
     assert out["timetable"] == "CronDataIntervalTimetable"
-    assert {"warehouse", "archive", "runner", "beam_args", "window_days", "min_volume",
-            "bounce_rate_threshold", "spam_report_rate_threshold", "slack_channel"} <= set(out["params"])
+    assert {
+        "warehouse",
+        "archive",
+        "runner",
+        "beam_args",
+        "window_days",
+        "min_volume",
+        "bounce_rate_threshold",
+        "spam_report_rate_threshold",
+        "slack_channel",
+    } <= set(out["params"])
     assert "airflow dags test mailpulse_daily 2026-11-21" in out["doc_md"]
     assert "data interval" in out["doc_md"]
     assert "airflow tasks clear" in out["doc_md"]
@@ -153,14 +183,19 @@ def test_dagbag_imports_the_dag_without_errors_and_without_io(tmp_path):
 
 # -- a real run --------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path, slack_server):
     archive = tmp_path / "archive"
     write_sendgrid_day(archive, DAY, SPEC)
     warehouse = tmp_path / "wh" / "warehouse.duckdb"
-    slack_conn = json.dumps({"conn_type": "slack", "password": slack_server.token,
-                             "extra": {"channel": slack_server.channel,
-                                       "api_url": slack_server.base_url}})
+    slack_conn = json.dumps(
+        {
+            "conn_type": "slack",
+            "password": slack_server.token,
+            "extra": {"channel": slack_server.channel, "api_url": slack_server.base_url},
+        }
+    )
     env = airflow_env(
         tmp_path,
         # configuration by Airflow Variables and a Connection (env-var secrets backend)
@@ -168,16 +203,24 @@ def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path
         AIRFLOW_VAR_MAILPULSE_ARCHIVE=str(archive),
         AIRFLOW_CONN_MAILPULSE_SLACK=slack_conn,
         # the embedded default's location: must stay unused when Variables are set
-        MAILPULSE_DATA_DIR=str(tmp_path / "unused-default"))
-    runs = run_driver(tmp_path, [
-        # the day (the run whose data interval is DAY), with a run param overriding the
-        # default minimum volume (100)
-        {"date": NEXT.isoformat(), "conf": {"min_volume": 50}},
-        # a rerun of the same day without Slack: nothing is loaded twice, the alert is
-        # logged, and the smaller minimum volume now lets "tiny" alert too
-        {"date": NEXT.isoformat(), "conf": {"min_volume": 5},
-         "env": {"AIRFLOW_CONN_MAILPULSE_SLACK": ""}},
-    ], env)
+        MAILPULSE_DATA_DIR=str(tmp_path / "unused-default"),
+    )
+    runs = run_driver(
+        tmp_path,
+        [
+            # the day (the run whose data interval is DAY), with a run param overriding the
+            # default minimum volume (100)
+            {"date": NEXT.isoformat(), "conf": {"min_volume": 50}},
+            # a rerun of the same day without Slack: nothing is loaded twice, the alert is
+            # logged, and the smaller minimum volume now lets "tiny" alert too
+            {
+                "date": NEXT.isoformat(),
+                "conf": {"min_volume": 5},
+                "env": {"AIRFLOW_CONN_MAILPULSE_SLACK": ""},
+            },
+        ],
+        env,
+    )
     first, rerun = runs
 
     assert first["state"] == "success", first["tasks"]
@@ -196,13 +239,18 @@ def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path
     load = first["xcom"]["load_archive"]
     assert load["records_read"] == EXPECTED_EVENTS == load["events_loaded"] and load["adds_up"]
     assert first["xcom"]["check_volume"]["empty_days"] == []
-    assert query(warehouse, "SELECT count(*) FROM events WHERE event_date = ?", [DAY]) == \
-        [(EXPECTED_EVENTS,)]
+    assert query(warehouse, "SELECT count(*) FROM events WHERE event_date = ?", [DAY]) == [
+        (EXPECTED_EVENTS,)
+    ]
 
-    rows = query(warehouse, """
+    rows = query(
+        warehouse,
+        """
         SELECT category, provider, requests, delivered, bounces, blocks, deferred,
                spam_reports, unique_opens
-        FROM delivery_outcomes WHERE event_date = ? ORDER BY category""", [DAY])
+        FROM delivery_outcomes WHERE event_date = ? ORDER BY category""",
+        [DAY],
+    )
     assert rows == [
         ("digest", "sendgrid", 150, 150, 0, 0, 5, 2, 30),
         ("newsletter", "sendgrid", 200, 198, 2, 0, 0, 0, 80),
@@ -213,7 +261,9 @@ def test_daily_run_loads_recomputes_and_alerts_then_reruns_idempotently(tmp_path
 
     breaches = first["xcom"]["check_rates"]
     assert [(b["category"], b["metric"], b["numerator"], b["denominator"]) for b in breaches] == [
-        ("digest", "spam_report_rate", 2, 150), ("promo", "bounce_rate", 16, 200)]
+        ("digest", "spam_report_rate", 2, 150),
+        ("promo", "bounce_rate", 16, 200),
+    ]
     notified = first["xcom"]["notify_slack"]
     assert notified["posted"] is True and notified["breaches"] == 2
     messages = slack_server.messages
@@ -256,15 +306,36 @@ def write_late_settling_archive(archive: Path, n: int = 100, bounced: int = 20) 
         sg = f"{mid}.filter0001.1.{i}.0"
 
         def ev(kind, ts, **extra):
-            return {"email": email, "timestamp": int(ts.timestamp()), "event": kind,
-                    "sg_event_id": f"{mid}-{kind}", "sg_message_id": sg,
-                    "category": ["late-campaign"], **extra}
-        sends += [ev("processed", SENT + timedelta(seconds=i)),
-                  ev("deferred", SENT + timedelta(seconds=i + 30), attempt="1",
-                     response="451 4.7.1 try again later")]
-        settles.append(ev("bounce", SETTLED + timedelta(seconds=i), type="bounce",
-                          status="5.1.1", reason="550 5.1.1 unknown user") if i < bounced
-                       else ev("delivered", SETTLED + timedelta(seconds=i), response="250 OK"))
+            return {
+                "email": email,
+                "timestamp": int(ts.timestamp()),
+                "event": kind,
+                "sg_event_id": f"{mid}-{kind}",
+                "sg_message_id": sg,
+                "category": ["late-campaign"],
+                **extra,
+            }
+
+        sends += [
+            ev("processed", SENT + timedelta(seconds=i)),
+            ev(
+                "deferred",
+                SENT + timedelta(seconds=i + 30),
+                attempt="1",
+                response="451 4.7.1 try again later",
+            ),
+        ]
+        settles.append(
+            ev(
+                "bounce",
+                SETTLED + timedelta(seconds=i),
+                type="bounce",
+                status="5.1.1",
+                reason="550 5.1.1 unknown user",
+            )
+            if i < bounced
+            else ev("delivered", SETTLED + timedelta(seconds=i), response="250 OK")
+        )
     for when, events in ((SENT, sends), (SETTLED, settles)):
         folder = archive / "sendgrid" / f"{when:%Y/%m/%d/%H}"
         folder.mkdir(parents=True, exist_ok=True)
@@ -273,7 +344,8 @@ def write_late_settling_archive(archive: Path, n: int = 100, bounced: int = 20) 
 
 @pytest.mark.slow
 def test_consecutive_daily_runs_settle_late_mail_alert_empty_days_and_failures(
-        tmp_path, slack_server):
+    tmp_path, slack_server
+):
     """Five consecutive daily runs (D .. D+4) with a two-day window: mail deferred on D
     at 22:00 and settled 71 h later lands in its partition D (before: all 100 still
     deferred after five runs). D+1 and D+2 have no events: each alerts. Then a manual run
@@ -284,34 +356,54 @@ def test_consecutive_daily_runs_settle_late_mail_alert_empty_days_and_failures(
     write_sendgrid_day(archive, date(2026, 11, 26), {"partial": CategorySpec(10)}, hour=9)
     write_sendgrid_day(archive, date(2026, 11, 25), {"yesterday": CategorySpec(20)}, hour=9)
     warehouse = tmp_path / "wh" / "warehouse.duckdb"
-    slack_conn = json.dumps({"conn_type": "slack", "password": slack_server.token,
-                             "extra": {"channel": slack_server.channel,
-                                       "api_url": slack_server.base_url}})
-    env = airflow_env(tmp_path, AIRFLOW_VAR_MAILPULSE_WAREHOUSE=f"duckdb://{warehouse}",
-                      AIRFLOW_VAR_MAILPULSE_ARCHIVE=str(archive),
-                      AIRFLOW_VAR_MAILPULSE_WINDOW_DAYS="2",
-                      AIRFLOW_CONN_MAILPULSE_SLACK=slack_conn)
+    slack_conn = json.dumps(
+        {
+            "conn_type": "slack",
+            "password": slack_server.token,
+            "extra": {"channel": slack_server.channel, "api_url": slack_server.base_url},
+        }
+    )
+    env = airflow_env(
+        tmp_path,
+        AIRFLOW_VAR_MAILPULSE_WAREHOUSE=f"duckdb://{warehouse}",
+        AIRFLOW_VAR_MAILPULSE_ARCHIVE=str(archive),
+        AIRFLOW_VAR_MAILPULSE_WINDOW_DAYS="2",
+        AIRFLOW_CONN_MAILPULSE_SLACK=slack_conn,
+    )
     daily = [{"date": (D + timedelta(days=k + 1)).isoformat()} for k in range(5)]
-    runs = run_driver(tmp_path, daily + [
-        {"date": "2026-11-26T10:37:00"},  # a manual run at 10:37
-        {"date": "2026-11-28", "conf": {"warehouse": "duckdb:///"}},  # fails: names no file
-    ], env, timeout=900)
+    runs = run_driver(
+        tmp_path,
+        daily
+        + [
+            {"date": "2026-11-26T10:37:00"},  # a manual run at 10:37
+            {"date": "2026-11-28", "conf": {"warehouse": "duckdb:///"}},  # fails: names no file
+        ],
+        env,
+        timeout=900,
+    )
     *scheduled, manual, failing = runs
     for k, run in enumerate(scheduled):
         assert run["state"] == "success", (k, run["tasks"])
-        assert run["xcom"]["resolve_settings"]["interval_days"] == [(D + timedelta(days=k)).isoformat()]
+        assert run["xcom"]["resolve_settings"]["interval_days"] == [
+            (D + timedelta(days=k)).isoformat()
+        ]
     # the window (two days) never reaches back to D from D+3: the late partition does
     late = [r["xcom"]["recompute_outcomes"]["late_status_partitions"] for r in scheduled]
     assert late == [[], [], [], ["2026-11-20"], ["2026-11-20"]]
     assert scheduled[3]["xcom"]["recompute_outcomes"]["window_start"] == "2026-11-22"
-    assert query(warehouse, """SELECT event_date, status, count(*) FROM recipient_status
-                               WHERE message_id LIKE 'late%' GROUP BY ALL ORDER BY status""") == [
-        (D, "bounce", 20), (D, "delivered", 80)]
+    assert query(
+        warehouse,
+        """SELECT event_date, status, count(*) FROM recipient_status
+                               WHERE message_id LIKE 'late%' GROUP BY ALL ORDER BY status""",
+    ) == [(D, "bounce", 20), (D, "delivered", 80)]
     # the settlement day's delivery outcomes count the late outcomes on their own day
-    assert query(warehouse, """SELECT event_date, sum(delivered), sum(bounces) FROM delivery_outcomes
+    assert query(
+        warehouse,
+        """SELECT event_date, sum(delivered), sum(bounces) FROM delivery_outcomes
                                WHERE category = 'late-campaign' AND event_date >= ?
-                               GROUP BY ALL ORDER BY 1""", [D]) == [
-        (D, 0, 0), (date(2026, 11, 23), 80, 20)]
+                               GROUP BY ALL ORDER BY 1""",
+        [D],
+    ) == [(D, 0, 0), (date(2026, 11, 23), 80, 20)]
 
     # empty days alert: D+1 and D+2 have no event at all; D+4 neither
     empties = [r["xcom"]["check_volume"]["empty_days"] for r in scheduled]
@@ -319,7 +411,10 @@ def test_consecutive_daily_runs_settle_late_mail_alert_empty_days_and_failures(
     texts = [m["text"] for m in slack_server.messages]
     empty_texts = [t for t in texts if "no events at all" in t]
     assert [t.split("for ")[1].split(" ")[0] for t in empty_texts] == [
-        "2026-11-21", "2026-11-22", "2026-11-24"]
+        "2026-11-21",
+        "2026-11-22",
+        "2026-11-24",
+    ]
     assert "collector" in empty_texts[0] and str(archive) in empty_texts[0]
     # D+3's rates: 20 % bounces in late-campaign (of 100 requests? requests are counted on
     # the first send event's day, D, so D+3 has 0 requests and no rate alert)
@@ -329,10 +424,12 @@ def test_consecutive_daily_runs_settle_late_mail_alert_empty_days_and_failures(
     assert manual["state"] == "success", manual["tasks"]
     assert manual["data_interval"][0].startswith("2026-11-25T00:00:00")
     assert manual["xcom"]["resolve_settings"]["interval_days"] == ["2026-11-25"]
-    assert query(warehouse, "SELECT count(*) FROM events WHERE event_date = ?",
-                 [date(2026, 11, 26)]) == [(0,)]
-    assert query(warehouse, "SELECT count(*) > 0 FROM events WHERE event_date = ?",
-                 [date(2026, 11, 25)]) == [(True,)]
+    assert query(
+        warehouse, "SELECT count(*) FROM events WHERE event_date = ?", [date(2026, 11, 26)]
+    ) == [(0,)]
+    assert query(
+        warehouse, "SELECT count(*) > 0 FROM events WHERE event_date = ?", [date(2026, 11, 25)]
+    ) == [(True,)]
 
     # the failing task: no retries for a configuration error, the callback posts
     assert failing["state"] == "failed"
@@ -357,13 +454,24 @@ def test_intraday_runs_load_only_new_files(tmp_path):
     new_file = archive / "sendgrid" / "2026/11/26/10" / "webhook-new.json"
     new_events = sendgrid_events(today, "c", CategorySpec(5), hour=10)
     warehouse = tmp_path / "wh" / "warehouse.duckdb"
-    env = airflow_env(tmp_path, AIRFLOW_VAR_MAILPULSE_WAREHOUSE=f"duckdb://{warehouse}",
-                      AIRFLOW_VAR_MAILPULSE_ARCHIVE=str(archive))
-    first, second, idle = run_driver(tmp_path, [
-        {"date": "2026-11-26T10:00:00"},
-        {"date": "2026-11-26T10:10:00", "write": {str(new_file): json.dumps(new_events) + "\n"}},
-        {"date": "2026-11-26T10:20:00"},
-    ], env, dag_id="mailpulse_intraday")
+    env = airflow_env(
+        tmp_path,
+        AIRFLOW_VAR_MAILPULSE_WAREHOUSE=f"duckdb://{warehouse}",
+        AIRFLOW_VAR_MAILPULSE_ARCHIVE=str(archive),
+    )
+    first, second, idle = run_driver(
+        tmp_path,
+        [
+            {"date": "2026-11-26T10:00:00"},
+            {
+                "date": "2026-11-26T10:10:00",
+                "write": {str(new_file): json.dumps(new_events) + "\n"},
+            },
+            {"date": "2026-11-26T10:20:00"},
+        ],
+        env,
+        dag_id="mailpulse_intraday",
+    )
     for run in (first, second, idle):
         assert run["state"] == "success", run["tasks"]
     assert first["xcom"]["resolve_settings"]["today"] == "2026-11-26"
@@ -376,6 +484,7 @@ def test_intraday_runs_load_only_new_files(tmp_path):
     c = idle["xcom"]["load_new_files"]
     assert (c["files_read"], c["files_skipped"], c["status"]) == (0, 3, "up_to_date")
     assert query(warehouse, "SELECT count(*) FROM events") == [
-        (a["events_loaded"] + b["events_loaded"],)]
+        (a["events_loaded"] + b["events_loaded"],)
+    ]
     # nothing new: nothing written (no loads row for the idle run)
     assert query(warehouse, "SELECT count(*) FROM loads") == [(2,)]

@@ -7,6 +7,7 @@ several, and a large notification. They come out in the archive (read back with
 ``mailpulse normalize``: every event of every original is there, the garbage as dead
 letters), the queue is empty, and nothing is deleted when the archive cannot be written.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -30,15 +31,21 @@ pytestmark = pytest.mark.slow
 
 
 # -- how bodies become lines -----------------------------------------------------------------
-@pytest.mark.parametrize("body,line,is_json", [
-    ('{"a": 1}', b'{"a": 1}', True),
-    ('{\n  "Type" : "Notification",\n  "Message" : "{\\"x\\":1}"\n}\n',
-     b'{"Type" : "Notification","Message" : "{\\"x\\":1}"}', True),
-    ("not json {", b"not json {", False),
-    ("line one\nline two\r\n", b'"line one\\nline two\\r\\n"', False),
-    ("   ", b'"   "', False),
-    ('{"k": "caf\u00e9 \u65e5\u672c"}', '{"k": "caf\u00e9 \u65e5\u672c"}'.encode(), True),
-])
+@pytest.mark.parametrize(
+    "body,line,is_json",
+    [
+        ('{"a": 1}', b'{"a": 1}', True),
+        (
+            '{\n  "Type" : "Notification",\n  "Message" : "{\\"x\\":1}"\n}\n',
+            b'{"Type" : "Notification","Message" : "{\\"x\\":1}"}',
+            True,
+        ),
+        ("not json {", b"not json {", False),
+        ("line one\nline two\r\n", b'"line one\\nline two\\r\\n"', False),
+        ("   ", b'"   "', False),
+        ('{"k": "caf\u00e9 \u65e5\u672c"}', '{"k": "caf\u00e9 \u65e5\u672c"}'.encode(), True),
+    ],
+)
 def test_archive_line(body, line, is_json):
     got, j = archive_line(body)
     assert (got, j) == (line, is_json)
@@ -46,9 +53,9 @@ def test_archive_line(body, line, is_json):
     if is_json:
         assert json.loads(got) == json.loads(body)
     elif body.strip() and "\n" not in body:
-        assert got.decode() == body          # stored exactly
+        assert got.decode() == body  # stored exactly
     else:
-        assert json.loads(got) == body       # exactly recoverable
+        assert json.loads(got) == body  # exactly recoverable
 
 
 # -- helpers ---------------------------------------------------------------------------------
@@ -59,8 +66,14 @@ def payload(name: str) -> str:
 def large_bounce(n: int = 1400) -> str:
     doc = json.loads(payload("notification_bounce_dsn.json"))
     doc["bounce"]["bouncedRecipients"] = [
-        {"emailAddress": f"big{i:05d}@example.org", "status": "5.1.1", "action": "failed",
-         "diagnosticCode": "smtp; 550 5.1.1 user unknown"} for i in range(n)]
+        {
+            "emailAddress": f"big{i:05d}@example.org",
+            "status": "5.1.1",
+            "action": "failed",
+            "diagnosticCode": "smtp; 550 5.1.1 user unknown",
+        }
+        for i in range(n)
+    ]
     return json.dumps(doc, indent=1)
 
 
@@ -71,17 +84,25 @@ def event_ids(body: str, ctx) -> set[str]:
 
 
 def queue_counts(sqs, url) -> tuple[int, int]:
-    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[
-        "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+    a = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
     return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
 
 
 def subscribe(moto_server, queue_url: str, name: str, raw: bool) -> str:
     sqs, sns = moto_server.client("sqs"), moto_server.client("sns")
-    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
     topic = sns.create_topic(Name=name)["TopicArn"]
-    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn,
-                  Attributes={"RawMessageDelivery": "true" if raw else "false"})
+    sns.subscribe(
+        TopicArn=topic,
+        Protocol="sqs",
+        Endpoint=arn,
+        Attributes={"RawMessageDelivery": "true" if raw else "false"},
+    )
     return topic
 
 
@@ -91,7 +112,7 @@ def fill_queue(moto_server, queue_url: str) -> tuple[list[str], list[str]]:
     raw_topic = subscribe(moto_server, queue_url, queue_url.rsplit("/", 1)[1] + "-raw", True)
     env_topic = subscribe(moto_server, queue_url, queue_url.rsplit("/", 1)[1] + "-env", False)
     docs = []
-    for name in ("event_bounce.json", "notification_delivery.json"):   # straight to SQS
+    for name in ("event_bounce.json", "notification_delivery.json"):  # straight to SQS
         sqs.send_message(QueueUrl=queue_url, MessageBody=payload(name))
         docs.append(payload(name))
     for name in ("notification_bounce_dsn.json", "event_delivery.json"):  # raw delivery on
@@ -124,7 +145,9 @@ def normalized(cli, files) -> tuple[set[str], list[dict]]:
 
 
 # -- the command -----------------------------------------------------------------------------
-def test_drain_every_kind_of_message_into_a_local_archive(tmp_path, sqs_queue, moto_server, cli, ctx):
+def test_drain_every_kind_of_message_into_a_local_archive(
+    tmp_path, sqs_queue, moto_server, cli, ctx
+):
     docs, garbage = fill_queue(moto_server, sqs_queue.url)
     archive = tmp_path / "archive"
     r = cli("drain-sqs", "--queue-url", sqs_queue.url, "--archive", archive, "--json", timeout=120)
@@ -150,8 +173,15 @@ def test_drain_every_kind_of_message_into_a_local_archive(tmp_path, sqs_queue, m
     assert raws == sorted([garbage[0], json.dumps(garbage[1])])
     assert json.loads(json.dumps(garbage[1])) == garbage[1]
     # and the load counts every one of them
-    r = cli("load", "--archive", archive, "--warehouse", f"duckdb:///{tmp_path / 'wh.duckdb'}",
-            "--json", timeout=300)
+    r = cli(
+        "load",
+        "--archive",
+        archive,
+        "--warehouse",
+        f"duckdb:///{tmp_path / 'wh.duckdb'}",
+        "--json",
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(r.stdout.strip().splitlines()[-1])
     assert report["events_loaded"] == len(want), report
@@ -165,51 +195,84 @@ def test_a_failed_archive_write_deletes_nothing(tmp_path, sqs_queue, moto_server
         sqs.send_message(QueueUrl=sqs_queue.url, MessageBody=b)
     archive = tmp_path / "archive"
     archive.mkdir()
-    (archive / "ses").write_text("a file where the provider directory should be")  # root cannot mkdir through it
+    (archive / "ses").write_text(
+        "a file where the provider directory should be"
+    )  # root cannot mkdir through it
     r = cli("drain-sqs", "--queue-url", sqs_queue.url, "--archive", archive, "--json", timeout=120)
     assert r.returncode == 1, r.stderr
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["deleted"] == 0 and summary["archived"] == 0 and summary["received"] >= 1
-    assert "nothing of this batch was deleted" in r.stderr and "make the archive writable" in r.stderr
+    assert (
+        "nothing of this batch was deleted" in r.stderr and "make the archive writable" in r.stderr
+    )
     # released at once (visibility 0): every message is still there and receivable
     got = []
     for _ in range(5):
-        got += sqs.receive_message(QueueUrl=sqs_queue.url, MaxNumberOfMessages=10,
-                                   WaitTimeSeconds=1).get("Messages", [])
+        got += sqs.receive_message(
+            QueueUrl=sqs_queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+        ).get("Messages", [])
         if len(got) >= len(bodies):
             break
     assert sorted(m["Body"] for m in got) == sorted(bodies)
     # fixed (and the test's own receives released): the next run archives and deletes them
     (archive / "ses").unlink()
-    sqs.change_message_visibility_batch(QueueUrl=sqs_queue.url, Entries=[
-        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
-        for i, m in enumerate(got)])
+    sqs.change_message_visibility_batch(
+        QueueUrl=sqs_queue.url,
+        Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"], "VisibilityTimeout": 0}
+            for i, m in enumerate(got)
+        ],
+    )
     r = cli("drain-sqs", "--queue-url", sqs_queue.url, "--archive", archive, "--json", timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["deleted"] == len(bodies)
     assert queue_counts(sqs, sqs_queue.url) == (0, 0)
 
 
-def test_follow_publishes_within_rotate_seconds_and_stops_on_sigterm(tmp_path, sqs_queue, moto_server):
+def test_follow_publishes_within_rotate_seconds_and_stops_on_sigterm(
+    tmp_path, sqs_queue, moto_server
+):
     sqs = moto_server.client("sqs")
     archive = tmp_path / "archive"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "drain-sqs", "--queue-url", sqs_queue.url,
-         "--archive", str(archive), "--follow", "--wait-seconds", "1", "--rotate-seconds", "2",
-         "--json"], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.PIPE, stderr=open(tmp_path / "stderr", "w"), text=True)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "drain-sqs",
+            "--queue-url",
+            sqs_queue.url,
+            "--archive",
+            str(archive),
+            "--follow",
+            "--wait-seconds",
+            "1",
+            "--rotate-seconds",
+            "2",
+            "--json",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=open(tmp_path / "stderr", "w"),
+        text=True,
+    )
     delays = []
     try:
         deadline = time.monotonic() + 60
         while "until SIGTERM" not in (tmp_path / "stderr").read_text():  # started
-            assert time.monotonic() < deadline and proc.poll() is None, (tmp_path / "stderr").read_text()
+            assert time.monotonic() < deadline and proc.poll() is None, (
+                tmp_path / "stderr"
+            ).read_text()
             time.sleep(0.05)
         for i in range(3):
             body = json.dumps({"n": i, "note": "not an SES record: a dead letter at load"})
             t = time.monotonic()
             sqs.send_message(QueueUrl=sqs_queue.url, MessageBody=body)
             while time.monotonic() - t < 10:
-                if any(body.encode() in gzip.decompress(f.read_bytes()) for f in archive_files(archive)):
+                if any(
+                    body.encode() in gzip.decompress(f.read_bytes()) for f in archive_files(archive)
+                ):
                     break
                 time.sleep(0.05)
             delays.append(time.monotonic() - t)
@@ -218,8 +281,11 @@ def test_follow_publishes_within_rotate_seconds_and_stops_on_sigterm(tmp_path, s
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=60)
     err = (tmp_path / "stderr").read_text()
-    print("\ndrain-sqs --rotate-seconds 2 --wait-seconds 1: sent -> published in "
-          + ", ".join(f"{d:.2f}" for d in delays) + " s")
+    print(
+        "\ndrain-sqs --rotate-seconds 2 --wait-seconds 1: sent -> published in "
+        + ", ".join(f"{d:.2f}" for d in delays)
+        + " s"
+    )
     assert proc.returncode == 0, err[-3000:]
     summary = json.loads(out.strip().splitlines()[-1])
     assert summary["stopped_by"] == "signal"
@@ -230,20 +296,39 @@ def test_follow_publishes_within_rotate_seconds_and_stops_on_sigterm(tmp_path, s
     assert not list(archive.rglob("*.open"))
 
 
-def test_kill_9_loses_nothing_and_the_next_run_publishes_the_open_files(tmp_path, sqs_queue,
-                                                                       moto_server, cli):
+def test_kill_9_loses_nothing_and_the_next_run_publishes_the_open_files(
+    tmp_path, sqs_queue, moto_server, cli
+):
     sqs = moto_server.client("sqs")
     sqs.set_queue_attributes(QueueUrl=sqs_queue.url, Attributes={"VisibilityTimeout": "2"})
     bodies = [json.dumps({"n": i}) for i in range(40)]
     for i in range(0, len(bodies), 10):
-        sqs.send_message_batch(QueueUrl=sqs_queue.url, Entries=[
-            {"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[i:i + 10])])
+        sqs.send_message_batch(
+            QueueUrl=sqs_queue.url,
+            Entries=[{"Id": str(j), "MessageBody": b} for j, b in enumerate(bodies[i : i + 10])],
+        )
     archive = tmp_path / "archive"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "drain-sqs", "--queue-url", sqs_queue.url,
-         "--archive", str(archive), "--follow", "--wait-seconds", "1", "--rotate-seconds", "600"],
-        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "drain-sqs",
+            "--queue-url",
+            sqs_queue.url,
+            "--archive",
+            str(archive),
+            "--follow",
+            "--wait-seconds",
+            "1",
+            "--rotate-seconds",
+            "600",
+        ],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and queue_counts(sqs, sqs_queue.url)[0] > 20:
         time.sleep(0.01)
@@ -256,11 +341,17 @@ def test_kill_9_loses_nothing_and_the_next_run_publishes_the_open_files(tmp_path
     assert r.returncode == 0, r.stderr[-3000:]
     assert queue_counts(sqs, sqs_queue.url) == (0, 0)
     assert not list(archive.rglob("*.open"))
-    lines = [ln.decode() for f in archive_files(archive)
-             for ln in gzip.decompress(f.read_bytes()).split(b"\n") if ln]
+    lines = [
+        ln.decode()
+        for f in archive_files(archive)
+        for ln in gzip.decompress(f.read_bytes()).split(b"\n")
+        if ln
+    ]
     assert set(lines) == set(bodies)  # every message, copies only for redeliveries
-    print(f"\nkill -9 mid-drain: {len(lines)} lines for {len(bodies)} messages "
-          f"({len(lines) - len(bodies)} redelivered copies, deduped at load by event_id)")
+    print(
+        f"\nkill -9 mid-drain: {len(lines)} lines for {len(bodies)} messages "
+        f"({len(lines) - len(bodies)} redelivered copies, deduped at load by event_id)"
+    )
 
 
 def test_drain_into_s3_ships_through_the_spool(tmp_path, sqs_queue, s3_bucket, moto_server, cli):
@@ -269,16 +360,29 @@ def test_drain_into_s3_ships_through_the_spool(tmp_path, sqs_queue, s3_bucket, m
     for b in bodies:
         sqs.send_message(QueueUrl=sqs_queue.url, MessageBody=b)
     spool = tmp_path / "spool"
-    r = cli("drain-sqs", "--queue-url", sqs_queue.url, "--archive", f"{s3_bucket}/events",
-            "--spool-dir", spool, "--json", timeout=120)
+    r = cli(
+        "drain-sqs",
+        "--queue-url",
+        sqs_queue.url,
+        "--archive",
+        f"{s3_bucket}/events",
+        "--spool-dir",
+        spool,
+        "--json",
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads(r.stdout.strip().splitlines()[-1])
     assert summary["deleted"] == 2 and summary["unshipped_files"] == 0
     bucket = s3_bucket.split("://")[1]
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert keys and all(k.startswith("events/ses/") and k.endswith(".json.gz") for k in keys)
-    lines = [ln for k in keys for ln in gzip.decompress(
-        s3.get_object(Bucket=bucket, Key=k)["Body"].read()).split(b"\n") if ln]
+    lines = [
+        ln
+        for k in keys
+        for ln in gzip.decompress(s3.get_object(Bucket=bucket, Key=k)["Body"].read()).split(b"\n")
+        if ln
+    ]
     assert sorted(lines) == sorted(archive_line(b)[0] for b in bodies)
     assert not list(spool.rglob("*.json*"))
     assert queue_counts(sqs, sqs_queue.url) == (0, 0)
@@ -323,8 +427,9 @@ def test_the_long_poll_is_shortened_to_the_next_publication(tmp_path, sqs_queue,
     writer = ArchiveWriter(tmp_path, instance="t", rotate_seconds=10, clock=lambda: now[0])
     sqs = Recording(moto_server.client("sqs"))
     sqs.send_message(QueueUrl=sqs_queue.url, MessageBody='{"n":1}')
-    d = SqsDrainer(sqs, sqs_queue.url, writer, str(tmp_path), follow=True,
-                   policy=DrainPolicy(wait_seconds=20))
+    d = SqsDrainer(
+        sqs, sqs_queue.url, writer, str(tmp_path), follow=True, policy=DrainPolicy(wait_seconds=20)
+    )
 
     def after_batch(stats):  # 8.5 s pass (injected) while the batch is handled
         now[0] += timedelta(seconds=8.5)
@@ -359,13 +464,24 @@ def test_follow_backs_off_while_the_endpoint_is_down_then_stops(tmp_path, sqs_qu
     from pipelines.sqs import DrainError, DrainPolicy, SqsDrainer
 
     dead = TcpProxy(1)  # never up: connection refused
-    client = boto3.client("sqs", endpoint_url=dead.url, region_name="us-east-1",
-                          aws_access_key_id="testing", aws_secret_access_key="testing",
-                          config=Config(retries={"max_attempts": 1}))
+    client = boto3.client(
+        "sqs",
+        endpoint_url=dead.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"max_attempts": 1}),
+    )
     writer = ArchiveWriter(tmp_path, instance="t")
     slept = []
-    d = SqsDrainer(client, sqs_queue.url, writer, str(tmp_path), follow=True,
-                   policy=DrainPolicy(backoff_initial=1, backoff_max=4))
+    d = SqsDrainer(
+        client,
+        sqs_queue.url,
+        writer,
+        str(tmp_path),
+        follow=True,
+        policy=DrainPolicy(backoff_initial=1, backoff_max=4),
+    )
 
     def sleep(seconds, stop):
         slept.append(seconds)

@@ -1,5 +1,6 @@
 """The DuckDB commit: a repeated event_id keeps its earliest occurrence, whichever
 staged file holds it, and ids stored by an earlier load are not inserted again."""
+
 from __future__ import annotations
 
 from test_warehouse_contract import D1, D2, ev, make_batch
@@ -14,21 +15,31 @@ def test_repeated_ids_keep_the_earliest_occurrence_across_files(tmp_path):
     early = dict(ev("x", D1, 9, source="archive/early.json"), reason="early copy")
     tie_b = dict(ev("y", D2, 10, source="archive/b.json"), reason="b")
     tie_a = dict(ev("y", D2, 10, source="archive/a.json"), reason="a")
-    batch = make_batch(tmp_path / "s1", "l1", [[late, tie_b, ev("u1", D1)],
-                                               [early, tie_a, ev("u2", D2)]])
+    batch = make_batch(
+        tmp_path / "s1", "l1", [[late, tie_b, ev("u1", D1)], [early, tie_a, ev("u2", D2)]]
+    )
     r = wh.commit_load(batch)
-    assert r.per_provider["sendgrid"] == {"events_loaded": 4, "duplicates_in_batch": 2,
-                                          "already_loaded": 0}
-    rows = {row["event_id"]: row for row in wh.query(
-        "SELECT event_id, reason, source_uri FROM events").to_pylist()}
+    assert r.per_provider["sendgrid"] == {
+        "events_loaded": 4,
+        "duplicates_in_batch": 2,
+        "already_loaded": 0,
+    }
+    rows = {
+        row["event_id"]: row
+        for row in wh.query("SELECT event_id, reason, source_uri FROM events").to_pylist()
+    }
     assert rows["x"]["reason"] == "early copy"  # earliest event_ts
     assert rows["y"]["source_uri"] == "archive/a.json"  # then source_uri
     assert set(rows) == {"x", "y", "u1", "u2"}
     # a second load with one stored id (repeated) and one new id
     again = make_batch(tmp_path / "s2", "l2", [[ev("x", D1, 8), ev("n1", D1)], [ev("x", D1, 7)]])
     r2 = wh.commit_load(again)
-    assert r2.per_provider["sendgrid"] == {"events_loaded": 1, "duplicates_in_batch": 1,
-                                           "already_loaded": 1}
+    assert r2.per_provider["sendgrid"] == {
+        "events_loaded": 1,
+        "duplicates_in_batch": 1,
+        "already_loaded": 1,
+    }
     assert wh.query("SELECT count(*) AS n FROM events").to_pylist()[0]["n"] == 5
     assert wh.query("SELECT reason FROM events WHERE event_id = 'x'").to_pylist() == [
-        {"reason": "early copy"}]
+        {"reason": "early copy"}
+    ]

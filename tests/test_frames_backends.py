@@ -1,24 +1,31 @@
 """The notebook frames (pipelines/frames.py) on both warehouses: a small hand-made day
 loaded into DuckDB and into the BigQuery emulator, derived tables computed by the real
 queries, and every view checked against the answer worked out by hand below."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
 import pytest
+from test_queries import event_from_json, load_events, warehouse_factory  # noqa: F401
 
 from pipelines import frames
 from pipelines.outcomes import compute_outcomes
-
-from test_queries import event_from_json, load_events, warehouse_factory  # noqa: F401
 
 D1, D2 = date(2026, 11, 20), date(2026, 11, 21)
 
 
 def ev(key, provider, event_type, ts, domain, **extra):
-    return {"provider": provider, "event_type": event_type, "event_ts": ts,
-            "message_id": f"m-{key}", "email_hash": f"h-{key}", "recipient_domain": domain,
-            "categories": ["spring"], **extra}
+    return {
+        "provider": provider,
+        "event_type": event_type,
+        "event_ts": ts,
+        "message_id": f"m-{key}",
+        "email_hash": f"h-{key}",
+        "recipient_domain": domain,
+        "categories": ["spring"],
+        **extra,
+    }
 
 
 # gmail.com (Gmail): g1 opens and clicks, g2 opens, g3 clicks without an open pixel,
@@ -38,19 +45,58 @@ EVENTS = [
     ev("g3", "sendgrid", "delivered", "2026-11-20T09:00:07Z", "gmail.com"),
     ev("g3", "sendgrid", "click", "2026-11-20T11:00:00Z", "gmail.com", url="https://x.test/b"),
     ev("g4", "sendgrid", "processed", "2026-11-20T09:00:00Z", "gmail.com"),
-    ev("g4", "sendgrid", "bounce", "2026-11-20T09:00:09Z", "gmail.com", bounce_class="hard",
-       smtp_status="5.1.1", reason="550 5.1.1 The email account that you tried to reach does not exist."),
+    ev(
+        "g4",
+        "sendgrid",
+        "bounce",
+        "2026-11-20T09:00:09Z",
+        "gmail.com",
+        bounce_class="hard",
+        smtp_status="5.1.1",
+        reason="550 5.1.1 The email account that you tried to reach does not exist.",
+    ),
     ev("x1", "sendgrid", "processed", "2026-11-20T23:59:00Z", "gmail.com"),
-    ev("x1", "sendgrid", "bounce", "2026-11-21T00:10:00Z", "gmail.com", bounce_class="hard",
-       smtp_status="5.2.2", reason="552 5.2.2 mailbox full"),
+    ev(
+        "x1",
+        "sendgrid",
+        "bounce",
+        "2026-11-21T00:10:00Z",
+        "gmail.com",
+        bounce_class="hard",
+        smtp_status="5.2.2",
+        reason="552 5.2.2 mailbox full",
+    ),
     ev("d1", "ses", "processed", "2026-11-20T09:00:00Z", "docomo.ne.jp"),
-    ev("d1", "ses", "bounce", "2026-11-20T09:00:10Z", "docomo.ne.jp", bounce_class="hard",
-       smtp_status="5.1.1", reason="smtp; 550 5.1.1 user unknown"),
+    ev(
+        "d1",
+        "ses",
+        "bounce",
+        "2026-11-20T09:00:10Z",
+        "docomo.ne.jp",
+        bounce_class="hard",
+        smtp_status="5.1.1",
+        reason="smtp; 550 5.1.1 user unknown",
+    ),
     ev("d2", "cmc", "processed", "2026-11-20T09:00:00Z", "docomo.ne.jp"),
-    ev("d2", "cmc", "bounce", "2026-11-20T09:00:11Z", "docomo.ne.jp",
-       bounce_class="undetermined", reason="rejected by the receiver's policy"),
-    ev("d2", "cmc", "bounce", "2026-11-20T09:00:12Z", "docomo.ne.jp", bounce_class="block",
-       smtp_status="4", reason="rejected by the receiver's policy"),
+    ev(
+        "d2",
+        "cmc",
+        "bounce",
+        "2026-11-20T09:00:11Z",
+        "docomo.ne.jp",
+        bounce_class="undetermined",
+        reason="rejected by the receiver's policy",
+    ),
+    ev(
+        "d2",
+        "cmc",
+        "bounce",
+        "2026-11-20T09:00:12Z",
+        "docomo.ne.jp",
+        bounce_class="block",
+        smtp_status="4",
+        reason="rejected by the receiver's policy",
+    ),
     ev("t1", "sendgrid", "processed", "2026-11-20T09:00:00Z", "tiny.example"),
     ev("t1", "sendgrid", "open", "2026-11-20T12:00:00Z", "tiny.example"),
 ]
@@ -72,8 +118,10 @@ def test_frames_on_both_warehouses(wh):
     assert sorted(daily["event_date"].dt.date.unique()) == [D1]  # ... but not plotted
 
     mailbox = frames.mailbox_daily(wh, D1, D2)
-    got = {r.mailbox_provider: (r.requests, r.delivered, r.bounces, r.blocks)
-           for r in mailbox.itertuples()}
+    got = {
+        r.mailbox_provider: (r.requests, r.delivered, r.bounces, r.blocks)
+        for r in mailbox.itertuples()
+    }
     # d2's first bounce report is classed undetermined, so it is a bounce, not a block
     assert got == {"Gmail": (5, 3, 1, 0), "docomo": (2, 0, 2, 0), "other": (1, 0, 0, 0)}
     summary = frames.mailbox_summary(mailbox)
@@ -93,18 +141,33 @@ def test_frames_on_both_warehouses(wh):
     # d2: one recipient of two reports, the block with CMC's status 4 kept
     cmc = rows["5.7.1"]
     assert (cmc.recipients, cmc.events, cmc.bounce_classes, cmc.code_basis) == (
-        1, 2, "block", "cmc status 4")
+        1,
+        2,
+        "block",
+        "cmc status 4",
+    )
     assert frames.bounce_codes(frames.bounce_reasons(wh, D1, D2))["status_code"].tolist() == [
-        "5.1.1", "5.2.2", "5.7.1"]
+        "5.1.1",
+        "5.2.2",
+        "5.7.1",
+    ]
 
-    window = frames.send_window(wh, "spring", datetime(2026, 11, 20, tzinfo=timezone.utc),
-                                datetime(2026, 11, 20, 23, 59, 59, tzinfo=timezone.utc))
+    window = frames.send_window(
+        wh,
+        "spring",
+        datetime(2026, 11, 20, tzinfo=timezone.utc),
+        datetime(2026, 11, 20, 23, 59, 59, tzinfo=timezone.utc),
+    )
     recipients = frames.campaign_recipients(wh, window)
     funnel = frames.campaign_funnel(recipients)
-    assert funnel["recipients"].to_dict() == {"sent": 8, "delivered": 3, "opened": 3,
-                                              "clicked": 2}
+    assert funnel["recipients"].to_dict() == {"sent": 8, "delivered": 3, "opened": 3, "clicked": 2}
     funnels = frames.campaign_funnels(wh, D1, D1).set_index("category")
-    assert funnels.loc["spring", ["sent", "delivered", "opened", "clicked"]].tolist() == [8, 3, 3, 2]
+    assert funnels.loc["spring", ["sent", "delivered", "opened", "clicked"]].tolist() == [
+        8,
+        3,
+        3,
+        2,
+    ]
     assert funnels.loc["spring", "click_share"] == pytest.approx(2 / 3)
     by_mailbox = frames.campaign_breakdown(recipients, by="mailbox_provider")
     assert by_mailbox.loc["Gmail", ["recipients", "opened", "clicked"]].tolist() == [5, 3, 2]

@@ -1,6 +1,7 @@
 """The house: no import cycles between pipelines' modules, counting imports inside
 functions too (a lazy import is still a dependency), and the watch report renders
 without the watcher or Slack transport."""
+
 from __future__ import annotations
 
 import ast
@@ -25,8 +26,11 @@ def _runtime_nodes(tree):
         node = todo.pop()
         yield node
         for child in ast.iter_child_nodes(node):
-            if (isinstance(child, ast.If) and isinstance(child.test, ast.Name)
-                    and child.test.id == "TYPE_CHECKING"):
+            if (
+                isinstance(child, ast.If)
+                and isinstance(child.test, ast.Name)
+                and child.test.id == "TYPE_CHECKING"
+            ):
                 todo.extend(child.orelse)
                 continue
             todo.append(child)
@@ -42,7 +46,7 @@ def import_graph() -> dict[str, set[str]]:
             if isinstance(node, ast.ImportFrom):
                 if node.level:
                     base = pkg.split(".")
-                    base = base[:len(base) - (node.level - 1)]
+                    base = base[: len(base) - (node.level - 1)]
                     stem = ".".join(base + ([node.module] if node.module else []))
                 else:
                     stem = node.module or ""
@@ -90,8 +94,10 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 # A package importing its own submodules to re-export them is not a cycle of rooms.
 def _without_package_reexports(graph):
-    return {m: {t for t in deps if not (t.startswith(m + ".") or m.startswith(t + "."))}
-            for m, deps in graph.items()}
+    return {
+        m: {t for t in deps if not (t.startswith(m + ".") or m.startswith(t + "."))}
+        for m, deps in graph.items()
+    }
 
 
 def test_no_import_cycles_between_modules():
@@ -108,4 +114,5 @@ def test_slack_transport_and_the_report_do_not_need_the_watcher():
     assert "pipelines.watcher" not in g["pipelines.slack"]
     assert "pipelines.watcher" not in g["pipelines.report"]
     assert "pipelines.cli" not in set().union(
-        *(deps for m, deps in g.items() if m.startswith("pipelines.commands")))
+        *(deps for m, deps in g.items() if m.startswith("pipelines.commands"))
+    )

@@ -1,4 +1,5 @@
 """The Beam load job: exact accounting, idempotent reruns, atomic commits."""
+
 from __future__ import annotations
 
 import gzip
@@ -15,11 +16,18 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
-
 from conftest import ROOT, TEST_HASH_KEY, run_cli
+
 from pipelines.hashing import EmailHasher
-from pipelines.load import (DropDuplicates, ListArchiveFiles, NormalizeConfig, NormalizeRecords,
-                            ReadArchives, run_load, split_chunks)
+from pipelines.load import (
+    DropDuplicates,
+    ListArchiveFiles,
+    NormalizeConfig,
+    NormalizeRecords,
+    ReadArchives,
+    run_load,
+    split_chunks,
+)
 from pipelines.sources import archive_sources, list_days
 from pipelines.warehouse import open_warehouse
 
@@ -28,9 +36,14 @@ T0 = int(datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc).timestamp())
 
 
 def sg(i, event="delivered", ts=None, **extra):
-    ev = {"email": f"user{i}@example.com", "timestamp": ts if ts is not None else T0 + i,
-          "event": event, "sg_event_id": f"sg-{event}-{i}",
-          "sg_message_id": f"msg{i}.filter0001.1.2", "category": ["news"]}
+    ev = {
+        "email": f"user{i}@example.com",
+        "timestamp": ts if ts is not None else T0 + i,
+        "event": event,
+        "sg_event_id": f"sg-{event}-{i}",
+        "sg_message_id": f"msg{i}.filter0001.1.2",
+        "category": ["news"],
+    }
     ev.update(extra)
     return ev
 
@@ -42,11 +55,16 @@ def write_lines(path: Path, lines: list[str], gz: bool = True) -> None:
 
 
 def ses_delivery(msg, recipients, ts="2026-11-20T10:00:00.000Z"):
-    return {"eventType": "Delivery",
-            "mail": {"timestamp": ts, "messageId": msg, "destination": recipients,
-                     "tags": {"category": ["news"]}},
-            "delivery": {"timestamp": ts, "recipients": recipients,
-                         "smtpResponse": "250 ok"}}
+    return {
+        "eventType": "Delivery",
+        "mail": {
+            "timestamp": ts,
+            "messageId": msg,
+            "destination": recipients,
+            "tags": {"category": ["news"]},
+        },
+        "delivery": {"timestamp": ts, "recipients": recipients, "smtpResponse": "250 ok"},
+    }
 
 
 def cmc_body(kind, items):
@@ -59,31 +77,48 @@ def archive(tmp_path):
     root = tmp_path / "archive"
     hour = root / "sendgrid" / "2026" / "11" / "20"
     post1 = json.dumps([sg(i) for i in range(10)])
-    post2 = json.dumps([sg(i, "open") for i in range(5)]
-                       + [{"event": "account_status_change", "timestamp": T0}])
+    post2 = json.dumps(
+        [sg(i, "open") for i in range(5)] + [{"event": "account_status_change", "timestamp": T0}]
+    )
     # a corrupt line quoting an address, and a retry within the same file
     write_lines(hour / "09" / "a.json.gz", [post1, post2, '{"email": "leak@example.com", ', post1])
     write_lines(hour / "10" / "b.json.gz", [post1])  # retry in another file
     # a late event: happened the previous day, archived today
     late = json.dumps([sg(99, "delivered", ts=T0 - 86400)])
-    write_lines(hour / "11" / "c.json", [late, json.dumps([sg(1, "bounce", type="blocked"), 5])],
-                gz=False)
+    write_lines(
+        hour / "11" / "c.json", [late, json.dumps([sg(1, "bounce", type="blocked"), 5])], gz=False
+    )
     ses = root / "ses" / "2026" / "11" / "20" / "10"
-    write_lines(ses / "firehose-1.json.gz", [
-        json.dumps(ses_delivery("m-ses-1", ["a@x.jp", "b@x.jp", "c@x.jp"])),
-        json.dumps({"Type": "SubscriptionConfirmation", "Message": "confirm"}),
-        json.dumps({"eventType": "Bounce"}),  # no mail object: dead letter
-    ])
+    write_lines(
+        ses / "firehose-1.json.gz",
+        [
+            json.dumps(ses_delivery("m-ses-1", ["a@x.jp", "b@x.jp", "c@x.jp"])),
+            json.dumps({"Type": "SubscriptionConfirmation", "Message": "confirm"}),
+            json.dumps({"eventType": "Bounce"}),  # no mail object: dead letter
+        ],
+    )
     cmc = root / "cmc" / "2026" / "11" / "20" / "05"
-    item = {"created": "2026-11-20 14:00:00", "messageId": "<c1@example.com>",
-            "to": "u@example.jp", "status": "failed", "reason": "550 5.1.1 unknown"}
-    write_lines(cmc / "x.json", [json.dumps(cmc_body("deliveries", [item])),
-                                 json.dumps(cmc_body("bounces", [dict(item, status="2",
-                                                                      created="2026-11-20 14:00:01")]))],
-                gz=False)
+    item = {
+        "created": "2026-11-20 14:00:00",
+        "messageId": "<c1@example.com>",
+        "to": "u@example.jp",
+        "status": "failed",
+        "reason": "550 5.1.1 unknown",
+    }
+    write_lines(
+        cmc / "x.json",
+        [
+            json.dumps(cmc_body("deliveries", [item])),
+            json.dumps(
+                cmc_body("bounces", [dict(item, status="2", created="2026-11-20 14:00:01")])
+            ),
+        ],
+        gz=False,
+    )
     # another day's files are not read
-    write_lines(root / "sendgrid" / "2026" / "11" / "21" / "00" / "z.json.gz",
-                [json.dumps([sg(500)])])
+    write_lines(
+        root / "sendgrid" / "2026" / "11" / "21" / "00" / "z.json.gz", [json.dumps([sg(500)])]
+    )
     return root
 
 
@@ -97,30 +132,51 @@ def test_load_accounts_for_every_record(archive, tmp_path):
     p = report.per_provider
     # SendGrid: post1 (10) x3, post2 (5 opens + 1 account event), 1 corrupt line, late (1),
     # blocked bounce (1) + a non-object batch item (1)
-    assert p["sendgrid"] == {"records_read": 10 * 3 + 6 + 1 + 1 + 2, "events_loaded": 17,
-                             "duplicates_in_batch": 20, "already_loaded": 0,
-                             "dead_letters": 2, "records_without_event": 1}
+    assert p["sendgrid"] == {
+        "records_read": 10 * 3 + 6 + 1 + 1 + 2,
+        "events_loaded": 17,
+        "duplicates_in_batch": 20,
+        "already_loaded": 0,
+        "dead_letters": 2,
+        "records_without_event": 1,
+    }
     # SES: 3 recipients, a subscription confirmation (no event), a record without mail
-    assert p["ses"] == {"records_read": 5, "events_loaded": 3, "duplicates_in_batch": 0,
-                        "already_loaded": 0, "dead_letters": 1, "records_without_event": 1}
+    assert p["ses"] == {
+        "records_read": 5,
+        "events_loaded": 3,
+        "duplicates_in_batch": 0,
+        "already_loaded": 0,
+        "dead_letters": 1,
+        "records_without_event": 1,
+    }
     # CMC: failed delivery + bounce of the same message: two events (outcomes count once)
     assert p["cmc"]["events_loaded"] == 2 and p["cmc"]["records_read"] == 2
     assert report.adds_up()
     assert report.files_read == 5
 
     w = open_warehouse(wh)
-    rows = w.query("SELECT event_date, count(*) AS n FROM events "
-                   "WHERE event_date BETWEEN @a AND @b GROUP BY 1 ORDER BY 1",
-                   {"a": date(2026, 11, 1), "b": date(2026, 11, 30)}).to_pylist()
+    rows = w.query(
+        "SELECT event_date, count(*) AS n FROM events "
+        "WHERE event_date BETWEEN @a AND @b GROUP BY 1 ORDER BY 1",
+        {"a": date(2026, 11, 1), "b": date(2026, 11, 30)},
+    ).to_pylist()
     # the late event lands in its own event_date
-    assert rows == [{"event_date": date(2026, 11, 19), "n": 1},
-                    {"event_date": date(2026, 11, 20), "n": 21}]
-    dls = w.query("SELECT source_uri, line, record_index, reason FROM dead_letters "
-                  "ORDER BY source_uri, line").to_pylist()
+    assert rows == [
+        {"event_date": date(2026, 11, 19), "n": 1},
+        {"event_date": date(2026, 11, 20), "n": 21},
+    ]
+    dls = w.query(
+        "SELECT source_uri, line, record_index, reason FROM dead_letters ORDER BY source_uri, line"
+    ).to_pylist()
     assert len(dls) == 3
     assert any(d["line"] == 3 and d["source_uri"].endswith("a.json.gz") for d in dls)
-    assert any("not an event object" in d["reason"] and d["record_index"] == 1
-               and d["source_uri"].endswith("c.json") and d["line"] == 2 for d in dls)
+    assert any(
+        "not an event object" in d["reason"]
+        and d["record_index"] == 1
+        and d["source_uri"].endswith("c.json")
+        and d["line"] == 2
+        for d in dls
+    )
     assert any("no mail object" in d["reason"] for d in dls)
     # no plain address reaches the warehouse
     dump = json.dumps(w.query("SELECT * FROM events").to_pylist(), default=str)
@@ -144,12 +200,16 @@ def test_rerun_adds_nothing_and_dead_letters_are_not_duplicated(archive, tmp_pat
     assert third.adds_up()
     w = open_warehouse(wh)
     assert w.query("SELECT count(*) AS n FROM dead_letters").to_pylist()[0]["n"] == 3
-    loads = w.query("SELECT events_loaded, already_loaded, files_read, files_skipped "
-                    "FROM loads ORDER BY started_at").to_pylist()
+    loads = w.query(
+        "SELECT events_loaded, already_loaded, files_read, files_skipped "
+        "FROM loads ORDER BY started_at"
+    ).to_pylist()
     # 17 SendGrid + 3 SES + 2 CMC events
-    assert loads == [{"events_loaded": 22, "already_loaded": 0, "files_read": 5, "files_skipped": 0},
-                     {"events_loaded": 0, "already_loaded": 0, "files_read": 0, "files_skipped": 5},
-                     {"events_loaded": 0, "already_loaded": 22, "files_read": 5, "files_skipped": 0}]
+    assert loads == [
+        {"events_loaded": 22, "already_loaded": 0, "files_read": 5, "files_skipped": 0},
+        {"events_loaded": 0, "already_loaded": 0, "files_read": 0, "files_skipped": 5},
+        {"events_loaded": 0, "already_loaded": 22, "files_read": 5, "files_skipped": 0},
+    ]
     files = w.query("SELECT source_uri, records FROM loaded_files ORDER BY 1").to_pylist()
     assert len(files) == 5 and len({f["source_uri"] for f in files}) == 5
 
@@ -159,8 +219,9 @@ def test_retry_crossing_midnight_is_not_counted_twice(tmp_path):
     root = tmp_path / "archive"
     ev = sg(7, ts=T0 - 86400 + 3600 * 14)  # 2026-11-19 23:00
     write_lines(root / "sendgrid" / "2026" / "11" / "19" / "23" / "a.json.gz", [json.dumps([ev])])
-    write_lines(root / "sendgrid" / "2026" / "11" / "20" / "08" / "b.json.gz",
-                [json.dumps([ev, sg(8)])])
+    write_lines(
+        root / "sendgrid" / "2026" / "11" / "20" / "08" / "b.json.gz", [json.dumps([ev, sg(8)])]
+    )
     wh = f"duckdb://{tmp_path}/w.duckdb"
     r1 = run_load(str(root), date(2026, 11, 19), wh, config=config())
     r2 = run_load(str(root), DAY, wh, config=config())
@@ -191,17 +252,32 @@ def test_pipeline_transforms_with_test_pipeline(archive):
     ingested = datetime(2026, 11, 20, tzinfo=timezone.utc)
     with BeamTestPipeline(runner="FnApiRunner") as p:
         files = list_days(archive_sources(str(archive)), [DAY]).files
-        chunks = (p | "List" >> ListArchiveFiles(files)
-                  | "Read" >> ReadArchives(chunk_lines=2)
-                  | "Normalize" >> NormalizeRecords(config(), "L1", ingested)
-                  | "Dedupe" >> DropDuplicates())
-        per_file = (chunks
-                    | "Key" >> beam.Map(lambda c: (Path(c.uri).name, c.events.num_rows))
-                    | "Sum" >> beam.CombinePerKey(sum))
+        chunks = (
+            p
+            | "List" >> ListArchiveFiles(files)
+            | "Read" >> ReadArchives(chunk_lines=2)
+            | "Normalize" >> NormalizeRecords(config(), "L1", ingested)
+            | "Dedupe" >> DropDuplicates()
+        )
+        per_file = (
+            chunks
+            | "Key" >> beam.Map(lambda c: (Path(c.uri).name, c.events.num_rows))
+            | "Sum" >> beam.CombinePerKey(sum)
+        )
         # a.json.gz's retried post sits in another 2-line chunk: it is kept here and
         # removed at commit (which sees the whole batch), so 10 + 5 + 10.
-        assert_that(per_file, equal_to([("a.json.gz", 25), ("b.json.gz", 10), ("c.json", 2),
-                                        ("firehose-1.json.gz", 3), ("x.json", 2)]))
+        assert_that(
+            per_file,
+            equal_to(
+                [
+                    ("a.json.gz", 25),
+                    ("b.json.gz", 10),
+                    ("c.json", 2),
+                    ("firehose-1.json.gz", 3),
+                    ("x.json", 2),
+                ]
+            ),
+        )
 
 
 def test_cli_json_last_line_and_usage_errors(archive, tmp_path):
@@ -209,24 +285,39 @@ def test_cli_json_last_line_and_usage_errors(archive, tmp_path):
     r = run_cli("load", "--archive", archive, "--date", "2026-11-20", "--warehouse", wh, "--json")
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout.strip().splitlines()[-1])
-    assert doc["records_read"] == (doc["events_loaded"] + doc["duplicates_in_batch"]
-                                   + doc["already_loaded"] + doc["dead_letters"]
-                                   + doc["records_without_event"])
+    assert doc["records_read"] == (
+        doc["events_loaded"]
+        + doc["duplicates_in_batch"]
+        + doc["already_loaded"]
+        + doc["dead_letters"]
+        + doc["records_without_event"]
+    )
     assert doc["events_loaded"] == 22 and doc["adds_up"] is True
     bad = run_cli("load", "--archive", archive, "--date", "20-11-2026", "--warehouse", wh)
     assert bad.returncode == 2 and "YYYY-MM-DD" in bad.stderr
-    missing = run_cli("load", "--archive", tmp_path / "nope", "--date", "2026-11-20",
-                      "--warehouse", wh)
+    missing = run_cli(
+        "load", "--archive", tmp_path / "nope", "--date", "2026-11-20", "--warehouse", wh
+    )
     assert missing.returncode == 2 and "--archive" in missing.stderr
-    nokey = run_cli("load", "--archive", archive, "--date", "2026-11-20",
-                    "--warehouse", "bigquery://p/d", env={"MAILPULSE_HASH_KEY": ""})
+    nokey = run_cli(
+        "load",
+        "--archive",
+        archive,
+        "--date",
+        "2026-11-20",
+        "--warehouse",
+        "bigquery://p/d",
+        env={"MAILPULSE_HASH_KEY": ""},
+    )
     assert nokey.returncode == 2 and "MAILPULSE_HASH_KEY" in nokey.stderr
 
 
 def test_bigquery_load_without_staging_names_the_fix(archive):
-    from pipelines.load import default_staging
     from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.load import default_staging
     from pipelines.warehouse import WarehouseError
+
     with pytest.raises(WarehouseError, match="--staging"):
         default_staging(object(), PipelineOptions([]))
 
@@ -248,8 +339,19 @@ def test_kill_9_at_any_moment_leaves_the_warehouse_as_it_was(tmp_path):
         write_lines(root / "sendgrid" / "2026" / "11" / "20" / f"{h:02d}" / "p.json.gz", lines)
     wh_path = tmp_path / "w.duckdb"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    cmd = [sys.executable, "-m", "pipelines", "load", "--archive", str(root), "--date",
-           "2026-11-20", "--warehouse", f"duckdb://{wh_path}", "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "load",
+        "--archive",
+        str(root),
+        "--date",
+        "2026-11-20",
+        "--warehouse",
+        f"duckdb://{wh_path}",
+        "--json",
+    ]
     seen_partial = False
     for delay in (1.0, 2.0, 3.0, 4.0):
         before = _counts(wh_path)
@@ -265,17 +367,30 @@ def test_kill_9_at_any_moment_leaves_the_warehouse_as_it_was(tmp_path):
             assert after == before
             seen_partial = True
     assert seen_partial, "every kill came too late to test an interrupted load"
-    final = run_cli("load", "--archive", root, "--date", "2026-11-20", "--warehouse",
-                    f"duckdb://{wh_path}", "--json")
+    final = run_cli(
+        "load",
+        "--archive",
+        root,
+        "--date",
+        "2026-11-20",
+        "--warehouse",
+        f"duckdb://{wh_path}",
+        "--json",
+    )
     assert final.returncode == 0, final.stderr
     assert _counts(wh_path)[0] == 60_000
 
 
 def test_large_local_loads_use_every_core_unless_told_otherwise():
     from pipelines.load import PARALLEL_LOCAL_BYTES, local_parallelism
+
     big = PARALLEL_LOCAL_BYTES
     assert local_parallelism("FnApiRunner", [], big, cpus=2) == [
-        "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]
+        "--direct_num_workers",
+        "2",
+        "--direct_running_mode",
+        "multi_processing",
+    ]
     assert local_parallelism("FnApiRunner", [], big - 1, cpus=2) == []
     assert local_parallelism("FnApiRunner", [], big, cpus=1) == []
     assert local_parallelism("DataflowRunner", [], big, cpus=8) == []
@@ -284,6 +399,7 @@ def test_large_local_loads_use_every_core_unless_told_otherwise():
 
 def test_staging_left_by_a_killed_load_is_removed_by_a_later_load(archive, tmp_path):
     from pipelines.load import STALE_STAGING_SECONDS
+
     staging = tmp_path / ".staging"
     old, fresh = staging / "20261120-old", staging / "20261120-running"
     for d in (old, fresh):

@@ -5,6 +5,7 @@ loads at once or a load killed inside its commit never store a file's events twi
 lose them; ``--follow`` finishes its batch on SIGTERM and waits out a reader that holds
 the DuckDB file, naming it.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from conftest import ROOT, TEST_HASH_KEY, run_cli
 from test_load import sg, write_lines
 
@@ -37,8 +37,10 @@ def config():
 def sg_file(root: Path, day: date, hour: int, name: str, ids: range) -> Path:
     """A SendGrid archive file of one POST per 10 events, events ``ids`` of ``day``."""
     ts0 = int(datetime(day.year, day.month, day.day, hour, tzinfo=timezone.utc).timestamp())
-    posts = [json.dumps([sg(i, ts=ts0 + (i % 3000)) for i in ids[k:k + 10]])
-             for k in range(0, len(ids), 10)]
+    posts = [
+        json.dumps([sg(i, ts=ts0 + (i % 3000)) for i in ids[k : k + 10]])
+        for k in range(0, len(ids), 10)
+    ]
     path = root / "sendgrid" / f"{day:%Y/%m/%d}" / f"{hour:02d}" / name
     write_lines(path, posts)
     return path
@@ -49,8 +51,10 @@ def count(wh: str, sql: str) -> int:
 
 
 def events(wh: str) -> int:
-    return count(wh, "SELECT count(*) AS n FROM events "
-                     "WHERE event_date BETWEEN '2026-01-01' AND '2027-12-31'")
+    return count(
+        wh,
+        "SELECT count(*) AS n FROM events WHERE event_date BETWEEN '2026-01-01' AND '2027-12-31'",
+    )
 
 
 def test_a_refresh_reads_only_new_files(tmp_path):
@@ -66,8 +70,11 @@ def test_a_refresh_reads_only_new_files(tmp_path):
     third = run_load(str(root), DAY, wh, config=config())
     assert (third.files_read, third.files_skipped, third.status) == (0, 6, "up_to_date")
     assert events(wh) == 550
-    rows = open_warehouse(wh).query(
-        "SELECT source_uri, records, events, size FROM loaded_files ORDER BY 1").to_pylist()
+    rows = (
+        open_warehouse(wh)
+        .query("SELECT source_uri, records, events, size FROM loaded_files ORDER BY 1")
+        .to_pylist()
+    )
     assert len(rows) == 6 and sum(r["records"] for r in rows) == 550
     assert all(r["size"] == os.path.getsize(r["source_uri"]) for r in rows)
 
@@ -84,8 +91,11 @@ def test_a_file_that_grows_or_is_rewritten_is_read_again(tmp_path):
     assert (grown.totals["events_loaded"], grown.totals["already_loaded"]) == (5, 10)
     # rewritten in place with the same size: a new generation (mtime) is read again
     data = path.read_bytes()
-    path.write_bytes(data.replace(b'"delivered"', b'"processed"', 1)
-                     .replace(b'sg-delivered-0"', b'sg-processed-0"', 1))
+    path.write_bytes(
+        data.replace(b'"delivered"', b'"processed"', 1).replace(
+            b'sg-delivered-0"', b'sg-processed-0"', 1
+        )
+    )
     st = os.stat(path)
     os.utime(path, (st.st_atime, st.st_mtime + 5))
     again = run_load(str(root), DAY, wh, config=config())
@@ -98,8 +108,9 @@ def test_load_without_a_date_reads_the_last_days(tmp_path):
     root, wh = tmp_path / "a", f"duckdb://{tmp_path}/w.duckdb"
     today = date(2026, 11, 24)
     for back in range(6):  # 2026-11-19 .. 2026-11-24
-        sg_file(root, today - timedelta(days=back), 12, "x.json.gz",
-                range(back * 100, back * 100 + 10))
+        sg_file(
+            root, today - timedelta(days=back), 12, "x.json.gz", range(back * 100, back * 100 + 10)
+        )
     assert load_days(None, 4, today) == [today - timedelta(days=i) for i in (3, 2, 1, 0)]
     r = run_load(str(root), None, wh, config=config(), days=4, today=today)
     assert (r.files_read, r.first_date, r.archive_date) == (4, date(2026, 11, 21), today)
@@ -124,8 +135,9 @@ def test_cli_without_a_date_and_empty_window_exit_codes(tmp_path):
     # a window with no file at all: exit 4, 0 with --allow-empty
     r = run_cli("load", "--archive", root, "--warehouse", wh, "--date", "2020-01-01")
     assert r.returncode == 4 and "no archive files for 2020-01-01" in r.stderr
-    r = run_cli("load", "--archive", root, "--warehouse", wh, "--date", "2020-01-01",
-                "--allow-empty")
+    r = run_cli(
+        "load", "--archive", root, "--warehouse", wh, "--date", "2020-01-01", "--allow-empty"
+    )
     assert r.returncode == 0
 
 
@@ -138,6 +150,7 @@ def test_symlinks_leaving_the_archive_are_skipped_and_counted(tmp_path, caplog):
     (hour / "evil.json").symlink_to(secret)
     (hour / "inside.json.gz").symlink_to(hour / "real.json.gz")  # stays inside: read
     from pipelines.sources import archive_sources, list_days
+
     listing = list_days(archive_sources(str(root)), [DAY])
     assert listing.skipped == {"symlink outside the archive": 1}
     assert sorted(Path(f.uri).name for f in listing.files) == ["inside.json.gz", "real.json.gz"]
@@ -152,10 +165,25 @@ def test_two_loads_at_once_store_each_file_once(tmp_path):
     for h in range(8):
         sg_file(root, DAY, h, f"f{h}.json.gz", range(h * 500, h * 500 + 500))
     env = dict(os.environ, PYTHONPATH=str(ROOT), MAILPULSE_HASH_KEY=TEST_HASH_KEY)
-    cmd = [sys.executable, "-m", "pipelines", "load", "--archive", str(root), "--date",
-           DAY.isoformat(), "--warehouse", wh, "--json"]
-    procs = [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "load",
+        "--archive",
+        str(root),
+        "--date",
+        DAY.isoformat(),
+        "--warehouse",
+        wh,
+        "--json",
+    ]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
     docs = [json.loads(o[0].strip().splitlines()[-1]) for o in outs]
@@ -176,10 +204,21 @@ def test_kill_9_inside_the_commit_leaves_the_warehouse_as_it_was(tmp_path, delay
         sg_file(root, DAY, h, f"f{h}.json.gz", range(h * 4000, h * 4000 + 4000))
     db = tmp_path / "w.duckdb"
     env = dict(os.environ, PYTHONPATH=str(ROOT), MAILPULSE_HASH_KEY=TEST_HASH_KEY)
-    cmd = [sys.executable, "-m", "pipelines", "load", "--archive", str(root), "--date",
-           DAY.isoformat(), "--warehouse", wh]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "load",
+        "--archive",
+        str(root),
+        "--date",
+        DAY.isoformat(),
+        "--warehouse",
+        wh,
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     # the commit starts when staging is complete and the load opens the file for writing
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None:
@@ -192,8 +231,9 @@ def test_kill_9_inside_the_commit_leaves_the_warehouse_as_it_was(tmp_path, delay
     # (killed while the tables were being created, some may not exist yet: no data)
     w = open_warehouse(wh)
     n_events = events(wh) if w.table_exists("events") else 0
-    n_files = (count(wh, "SELECT count(*) AS n FROM loaded_files")
-               if w.table_exists("loaded_files") else 0)
+    n_files = (
+        count(wh, "SELECT count(*) AS n FROM loaded_files") if w.table_exists("loaded_files") else 0
+    )
     assert (n_events, n_files) in {(0, 0), (48000, 12)}, (n_events, n_files)
     r = run_load(str(root), DAY, wh, config=config())
     assert r.files_read == 12 - n_files
@@ -217,17 +257,37 @@ def test_an_older_warehouse_file_gains_the_new_tables_and_columns(tmp_path):
 
 # -- load --follow ---------------------------------------------------------------------
 
+
 class Follower:
     """A real ``mailpulse load --follow`` process; its stdout lines are collected."""
 
     def __init__(self, root: Path, wh: str, *args: str):
         env = dict(os.environ, PYTHONPATH=str(ROOT), MAILPULSE_HASH_KEY=TEST_HASH_KEY)
         self.proc = subprocess.Popen(
-            [sys.executable, "-u", "-m", "pipelines", "load", "--follow", "--archive",
-             str(root), "--warehouse", wh, "--days", "2", *args],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-u",
+                "-m",
+                "pipelines",
+                "load",
+                "--follow",
+                "--archive",
+                str(root),
+                "--warehouse",
+                wh,
+                "--days",
+                "2",
+                *args,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         self.lines: list[str] = []
         import threading
+
         self._t = threading.Thread(target=self._read, daemon=True)
         self._t.start()
 
@@ -306,6 +366,7 @@ def test_follow_after_kill_9_picks_up_where_it_was(tmp_path):
 
 def test_progress_line_shows_while_the_load_runs(tmp_path, capsys):
     import re
+
     root, wh = tmp_path / "a", f"duckdb://{tmp_path}/w.duckdb"
     for h in range(24):
         sg_file(root, DAY, h, f"f{h}.json.gz", range(h * 2000, h * 2000 + 2000))
@@ -313,8 +374,14 @@ def test_progress_line_shows_while_the_load_runs(tmp_path, capsys):
     run_load(str(root), DAY, wh, config=config(), progress=True, chunk_lines=20)
     elapsed = time.monotonic() - t0
     err = capsys.readouterr().err
-    ticks = [m for m in re.finditer(r"loading: (\d+)/24 files, ([\d,]+) events staged, "
-                                    r"([\d,]+) events/s", err)]
+    ticks = [
+        m
+        for m in re.finditer(
+            r"loading: (\d+)/24 files, ([\d,]+) events staged, "
+            r"([\d,]+) events/s",
+            err,
+        )
+    ]
     assert ticks and ticks[-1].group(1) == "24"
     assert int(ticks[-1].group(2).replace(",", "")) == 48000
     # the rate is of the load's own time, not of an instant after it finished (the

@@ -1,4 +1,5 @@
 """``mailpulse normalize`` as a user runs it (a subprocess through the ``cli`` fixture)."""
+
 from __future__ import annotations
 
 import gzip
@@ -9,8 +10,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from conftest import SAMPLES, TEST_HASH_KEY
+
 from pipelines.events import FIELD_NAMES
 
 SG = Path(__file__).resolve().parent / "payloads" / "sendgrid"
@@ -55,16 +56,31 @@ def test_milliseconds_keep_their_fraction_in_rfc3339(cli):
 def test_dead_letters_go_to_stderr_and_exit_3(cli, tmp_path):
     f = tmp_path / "mixed.ndjson"
     good = json.dumps(json.loads((SG / "delivered.json").read_text()))
-    f.write_text("\n".join([good, "{not json", json.dumps({"what": "ever"}),
-                            json.dumps([{"event": "open", "email": "sam@example.org"}])]) + "\n")
+    f.write_text(
+        "\n".join(
+            [
+                good,
+                "{not json",
+                json.dumps({"what": "ever"}),
+                json.dumps([{"event": "open", "email": "sam@example.org"}]),
+            ]
+        )
+        + "\n"
+    )
     p = cli("normalize", f)
     assert p.returncode == 3
     assert [e["event_type"] for e in events(p.stdout)] == ["delivered"]
     got = letters(p.stderr)
-    assert [(d["source"], d["line"], d["record_index"]) for d in got] == \
-        [(str(f), 2, 0), (str(f), 3, 0), (str(f), 4, 0)]
+    assert [(d["source"], d["line"], d["record_index"]) for d in got] == [
+        (str(f), 2, 0),
+        (str(f), 3, 0),
+        (str(f), 4, 0),
+    ]
     assert got[0]["reason"].startswith("not JSON")
-    assert got[1]["reason"] == "unknown record shape (not SendGrid, SES or CMC): object with keys [what]"
+    assert (
+        got[1]["reason"]
+        == "unknown record shape (not SendGrid, SES or CMC): object with keys [what]"
+    )
     assert got[2]["reason"] == "'open' event: missing timestamp"
     assert got[2]["provider"] == "sendgrid"
     assert got[0]["raw"] == "{not json"
@@ -86,9 +102,16 @@ def test_gzip_detected_by_content_not_name(cli, tmp_path):
 
 
 def test_truncated_gzip_is_a_dead_letter_not_silence(cli, tmp_path):
-    lines = [json.dumps(dict(json.loads((SG / "open.json").read_text())[0],
-                             sg_event_id=f"id-{i}", ip=f"10.0.{i % 250}.{i % 7}"))
-             for i in range(2000)]
+    lines = [
+        json.dumps(
+            dict(
+                json.loads((SG / "open.json").read_text())[0],
+                sg_event_id=f"id-{i}",
+                ip=f"10.0.{i % 250}.{i % 7}",
+            )
+        )
+        for i in range(2000)
+    ]
     gz = gzip.compress("\n".join(lines).encode() + b"\n")
     f = tmp_path / "cut.json.gz"
     f.write_bytes(gz[: len(gz) * 2 // 3])
@@ -116,13 +139,19 @@ def test_ndjson_of_post_bodies(cli, tmp_path):
 
 def test_several_concatenated_pretty_printed_documents(cli, tmp_path):
     f = tmp_path / "saved-bodies.json"
-    f.write_text((CMC / "deliveries_queued.json").read_text() + "\n"
-                 + (CMC / "deliveries_succeeded.json").read_text()
-                 + (SG / "bounce_blocked.json").read_text())
+    f.write_text(
+        (CMC / "deliveries_queued.json").read_text()
+        + "\n"
+        + (CMC / "deliveries_succeeded.json").read_text()
+        + (SG / "bounce_blocked.json").read_text()
+    )
     p = cli("normalize", f)
     assert p.returncode == 0, p.stderr
-    assert [(e["provider"], e["event_type"]) for e in events(p.stdout)] == \
-        [("cmc", "processed"), ("cmc", "delivered"), ("sendgrid", "bounce")]
+    assert [(e["provider"], e["event_type"]) for e in events(p.stdout)] == [
+        ("cmc", "processed"),
+        ("cmc", "delivered"),
+        ("sendgrid", "bounce"),
+    ]
 
 
 def test_forced_wrong_provider_is_a_dead_letter(cli):
@@ -145,19 +174,28 @@ def test_stdin(cli):
 
 
 def test_cmc_options(cli):
-    p = cli("normalize", "--cmc-timezone", "UTC", "--cmc-category-field", "subject",
-            CMC / "deliveries_queued.json")
+    p = cli(
+        "normalize",
+        "--cmc-timezone",
+        "UTC",
+        "--cmc-category-field",
+        "subject",
+        CMC / "deliveries_queued.json",
+    )
     assert p.returncode == 0, p.stderr
     (ev,) = events(p.stdout)
     assert ev["event_ts"] == "2023-01-25T14:03:06Z"
     assert ev["categories"] == ["メールマガジンのテスト"]
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--provider", "mailgun", "x.json"], "invalid choice: 'mailgun'"),
-    ([], "the following arguments are required: PATH"),
-    (["--cmc-timezone", "Mars/Olympus", "-"], "is not a known time zone"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--provider", "mailgun", "x.json"], "invalid choice: 'mailgun'"),
+        ([], "the following arguments are required: PATH"),
+        (["--cmc-timezone", "Mars/Olympus", "-"], "is not a known time zone"),
+    ],
+)
 def test_usage_errors_exit_2(cli, args, message):
     p = cli("normalize", *args, input="")
     assert p.returncode == 2
@@ -177,10 +215,21 @@ def test_the_key_and_plain_addresses_never_appear(cli, tmp_path):
     key = "k3y-that-must-not-leak-0042"
     f = tmp_path / "leaky.ndjson"
     items = [
-        {"event": "bounce", "email": addr, "timestamp": 1513299569, "sg_event_id": "a",
-         "reason": f"550 5.1.1 <{addr.lower()}>: Recipient address rejected", "type": "bounce"},
-        {"event": "click", "email": addr, "timestamp": 1513299569, "sg_event_id": "b",
-         "url": f"https://shop.example/unsub?e={addr}"},
+        {
+            "event": "bounce",
+            "email": addr,
+            "timestamp": 1513299569,
+            "sg_event_id": "a",
+            "reason": f"550 5.1.1 <{addr.lower()}>: Recipient address rejected",
+            "type": "bounce",
+        },
+        {
+            "event": "click",
+            "email": addr,
+            "timestamp": 1513299569,
+            "sg_event_id": "b",
+            "url": f"https://shop.example/unsub?e={addr}",
+        },
         {"event": "open", "email": addr, "timestamp": "never"},  # a dead letter quoting it
     ]
     cmc = json.loads((CMC / "bounces_user_unknown.json").read_text())

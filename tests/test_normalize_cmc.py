@@ -6,6 +6,7 @@ examples in tests/payloads/cmc/ (SOURCES.md there). Bodies the documentation doe
 publish in full (v1 bounces, blocks, deferrals, other status codes) are built from the
 documented field names; each such test says so.
 """
+
 from __future__ import annotations
 
 import copy
@@ -16,33 +17,47 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import SAMPLES, TEST_HASH_KEY
+
 from pipelines.events import FIELD_NAMES, deterministic_event_id
 from pipelines.normalizers import NormalizeContext, normalize_bytes, normalize_document
 
 CMC_SAMPLES = SAMPLES / "cmc"
 PAYLOADS = Path(__file__).resolve().parent / "payloads" / "cmc"
 UTC = timezone.utc
-GMAIL_550 = ("550 5.1.1 The email account that you tried to reach does not exist. Please try "
-             "5.1.1 double-checking the recipient's email address for typos or 5.1.1 unnecessary "
-             "spaces. Learn more at 5.1.1  <https://support.google.com/mail/?p=NoSuchUser> "
-             "b197-20020a621bce000000b0058b80756b07si311029pfb.3 - gsmtp (in reply to RCPT TO)")
+GMAIL_550 = (
+    "550 5.1.1 The email account that you tried to reach does not exist. Please try "
+    "5.1.1 double-checking the recipient's email address for typos or 5.1.1 unnecessary "
+    "spaces. Learn more at 5.1.1  <https://support.google.com/mail/?p=NoSuchUser> "
+    "b197-20020a621bce000000b0058b80756b07si311029pfb.3 - gsmtp (in reply to RCPT TO)"
+)
 
 
 def h(address: str) -> str:
-    return hmac.new(TEST_HASH_KEY.encode(), address.strip().lower().encode(),
-                    hashlib.sha256).hexdigest()
+    return hmac.new(
+        TEST_HASH_KEY.encode(), address.strip().lower().encode(), hashlib.sha256
+    ).hexdigest()
 
 
 def expected(*, ts: datetime, mid: str, to: str, provider_event_type: str, **fields) -> dict:
     ev = {
         "event_id": deterministic_event_id("cmc", mid, provider_event_type, h(to), ts),
-        "provider": "cmc", "event_type": None, "provider_event_type": provider_event_type,
-        "bounce_class": None, "event_ts": ts, "event_date": ts.date(), "message_id": mid,
-        "email_hash": h(to), "recipient_domain": to.rsplit("@", 1)[1], "categories": [],
-        "reason": None, "smtp_status": None, "url": None, "attempt": None,
-        "source_uri": "test://payload", "ingested_at": None,
+        "provider": "cmc",
+        "event_type": None,
+        "provider_event_type": provider_event_type,
+        "bounce_class": None,
+        "event_ts": ts,
+        "event_date": ts.date(),
+        "message_id": mid,
+        "email_hash": h(to),
+        "recipient_domain": to.rsplit("@", 1)[1],
+        "categories": [],
+        "reason": None,
+        "smtp_status": None,
+        "url": None,
+        "attempt": None,
+        "source_uri": "test://payload",
+        "ingested_at": None,
     }
     ev.update(fields)
     return ev
@@ -62,54 +77,77 @@ def sample(name: str) -> bytes:
 
 
 def body(kind: str, *items: dict) -> bytes:
-    return json.dumps({"event_type": kind, "server_composition": "pro",
-                       "event": {kind: list(items)}}).encode()
+    return json.dumps(
+        {"event_type": kind, "server_composition": "pro", "event": {kind: list(items)}}
+    ).encode()
 
 
 # --- the five real bodies ------------------------------------------------------------
 
+
 def test_deliveries_queued(ctx):
     (ev,) = events_of(ctx, sample("deliveries_queued.json"), 1)
-    assert ev == expected(ts=datetime(2023, 1, 25, 5, 3, 6, tzinfo=UTC),
-                          mid="031a32d4-06cd-b1ae-9526-011c0b9f1296@example.com",
-                          to="user@example.jp", provider_event_type="deliveries.queued",
-                          event_type="processed")
+    assert ev == expected(
+        ts=datetime(2023, 1, 25, 5, 3, 6, tzinfo=UTC),
+        mid="031a32d4-06cd-b1ae-9526-011c0b9f1296@example.com",
+        to="user@example.jp",
+        provider_event_type="deliveries.queued",
+        event_type="processed",
+    )
 
 
 def test_deliveries_succeeded(ctx):
     (ev,) = events_of(ctx, sample("deliveries_succeeded.json"), 1)
-    assert ev == expected(ts=datetime(2023, 1, 25, 5, 3, 9, tzinfo=UTC),
-                          mid="031a32d4-06cd-b1ae-9526-011c0b9f1296@example.com",
-                          to="user@example.jp", provider_event_type="deliveries.succeeded",
-                          event_type="delivered")
+    assert ev == expected(
+        ts=datetime(2023, 1, 25, 5, 3, 9, tzinfo=UTC),
+        mid="031a32d4-06cd-b1ae-9526-011c0b9f1296@example.com",
+        to="user@example.jp",
+        provider_event_type="deliveries.succeeded",
+        event_type="delivered",
+    )
 
 
 def test_deliveries_failed(ctx):
     # Classified by the SMTP code in the reason: 5.1.1 is permanent.
     (ev,) = events_of(ctx, sample("deliveries_failed.json"), 1)
-    assert ev == expected(ts=datetime(2023, 1, 25, 5, 6, 6, tzinfo=UTC),
-                          mid="9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com",
-                          to="no-user@example.jp", provider_event_type="deliveries.failed",
-                          event_type="bounce", bounce_class="hard", reason=GMAIL_550)
+    assert ev == expected(
+        ts=datetime(2023, 1, 25, 5, 6, 6, tzinfo=UTC),
+        mid="9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com",
+        to="no-user@example.jp",
+        provider_event_type="deliveries.failed",
+        event_type="bounce",
+        bounce_class="hard",
+        reason=GMAIL_550,
+    )
 
 
 def test_bounces_user_unknown(ctx):
     (ev,) = events_of(ctx, sample("bounces_user_unknown.json"), 1)
-    assert ev == expected(ts=datetime(2023, 1, 25, 5, 6, 7, tzinfo=UTC),
-                          mid="9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com",
-                          to="no-user@example.jp", provider_event_type="bounces",
-                          event_type="bounce", bounce_class="hard", reason=GMAIL_550,
-                          smtp_status="2")
+    assert ev == expected(
+        ts=datetime(2023, 1, 25, 5, 6, 7, tzinfo=UTC),
+        mid="9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com",
+        to="no-user@example.jp",
+        provider_event_type="bounces",
+        event_type="bounce",
+        bounce_class="hard",
+        reason=GMAIL_550,
+        smtp_status="2",
+    )
 
 
 def test_bounces_host_unknown(ctx):
     # ``"to": "user@example"``: a domain without a dot is still the domain.
     (ev,) = events_of(ctx, sample("bounces_host_unknown.json"), 1)
-    assert ev == expected(ts=datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC),
-                          mid="8f902ee7-ae65-8711-48a8-2f708cb14205@example.com",
-                          to="user@example", provider_event_type="bounces",
-                          event_type="bounce", bounce_class="hard", reason="host unknown",
-                          smtp_status="1")
+    assert ev == expected(
+        ts=datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC),
+        mid="8f902ee7-ae65-8711-48a8-2f708cb14205@example.com",
+        to="user@example",
+        provider_event_type="bounces",
+        event_type="bounce",
+        bounce_class="hard",
+        reason="host unknown",
+        smtp_status="1",
+    )
 
 
 def test_failed_delivery_and_its_bounce_are_two_events_for_one_recipient(ctx):
@@ -129,6 +167,7 @@ def test_failed_delivery_and_its_bounce_are_two_events_for_one_recipient(ctx):
 
 # --- API v1 / v2 reference examples --------------------------------------------------
 
+
 def test_api_v1_field_names(ctx):
     # https://smtps.jp/docs/apiv1/webhook/event/ : envelopeFrom / envelopeTo, and the
     # message id escaped as \u003C...\u003E in the JSON text.
@@ -136,13 +175,20 @@ def test_api_v1_field_names(ctx):
     assert b"\\u003C823cb160" in raw
     queued, succeeded = events_of(ctx, raw, 2)
     mid = "823cb160-a205-11e5-833e-06ff9846521b@node1"
-    assert queued == expected(ts=datetime(2015, 12, 14, 1, 53, 52, tzinfo=UTC), mid=mid,
-                              to="to1@example.com", provider_event_type="deliveries.queued",
-                              event_type="processed")
-    assert succeeded == expected(ts=datetime(2015, 12, 14, 1, 53, 53, tzinfo=UTC), mid=mid,
-                                 to="to1@example.com",
-                                 provider_event_type="deliveries.succeeded",
-                                 event_type="delivered")
+    assert queued == expected(
+        ts=datetime(2015, 12, 14, 1, 53, 52, tzinfo=UTC),
+        mid=mid,
+        to="to1@example.com",
+        provider_event_type="deliveries.queued",
+        event_type="processed",
+    )
+    assert succeeded == expected(
+        ts=datetime(2015, 12, 14, 1, 53, 53, tzinfo=UTC),
+        mid=mid,
+        to="to1@example.com",
+        provider_event_type="deliveries.succeeded",
+        event_type="delivered",
+    )
 
 
 def test_api_v2_reads_the_same_as_v1(ctx):
@@ -159,8 +205,9 @@ def test_cmc_category_field(hasher):
     res = normalize_bytes(raw, ctx)
     assert [e["categories"] for e in res.events] == [["CMC00123"], ["CMC00123"]]
     # Unconfigured: empty. Configured but empty ("apiData": "" in the samples): empty.
-    assert [e["categories"] for e in normalize_bytes(raw, NormalizeContext(hasher=hasher)).events] \
-        == [[], []]
+    assert [
+        e["categories"] for e in normalize_bytes(raw, NormalizeContext(hasher=hasher)).events
+    ] == [[], []]
     res = normalize_bytes(sample("deliveries_queued.json"), ctx)
     assert res.events[0]["categories"] == []
 
@@ -168,19 +215,27 @@ def test_cmc_category_field(hasher):
 def test_v1_bounce_built_from_documented_field_names(ctx):
     # Built: the v1 reference names recipients envelopeTo; the bounce fields (created,
     # messageId, reason, status) are those of the published bodies.
-    item = {"created": "2015-12-14 10:54:10", "envelopeFrom": "from1@example.com",
-            "envelopeTo": "to1@example.com",
-            "messageId": "\u003C823cb160-a205-11e5-833e-06ff9846521b@node1\u003E",
-            "reason": "550 5.1.1 <to1@example.com>: Recipient address rejected: User unknown",
-            "status": "2", "subject": "sample email #1"}
+    item = {
+        "created": "2015-12-14 10:54:10",
+        "envelopeFrom": "from1@example.com",
+        "envelopeTo": "to1@example.com",
+        "messageId": "\u003c823cb160-a205-11e5-833e-06ff9846521b@node1\u003e",
+        "reason": "550 5.1.1 <to1@example.com>: Recipient address rejected: User unknown",
+        "status": "2",
+        "subject": "sample email #1",
+    }
     (ev,) = events_of(ctx, body("bounces", item), 1)
-    assert ev == expected(ts=datetime(2015, 12, 14, 1, 54, 10, tzinfo=UTC),
-                          mid="823cb160-a205-11e5-833e-06ff9846521b@node1",
-                          to="to1@example.com", provider_event_type="bounces",
-                          event_type="bounce", bounce_class="hard", smtp_status="2",
-                          # the quoted recipient is redacted
-                          reason="550 5.1.1 <[redacted]@example.com>: Recipient address "
-                                 "rejected: User unknown")
+    assert ev == expected(
+        ts=datetime(2015, 12, 14, 1, 54, 10, tzinfo=UTC),
+        mid="823cb160-a205-11e5-833e-06ff9846521b@node1",
+        to="to1@example.com",
+        provider_event_type="bounces",
+        event_type="bounce",
+        bounce_class="hard",
+        smtp_status="2",
+        # the quoted recipient is redacted
+        reason="550 5.1.1 <[redacted]@example.com>: Recipient address rejected: User unknown",
+    )
 
 
 def test_message_id_escapes_left_as_text_are_stripped(ctx):
@@ -193,42 +248,56 @@ def test_message_id_escapes_left_as_text_are_stripped(ctx):
 
 # --- time zones ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("created, want", [
-    ("2023-01-25 14:05:15", datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC)),
-    # Before 09:00 in Japan is the previous UTC day: event_date follows UTC.
-    ("2023-01-25 08:59:59", datetime(2023, 1, 24, 23, 59, 59, tzinfo=UTC)),
-    ("2023/01/25 14:05:15", datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC)),
-    # ISO without an offset is local time as well; with an offset it keeps it.
-    ("2023-01-25T14:05:15", datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC)),
-    ("2023-01-25T14:05:15+00:00", datetime(2023, 1, 25, 14, 5, 15, tzinfo=UTC)),
-    ("2023-01-25T14:05:15Z", datetime(2023, 1, 25, 14, 5, 15, tzinfo=UTC)),
-])
+
+@pytest.mark.parametrize(
+    "created, want",
+    [
+        ("2023-01-25 14:05:15", datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC)),
+        # Before 09:00 in Japan is the previous UTC day: event_date follows UTC.
+        ("2023-01-25 08:59:59", datetime(2023, 1, 24, 23, 59, 59, tzinfo=UTC)),
+        ("2023/01/25 14:05:15", datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC)),
+        # ISO without an offset is local time as well; with an offset it keeps it.
+        ("2023-01-25T14:05:15", datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC)),
+        ("2023-01-25T14:05:15+00:00", datetime(2023, 1, 25, 14, 5, 15, tzinfo=UTC)),
+        ("2023-01-25T14:05:15Z", datetime(2023, 1, 25, 14, 5, 15, tzinfo=UTC)),
+    ],
+)
 def test_created_is_japan_time(ctx, created, want):
-    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
-                created=created)
+    item = dict(
+        json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0], created=created
+    )
     (ev,) = events_of(ctx, body("bounces", item), 1)
     assert ev["event_ts"] == want and ev["event_ts"].tzinfo == UTC
     assert ev["event_date"] == want.date()
 
 
-@pytest.mark.parametrize("zone, created, want", [
-    ("America/New_York", "2023-01-25 14:05:15", datetime(2023, 1, 25, 19, 5, 15, tzinfo=UTC)),
-    ("America/New_York", "2023-07-01 14:05:15", datetime(2023, 7, 1, 18, 5, 15, tzinfo=UTC)),  # DST
-    ("UTC", "2023-01-25 14:05:15", datetime(2023, 1, 25, 14, 5, 15, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "zone, created, want",
+    [
+        ("America/New_York", "2023-01-25 14:05:15", datetime(2023, 1, 25, 19, 5, 15, tzinfo=UTC)),
+        (
+            "America/New_York",
+            "2023-07-01 14:05:15",
+            datetime(2023, 7, 1, 18, 5, 15, tzinfo=UTC),
+        ),  # DST
+        ("UTC", "2023-01-25 14:05:15", datetime(2023, 1, 25, 14, 5, 15, tzinfo=UTC)),
+    ],
+)
 def test_created_in_a_configured_zone(hasher, zone, created, want):
     # CMC's console lets a customer choose the zone of event times.
     ctx = NormalizeContext(hasher=hasher, cmc_timezone=zone)
-    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
-                created=created)
+    item = dict(
+        json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0], created=created
+    )
     (ev,) = events_of(ctx, body("bounces", item), 1)
     assert ev["event_ts"] == want
 
 
 def test_the_zone_changes_the_id_only_through_the_time(hasher):
     tokyo = normalize_bytes(sample("bounces_host_unknown.json"), NormalizeContext(hasher=hasher))
-    utc = normalize_bytes(sample("bounces_host_unknown.json"),
-                          NormalizeContext(hasher=hasher, cmc_timezone="UTC"))
+    utc = normalize_bytes(
+        sample("bounces_host_unknown.json"), NormalizeContext(hasher=hasher, cmc_timezone="UTC")
+    )
     assert tokyo.events[0]["event_ts"] != utc.events[0]["event_ts"]
     assert tokyo.events[0]["event_id"] != utc.events[0]["event_id"]
 
@@ -237,29 +306,40 @@ def test_the_zone_changes_the_id_only_through_the_time(hasher):
 
 #: From the documented meanings (provider-samples/README.md).
 DOCUMENTED = [
-    ("1", "hard"),    # unknown host
-    ("2", "hard"),    # unknown user
-    ("3", "soft"),    # retransmission timeout
-    ("4", "block"),   # rejected by the receiver's policy
-    ("5", "soft"),    # over capacity
-    ("6", "soft"),    # forward error
-    ("7", "soft"),    # receiving server error
-    ("8", "soft"),    # oversized
-    ("99", "hard"),   # other permanent error
+    ("1", "hard"),  # unknown host
+    ("2", "hard"),  # unknown user
+    ("3", "soft"),  # retransmission timeout
+    ("4", "block"),  # rejected by the receiver's policy
+    ("5", "soft"),  # over capacity
+    ("6", "soft"),  # forward error
+    ("7", "soft"),  # receiving server error
+    ("8", "soft"),  # oversized
+    ("99", "hard"),  # other permanent error
     # 9, 10, 11 are drops: test_never_sent_statuses_are_drops below
 ]
 
 
-@pytest.mark.parametrize("status, want", DOCUMENTED + [
-    (2, "hard"), ("02", "hard"), (" 4 ", "block"), (99.0, "hard"),
-    # Unknown codes are kept (smtp_status) and undetermined, never an error.
-    ("12", "undetermined"), ("0", "undetermined"), ("100", "undetermined"),
-    ("X1", "undetermined"), ("", "undetermined"),
-])
+@pytest.mark.parametrize(
+    "status, want",
+    DOCUMENTED
+    + [
+        (2, "hard"),
+        ("02", "hard"),
+        (" 4 ", "block"),
+        (99.0, "hard"),
+        # Unknown codes are kept (smtp_status) and undetermined, never an error.
+        ("12", "undetermined"),
+        ("0", "undetermined"),
+        ("100", "undetermined"),
+        ("X1", "undetermined"),
+        ("", "undetermined"),
+    ],
+)
 def test_bounce_status_codes(ctx, status, want):
     # Built: the real host-unknown body with its status replaced.
-    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
-                status=status)
+    item = dict(
+        json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0], status=status
+    )
     (ev,) = events_of(ctx, body("bounces", item), 1)
     assert ev["event_type"] == "bounce"
     assert ev["bounce_class"] == want
@@ -281,31 +361,55 @@ NEVER_SENT = [
 def test_never_sent_statuses_are_drops(ctx, status, cmc_reason, reason):
     # Built: the real host-unknown body with the documented status and its meaning as
     # the reason (CMC does not publish the reason text of these codes).
-    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
-                status=status, reason=cmc_reason, to="blocked.user@example.jp")
+    item = dict(
+        json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
+        status=status,
+        reason=cmc_reason,
+        to="blocked.user@example.jp",
+    )
     (ev,) = events_of(ctx, body("bounces", item), 1)
-    assert ev == expected(ts=datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC),
-                          mid="8f902ee7-ae65-8711-48a8-2f708cb14205@example.com",
-                          to="blocked.user@example.jp", provider_event_type="bounces",
-                          event_type="dropped", bounce_class=None, reason=reason,
-                          smtp_status=status)
+    assert ev == expected(
+        ts=datetime(2023, 1, 25, 5, 5, 15, tzinfo=UTC),
+        mid="8f902ee7-ae65-8711-48a8-2f708cb14205@example.com",
+        to="blocked.user@example.jp",
+        provider_event_type="bounces",
+        event_type="dropped",
+        bounce_class=None,
+        reason=reason,
+        smtp_status=status,
+    )
 
 
-@pytest.mark.parametrize("status, want", [
-    (10, "Bounced Address"), ("010", "Bounced Address"), (" 11 ", "Unsubscribed Address"),
-    (9.0, "Invalid Address"),
-])
+@pytest.mark.parametrize(
+    "status, want",
+    [
+        (10, "Bounced Address"),
+        ("010", "Bounced Address"),
+        (" 11 ", "Unsubscribed Address"),
+        (9.0, "Invalid Address"),
+    ],
+)
 def test_never_sent_status_in_other_spellings_and_without_a_reason(ctx, status, want):
-    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
-                status=status, reason="")
+    item = dict(
+        json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
+        status=status,
+        reason="",
+    )
     (ev,) = events_of(ctx, body("bounces", item), 1)
-    assert (ev["event_type"], ev["bounce_class"], ev["reason"], ev["smtp_status"]) == \
-        ("dropped", None, want, str(status).strip())
+    assert (ev["event_type"], ev["bounce_class"], ev["reason"], ev["smtp_status"]) == (
+        "dropped",
+        None,
+        want,
+        str(status).strip(),
+    )
 
 
 def test_never_sent_reason_quoting_the_recipient_is_redacted(ctx):
-    item = dict(json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
-                status="11", reason="unsubscribed: user@example.jp")
+    item = dict(
+        json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0],
+        status="11",
+        reason="unsubscribed: user@example.jp",
+    )
     (ev,) = events_of(ctx, body("bounces", item), 1)
     assert ev["reason"] == "Unsubscribed Address: unsubscribed: [redacted]@example.jp"
 
@@ -319,6 +423,7 @@ def test_bounce_without_status_is_undetermined(ctx):
 
 # --- deliveries statuses, blocks -----------------------------------------------------
 
+
 def _delivery(**changes) -> dict:
     item = json.loads(sample("deliveries_queued.json"))["event"]["deliveries"][0]
     item.update(changes)
@@ -327,20 +432,33 @@ def _delivery(**changes) -> dict:
 
 def test_deliveries_deferred(ctx):
     # Built: the real queued body with status deferred and a 4xx reason.
-    item = _delivery(status="deferred", created="2023-01-25 14:10:00",
-                     reason="421 4.7.0 Try again later, closing connection.")
+    item = _delivery(
+        status="deferred",
+        created="2023-01-25 14:10:00",
+        reason="421 4.7.0 Try again later, closing connection.",
+    )
     (ev,) = events_of(ctx, body("deliveries", item), 1)
     ts = datetime(2023, 1, 25, 5, 10, tzinfo=UTC)
-    assert ev == expected(ts=ts, mid="031a32d4-06cd-b1ae-9526-011c0b9f1296@example.com",
-                          to="user@example.jp", provider_event_type="deliveries.deferred",
-                          event_type="deferred",
-                          reason="421 4.7.0 Try again later, closing connection.")
+    assert ev == expected(
+        ts=ts,
+        mid="031a32d4-06cd-b1ae-9526-011c0b9f1296@example.com",
+        to="user@example.jp",
+        provider_event_type="deliveries.deferred",
+        event_type="deferred",
+        reason="421 4.7.0 Try again later, closing connection.",
+    )
 
 
-@pytest.mark.parametrize("reason, want", [
-    ("550 5.1.1 user unknown", "hard"), ("452 4.2.2 mailbox full", "soft"),
-    ("554 rejected", "hard"), ("connection timed out", "undetermined"), ("", "undetermined"),
-])
+@pytest.mark.parametrize(
+    "reason, want",
+    [
+        ("550 5.1.1 user unknown", "hard"),
+        ("452 4.2.2 mailbox full", "soft"),
+        ("554 rejected", "hard"),
+        ("connection timed out", "undetermined"),
+        ("", "undetermined"),
+    ],
+)
 def test_failed_delivery_class_from_the_reason(ctx, reason, want):
     (ev,) = events_of(ctx, body("deliveries", _delivery(status="failed", reason=reason)), 1)
     assert (ev["event_type"], ev["bounce_class"]) == ("bounce", want)
@@ -353,17 +471,28 @@ def test_unknown_delivery_status_is_an_unknown_event(ctx):
 
 def test_blocks(ctx):
     # Built: CMC does not publish a blocks webhook body; fields as in the v2 bodies.
-    item = {"created": "2023-01-25 15:00:00", "returnPath": "info@return.pro.smtps.jp",
-            "from": "info@example.com", "to": "no-user@example.jp",
-            "messageId": "<9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com>",
-            "reason": "blocked", "status": "10", "subject": "test", "apiData": ""}
+    item = {
+        "created": "2023-01-25 15:00:00",
+        "returnPath": "info@return.pro.smtps.jp",
+        "from": "info@example.com",
+        "to": "no-user@example.jp",
+        "messageId": "<9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com>",
+        "reason": "blocked",
+        "status": "10",
+        "subject": "test",
+        "apiData": "",
+    }
     (ev,) = events_of(ctx, body("blocks", item), 1)
     # status 10 (blocked after earlier errors): SendGrid's "Bounced Address" drop
-    assert ev == expected(ts=datetime(2023, 1, 25, 6, 0, tzinfo=UTC),
-                          mid="9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com",
-                          to="no-user@example.jp", provider_event_type="blocks",
-                          event_type="dropped", reason="Bounced Address: blocked",
-                          smtp_status="10")
+    assert ev == expected(
+        ts=datetime(2023, 1, 25, 6, 0, tzinfo=UTC),
+        mid="9e7e564c-ac83-8cd8-2cb4-b9ff2a9f168d@example.com",
+        to="no-user@example.jp",
+        provider_event_type="blocks",
+        event_type="dropped",
+        reason="Bounced Address: blocked",
+        smtp_status="10",
+    )
 
 
 def test_blocks_with_the_blocks_api_field_name(ctx):
@@ -375,9 +504,13 @@ def test_blocks_with_the_blocks_api_field_name(ctx):
 
 # --- batches and bad bodies ----------------------------------------------------------
 
+
 def test_batch_of_several_events(ctx):
-    items = [_delivery(), _delivery(status="succeeded", created="2023-01-25 14:03:09"),
-             _delivery(status="succeeded", to="other@example.co.jp")]
+    items = [
+        _delivery(),
+        _delivery(status="succeeded", created="2023-01-25 14:03:09"),
+        _delivery(status="succeeded", to="other@example.co.jp"),
+    ]
     evs = events_of(ctx, body("deliveries", *items), 3)
     assert [e["event_type"] for e in evs] == ["processed", "delivered", "delivered"]
     assert evs[2]["recipient_domain"] == "example.co.jp"
@@ -405,7 +538,10 @@ def test_bad_items_become_precise_dead_letters(ctx):
     assert [(d.record_index, d.reason) for d in res.dead_letters] == [
         (1, "batch item 1 is not an event object"),
         (2, "deliveries event 2: missing created time"),
-        (3, "deliveries event 3: unreadable created time '25/01/2023' (expected YYYY-MM-DD HH:MM:SS)"),
+        (
+            3,
+            "deliveries event 3: unreadable created time '25/01/2023' (expected YYYY-MM-DD HH:MM:SS)",
+        ),
         (4, "deliveries event 4: created time out of range: '0001-01-01 00:00:00'"),
         (5, "deliveries event 5: missing recipient address"),
         (6, "deliveries event 6: recipient address is a list, not a string"),
@@ -413,14 +549,23 @@ def test_bad_items_become_precise_dead_letters(ctx):
     assert all(d.provider == "cmc" and d.raw for d in res.dead_letters)
 
 
-@pytest.mark.parametrize("doc, reason", [
-    ({"event_type": "deliveries", "event": {}},
-     "CMC body has no 'deliveries' event list under 'event' (keys: [])"),
-    ({"event_type": "deliveries", "event": {"a": [], "b": []}},
-     "CMC body has no 'deliveries' event list under 'event' (keys: [a, b])"),
-    ({"event_type": None, "event": {"x": 1}},
-     "CMC body has no event_type (deliveries, bounces or blocks)"),
-])
+@pytest.mark.parametrize(
+    "doc, reason",
+    [
+        (
+            {"event_type": "deliveries", "event": {}},
+            "CMC body has no 'deliveries' event list under 'event' (keys: [])",
+        ),
+        (
+            {"event_type": "deliveries", "event": {"a": [], "b": []}},
+            "CMC body has no 'deliveries' event list under 'event' (keys: [a, b])",
+        ),
+        (
+            {"event_type": None, "event": {"x": 1}},
+            "CMC body has no event_type (deliveries, bounces or blocks)",
+        ),
+    ],
+)
 def test_bad_bodies_are_dead_letters(ctx, doc, reason):
     res = normalize_document(doc, ctx)
     assert [d.reason for d in res.dead_letters] == [reason] and res.records == 1
@@ -440,8 +585,11 @@ def test_event_type_in_another_case(ctx):
     doc["event_type"] = "Bounces"
     doc["event"] = {"Bounces": doc["event"]["bounces"]}
     (ev,) = normalize_document(doc, ctx).events
-    assert (ev["event_type"], ev["provider_event_type"], ev["bounce_class"]) == \
-        ("bounce", "Bounces", "hard")
+    assert (ev["event_type"], ev["provider_event_type"], ev["bounce_class"]) == (
+        "bounce",
+        "Bounces",
+        "hard",
+    )
 
 
 def test_event_date_is_a_date(ctx):
@@ -449,14 +597,17 @@ def test_event_date_is_a_date(ctx):
     assert type(ev["event_date"]) is date
 
 
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from pipelines.normalizers.cmc import _fast_local  # noqa: E402
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.from_regex(r"\A[0-9]{4}[-/][0-9]{2}[-/][0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\Z")
-       | st.text(max_size=20))
+@given(
+    st.from_regex(r"\A[0-9]{4}[-/][0-9]{2}[-/][0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}\Z")
+    | st.text(max_size=20)
+)
 def test_fast_created_parse_agrees_with_strptime(v):
     """The strptime-free parse of `created` gives exactly strptime's answer, or defers."""
     fast = _fast_local(v)

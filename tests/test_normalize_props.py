@@ -5,6 +5,7 @@ Example counts are modest (the machine is small and shared); the provider-shaped
 strategies put their effort where the normalizers branch (timestamps, ids, recipients,
 status codes) rather than on random keys that would be ignored.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,17 +16,29 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipelines.events import (BOUNCE_CLASSES, EVENT_TYPES, FIELD_NAMES, PROVIDERS,
-                              event_to_json, events_to_arrow)
+from pipelines.events import (
+    BOUNCE_CLASSES,
+    EVENT_TYPES,
+    FIELD_NAMES,
+    PROVIDERS,
+    event_to_json,
+    events_to_arrow,
+)
 from pipelines.hashing import EmailHasher
-from pipelines.normalizers import (PROVIDER_CHOICES, NormalizeContext, normalize_bytes,
-                                   normalize_document)
+from pipelines.normalizers import (
+    PROVIDER_CHOICES,
+    NormalizeContext,
+    normalize_bytes,
+    normalize_document,
+)
 from pipelines.normalizers import sendgrid as sg_module
 
-SETTINGS = settings(max_examples=120, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
-CTX = NormalizeContext(hasher=EmailHasher("prop-test-key"), source_uri="prop://x",
-                       cmc_category_field="apiData")
+SETTINGS = settings(
+    max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
+CTX = NormalizeContext(
+    hasher=EmailHasher("prop-test-key"), source_uri="prop://x", cmc_category_field="apiData"
+)
 HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -74,19 +87,29 @@ def check_event(ev: dict) -> None:
 
 # --- arbitrary input -----------------------------------------------------------------
 
-json_scalars = (st.none() | st.booleans() | st.integers() | st.integers(-2**70, 2**70)
-                | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=30))
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(2**70), 2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=30)
+)
 json_values = st.recursive(
     json_scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=12), children, max_size=6),
-    max_leaves=25)
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=25,
+)
 # Python values a JSON parser could hand over (orjson reads 1e999 as inf).
 python_values = st.recursive(
     json_scalars | st.floats(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=12), children, max_size=6),
-    max_leaves=25)
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=25,
+)
 providers = st.sampled_from(PROVIDER_CHOICES)
 
 
@@ -103,8 +126,11 @@ def test_arbitrary_values_never_crash(doc, provider):
 
 
 @SETTINGS
-@given(st.lists(json_values, min_size=1, max_size=4),
-       st.sampled_from(["ndjson", "pretty", "concatenated"]), providers)
+@given(
+    st.lists(json_values, min_size=1, max_size=4),
+    st.sampled_from(["ndjson", "pretty", "concatenated"]),
+    providers,
+)
 def test_arbitrary_json_files_never_crash(docs, layout, provider):
     if layout == "ndjson":
         text = "\n".join(json.dumps(d) for d in docs)
@@ -121,35 +147,63 @@ def test_arbitrary_json_files_never_crash(docs, layout, provider):
 
 local_parts = st.from_regex(r"[a-z0-9][a-z0-9._+-]{2,12}", fullmatch=True)
 domains = st.from_regex(r"[a-z0-9-]{1,10}(\.[a-z]{2,5}){0,2}", fullmatch=True)
-addresses = st.builds(lambda l, d: f"{l}@{d}", local_parts, domains)
+addresses = st.builds(lambda local, d: f"{local}@{d}", local_parts, domains)
 # ``.map`` keeps a union from being flattened into its callers' unions, so a choice like
 # ``names | weird`` is half names, not one branch in ten.
 weird = (json_scalars | st.lists(st.text(max_size=8), max_size=3) | st.just("")).map(lambda v: v)
-epoch = st.integers(-10**12, 10**13)
-timestamps = (epoch | epoch.map(str) | st.floats(-1e13, 1e13) | st.integers(10**17, 10**20)
-              | st.just(10**400) | weird)
-sg_event_names = st.sampled_from(list(sg_module.EVENT_MAP) + [
-    "account_status_change", "Processed", "SPAM REPORT", "spam report", "machine_open"]) | weird
-sg_message_ids = (st.sampled_from(["14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
-                                   " x.filter1", "filter0093p1las1.9128.5717FB8127.0",
-                                   "5lFl7Fr1Rjme_EyzNNB_5A.stfilter-015.5185.55F883172.0", ""])
-                  | weird)
+epoch = st.integers(-(10**12), 10**13)
+timestamps = (
+    epoch
+    | epoch.map(str)
+    | st.floats(-1e13, 1e13)
+    | st.integers(10**17, 10**20)
+    | st.just(10**400)
+    | weird
+)
+sg_event_names = (
+    st.sampled_from(
+        list(sg_module.EVENT_MAP)
+        + ["account_status_change", "Processed", "SPAM REPORT", "spam report", "machine_open"]
+    )
+    | weird
+)
+sg_message_ids = (
+    st.sampled_from(
+        [
+            "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
+            " x.filter1",
+            "filter0093p1las1.9128.5717FB8127.0",
+            "5lFl7Fr1Rjme_EyzNNB_5A.stfilter-015.5185.55F883172.0",
+            "",
+        ]
+    )
+    | weird
+)
 
 
 @st.composite
 def sendgrid_events(draw):
     email = draw(addresses | weird)
     fields = {
-        "event": sg_event_names, "email": st.just(email), "timestamp": timestamps,
-        "sg_event_id": st.text(max_size=10) | weird, "sg_message_id": sg_message_ids,
+        "event": sg_event_names,
+        "email": st.just(email),
+        "timestamp": timestamps,
+        "sg_event_id": st.text(max_size=10) | weird,
+        "sg_message_id": sg_message_ids,
         "smtp-id": st.sampled_from(["<14c5d75ce93.dfd.64b469@ismtpd-555>", "<>", " "]) | weird,
         "category": weird | st.lists(st.text(max_size=6) | st.integers(), max_size=4),
         "type": st.sampled_from(["bounce", "blocked", "compliance_suspend"]) | weird,
-        "reason": st.builds(lambda a, t: f"550 5.1.1 <{a}>: {t}", st.just(email), st.text(max_size=10))
-        if isinstance(email, str) else weird,
-        "response": weird, "status": weird, "attempt": weird,
+        "reason": st.builds(
+            lambda a, t: f"550 5.1.1 <{a}>: {t}", st.just(email), st.text(max_size=10)
+        )
+        if isinstance(email, str)
+        else weird,
+        "response": weird,
+        "status": weird,
+        "attempt": weird,
         "url": st.builds(lambda a: f"https://x.example/?u={a}", st.just(email))
-        if isinstance(email, str) else weird,
+        if isinstance(email, str)
+        else weird,
         "custom_arg": json_values,
     }
     ev = {}
@@ -179,22 +233,38 @@ def test_sendgrid_shaped_batches(items, bare):
 
 created_times = (
     # The edges of what datetime and the partition range can hold, in any zone.
-    st.sampled_from(["0001-01-01 00:00:00", "9999-12-31 23:59:59", "1970-01-01 00:00:00",
-                     "2159-12-31 23:59:59", "2160-01-01 09:00:00", "0001-01-01T00:00:00+14:00"])
-    |
-    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)).map(
-        lambda d: d.strftime("%Y-%m-%d %H:%M:%S"))
+    st.sampled_from(
+        [
+            "0001-01-01 00:00:00",
+            "9999-12-31 23:59:59",
+            "1970-01-01 00:00:00",
+            "2159-12-31 23:59:59",
+            "2160-01-01 09:00:00",
+            "0001-01-01T00:00:00+14:00",
+        ]
+    )
+    | st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)).map(
+        lambda d: d.strftime("%Y-%m-%d %H:%M:%S")
+    )
     | st.datetimes(min_value=datetime(1960, 1, 1), max_value=datetime(2200, 1, 1)).map(
-        lambda d: d.strftime("%Y/%m/%d %H:%M:%S"))
+        lambda d: d.strftime("%Y/%m/%d %H:%M:%S")
+    )
     | st.datetimes(timezones=st.just(timezone(timedelta(hours=-5)))).map(lambda d: d.isoformat())
-    | weird)
-cmc_status = st.sampled_from(["queued", "succeeded", "failed", "deferred"]) | \
-    st.integers(0, 120).map(str) | st.integers(0, 120) | weird
+    | weird
+)
+cmc_status = (
+    st.sampled_from(["queued", "succeeded", "failed", "deferred"])
+    | st.integers(0, 120).map(str)
+    | st.integers(0, 120)
+    | weird
+)
 
 
 @st.composite
 def cmc_bodies(draw):
-    kind = draw(st.sampled_from(["deliveries", "bounces", "blocks", "Bounces"]) | st.text(max_size=8))
+    kind = draw(
+        st.sampled_from(["deliveries", "bounces", "blocks", "Bounces"]) | st.text(max_size=8)
+    )
     items, plain = [], []
     for _ in range(draw(st.integers(0, 5))):
         to = draw(addresses | weird)
@@ -203,7 +273,9 @@ def cmc_bodies(draw):
         item = {
             "created": draw(created_times),
             draw(st.sampled_from(["to", "envelopeTo", "email"])): to,
-            "messageId": draw(st.sampled_from(["<a@b>", "\u003Cx@y\u003E", "\\u003Cz@w\\u003E"]) | weird),
+            "messageId": draw(
+                st.sampled_from(["<a@b>", "\u003cx@y\u003e", "\\u003Cz@w\\u003E"]) | weird
+            ),
             "status": draw(cmc_status),
             "reason": draw(st.just(f"550 5.1.1 <{to}> unknown") | weird),
             "apiData": draw(weird),
@@ -218,7 +290,9 @@ def cmc_bodies(draw):
 
 
 @SETTINGS
-@given(cmc_bodies(), st.sampled_from(["Asia/Tokyo", "UTC", "America/New_York", "Pacific/Kiritimati"]))
+@given(
+    cmc_bodies(), st.sampled_from(["Asia/Tokyo", "UTC", "America/New_York", "Pacific/Kiritimati"])
+)
 def test_cmc_shaped_bodies(body, zone):
     doc, plain = body
     ctx = NormalizeContext(hasher=CTX.hasher, cmc_timezone=zone, cmc_category_field="apiData")
@@ -228,9 +302,24 @@ def test_cmc_shaped_bodies(body, zone):
         assert ev["provider"] == "cmc"
 
 
-ses_types = st.sampled_from(["Send", "Reject", "Bounce", "Complaint", "Delivery", "Open",
-                             "Click", "Rendering Failure", "DeliveryDelay", "Subscription",
-                             "Other"]) | weird
+ses_types = (
+    st.sampled_from(
+        [
+            "Send",
+            "Reject",
+            "Bounce",
+            "Complaint",
+            "Delivery",
+            "Open",
+            "Click",
+            "Rendering Failure",
+            "DeliveryDelay",
+            "Subscription",
+            "Other",
+        ]
+    )
+    | weird
+)
 
 
 @st.composite
@@ -239,16 +328,27 @@ def ses_records(draw):
     recips = draw(st.lists(addresses | weird, max_size=3))
     rec = {
         draw(st.sampled_from(["eventType", "notificationType"])): t,
-        "mail": {"timestamp": draw(st.datetimes(timezones=st.just(timezone.utc)).map(
-                     lambda d: d.isoformat().replace("+00:00", "Z")) | weird),
-                 "messageId": draw(st.text(max_size=10) | weird),
-                 "destination": recips,
-                 "tags": draw(st.dictionaries(st.text(max_size=8),
-                                              st.lists(st.text(max_size=5), max_size=2), max_size=2)
-                              | weird)},
-        "bounce": {"bounceType": draw(st.sampled_from(["Permanent", "Transient", "Undetermined"]) | weird),
-                   "bouncedRecipients": [{"emailAddress": r} for r in recips],
-                   "timestamp": draw(st.text(max_size=25) | weird)},
+        "mail": {
+            "timestamp": draw(
+                st.datetimes(timezones=st.just(timezone.utc)).map(
+                    lambda d: d.isoformat().replace("+00:00", "Z")
+                )
+                | weird
+            ),
+            "messageId": draw(st.text(max_size=10) | weird),
+            "destination": recips,
+            "tags": draw(
+                st.dictionaries(
+                    st.text(max_size=8), st.lists(st.text(max_size=5), max_size=2), max_size=2
+                )
+                | weird
+            ),
+        },
+        "bounce": {
+            "bounceType": draw(st.sampled_from(["Permanent", "Transient", "Undetermined"]) | weird),
+            "bouncedRecipients": [{"emailAddress": r} for r in recips],
+            "timestamp": draw(st.text(max_size=25) | weird),
+        },
         "delivery": {"recipients": recips, "timestamp": draw(weird)},
     }
     if draw(st.booleans()):

@@ -6,6 +6,7 @@ record is accounted for (events + dead letters + records without an event), and 
 is well typed: it fits the canonical Arrow schema and serialises to JSON. Example counts
 are modest so the file runs in seconds.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,47 +14,81 @@ import re
 from datetime import date, datetime, timedelta, timezone
 
 import orjson
+from conftest import TEST_HASH_KEY
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import TEST_HASH_KEY
-from pipelines.normalizers import base
-from pipelines.events import (BOUNCE_CLASSES, EVENT_TYPES, FIELD_NAMES, event_to_json,
-                              events_to_arrow)
+from pipelines.events import (
+    BOUNCE_CLASSES,
+    EVENT_TYPES,
+    FIELD_NAMES,
+    event_to_json,
+    events_to_arrow,
+)
 from pipelines.hashing import EmailHasher
-from pipelines.normalizers import NormalizeContext, normalize_bytes, normalize_document
-from pipelines.normalizers import ses
+from pipelines.normalizers import NormalizeContext, base, normalize_bytes, normalize_document, ses
 from pipelines.records import parse_json
 
-CTX = NormalizeContext(hasher=EmailHasher(TEST_HASH_KEY), source_uri="prop://ses",
-                       ses_category_tag="category")
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+CTX = NormalizeContext(
+    hasher=EmailHasher(TEST_HASH_KEY), source_uri="prop://ses", ses_category_tag="category"
+)
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # ----------------------------------------------------------------------------- strategies
 
-json_leaf = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70),
-                      st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=12))
-json_any = st.recursive(json_leaf, lambda kids: st.one_of(
-    st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=6), kids, max_size=3)),
-    max_leaves=8)
+json_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=12),
+)
+json_any = st.recursive(
+    json_leaf,
+    lambda kids: st.one_of(
+        st.lists(kids, max_size=3), st.dictionaries(st.text(max_size=6), kids, max_size=3)
+    ),
+    max_leaves=8,
+)
 
 #: Addresses whose local part is recognisable, so a leak into reason/url can be spotted.
-address = st.builds(lambda n, d, name: (f'"{name}" <zq{n}@{d}>' if name else f"zq{n}@{d}"),
-                    st.integers(0, 10**6),
-                    st.sampled_from(["example.com", "Example.ORG", "mail.example.co.jp"]),
-                    st.sampled_from(["", "Jane Doe"]))
+address = st.builds(
+    lambda n, d, name: f'"{name}" <zq{n}@{d}>' if name else f"zq{n}@{d}",
+    st.integers(0, 10**6),
+    st.sampled_from(["example.com", "Example.ORG", "mail.example.co.jp"]),
+    st.sampled_from(["", "Jane Doe"]),
+)
 
 iso_ts = st.builds(
     lambda dt, fmt: dt.strftime(fmt),
-    st.datetimes(min_value=datetime(1980, 1, 1), max_value=datetime(2210, 1, 1),
-                 timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=9)),
-                                            timezone(timedelta(hours=-5))])),
-    st.sampled_from(["%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z",
-                     "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d"]))
+    st.datetimes(
+        min_value=datetime(1980, 1, 1),
+        max_value=datetime(2210, 1, 1),
+        timezones=st.sampled_from(
+            [timezone.utc, timezone(timedelta(hours=9)), timezone(timedelta(hours=-5))]
+        ),
+    ),
+    st.sampled_from(
+        ["%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%d"]
+    ),
+)
 #: What a broken timestamp looks like: offsets that overflow, text, numbers, anything.
-timestamp = st.one_of(st.sampled_from(["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00",
-                                       "1970-01-01T00:00:00Z", "yesterday", ""]), json_leaf)
+timestamp = st.one_of(
+    st.sampled_from(
+        [
+            "0001-01-01T00:00:00+01:00",
+            "9999-12-31T23:59:59-01:00",
+            "1970-01-01T00:00:00Z",
+            "yesterday",
+            "",
+        ]
+    ),
+    json_leaf,
+)
 
 _ABSENT = object()
 
@@ -71,8 +106,9 @@ def put(doc: dict, key: str, value) -> None:
         doc[key] = value
 
 
-diagnostic = st.one_of(st.text(max_size=20),
-                       address.map(lambda a: f"smtp; 550 5.1.1 <{a}>... User unknown"))
+diagnostic = st.one_of(
+    st.text(max_size=20), address.map(lambda a: f"smtp; 550 5.1.1 <{a}>... User unknown")
+)
 
 
 @st.composite
@@ -91,20 +127,43 @@ def mail(draw):
     m: dict = {}
     put(m, "timestamp", sometimes_broken(draw, iso_ts, bad=timestamp))
     put(m, "messageId", sometimes_broken(draw, st.text(min_size=1, max_size=20)))
-    put(m, "destination", sometimes_broken(draw, st.lists(
-        st.one_of(address, address, address, json_leaf), min_size=1, max_size=4)))
-    put(m, "tags", sometimes_broken(draw, st.dictionaries(
-        st.sampled_from(["category", "ses:configuration-set", "other"]),
-        st.one_of(st.lists(st.one_of(st.text(max_size=8), st.text(max_size=8), json_leaf),
-                           max_size=3), json_leaf), max_size=3)))
+    put(
+        m,
+        "destination",
+        sometimes_broken(
+            draw, st.lists(st.one_of(address, address, address, json_leaf), min_size=1, max_size=4)
+        ),
+    )
+    put(
+        m,
+        "tags",
+        sometimes_broken(
+            draw,
+            st.dictionaries(
+                st.sampled_from(["category", "ses:configuration-set", "other"]),
+                st.one_of(
+                    st.lists(
+                        st.one_of(st.text(max_size=8), st.text(max_size=8), json_leaf), max_size=3
+                    ),
+                    json_leaf,
+                ),
+                max_size=3,
+            ),
+        ),
+    )
     return m
 
 
 @st.composite
 def ses_record(draw):
-    word = sometimes_broken(draw, st.sampled_from(sorted(ses.EVENT_MAP)), bad=st.one_of(
-        st.sampled_from(["AmazonSnsSubscriptionSucceeded", "Received", " Bounce ", "bounce"]),
-        json_leaf))
+    word = sometimes_broken(
+        draw,
+        st.sampled_from(sorted(ses.EVENT_MAP)),
+        bad=st.one_of(
+            st.sampled_from(["AmazonSnsSubscriptionSucceeded", "Received", " Bounce ", "bounce"]),
+            json_leaf,
+        ),
+    )
     field = draw(st.sampled_from(["eventType", "notificationType"]))
     doc = {field: word}
     put(doc, "mail", sometimes_broken(draw, mail()))
@@ -112,43 +171,71 @@ def ses_record(draw):
     key = ses.PAYLOAD_KEY.get(name, draw(st.sampled_from(["bounce", "open", "x"])))
     payload: dict = {}
     # the type's own time decides event_ts, so break it more often (one in five)
-    put(payload, "timestamp", draw(timestamp) if draw(st.integers(0, 4)) == 2 else
-        sometimes_broken(draw, iso_ts))
-    put(payload, "bounceType", sometimes_broken(draw, st.sampled_from(
-        ["Permanent", "Transient", "Undetermined"])))
-    for k, v in (("bounceSubType", st.text(max_size=10)),
-                 ("link", st.one_of(st.text(max_size=20),
-                                    address.map(lambda a: f"https://example.com/u?e={a}"))),
-                 ("smtpResponse", diagnostic), ("reason", diagnostic),
-                 ("errorMessage", diagnostic), ("complaintFeedbackType", st.text(max_size=8)),
-                 ("delayType", st.text(max_size=8))):
+    put(
+        payload,
+        "timestamp",
+        draw(timestamp) if draw(st.integers(0, 4)) == 2 else sometimes_broken(draw, iso_ts),
+    )
+    put(
+        payload,
+        "bounceType",
+        sometimes_broken(draw, st.sampled_from(["Permanent", "Transient", "Undetermined"])),
+    )
+    for k, v in (
+        ("bounceSubType", st.text(max_size=10)),
+        (
+            "link",
+            st.one_of(st.text(max_size=20), address.map(lambda a: f"https://example.com/u?e={a}")),
+        ),
+        ("smtpResponse", diagnostic),
+        ("reason", diagnostic),
+        ("errorMessage", diagnostic),
+        ("complaintFeedbackType", st.text(max_size=8)),
+        ("delayType", st.text(max_size=8)),
+    ):
         if draw(st.booleans()):
             put(payload, k, sometimes_broken(draw, v))
-    list_key = ses.RECIPIENT_LIST.get(name, draw(st.sampled_from(
-        ["bouncedRecipients", "recipients", "none"])))
-    put(payload, list_key, sometimes_broken(draw, st.lists(recipient_entry(), min_size=1,
-                                                           max_size=4)))
+    list_key = ses.RECIPIENT_LIST.get(
+        name, draw(st.sampled_from(["bouncedRecipients", "recipients", "none"]))
+    )
+    put(
+        payload,
+        list_key,
+        sometimes_broken(draw, st.lists(recipient_entry(), min_size=1, max_size=4)),
+    )
     put(doc, key, sometimes_broken(draw, st.just(payload)))
     return doc
 
 
 def sns(inner) -> dict:
-    return {"Type": "Notification", "MessageId": "19ba9823-d7f2-53c1-860e-cb10e0d13dfc",
-            "TopicArn": "arn:aws:sns:us-east-1:1234567890:SES_Events",
-            "Message": inner if isinstance(inner, str) else json.dumps(inner) + "\n"}
+    return {
+        "Type": "Notification",
+        "MessageId": "19ba9823-d7f2-53c1-860e-cb10e0d13dfc",
+        "TopicArn": "arn:aws:sns:us-east-1:1234567890:SES_Events",
+        "Message": inner if isinstance(inner, str) else json.dumps(inner) + "\n",
+    }
 
 
 def sqs(inner) -> dict:
-    return {"MessageId": "5fea7756", "ReceiptHandle": "AQEB",
-            "Body": inner if isinstance(inner, str) else json.dumps(inner)}
+    return {
+        "MessageId": "5fea7756",
+        "ReceiptHandle": "AQEB",
+        "Body": inner if isinstance(inner, str) else json.dumps(inner),
+    }
 
 
-setup_message = st.sampled_from([
-    {"Type": "SubscriptionConfirmation", "Message": "You have chosen to subscribe ...",
-     "TopicArn": "arn:aws:sns:us-west-2:123456789012:SES_Notifications", "Token": "T"},
-    sns("Successfully validated SNS topic for Amazon SES event publishing."),
-    sns({"notificationType": "AmazonSnsSubscriptionSucceeded", "message": "ok"}),
-])
+setup_message = st.sampled_from(
+    [
+        {
+            "Type": "SubscriptionConfirmation",
+            "Message": "You have chosen to subscribe ...",
+            "TopicArn": "arn:aws:sns:us-west-2:123456789012:SES_Notifications",
+            "Token": "T",
+        },
+        sns("Successfully validated SNS topic for Amazon SES event publishing."),
+        sns({"notificationType": "AmazonSnsSubscriptionSucceeded", "message": "ok"}),
+    ]
+)
 
 not_json_text = st.text(min_size=1, max_size=20).filter(lambda s: _not_json(s))
 
@@ -170,13 +257,22 @@ def wrapped(draw, record=ses_record()):
     if shape == "broken":
         return draw(st.sampled_from([sns, sqs]))(draw(not_json_text))
     if shape == "dump":
-        items = draw(st.lists(st.one_of(record.map(lambda r: sqs(sns(r))),
-                                        setup_message.map(sqs), json_leaf,
-                                        not_json_text.map(sqs)), max_size=4))
+        items = draw(
+            st.lists(
+                st.one_of(
+                    record.map(lambda r: sqs(sns(r))),
+                    setup_message.map(sqs),
+                    json_leaf,
+                    not_json_text.map(sqs),
+                ),
+                max_size=4,
+            )
+        )
         return {"Messages": items}
     rec = draw(record)
-    return {"bare": lambda r: r, "sns": sns, "sqs-sns": lambda r: sqs(sns(r)),
-            "sqs": sqs}[shape](rec)
+    return {"bare": lambda r: r, "sns": sns, "sqs-sns": lambda r: sqs(sns(r)), "sqs": sqs}[shape](
+        rec
+    )
 
 
 # ----------------------------------------------------------------------------- properties
@@ -249,14 +345,27 @@ def test_envelopes_do_not_change_the_events(rec):
         check_result(res)
         assert res.events == bare.events
         assert (res.records, res.without_event, len(res.dead_letters)) == (
-            bare.records, bare.without_event, len(bare.dead_letters))
+            bare.records,
+            bare.without_event,
+            len(bare.dead_letters),
+        )
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-@given(st.lists(st.one_of(wrapped().map(lambda d: json.dumps(d).encode()),
-                          st.binary(max_size=20).filter(lambda b: b"\n" not in b)),
-                min_size=1, max_size=6))
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    st.lists(
+        st.one_of(
+            wrapped().map(lambda d: json.dumps(d).encode()),
+            st.binary(max_size=20).filter(lambda b: b"\n" not in b),
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_files_of_ses_lines_are_fully_accounted_for(lines):
     res = normalize_bytes(b"\n".join(lines) + b"\n", CTX, "ses")
     assert res.records == len(res.events) + len(res.dead_letters) + res.without_event

@@ -3,6 +3,7 @@ that settles days after its first send event lands in its recipient_status parti
 
 Real DuckDB files, a real `mailpulse outcomes` subprocess killed with SIGKILL, and the
 BigQuery emulator for the multi-table script."""
+
 from __future__ import annotations
 
 import os
@@ -14,13 +15,18 @@ from datetime import date, datetime, timedelta, timezone
 
 import duckdb
 import pytest
-
 from conftest import ROOT
-from pipelines.outcomes import (TABLES, compute_outcomes, late_status_partitions, load_query,
-                                window_ending)
+from test_queries import event_from_json, load_events
+
+from pipelines.outcomes import (
+    TABLES,
+    compute_outcomes,
+    late_status_partitions,
+    load_query,
+    window_ending,
+)
 from pipelines.warehouse.base import PartitionReplacement
 from pipelines.warehouse.duckdb import DuckDBWarehouse
-from test_queries import event_from_json, load_events
 
 D0 = date(2026, 11, 20)
 D3 = D0 + timedelta(days=3)
@@ -30,8 +36,9 @@ def signature(path, table: str):
     """(rows, order-independent checksum) of a table, read-only."""
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return con.execute(f'SELECT count(*), coalesce(sum(hash(CAST(t AS VARCHAR))), 0) '
-                           f'FROM "{table}" AS t').fetchone()
+        return con.execute(
+            f'SELECT count(*), coalesce(sum(hash(CAST(t AS VARCHAR))), 0) FROM "{table}" AS t'
+        ).fetchone()
     finally:
         con.close()
 
@@ -75,10 +82,13 @@ def rebounce(path, every: int) -> None:
     """Change the data so every derived table changes: more recipients bounce."""
     con = duckdb.connect(str(path))
     try:
-        con.execute("UPDATE events SET event_type = 'bounce', bounce_class = 'hard', "
-                    "reason = '550 5.1.1 unknown user' "
-                    "WHERE event_type = 'delivered' AND CAST(split_part(message_id, '-', 2) "
-                    "AS BIGINT) % $every = 1", {"every": every})
+        con.execute(
+            "UPDATE events SET event_type = 'bounce', bounce_class = 'hard', "
+            "reason = '550 5.1.1 unknown user' "
+            "WHERE event_type = 'delivered' AND CAST(split_part(message_id, '-', 2) "
+            "AS BIGINT) % $every = 1",
+            {"every": every},
+        )
     finally:
         con.close()
 
@@ -99,9 +109,28 @@ def test_kill_9_of_outcomes_leaves_all_tables_replaced_or_none(tmp_path):
 
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "-v", "outcomes", "--warehouse", f"duckdb://{path}",
-         "--start", D0.isoformat(), "--end", D3.isoformat(), "--recompute", "--format", "json"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "-v",
+            "outcomes",
+            "--warehouse",
+            f"duckdb://{path}",
+            "--start",
+            D0.isoformat(),
+            "--end",
+            D3.isoformat(),
+            "--recompute",
+            "--format",
+            "json",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     killed_at = None
     deadline = time.monotonic() + 240
     try:
@@ -136,9 +165,14 @@ def test_a_failing_item_replaces_nothing(tmp_path):
     wh = DuckDBWarehouse(str(path))
     q = load_query("delivery_outcomes")
     good = PartitionReplacement(q.table, q.sql, q.bind(D0, D3), D0, D3, q.partition_column)
-    bad = PartitionReplacement("suppressions", "SELECT event_date, no_such_column FROM events "
-                               "WHERE event_date BETWEEN @start_date AND @end_date",
-                               {"start_date": D0, "end_date": D3}, D0, D3)
+    bad = PartitionReplacement(
+        "suppressions",
+        "SELECT event_date, no_such_column FROM events "
+        "WHERE event_date BETWEEN @start_date AND @end_date",
+        {"start_date": D0, "end_date": D3},
+        D0,
+        D3,
+    )
     with pytest.raises(duckdb.Error):
         wh.replace_partitions_many([good, bad])
     assert signatures(path) == before
@@ -147,19 +181,42 @@ def test_a_failing_item_replaces_nothing(tmp_path):
 def test_replace_partitions_many_on_bigquery_is_one_script(bq_emulator, tmp_path, hasher):
     wh = bq_emulator.new_warehouse()
     h = hasher.hash("ann@example.com")
-    rows = [dict(event_type="processed", event_ts="2026-11-20T09:00:00Z", message_id="m1",
-                 email_hash=h, categories=["news"]),
-            dict(event_type="bounce", bounce_class="hard", event_ts="2026-11-20T09:00:05Z",
-                 message_id="m1", email_hash=h, categories=["news"], reason="550 gone")]
-    load_events(wh, [event_from_json({"recipient_domain": "example.com", **r}) for r in rows],
-                tmp_path)
+    rows = [
+        dict(
+            event_type="processed",
+            event_ts="2026-11-20T09:00:00Z",
+            message_id="m1",
+            email_hash=h,
+            categories=["news"],
+        ),
+        dict(
+            event_type="bounce",
+            bounce_class="hard",
+            event_ts="2026-11-20T09:00:05Z",
+            message_id="m1",
+            email_hash=h,
+            categories=["news"],
+            reason="550 gone",
+        ),
+    ]
+    load_events(
+        wh, [event_from_json({"recipient_domain": "example.com", **r}) for r in rows], tmp_path
+    )
     from test_bigquery_warehouse import _jobs
+
     mark = bq_emulator.proxy.mark()
     written = compute_outcomes(wh, D0, D0)
-    assert written == {"recipient_status": 1, "delivery_outcomes": 1, "domain_outcomes": 1,
-                       "suppressions": 1}
-    scripts = [j["configuration"]["query"]["query"] for j in _jobs(bq_emulator.proxy.since(mark))
-               if "BEGIN TRANSACTION" in j["configuration"].get("query", {}).get("query", "")]
+    assert written == {
+        "recipient_status": 1,
+        "delivery_outcomes": 1,
+        "domain_outcomes": 1,
+        "suppressions": 1,
+    }
+    scripts = [
+        j["configuration"]["query"]["query"]
+        for j in _jobs(bq_emulator.proxy.since(mark))
+        if "BEGIN TRANSACTION" in j["configuration"].get("query", {}).get("query", "")
+    ]
     assert len(scripts) == 1  # one transaction for the three tables
     script = scripts[0]
     assert all(script.count(f"DELETE FROM `{t}` ") == 1 for t in TABLES), script
@@ -169,23 +226,41 @@ def test_replace_partitions_many_on_bigquery_is_one_script(bq_emulator, tmp_path
     assert not any(n.startswith("_mp_stage_") for n in names)
     again = compute_outcomes(wh, D0, D0)
     assert again == written
-    status = wh.query("SELECT status FROM recipient_status WHERE event_date = @d",
-                      {"d": D0}).to_pylist()
+    status = wh.query(
+        "SELECT status FROM recipient_status WHERE event_date = @d", {"d": D0}
+    ).to_pylist()
     assert status == [{"status": "bounce"}]
     # a failing item: nothing replaced, the previous rows stay
     q = load_query("delivery_outcomes")
-    bad = PartitionReplacement("suppressions", "SELECT event_date, no_such_column FROM events "
-                               "WHERE event_date BETWEEN @start_date AND @end_date",
-                               {"start_date": D0, "end_date": D0}, D0, D0)
+    bad = PartitionReplacement(
+        "suppressions",
+        "SELECT event_date, no_such_column FROM events "
+        "WHERE event_date BETWEEN @start_date AND @end_date",
+        {"start_date": D0, "end_date": D0},
+        D0,
+        D0,
+    )
     with pytest.raises(Exception):
-        wh.replace_partitions_many([
-            PartitionReplacement(q.table, "SELECT * FROM delivery_outcomes WHERE FALSE", {},
-                                 D0, D0, q.partition_column), bad])
-    assert wh.query("SELECT COUNT(*) AS n FROM delivery_outcomes WHERE event_date = @d",
-                    {"d": D0}).to_pylist() == [{"n": 1}]
+        wh.replace_partitions_many(
+            [
+                PartitionReplacement(
+                    q.table,
+                    "SELECT * FROM delivery_outcomes WHERE FALSE",
+                    {},
+                    D0,
+                    D0,
+                    q.partition_column,
+                ),
+                bad,
+            ]
+        )
+    assert wh.query(
+        "SELECT COUNT(*) AS n FROM delivery_outcomes WHERE event_date = @d", {"d": D0}
+    ).to_pylist() == [{"n": 1}]
 
 
 # -- late settlement ---------------------------------------------------------------------
+
 
 def test_late_settlement_lands_in_the_first_send_partition(tmp_path, hasher):
     """Deferred on D at 22:00, delivered or bounced 71 h later (D+3): the row lives in
@@ -195,8 +270,15 @@ def test_late_settlement_lands_in_the_first_send_partition(tmp_path, hasher):
         h = hasher.hash(f"r{i}@example.com")
         sent = datetime(2026, 11, 20, 22, 0, tzinfo=timezone.utc)
         rows.append(dict(event_type="processed", event_ts=sent, message_id=f"m{i}", email_hash=h))
-        rows.append(dict(event_type="deferred", event_ts=sent + timedelta(minutes=1),
-                         message_id=f"m{i}", email_hash=h, reason="421 try later"))
+        rows.append(
+            dict(
+                event_type="deferred",
+                event_ts=sent + timedelta(minutes=1),
+                message_id=f"m{i}",
+                email_hash=h,
+                reason="421 try later",
+            )
+        )
     wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
 
     def ev(r):
@@ -211,23 +293,33 @@ def test_late_settlement_lands_in_the_first_send_partition(tmp_path, hasher):
     for i in range(10):
         h = hasher.hash(f"r{i}@example.com")
         t = datetime(2026, 11, 20, 22, 1, tzinfo=timezone.utc) + timedelta(hours=71)
-        late.append(dict(event_type="bounce" if i < 2 else "delivered", event_ts=t,
-                         message_id=f"m{i}", email_hash=h,
-                         **({"bounce_class": "hard"} if i < 2 else {})))
+        late.append(
+            dict(
+                event_type="bounce" if i < 2 else "delivered",
+                event_ts=t,
+                message_id=f"m{i}",
+                email_hash=h,
+                **({"bounce_class": "hard"} if i < 2 else {}),
+            )
+        )
     load_events(wh, [ev(r) for r in late], tmp_path)
     d = D3
     assert late_status_partitions(wh, d, d) == [D0]
     # without the late partitions, the window alone leaves them deferred ...
     compute_outcomes(wh, d, d)
-    assert wh.query("SELECT status, COUNT(*) AS n FROM recipient_status GROUP BY status "
-                    "ORDER BY status").to_pylist() == [{"status": "deferred", "n": 10}]
+    assert wh.query(
+        "SELECT status, COUNT(*) AS n FROM recipient_status GROUP BY status ORDER BY status"
+    ).to_pylist() == [{"status": "deferred", "n": 10}]
     # ... with them, the settled status lands in partition D
     written = compute_outcomes(wh, d, d, status_partitions=late_status_partitions(wh, d, d))
     assert written["recipient_status"] == 10
-    assert wh.query("SELECT event_date, status, COUNT(*) AS n FROM recipient_status "
-                    "GROUP BY ALL ORDER BY status").to_pylist() == [
+    assert wh.query(
+        "SELECT event_date, status, COUNT(*) AS n FROM recipient_status "
+        "GROUP BY ALL ORDER BY status"
+    ).to_pylist() == [
         {"event_date": D0, "status": "bounce", "n": 2},
-        {"event_date": D0, "status": "delivered", "n": 8}]
+        {"event_date": D0, "status": "delivered", "n": 8},
+    ]
 
 
 def test_window_names():
@@ -240,5 +332,10 @@ def test_window_names():
         assert "days_read_before" in names and not any("lookback" in n for n in names)
     with pytest.warns(DeprecationWarning, match="days_read_after"):
         with pytest.raises(Exception):  # the warning comes first; no warehouse here
-            compute_outcomes("duckdb:///nonexistent/dir/w.duckdb", D0, D0, lookahead_days=5,
-                             tables=("no_such_table",))
+            compute_outcomes(
+                "duckdb:///nonexistent/dir/w.duckdb",
+                D0,
+                D0,
+                lookahead_days=5,
+                tables=("no_such_table",),
+            )

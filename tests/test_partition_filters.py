@@ -5,15 +5,19 @@ text the package hands to BigQuery or DuckDB during the test session (the sessio
 guard in conftest_bigquery.py fails the test that sent an unfiltered query), plus all SQL
 recorded on the wire during a full load/replace/query cycle here.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-
 from conftest_bigquery import ROOT, sql_origin
-from pipelines.warehouse.bigquery import (PartitionFilterError, assert_partition_filter,
-                                          partition_filter_violations)
+
+from pipelines.warehouse.bigquery import (
+    PartitionFilterError,
+    assert_partition_filter,
+    partition_filter_violations,
+)
 
 GOOD = [
     "SELECT * FROM events WHERE event_date BETWEEN @start AND @end",
@@ -65,28 +69,36 @@ def test_origin_of_sql_is_told_by_the_calling_frame():
     wh = str(ROOT / "pipelines" / "warehouse" / "bigquery.py")
     lib = "/usr/lib/python3/site-packages/google/cloud/bigquery/client.py"
     test = str(ROOT / "tests" / "test_x.py")
-    assert sql_origin([(lib, "query"), (wh, "_run"), (wh, "query"), (pkg, "wait"),
-                       (test, "test_a")]) == "package"
+    assert (
+        sql_origin([(lib, "query"), (wh, "_run"), (wh, "query"), (pkg, "wait"), (test, "test_a")])
+        == "package"
+    )
     assert sql_origin([(lib, "query"), (wh, "_run"), (wh, "query"), (test, "test_a")]) == "test"
-    assert sql_origin([(lib, "query"), (wh, "_run"), (wh, "_count_new_events"),
-                       (test, "test_a")]) == "package"
+    assert (
+        sql_origin([(lib, "query"), (wh, "_run"), (wh, "_count_new_events"), (test, "test_a")])
+        == "package"
+    )
 
 
 def test_the_session_guard_fails_package_sql_without_a_partition_filter(tmp_path):
     """Code under pipelines/ that queries events without event_date fails its test."""
     from pipelines.warehouse.duckdb import DuckDBWarehouse
+
     wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     wh.ensure_schema()
-    src = ("def count_all(wh):\n"
-           "    return wh.query('SELECT COUNT(*) AS n FROM events')\n"
-           "def count_day(wh, d):\n"
-           "    return wh.query('SELECT COUNT(*) AS n FROM events WHERE event_date = @d', {'d': d})\n")
+    src = (
+        "def count_all(wh):\n"
+        "    return wh.query('SELECT COUNT(*) AS n FROM events')\n"
+        "def count_day(wh, d):\n"
+        "    return wh.query('SELECT COUNT(*) AS n FROM events WHERE event_date = @d', {'d': d})\n"
+    )
     ns: dict = {}
     # compiled as if it lived in the package, which is how the guard tells package SQL
     exec(compile(src, str(ROOT / "pipelines" / "_guard_probe.py"), "exec"), ns)
     with pytest.raises(PartitionFilterError):
         ns["count_all"](wh)
     from datetime import date
+
     assert ns["count_day"](wh, date(2026, 1, 5)).to_pylist() == [{"n": 0}]
     # a test's own ad-hoc SQL is not the package's and is allowed
     assert wh.query("SELECT COUNT(*) AS n FROM events").to_pylist() == [{"n": 0}]
@@ -95,9 +107,12 @@ def test_the_session_guard_fails_package_sql_without_a_partition_filter(tmp_path
 @pytest.mark.bigquery
 def test_every_query_sent_in_a_full_cycle_filters_events(bq_emulator, bq_dataset, tmp_path):
     from test_warehouse_contract import D1, D2, DAILY, DEAD, FIRST, TEST_RETRY, make_batch
+
     from pipelines.warehouse.bigquery import BigQueryWarehouse
-    wh = BigQueryWarehouse("test-project", bq_dataset, api_endpoint=bq_emulator.url,
-                           retry=TEST_RETRY)
+
+    wh = BigQueryWarehouse(
+        "test-project", bq_dataset, api_endpoint=bq_emulator.url, retry=TEST_RETRY
+    )
     mark = bq_emulator.proxy.mark()
     wh.commit_load(make_batch(tmp_path, "l1", FIRST, DEAD))
     wh.commit_load(make_batch(tmp_path, "l2", FIRST, DEAD))

@@ -6,6 +6,7 @@ user runs it (a subprocess): the bad record becomes a dead letter with a precise
 a bounded redacted preview and its byte length; the rest of the day loads; the counts
 add up. Property tests drive the reader with arbitrary depth, sizes and block cuts.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -39,23 +40,34 @@ from pipelines.records import (
 
 DATE = "2026-11-20"
 T0 = int(datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc).timestamp())
-SETTINGS = settings(max_examples=60, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 def sg(i, event="delivered", **extra):
-    ev = {"email": f"user{i}@example.com", "timestamp": T0 + i, "event": event,
-          "sg_event_id": f"sg-{event}-{i}", "sg_message_id": f"msg{i}.filter0001.1.2",
-          "category": ["news"]}
+    ev = {
+        "email": f"user{i}@example.com",
+        "timestamp": T0 + i,
+        "event": event,
+        "sg_event_id": f"sg-{event}-{i}",
+        "sg_message_id": f"msg{i}.filter0001.1.2",
+        "category": ["news"],
+    }
     ev.update(extra)
     return ev
 
 
 def ses_delivery(msg, recipient):
     ts = "2026-11-20T10:00:00.000Z"
-    return {"eventType": "Delivery",
-            "mail": {"timestamp": ts, "messageId": msg, "destination": [recipient]},
-            "delivery": {"timestamp": ts, "recipients": [recipient], "smtpResponse": "250 ok"}}
+    return {
+        "eventType": "Delivery",
+        "mail": {"timestamp": ts, "messageId": msg, "destination": [recipient]},
+        "delivery": {"timestamp": ts, "recipients": [recipient], "smtpResponse": "250 ok"},
+    }
 
 
 def hour_dir(root: Path, provider: str, hour: int = 9) -> Path:
@@ -65,8 +77,10 @@ def hour_dir(root: Path, provider: str, hour: int = 9) -> Path:
 
 
 def good_posts(n_posts: int, per_post: int, start: int = 0) -> list[bytes]:
-    return [json.dumps([sg(start + p * per_post + i) for i in range(per_post)]).encode()
-            for p in range(n_posts)]
+    return [
+        json.dumps([sg(start + p * per_post + i) for i in range(per_post)]).encode()
+        for p in range(n_posts)
+    ]
 
 
 def load(archive, wh, *extra, measure=False, timeout=600):
@@ -74,14 +88,28 @@ def load(archive, wh, *extra, measure=False, timeout=600):
     of the load process or None)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "pipelines", "load", "--archive", str(archive), "--date", DATE,
-           "--warehouse", wh, "--json", *map(str, extra)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines",
+        "load",
+        "--archive",
+        str(archive),
+        "--date",
+        DATE,
+        "--warehouse",
+        wh,
+        "--json",
+        *map(str, extra),
+    ]
     if measure:
         # a parent that reports the largest resident set of its children (the load and
         # anything the load starts)
-        wrapper = ("import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-                   "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
-                   " file=sys.stderr); sys.exit(rc)")
+        wrapper = (
+            "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
+            "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,"
+            " file=sys.stderr); sys.exit(rc)"
+        )
         cmd = [sys.executable, "-c", wrapper, *cmd]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=timeout)
     report = json.loads(p.stdout.strip().splitlines()[-1]) if p.stdout.strip() else None
@@ -92,16 +120,22 @@ def load(archive, wh, *extra, measure=False, timeout=600):
 
 
 def adds_up(r) -> bool:
-    return r["records_read"] == (r["events_loaded"] + r["duplicates_in_batch"]
-                                 + r["already_loaded"] + r["dead_letters"]
-                                 + r["records_without_event"])
+    return r["records_read"] == (
+        r["events_loaded"]
+        + r["duplicates_in_batch"]
+        + r["already_loaded"]
+        + r["dead_letters"]
+        + r["records_without_event"]
+    )
 
 
 def dead_letters(wh_path):
     con = duckdb.connect(str(wh_path), read_only=True)
     try:
-        cur = con.execute("SELECT source_uri, line, record_index, reason, raw, raw_bytes "
-                          "FROM dead_letters ORDER BY source_uri, line, record_index")
+        cur = con.execute(
+            "SELECT source_uri, line, record_index, reason, raw, raw_bytes "
+            "FROM dead_letters ORDER BY source_uri, line, record_index"
+        )
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row, strict=True)) for row in cur.fetchall()]
     finally:
@@ -111,13 +145,15 @@ def dead_letters(wh_path):
 def events_count(wh_path) -> int:
     con = duckdb.connect(str(wh_path), read_only=True)
     try:
-        return con.execute("SELECT count(*) FROM events WHERE event_date = DATE '2026-11-20'"
-                           ).fetchone()[0]
+        return con.execute(
+            "SELECT count(*) FROM events WHERE event_date = DATE '2026-11-20'"
+        ).fetchone()[0]
     finally:
         con.close()
 
 
 # --- at the level a user meets it: a file in the archive, `mailpulse load` ---------------
+
 
 def test_deeply_nested_lines_become_dead_letters_and_the_day_loads(tmp_path):
     """A 1,000-deep array line used to fail the whole load with RecursionError (every
@@ -136,8 +172,7 @@ def test_deeply_nested_lines_become_dead_letters_and_the_day_loads(tmp_path):
     assert (r["records_read"], r["events_loaded"], r["dead_letters"]) == (103, 100, 3)
     assert adds_up(r) and r["adds_up"]
     dls = dead_letters(wh_path)
-    assert [(d["line"], d["reason"]) for d in dls] == [(2, TOO_DEEP), (4, TOO_DEEP),
-                                                       (6, TOO_DEEP)]
+    assert [(d["line"], d["reason"]) for d in dls] == [(2, TOO_DEEP), (4, TOO_DEEP), (6, TOO_DEEP)]
     assert [d["raw_bytes"] for d in dls] == [2000, 200_000, len(deep_obj)]
     assert all(len(d["raw"]) <= PREVIEW_CHARS + 1 for d in dls)
     # a rerun that reads the file again (--full) adds nothing and fails nothing
@@ -156,7 +191,7 @@ def test_a_200_mb_line_loads_the_rest_of_the_day_in_bounded_memory(tmp_path):
     never_closed = b'[{"email": "leak@example.com", "pad": "'
     with gzip.open(path, "wb", compresslevel=1) as gz:
         gz.write(posts[0] + b"\n" + posts[1] + b"\n")
-        gz.write(b"x" * mb200 + b"\n")                            # garbage
+        gz.write(b"x" * mb200 + b"\n")  # garbage
         gz.write(posts[2] + b"\n" + posts[3] + b"\n")
         gz.write(never_closed + b"A" * mb200 + b'"}]\n')
         gz.write(posts[4] + b"\n" + posts[5] + b"\n")
@@ -182,8 +217,13 @@ def test_a_150_kb_url_with_an_encoded_address_loads_fast_and_redacted(tmp_path):
     """One SendGrid click with a 150 KB URL carrying an encoded address made the day's load
     take 112 s instead of 3 s."""
     root = tmp_path / "archive"
-    url = ("https://t.example/c?u=" + "A" * 150_000 + "&to=zqjane%2540example.com&e=zqjoe%40"
-           + "example.org&" + "b" * 1000)
+    url = (
+        "https://t.example/c?u="
+        + "A" * 150_000
+        + "&to=zqjane%2540example.com&e=zqjoe%40"
+        + "example.org&"
+        + "b" * 1000
+    )
     click = sg(1, "click", url=url)
     lines = [json.dumps([click]).encode()] + good_posts(2, 20, start=10)
     # the same URL in a dead letter (a truncated copy of the post)
@@ -197,8 +237,9 @@ def test_a_150_kb_url_with_an_encoded_address_loads_fast_and_redacted(tmp_path):
     assert (r["events_loaded"], r["dead_letters"]) == (41, 1) and adds_up(r)
     assert secs < 60, secs
     con = duckdb.connect(str(wh_path), read_only=True)
-    stored = con.execute("SELECT url FROM events WHERE event_date = DATE '2026-11-20' "
-                         "AND event_type = 'click'").fetchone()[0]
+    stored = con.execute(
+        "SELECT url FROM events WHERE event_date = DATE '2026-11-20' AND event_type = 'click'"
+    ).fetchone()[0]
     dump = json.dumps(con.execute("SELECT * FROM dead_letters").fetchall(), default=str)
     con.close()
     assert "[redacted]%2540example.com" in stored and "[redacted]%40example.org" in stored
@@ -217,19 +258,37 @@ def test_max_record_bytes_flag_and_back_to_back_records(tmp_path):
     # newline at all (about 10 KB, longer than --max-record-bytes below)
     fh_dir = tmp_path / "firehose" / "2026" / "11" / "20" / "10"
     fh_dir.mkdir(parents=True)
-    (fh_dir / "stream-1-2026-11-20-10-00-00-3f1c2a9e-1b7d-4c4e-9d55-0a1b2c3d4e5f"
-     ).write_bytes(b"".join(recs[:30]))
+    (fh_dir / "stream-1-2026-11-20-10-00-00-3f1c2a9e-1b7d-4c4e-9d55-0a1b2c3d4e5f").write_bytes(
+        b"".join(recs[:30])
+    )
     # a file whose first record fits on one line, then back-to-back and pretty records
     pretty = json.dumps(ses_delivery("m-p", "p@x.example"), indent=2).encode()
-    mixed = (recs[30] + b"\n" + recs[31] + recs[32] + b"\n" + pretty + b"\n"
-             + recs[33] + b"  " + recs[34] + b"\n")
+    mixed = (
+        recs[30]
+        + b"\n"
+        + recs[31]
+        + recs[32]
+        + b"\n"
+        + pretty
+        + b"\n"
+        + recs[33]
+        + b"  "
+        + recs[34]
+        + b"\n"
+    )
     (ses / "mixed.json").write_bytes(mixed)
     big = json.dumps([sg(900, reason="x" * 5000)]).encode()
     sgdir = hour_dir(root, "sendgrid", 11)
     (sgdir / "a.json").write_bytes(b"\n".join([big] + good_posts(1, 3, start=950)) + b"\n")
     wh_path = tmp_path / "w.duckdb"
-    p, r, _ = load(root, f"duckdb://{wh_path}", "--max-record-bytes", 4096,
-                   "--source", f"ses={tmp_path / 'firehose'}?layout=firehose")
+    p, r, _ = load(
+        root,
+        f"duckdb://{wh_path}",
+        "--max-record-bytes",
+        4096,
+        "--source",
+        f"ses={tmp_path / 'firehose'}?layout=firehose",
+    )
     assert sum(len(x) for x in recs[:30]) > 4096
     assert p.returncode == 0, p.stderr[-3000:]
     per = r["per_provider"]
@@ -240,10 +299,26 @@ def test_max_record_bytes_flag_and_back_to_back_records(tmp_path):
     assert dl["line"] == 1 and dl["raw_bytes"] == len(big) + 1
     assert dl["reason"].startswith(f"record of {len(big) + 1:,} bytes is over the 4,096-byte")
     # a bad value for the flag is a usage error naming what to pass
-    bad = subprocess.run([sys.executable, "-m", "pipelines", "load", "--archive", str(root),
-                          "--date", DATE, "--warehouse", f"duckdb://{wh_path}",
-                          "--max-record-bytes", "lots"], capture_output=True, text=True,
-                         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "load",
+            "--archive",
+            str(root),
+            "--date",
+            DATE,
+            "--warehouse",
+            f"duckdb://{wh_path}",
+            "--max-record-bytes",
+            "lots",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert bad.returncode == 2 and "positive number of bytes" in bad.stderr
 
 
@@ -265,6 +340,7 @@ def test_a_truncated_gzip_is_a_dead_letter_not_a_silent_loss(tmp_path):
 def test_a_warehouse_created_before_raw_bytes_gains_the_column(tmp_path):
     from pipelines.events import DEAD_LETTER_FIELDS
     from pipelines.warehouse.duckdb import ddl_columns
+
     wh_path = tmp_path / "old.duckdb"
     con = duckdb.connect(str(wh_path))
     old = tuple(f for f in DEAD_LETTER_FIELDS if f.name != "raw_bytes")
@@ -284,9 +360,12 @@ def test_bigquery_dead_letters_table_gains_raw_bytes(bq_emulator, bq_dataset):
 
     from pipelines.events import DEAD_LETTER_FIELDS, bigquery_schema
     from pipelines.warehouse.bigquery import BigQueryWarehouse
+
     client = bq_emulator.client()
-    old = [bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(
-        [f for f in DEAD_LETTER_FIELDS if f.name != "raw_bytes"])]
+    old = [
+        bigquery.SchemaField.from_api_repr(f)
+        for f in bigquery_schema([f for f in DEAD_LETTER_FIELDS if f.name != "raw_bytes"])
+    ]
     client.create_table(bigquery.Table(f"test-project.{bq_dataset}.dead_letters", schema=old))
     BigQueryWarehouse("test-project", bq_dataset, api_endpoint=bq_emulator.url).ensure_schema()
     names = [f.name for f in client.get_table(f"test-project.{bq_dataset}.dead_letters").schema]
@@ -295,17 +374,24 @@ def test_bigquery_dead_letters_table_gains_raw_bytes(bq_emulator, bq_dataset):
 
 def test_normalize_honours_the_limit_and_previews_without_leaks(cli, tmp_path):
     f = tmp_path / "x.json"
-    f.write_bytes(json.dumps([sg(1, reason="y" * 3000 + " zqann@example.com")]).encode() + b"\n"
-                  + json.dumps([sg(2)]).encode() + b"\n")
+    f.write_bytes(
+        json.dumps([sg(1, reason="y" * 3000 + " zqann@example.com")]).encode()
+        + b"\n"
+        + json.dumps([sg(2)]).encode()
+        + b"\n"
+    )
     p = cli("normalize", "--max-record-bytes", 2048, f)
     assert p.returncode == 3
     assert len([ln for ln in p.stdout.splitlines() if ln]) == 1
     (dl,) = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
-    assert dl["line"] == 1 and dl["raw_bytes"] > 3000 and "over the 2,048-byte limit" in dl["reason"]
+    assert (
+        dl["line"] == 1 and dl["raw_bytes"] > 3000 and "over the 2,048-byte limit" in dl["reason"]
+    )
     assert "zqann" not in p.stderr
 
 
 # --- the reader's properties -------------------------------------------------------------
+
 
 def _blocks(data: bytes, cuts: list[int]):
     """``data`` in pieces cut at ``cuts`` (as a stream delivers it)."""
@@ -318,16 +404,23 @@ def _blocks(data: bytes, cuts: list[int]):
 
 
 def _records(data: bytes, limit=DEFAULT_MAX_RECORD_BYTES, cuts=(), chunk_lines=3):
-    return [(r.line, r.doc, r.error) for r in read_records(_blocks(data, list(cuts)), limit,
-                                                          chunk_lines=chunk_lines)]
+    return [
+        (r.line, r.doc, r.error)
+        for r in read_records(_blocks(data, list(cuts)), limit, chunk_lines=chunk_lines)
+    ]
 
 
 json_docs = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6)
+    st.none()
+    | st.booleans()
+    | st.integers(-(10**6), 10**6)
     | st.text(alphabet=st.sampled_from(list('ab{}[]",\\:\n\t é')), max_size=12),
-    lambda inner: st.lists(inner, max_size=3)
-    | st.dictionaries(st.text(alphabet="abc{}", max_size=3), inner, max_size=3),
-    max_leaves=12).map(lambda v: {"v": v})
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.text(alphabet="abc{}", max_size=3), inner, max_size=3)
+    ),
+    max_leaves=12,
+).map(lambda v: {"v": v})
 layouts = st.sampled_from(["ndjson", "pretty", "back-to-back", "mixed"])
 
 
@@ -344,11 +437,16 @@ def _encode(docs, layout, draw_sep):
 
 
 @SETTINGS
-@given(st.lists(json_docs, min_size=1, max_size=12), layouts,
-       st.lists(st.sampled_from([b"", b" ", b"\n", b"\r\n"]), min_size=1, max_size=3),
-       st.lists(st.integers(0, 3000), max_size=6), st.integers(1, 5))
+@given(
+    st.lists(json_docs, min_size=1, max_size=12),
+    layouts,
+    st.lists(st.sampled_from([b"", b" ", b"\n", b"\r\n"]), min_size=1, max_size=3),
+    st.lists(st.integers(0, 3000), max_size=6),
+    st.integers(1, 5),
+)
 def test_every_layout_reads_the_same_documents_however_the_stream_is_cut(
-        docs, layout, seps, cuts, chunk_lines):
+    docs, layout, seps, cuts, chunk_lines
+):
     data = _encode(docs, layout, seps)
     whole = [(r.doc, r.error) for r in iter_records(data)]
     assert whole == [(d, None) for d in docs]
@@ -357,16 +455,24 @@ def test_every_layout_reads_the_same_documents_however_the_stream_is_cut(
     # line numbers are the file's: each record starts on the line it says
     lines = data.split(b"\n")
     for line, _doc, _ in streamed:
-        assert lines[line - 1].lstrip()[:1] in (b"{", b"[") or b"}{" in lines[line - 1] \
+        assert (
+            lines[line - 1].lstrip()[:1] in (b"{", b"[")
+            or b"}{" in lines[line - 1]
             or lines[line - 1].rstrip().endswith((b"}", b"]"))
+        )
 
 
 @SETTINGS
-@given(st.lists(json_docs, min_size=2, max_size=30),
-       st.lists(st.sampled_from([b"", b" ", b"\t"]), min_size=1, max_size=3),
-       st.lists(st.integers(0, 5000), max_size=6), st.integers(1, 6), st.booleans())
+@given(
+    st.lists(json_docs, min_size=2, max_size=30),
+    st.lists(st.sampled_from([b"", b" ", b"\t"]), min_size=1, max_size=3),
+    st.lists(st.integers(0, 5000), max_size=6),
+    st.integers(1, 6),
+    st.booleans(),
+)
 def test_a_line_longer_than_the_limit_is_read_document_by_document(
-        docs, seps, cuts, chunk_lines, ascii_only):
+    docs, seps, cuts, chunk_lines, ascii_only
+):
     encoded = [json.dumps(d, ensure_ascii=ascii_only).encode() for d in docs]
     data = b"".join(e + seps[i % len(seps)] for i, e in enumerate(encoded)) + b"\n"
     limit = max(len(e) for e in encoded) + 8  # every document fits, the line does not
@@ -375,8 +481,12 @@ def test_a_line_longer_than_the_limit_is_read_document_by_document(
 
 
 @SETTINGS
-@given(st.lists(st.tuples(st.sampled_from(["[", "{\"a\":"]), st.integers(1, 3000)),
-                min_size=1, max_size=4), st.lists(st.integers(0, 20000), max_size=4))
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["[", '{"a":']), st.integers(1, 3000)), min_size=1, max_size=4
+    ),
+    st.lists(st.integers(0, 20000), max_size=4),
+)
 def test_arbitrary_depth_never_crashes_and_never_takes_neighbours(nests, cuts):
     good = b'{"ok": 1}'
     lines = [good]
@@ -395,11 +505,15 @@ def test_arbitrary_depth_never_crashes_and_never_takes_neighbours(nests, cuts):
 
 
 @SETTINGS
-@given(st.lists(st.integers(0, 6000), min_size=1, max_size=8), st.integers(64, 4096),
-       st.lists(st.integers(0, 50000), max_size=5),
-       st.sampled_from([b"x", b"[", b'{"s": "', b" ", b"\xff"]))
+@given(
+    st.lists(st.integers(0, 6000), min_size=1, max_size=8),
+    st.integers(64, 4096),
+    st.lists(st.integers(0, 50000), max_size=5),
+    st.sampled_from([b"x", b"[", b'{"s": "', b" ", b"\xff"]),
+)
 def test_arbitrary_sizes_records_over_the_limit_are_skipped_and_the_rest_read(
-        sizes, limit, cuts, filler):
+    sizes, limit, cuts, filler
+):
     lines, expect = [], []
     for i, n in enumerate(sizes):
         lines.append(b'{"i": %d}' % i)
@@ -456,8 +570,9 @@ def test_gzip_members_back_to_back_and_garbage_after_them():
 AT_FORMS = ["@", "%40", "%2540", "\\u0040", "&#64;", "&#x40;"]
 # ``Z``/``Q`` occur only in local parts, so any surviving piece of one shows
 local_parts = st.from_regex(r"ZQ[a-z0-9._+-]{0,12}", fullmatch=True)
-address_parts = st.tuples(local_parts, st.sampled_from(AT_FORMS),
-                          st.sampled_from(["example.com", "x.jp", ""]))
+address_parts = st.tuples(
+    local_parts, st.sampled_from(AT_FORMS), st.sampled_from(["example.com", "x.jp", ""])
+)
 addresses = address_parts.map("".join)
 junk = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="ZQ\n\r"), max_size=40)
 
@@ -471,8 +586,7 @@ def poisoned_lines(draw):
         kind = draw(st.sampled_from(["good", "garbage", "cut", "long", "deep"]))
         addr = draw(addresses)
         if kind == "good":
-            ev = sg(i, "click", url=f"https://t.example/?to={addr}",
-                    reason=draw(junk) + " " + addr)
+            ev = sg(i, "click", url=f"https://t.example/?to={addr}", reason=draw(junk) + " " + addr)
             lines.append(json.dumps([ev]).encode())
             good += 1
         elif kind == "garbage":
@@ -492,21 +606,32 @@ def poisoned_lines(draw):
     return lines, good
 
 
-@settings(max_examples=40, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(poisoned_lines(), st.integers(1000, 30000), st.integers(1, 4))
 def test_poisoned_days_never_leak_never_crash_and_always_add_up(spec, limit, chunk_lines):
     from datetime import date
 
     from pipelines.hashing import EmailHasher
     from pipelines.load import NormalizeChunkFn, NormalizeConfig
+
     lines, good = spec
     data = b"\n".join(lines) + b"\n"
-    fn = NormalizeChunkFn(NormalizeConfig(hasher=EmailHasher("prop-key-0123456789"),
-                                          max_record_bytes=limit),
-                          "load-1", datetime(2026, 11, 20, tzinfo=timezone.utc))
-    totals = {"records_read": 0, "events_normalized": 0, "dead_letters": 0,
-              "records_without_event": 0}
+    fn = NormalizeChunkFn(
+        NormalizeConfig(hasher=EmailHasher("prop-key-0123456789"), max_record_bytes=limit),
+        "load-1",
+        datetime(2026, 11, 20, tzinfo=timezone.utc),
+    )
+    totals = {
+        "records_read": 0,
+        "events_normalized": 0,
+        "dead_letters": 0,
+        "records_without_event": 0,
+    }
     stored = []
     for i, (first, chunk) in enumerate(read_chunks([data], chunk_lines, limit)):
         for out in fn.process(("file://a", "sendgrid", i, first, chunk, date(2026, 11, 20))):
@@ -518,8 +643,9 @@ def test_poisoned_days_never_leak_never_crash_and_always_add_up(spec, limit, chu
             assert all(n is None or n >= 0 for n in out.dead_letters["raw_bytes"].to_pylist())
     dump = json.dumps(stored)
     assert "Z" not in dump and "Q" not in dump, dump[:2000]
-    assert totals["records_read"] == (totals["events_normalized"] + totals["dead_letters"]
-                                      + totals["records_without_event"])
+    assert totals["records_read"] == (
+        totals["events_normalized"] + totals["dead_letters"] + totals["records_without_event"]
+    )
     assert totals["events_normalized"] >= good
 
 
@@ -527,5 +653,8 @@ def test_the_default_limit_is_the_collectors_body_limit():
     """Anything the collector accepted fits a record (the default of --max-record-bytes)."""
     from pipelines.collector.app import DEFAULT_MAX_BODY_BYTES
     from pipelines.load import NormalizeConfig
+
     assert DEFAULT_MAX_RECORD_BYTES == DEFAULT_MAX_BODY_BYTES
-    assert NormalizeConfig.__dataclass_fields__["max_record_bytes"].default == DEFAULT_MAX_BODY_BYTES
+    assert (
+        NormalizeConfig.__dataclass_fields__["max_record_bytes"].default == DEFAULT_MAX_BODY_BYTES
+    )

@@ -6,6 +6,7 @@ To run the same cases on another backend, add it to ``BACKENDS``: a function tak
 pytest ``tmp_path`` and returning an empty :class:`pipelines.warehouse.Warehouse`
 (skip with ``pytest.skip`` when its emulator is not available).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,7 @@ def make_bigquery(tmp_path: Path, request):
 
 
 #: backend name -> factory(tmp_path, request) -> empty Warehouse
-BACKENDS = {"duckdb": lambda tmp_path, request: make_duckdb(tmp_path),
-            "bigquery": make_bigquery}
+BACKENDS = {"duckdb": lambda tmp_path, request: make_duckdb(tmp_path), "bigquery": make_bigquery}
 
 
 @pytest.fixture(params=sorted(BACKENDS))
@@ -47,6 +47,7 @@ def warehouse_factory(request, tmp_path):
 
     def make():
         return BACKENDS[request.param](tmp_path / f"wh{next(counter)}", request)
+
     return make
 
 
@@ -58,11 +59,13 @@ def parse_ts(v: str) -> datetime:
 def event_from_json(row: dict) -> dict:
     """A canonical event dict from a test line (see query_cases/README.md)."""
     e = {k: v for k, v in row.items() if not k.startswith("_")}
-    e.setdefault("event_id", hashlib.sha256(
-        json.dumps(e, sort_keys=True).encode()).hexdigest()[:24])
+    e.setdefault(
+        "event_id", hashlib.sha256(json.dumps(e, sort_keys=True).encode()).hexdigest()[:24]
+    )
     e["event_ts"] = parse_ts(e["event_ts"])
-    e["event_date"] = (date.fromisoformat(e["event_date"]) if e.get("event_date")
-                       else e["event_ts"].date())
+    e["event_date"] = (
+        date.fromisoformat(e["event_date"]) if e.get("event_date") else e["event_ts"].date()
+    )
     e.setdefault("provider", "sendgrid")
     e["categories"] = e.get("categories") or []
     return e
@@ -73,11 +76,16 @@ def load_events(wh, events: list[dict], tmp_dir: Path, load_no: int = 1) -> None
     tmp_dir.mkdir(parents=True, exist_ok=True)
     path = tmp_dir / f"events-{load_no}.parquet"
     pq.write_table(events_to_arrow(events), path)
-    wh.commit_load(LoadBatch(
-        load_id=f"test-load-{load_no}", archive="test://query_cases",
-        archive_date=min(e["event_date"] for e in events) if events else date(2026, 1, 1),
-        started_at=datetime(2026, 11, 25, tzinfo=timezone.utc),
-        event_files=[str(path)], dead_letter_files=[]))
+    wh.commit_load(
+        LoadBatch(
+            load_id=f"test-load-{load_no}",
+            archive="test://query_cases",
+            archive_date=min(e["event_date"] for e in events) if events else date(2026, 1, 1),
+            started_at=datetime(2026, 11, 25, tzinfo=timezone.utc),
+            event_files=[str(path)],
+            dead_letter_files=[],
+        )
+    )
 
 
 # -- reading and comparing tables ------------------------------------------------------
@@ -96,17 +104,21 @@ def plain(v):
 
 
 def read_table(wh, table: str, start: date, end: date) -> list[dict]:
-    rows = wh.query(f"SELECT * FROM {table} WHERE event_date BETWEEN @s AND @e",
-                    {"s": start, "e": end}).to_pylist()
-    return sorted(({k: plain(v) for k, v in r.items()} for r in rows),
-                  key=lambda r: json.dumps(r, sort_keys=True, default=str))
+    rows = wh.query(
+        f"SELECT * FROM {table} WHERE event_date BETWEEN @s AND @e", {"s": start, "e": end}
+    ).to_pylist()
+    return sorted(
+        ({k: plain(v) for k, v in r.items()} for r in rows),
+        key=lambda r: json.dumps(r, sort_keys=True, default=str),
+    )
 
 
 def compare_rows(table: str, actual: list[dict], expected: list[dict]) -> None:
     """Each expected row must match a distinct actual row on the columns it names (for
     delivery_outcomes also every count column, 0 unless named), and no row may be left."""
-    defaults = ({c: 0 for c in COUNT_COLUMNS}
-                if table in ("delivery_outcomes", "domain_outcomes") else {})
+    defaults = (
+        {c: 0 for c in COUNT_COLUMNS} if table in ("delivery_outcomes", "domain_outcomes") else {}
+    )
     unmatched = list(actual)
     problems = []
     for row in expected:
@@ -119,8 +131,12 @@ def compare_rows(table: str, actual: list[dict], expected: list[dict]) -> None:
         else:
             unmatched.remove(hit)
     problems += ["unexpected row " + json.dumps(a, sort_keys=True) for a in unmatched]
-    assert not problems, f"{table}:\n" + "\n".join(problems) + "\n--- table:\n" + "\n".join(
-        json.dumps(a, sort_keys=True) for a in actual)
+    assert not problems, (
+        f"{table}:\n"
+        + "\n".join(problems)
+        + "\n--- table:\n"
+        + "\n".join(json.dumps(a, sort_keys=True) for a in actual)
+    )
 
 
 # -- the cases --------------------------------------------------------------------------
@@ -131,8 +147,11 @@ def discover():
 
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()
-            if line.strip() and not line.lstrip().startswith("//")]
+    return [
+        json.loads(line)
+        for line in path.read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("//")
+    ]
 
 
 def run_case(wh, case: Path, tmp_dir: Path) -> tuple[date, date]:
@@ -153,8 +172,10 @@ def run_case(wh, case: Path, tmp_dir: Path) -> tuple[date, date]:
         starts.append(start)
         ends.append(end)
     cmp = spec.get("compare", {})
-    return (date.fromisoformat(cmp["start"]) if "start" in cmp else min(starts),
-            date.fromisoformat(cmp["end"]) if "end" in cmp else max(ends))
+    return (
+        date.fromisoformat(cmp["start"]) if "start" in cmp else min(starts),
+        date.fromisoformat(cmp["end"]) if "end" in cmp else max(ends),
+    )
 
 
 @pytest.mark.parametrize("table,case", list(discover()))
@@ -184,16 +205,24 @@ def synthetic_events(seed: int = 7, messages: int = 120) -> list[dict]:
         provider = rng.choice(["sendgrid", "ses", "cmc"])
         mid = f"{provider}-m{m}"
         cats = rng.choice(cats_pool)
-        t0 = datetime.combine(D0 + timedelta(days=rng.randrange(5)), datetime.min.time(),
-                              tzinfo=timezone.utc) + timedelta(minutes=rng.randrange(24 * 60))
+        t0 = datetime.combine(
+            D0 + timedelta(days=rng.randrange(5)), datetime.min.time(), tzinfo=timezone.utc
+        ) + timedelta(minutes=rng.randrange(24 * 60))
         for r in range(rng.choice([1, 1, 2, 3])):
             h = f"h{rng.randrange(60)}"
 
             def ev(kind, dt, **kw):
-                e = {"event_id": f"{mid}-{h}-{kind}-{len(out)}", "provider": provider,
-                     "event_type": kind, "event_ts": t0 + dt, "message_id": mid,
-                     "email_hash": h, "recipient_domain": "example.com",
-                     "categories": list(cats), **kw}
+                e = {
+                    "event_id": f"{mid}-{h}-{kind}-{len(out)}",
+                    "provider": provider,
+                    "event_type": kind,
+                    "event_ts": t0 + dt,
+                    "message_id": mid,
+                    "email_hash": h,
+                    "recipient_domain": "example.com",
+                    "categories": list(cats),
+                    **kw,
+                }
                 e["event_date"] = e["event_ts"].date()
                 out.append(e)
                 return e
@@ -201,9 +230,18 @@ def synthetic_events(seed: int = 7, messages: int = 120) -> list[dict]:
             ev("processed", timedelta(0))
             fate = rng.random()
             if fate < 0.08:
-                ev("dropped", timedelta(seconds=1),
-                   reason=rng.choice(["Bounced Address", "Unsubscribed Address", "Invalid",
-                                      "Spam Reporting Address"]))
+                ev(
+                    "dropped",
+                    timedelta(seconds=1),
+                    reason=rng.choice(
+                        [
+                            "Bounced Address",
+                            "Unsubscribed Address",
+                            "Invalid",
+                            "Spam Reporting Address",
+                        ]
+                    ),
+                )
                 continue
             t = timedelta(seconds=5)
             for _ in range(rng.choice([0, 0, 0, 1, 2])):
@@ -240,10 +278,15 @@ def independent_counts(events: list[dict], start: date, end: date) -> dict:
         if e["event_id"] not in seen_ids:
             seen_ids.add(e["event_id"])
             evs.append(e)
-    outcome_of = {"processed": ["request", "processed"], "dropped": ["request", "dropped"],
-                  "deferred": ["request", "deferred"], "delivered": ["request", "delivered"],
-                  "bounce": ["request", "bounce"], "spamreport": ["spamreport"],
-                  "unsubscribe": ["unsubscribe"]}
+    outcome_of = {
+        "processed": ["request", "processed"],
+        "dropped": ["request", "dropped"],
+        "deferred": ["request", "deferred"],
+        "delivered": ["request", "delivered"],
+        "bounce": ["request", "bounce"],
+        "spamreport": ["spamreport"],
+        "unsubscribe": ["unsubscribe"],
+    }
     first: dict = {}
     for e in evs:  # sorted by time: the first event of each outcome wins
         for o in outcome_of.get(e["event_type"], []):
@@ -252,8 +295,14 @@ def independent_counts(events: list[dict], start: date, end: date) -> dict:
     for (prov, mid, h, o), e in first.items():
         if not start <= e["event_date"] <= end:
             continue
-        names = [{"request": "requests", "dropped": "drops", "spamreport": "spam_reports",
-                  "unsubscribe": "unsubscribes"}.get(o, o)]
+        names = [
+            {
+                "request": "requests",
+                "dropped": "drops",
+                "spamreport": "spam_reports",
+                "unsubscribe": "unsubscribes",
+            }.get(o, o)
+        ]
         if o == "bounce":  # blocks are not bounces (SendGrid); the split adds up to bounces
             cls = e.get("bounce_class") or "undetermined"
             names = ["blocks"] if cls == "block" else ["bounces", "bounces_" + cls]
@@ -280,21 +329,26 @@ def test_outcomes_match_an_independent_count(synthetic, warehouse_factory, tmp_p
     load_events(wh, synthetic, tmp_path)
     start, end = D0, D0 + timedelta(days=8)
     compute_outcomes(wh, start, end)
-    got = {(r["event_date"], r["category"], r["provider"]): r
-           for r in read_table(wh, "delivery_outcomes", start, end)}
+    got = {
+        (r["event_date"], r["category"], r["provider"]): r
+        for r in read_table(wh, "delivery_outcomes", start, end)
+    }
     want = independent_counts(synthetic, start, end)
     assert set(got) == set(want)
     for key, metrics in want.items():
         for col in COUNT_COLUMNS:
-            if col in ("bounce_drops", "spam_report_drops", "unsubscribe_drops",
-                       "invalid_emails"):
+            if col in ("bounce_drops", "spam_report_drops", "unsubscribe_drops", "invalid_emails"):
                 continue
             assert got[key][col] == metrics.get(col, 0), (key, col)
     # the split adds up, and the drop reasons are all of the drops here
     for r in got.values():
         assert r["bounces"] == r["bounces_hard"] + r["bounces_soft"] + r["bounces_undetermined"]
-        assert r["drops"] == (r["bounce_drops"] + r["spam_report_drops"]
-                              + r["unsubscribe_drops"] + r["invalid_emails"])
+        assert r["drops"] == (
+            r["bounce_drops"]
+            + r["spam_report_drops"]
+            + r["unsubscribe_drops"]
+            + r["invalid_emails"]
+        )
     assert sum(r["requests"] for r in got.values()) > 100
 
 
@@ -318,15 +372,20 @@ def test_rerun_and_other_windows_give_identical_tables(synthetic, warehouse_fact
     for t in ("delivery_outcomes", "domain_outcomes", "suppressions"):
         assert read_table(daily, t, start, end) == first[t], t
     # recipient_status: the same recipients, one row each, in the same partitions
-    keys = [(r["event_date"], r["provider"], r["message_id"], r["email_hash"])
-            for r in read_table(daily, "recipient_status", start, end)]
+    keys = [
+        (r["event_date"], r["provider"], r["message_id"], r["email_hash"])
+        for r in read_table(daily, "recipient_status", start, end)
+    ]
     assert len(keys) == len(set(keys))
-    assert sorted(keys) == sorted((r["event_date"], r["provider"], r["message_id"],
-                                   r["email_hash"]) for r in first["recipient_status"])
+    assert sorted(keys) == sorted(
+        (r["event_date"], r["provider"], r["message_id"], r["email_hash"])
+        for r in first["recipient_status"]
+    )
 
 
-def test_recipient_status_one_row_per_recipient_and_forward_only(synthetic, warehouse_factory,
-                                                                 tmp_path):
+def test_recipient_status_one_row_per_recipient_and_forward_only(
+    synthetic, warehouse_factory, tmp_path
+):
     from pipelines.status import STATUS_OF_EVENT, STATUS_RANK
 
     wh = warehouse_factory()
@@ -351,6 +410,7 @@ def test_cmc_never_sent_statuses_land_in_the_drop_columns(warehouse_factory, tmp
     and 9 count as bounce_drops, unsubscribe_drops and invalid_emails (never as bounces),
     beside a real failed-delivery + bounce pair (one hard bounce) and a delivered mail."""
     from conftest import SAMPLES
+
     from pipelines.normalizers import normalize_bytes
 
     cmc = SAMPLES / "cmc"
@@ -359,43 +419,88 @@ def test_cmc_never_sent_statuses_land_in_the_drop_columns(warehouse_factory, tmp
     # Built: the real bounce body with the documented never-sent statuses.
     host["event"]["bounces"] = [
         dict(item, status=status, reason=reason, to=f"{name}@docomo.ne.jp")
-        for status, reason, name in [("10", "blocked address", "blocked1"),
-                                     ("10", "blocked address", "blocked2"),
-                                     ("11", "unsubscribed address", "unsub"),
-                                     ("9", "address format error", "format")]]
+        for status, reason, name in [
+            ("10", "blocked address", "blocked1"),
+            ("10", "blocked address", "blocked2"),
+            ("11", "unsubscribed address", "unsub"),
+            ("9", "address format error", "format"),
+        ]
+    ]
     bodies = [json.dumps(host).encode()] + [
-        (cmc / name).read_bytes() for name in
-        ("deliveries_queued.json", "deliveries_succeeded.json", "deliveries_failed.json",
-         "bounces_user_unknown.json")]
+        (cmc / name).read_bytes()
+        for name in (
+            "deliveries_queued.json",
+            "deliveries_succeeded.json",
+            "deliveries_failed.json",
+            "bounces_user_unknown.json",
+        )
+    ]
     events = []
     for raw in bodies:
         res = normalize_bytes(raw, ctx)
         assert not res.dead_letters
         events += res.events
     assert [e["event_type"] for e in events] == [
-        "dropped", "dropped", "dropped", "dropped", "processed", "delivered", "bounce", "bounce"]
+        "dropped",
+        "dropped",
+        "dropped",
+        "dropped",
+        "processed",
+        "delivered",
+        "bounce",
+        "bounce",
+    ]
 
     wh = warehouse_factory()
     load_events(wh, events, tmp_path)
     day = date(2023, 1, 25)
     compute_outcomes(wh, day, day)
-    compare_rows("delivery_outcomes", read_table(wh, "delivery_outcomes", day, day), [{
-        "event_date": "2023-01-25", "category": "(none)", "provider": "cmc",
-        "requests": 6, "processed": 1, "delivered": 1, "bounces": 1, "bounces_hard": 1,
-        "drops": 4, "bounce_drops": 2, "unsubscribe_drops": 1, "invalid_emails": 1,
-        "drop_rate": 0.666667, "bounce_rate": 0.166667}])
+    compare_rows(
+        "delivery_outcomes",
+        read_table(wh, "delivery_outcomes", day, day),
+        [
+            {
+                "event_date": "2023-01-25",
+                "category": "(none)",
+                "provider": "cmc",
+                "requests": 6,
+                "processed": 1,
+                "delivered": 1,
+                "bounces": 1,
+                "bounces_hard": 1,
+                "drops": 4,
+                "bounce_drops": 2,
+                "unsubscribe_drops": 1,
+                "invalid_emails": 1,
+                "drop_rate": 0.666667,
+                "bounce_rate": 0.166667,
+            }
+        ],
+    )
     # ... and the addresses are suppressed for those reasons
     reasons = sorted(r["reason"] for r in read_table(wh, "suppressions", day, day))
-    assert reasons == ["hard_bounce", "hard_bounce", "hard_bounce", "invalid_address",
-                       "unsubscribe"]
+    assert reasons == [
+        "hard_bounce",
+        "hard_bounce",
+        "hard_bounce",
+        "invalid_address",
+        "unsubscribe",
+    ]
 
 
 # -- domain_outcomes: delivery_outcomes with the recipient domain ------------------------
 def _domains(events: list[dict], seed: int = 3) -> list[dict]:
     """The synthetic events with a domain per recipient (one domain per email_hash)."""
     rng = random.Random(seed)
-    pool = ["gmail.com", "googlemail.com", "docomo.ne.jp", "ezweb.ne.jp", "yahoo.co.jp",
-            "outlook.com", "corp.example.co.jp"]
+    pool = [
+        "gmail.com",
+        "googlemail.com",
+        "docomo.ne.jp",
+        "ezweb.ne.jp",
+        "yahoo.co.jp",
+        "outlook.com",
+        "corp.example.co.jp",
+    ]
     of = {}
     out = []
     for e in events:
@@ -411,8 +516,10 @@ def test_domain_outcomes_sum_to_delivery_outcomes(synthetic, warehouse_factory, 
     load_events(wh, _domains(synthetic), tmp_path)
     start, end = D0, D0 + timedelta(days=8)
     compute_outcomes(wh, start, end, tables=("delivery_outcomes", "domain_outcomes"))
-    totals = {(r["event_date"], r["category"], r["provider"]): r
-              for r in read_table(wh, "delivery_outcomes", start, end)}
+    totals = {
+        (r["event_date"], r["category"], r["provider"]): r
+        for r in read_table(wh, "delivery_outcomes", start, end)
+    }
     sums: dict = defaultdict(lambda: defaultdict(int))
     domains = defaultdict(set)
     for r in read_table(wh, "domain_outcomes", start, end):

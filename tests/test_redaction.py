@@ -3,6 +3,7 @@
 Property tests put addresses in any of the encodings a provider, a browser or a broken
 sender produces into long arbitrary text: the local part never survives, nothing raises.
 """
+
 from __future__ import annotations
 
 import re
@@ -14,12 +15,28 @@ from hypothesis import strategies as st
 
 from pipelines.normalizers.base import PREVIEW_CHARS, redact_addresses, redacted_preview
 
-SETTINGS = settings(max_examples=150, deadline=None, database=None,
-                    suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(
+    max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 #: The at-sign in every form the redaction knows.
-AT_FORMS = ["@", "%40", "%2540", "%252540", "\\u0040", "\\x40", "&#64;", "&#064;", "&#x40;",
-            "&#X40;", "&#64", "&commat;", "&amp;#64;", "%u0040", "\uff20"]
+AT_FORMS = [
+    "@",
+    "%40",
+    "%2540",
+    "%252540",
+    "\\u0040",
+    "\\x40",
+    "&#64;",
+    "&#064;",
+    "&#x40;",
+    "&#X40;",
+    "&#64",
+    "&commat;",
+    "&amp;#64;",
+    "%u0040",
+    "\uff20",
+]
 
 
 @pytest.mark.parametrize("at", AT_FORMS)
@@ -31,10 +48,14 @@ def test_every_encoding_of_the_at_sign_is_redacted(at):
 
 
 def test_output_format_and_what_stays():
-    assert redact_addresses("550 5.1.1 <alex@example.com>: User unknown") == \
-        "550 5.1.1 <[redacted]@example.com>: User unknown"
-    assert redact_addresses("https://shop.example/r?to=alex%40example.com&u=alex@example.com") \
+    assert (
+        redact_addresses("550 5.1.1 <alex@example.com>: User unknown")
+        == "550 5.1.1 <[redacted]@example.com>: User unknown"
+    )
+    assert (
+        redact_addresses("https://shop.example/r?to=alex%40example.com&u=alex@example.com")
         == "https://shop.example/r?to=[redacted]%40example.com&u=[redacted]@example.com"
+    )
     # nothing to redact: the same object comes back
     plain = "250 2.0.0 OK queued as 12345"
     assert redact_addresses(plain) is plain
@@ -54,8 +75,11 @@ def test_an_address_cut_right_after_the_at_sign_loses_its_local_part():
 
 
 def test_encoded_characters_inside_the_local_part_go_with_it():
-    for text in ("alex%2Bnews%40example.com", "alex\\u002edoe\\u0040example.com",
-                 "alex&#46;doe&#64;example.com"):
+    for text in (
+        "alex%2Bnews%40example.com",
+        "alex\\u002edoe\\u0040example.com",
+        "alex&#46;doe&#64;example.com",
+    ):
         out = redact_addresses(text)
         assert out.startswith("[redacted]") and "alex" not in out and "doe" not in out
 
@@ -92,6 +116,7 @@ def _timed(text: str) -> float:
 
 def test_linear_time_on_long_word_runs_with_encoded_addresses():
     """The old pattern took 0.49 s at 10k and 7.9 s at 40k characters (quadratic)."""
+
     def text(n):
         return "a" * n + "%40" + "b" * n + "@" + "c" * n
 
@@ -102,8 +127,13 @@ def test_linear_time_on_long_word_runs_with_encoded_addresses():
 
 
 def test_a_150_kb_url_carrying_an_encoded_address_is_fast():
-    url = ("https://t.example/c?u=" + "A" * 150_000 + "&to=zqjane%2540example.com"
-           + "&p=" + "b" * 10_000)
+    url = (
+        "https://t.example/c?u="
+        + "A" * 150_000
+        + "&to=zqjane%2540example.com"
+        + "&p="
+        + "b" * 10_000
+    )
     t0 = time.perf_counter()
     out = redact_addresses(url)
     assert time.perf_counter() - t0 < 0.5
@@ -118,15 +148,27 @@ local_parts = st.from_regex(r"ZQ[a-z0-9._+-]{0,20}", fullmatch=True)
 domains = st.from_regex(r"[a-z0-9-]{1,12}(\.[a-z]{2,6}){0,3}", fullmatch=True)
 at_forms = st.sampled_from(AT_FORMS)
 # filler in any alphabet, including the characters of every encoding
-filler = st.text(alphabet=st.characters(codec="utf-8", exclude_characters="ZQ")
-                 | st.sampled_from(list("%&#;\\@.+-x4065u")), max_size=300)
-big_filler = st.builds(lambda c, n: c * n, st.sampled_from(["a", "%", "&#", "\\", "@", "0", " "]),
-                       st.integers(0, 20_000))
+filler = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_characters="ZQ")
+    | st.sampled_from(list("%&#;\\@.+-x4065u")),
+    max_size=300,
+)
+big_filler = st.builds(
+    lambda c, n: c * n,
+    st.sampled_from(["a", "%", "&#", "\\", "@", "0", " "]),
+    st.integers(0, 20_000),
+)
 
 
 @SETTINGS
-@given(st.lists(st.tuples(filler | big_filler, local_parts, at_forms, domains | st.just("")),
-                min_size=1, max_size=6), filler)
+@given(
+    st.lists(
+        st.tuples(filler | big_filler, local_parts, at_forms, domains | st.just("")),
+        min_size=1,
+        max_size=6,
+    ),
+    filler,
+)
 def test_addresses_in_any_encoding_inside_long_text_never_leak(parts, tail):
     text = "".join(f + loc + at + dom for f, loc, at, dom in parts) + tail
     out = redact_addresses(text)
@@ -137,8 +179,10 @@ def test_addresses_in_any_encoding_inside_long_text_never_leak(parts, tail):
 
 
 @SETTINGS
-@given(st.lists(st.tuples(filler, local_parts, at_forms, domains), min_size=1, max_size=4),
-       st.integers(1, 400))
+@given(
+    st.lists(st.tuples(filler, local_parts, at_forms, domains), min_size=1, max_size=4),
+    st.integers(1, 400),
+)
 def test_previews_never_leak_wherever_they_are_cut(parts, limit):
     text = "".join(f + loc + at + dom for f, loc, at, dom in parts)
     out = redacted_preview(text, limit)
@@ -163,6 +207,7 @@ def test_the_columnar_prefilter_finds_every_at_sign_the_redaction_knows(text):
     import pyarrow.compute as pc
 
     from pipelines.normalizers.base import _AT, AT_SIGN_RE2
+
     flagged = pc.match_substring_regex(pa.array([text]), AT_SIGN_RE2, ignore_case=True)
     if _AT.search(text):
         assert flagged[0].as_py(), text
@@ -174,8 +219,15 @@ def test_the_columnar_path_redacts_every_encoding(at, ctx):
 
     from pipelines.normalizers import normalize_bytes
     from pipelines.normalizers.sendgrid_columnar import normalize_items
-    ev = {"email": "a@x.com", "timestamp": 1795165200, "event": "click", "sg_event_id": "e1",
-          "sg_message_id": "m1.filter1", "url": f"https://t.example/?to=ZQjo{at}example.com"}
+
+    ev = {
+        "email": "a@x.com",
+        "timestamp": 1795165200,
+        "event": "click",
+        "sg_event_id": "e1",
+        "sg_message_id": "m1.filter1",
+        "url": f"https://t.example/?to=ZQjo{at}example.com",
+    }
     table, rejected = normalize_items([ev], ctx)
     assert not rejected and "ZQ" not in _json.dumps(table.to_pylist(), default=str)
     (exact,) = normalize_bytes(_json.dumps([ev]).encode(), ctx).events

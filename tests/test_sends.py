@@ -7,12 +7,12 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pytest
-
 from conftest import SAMPLES, TEST_HASH_KEY
+from test_queries import BACKENDS, load_events
+
 from pipelines.hashing import EmailHasher
 from pipelines.normalizers import normalize_bytes
 from pipelines.sends import SendsError, normalize_message_id, read_sends, record_sends
-from test_queries import BACKENDS, load_events
 
 HASHER = EmailHasher(TEST_HASH_KEY)
 UTC = timezone.utc

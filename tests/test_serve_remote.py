@@ -6,6 +6,7 @@ says ``degraded`` with the count and age of unshipped files and the fix when the
 missing or the endpoint is down (a loopback TCP proxy that is taken down and brought back),
 and ``ok`` again once the backlog has shipped.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -58,18 +59,33 @@ def test_serve_ships_to_the_bucket(request, tmp_path, kind):
     bucket = request.getfixturevalue("s3_bucket" if kind == "s3" else "gcs_bucket")
     store = request.getfixturevalue("moto_server" if kind == "s3" else "gcs_server")
     archive = f"{bucket}/webhooks"
-    server = Serve(archive, tmp_path / "serve.log", "--spool-dir", str(tmp_path / "spool"),
-                   "--workers", "1", *FAST)
+    server = Serve(
+        archive,
+        tmp_path / "serve.log",
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--workers",
+        "1",
+        *FAST,
+    )
     try:
         bodies = [cmc_body(i, kind) for i in range(5)]
         t = time.monotonic()
         assert [server.post_cmc(b) for b in bodies] == [200] * 5
-        wait_for(lambda: sorted(shipped_lines(bucket, store)) == sorted(bodies), 20,
-                 "the posts in the bucket", server)
+        wait_for(
+            lambda: sorted(shipped_lines(bucket, store)) == sorted(bodies),
+            20,
+            "the posts in the bucket",
+            server,
+        )
         took = time.monotonic() - t
         # the spool copy goes once the upload is confirmed
-        health = wait_for(lambda: (h := server.get("/healthz"))["unshipped"]["files"] == 0 and h,
-                          10, "an empty spool", server)
+        health = wait_for(
+            lambda: (h := server.get("/healthz"))["unshipped"]["files"] == 0 and h,
+            10,
+            "an empty spool",
+            server,
+        )
     finally:
         assert server.stop() == 0
     print(f"\nserve -> {kind}://: 5 posts acknowledged -> in the bucket after {took:.1f} s")
@@ -87,12 +103,25 @@ def test_missing_bucket_is_degraded_then_recovers(request, tmp_path, kind):
     request.getfixturevalue("aws_env" if kind == "s3" else "gcs_env")
     name = unique_name("missing")
     bucket = f"{kind}://{name}"
-    server = Serve(bucket, tmp_path / "serve.log", "--spool-dir", str(tmp_path / "spool"),
-                   "--workers", "1", *FAST)
+    server = Serve(
+        bucket,
+        tmp_path / "serve.log",
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--workers",
+        "1",
+        *FAST,
+    )
     try:
         assert server.post_cmc(cmc_body(1, "m")) == 200
-        health = wait_for(lambda: ((h := server.get("/healthz"))["status"] == "degraded"
-                                   and "ship_error" in h and h), 30, "degraded", server)
+        health = wait_for(
+            lambda: (
+                (h := server.get("/healthz"))["status"] == "degraded" and "ship_error" in h and h
+            ),
+            30,
+            "degraded",
+            server,
+        )
         assert health["unshipped"]["files"] == 1
         assert health["unshipped"]["oldest_age_seconds"] >= 0
         err = health["ship_error"]
@@ -103,9 +132,17 @@ def test_missing_bucket_is_degraded_then_recovers(request, tmp_path, kind):
             store.client("s3").create_bucket(Bucket=name)
         else:
             store.client().create_bucket(name)
-        wait_for(lambda: ((h := server.get("/healthz"))["status"] == "ok"
-                          and h["unshipped"]["files"] == 0), 30, "ok again", server)
-        wait_for(lambda: shipped_lines(bucket, store) == [cmc_body(1, "m")], 10, "the object", server)
+        wait_for(
+            lambda: (
+                (h := server.get("/healthz"))["status"] == "ok" and h["unshipped"]["files"] == 0
+            ),
+            30,
+            "ok again",
+            server,
+        )
+        wait_for(
+            lambda: shipped_lines(bucket, store) == [cmc_body(1, "m")], 10, "the object", server
+        )
     finally:
         assert server.stop() == 0
 
@@ -115,16 +152,30 @@ def test_endpoint_down_is_degraded_then_recovers(request, tmp_path, kind):
     bucket = request.getfixturevalue("s3_bucket" if kind == "s3" else "gcs_bucket")
     store = request.getfixturevalue("moto_server" if kind == "s3" else "gcs_server")
     proxy = TcpProxy(urlparse(store.url).port).up()
-    env = ({"AWS_ENDPOINT_URL": proxy.url} if kind == "s3" else {"STORAGE_EMULATOR_HOST": proxy.url})
-    server = Serve(bucket, tmp_path / "serve.log", "--spool-dir", str(tmp_path / "spool"),
-                   "--workers", "1", *FAST, env=env)
+    env = {"AWS_ENDPOINT_URL": proxy.url} if kind == "s3" else {"STORAGE_EMULATOR_HOST": proxy.url}
+    server = Serve(
+        bucket,
+        tmp_path / "serve.log",
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--workers",
+        "1",
+        *FAST,
+        env=env,
+    )
     try:
         assert server.post_cmc(cmc_body(0, "d")) == 200
-        wait_for(lambda: shipped_lines(bucket, store) == [cmc_body(0, "d")], 20, "first ship", server)
+        wait_for(
+            lambda: shipped_lines(bucket, store) == [cmc_body(0, "d")], 20, "first ship", server
+        )
         proxy.down()
         assert server.post_cmc(cmc_body(1, "d")) == 200  # still acknowledged: durable in the spool
-        health = wait_for(lambda: (h := server.get("/healthz"))["status"] == "degraded" and h,
-                          30, "degraded", server)
+        health = wait_for(
+            lambda: (h := server.get("/healthz"))["status"] == "degraded" and h,
+            30,
+            "degraded",
+            server,
+        )
         assert health["unshipped"]["files"] >= 1
         assert health["unshipped"]["oldest_age_seconds"] is not None
         # Beam's S3 and the GCS client retry first (seconds to minutes): until they give up,
@@ -133,9 +184,19 @@ def test_endpoint_down_is_degraded_then_recovers(request, tmp_path, kind):
             assert "endpoint cannot be reached" in health["ship_error"]["fix"], health
         proxy.up()
         want = sorted([cmc_body(0, "d"), cmc_body(1, "d")])
-        wait_for(lambda: sorted(shipped_lines(bucket, store)) == want, 60, "both posts shipped", server)
-        health = wait_for(lambda: ((h := server.get("/healthz"))["status"] == "ok"
-                                   and h["unshipped"]["files"] == 0 and h), 20, "ok again", server)
+        wait_for(
+            lambda: sorted(shipped_lines(bucket, store)) == want, 60, "both posts shipped", server
+        )
+        health = wait_for(
+            lambda: (
+                (h := server.get("/healthz"))["status"] == "ok"
+                and h["unshipped"]["files"] == 0
+                and h
+            ),
+            20,
+            "ok again",
+            server,
+        )
         assert "ship_error" not in health
     finally:
         proxy.down()
@@ -145,13 +206,26 @@ def test_endpoint_down_is_degraded_then_recovers(request, tmp_path, kind):
 def test_s3_flags_pass_through_to_beam(tmp_path, s3_bucket, moto_server, monkeypatch):
     """No AWS_ENDPOINT_URL: the endpoint comes from Beam's --s3_endpoint_url flag."""
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    server = Serve(s3_bucket, tmp_path / "serve.log", "--spool-dir", str(tmp_path / "spool"),
-                   "--workers", "1", *FAST, "--s3_endpoint_url", moto_server.url,
-                   "--s3_region_name=us-east-1")
+    server = Serve(
+        s3_bucket,
+        tmp_path / "serve.log",
+        "--spool-dir",
+        str(tmp_path / "spool"),
+        "--workers",
+        "1",
+        *FAST,
+        "--s3_endpoint_url",
+        moto_server.url,
+        "--s3_region_name=us-east-1",
+    )
     try:
         assert server.post_cmc(cmc_body(7, "flag")) == 200
-        wait_for(lambda: shipped_lines(s3_bucket, moto_server) == [cmc_body(7, "flag")], 20,
-                 "the post in the bucket", server)
+        wait_for(
+            lambda: shipped_lines(s3_bucket, moto_server) == [cmc_body(7, "flag")],
+            20,
+            "the post in the bucket",
+            server,
+        )
     finally:
         assert server.stop() == 0
 
@@ -166,7 +240,9 @@ def test_start_up_errors_name_the_fix(tmp_path, cli, monkeypatch):
     r = cli("serve", "--archive", "s3://some-bucket/x", "--port", "1", env=env, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "AWS_ACCESS_KEY_ID" in r.stderr and "s3://some-bucket/x" in r.stderr
-    r = cli("serve", "--archive", str(tmp_path / "a"), "--spool-directory", "x", env=env, timeout=60)
+    r = cli(
+        "serve", "--archive", str(tmp_path / "a"), "--spool-directory", "x", env=env, timeout=60
+    )
     assert r.returncode == 2 and "did you mean --spool-dir" in r.stderr, r.stderr
     r = cli("serve", "--archive", str(tmp_path / "a"), "--rotate-seconds", "0", env=env, timeout=60)
     assert r.returncode == 2 and "--rotate-seconds" in r.stderr, r.stderr

@@ -1,6 +1,7 @@
 """Slack notifications through the real slack_sdk against the local Slack-compatible server.
 
 Retry waits go through an injected sleep that records them (nothing sleeps for real)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,17 +11,30 @@ import logging
 import socket
 
 import pytest
-
-from pipelines.slack import (ConsoleNotifier, SlackConfig, SlackConfigError, SlackNotifier,
-                             SlackRetryPolicy, notifier_from_env, watch_blocks)
-from pipelines.warehouse.duckdb import DuckDBWarehouse
-from pipelines.watcher import watch
 from slack_server import SlackServer
 from watch_support import SENT_AT, EventFactory, FakeClock, load_events
 
+from pipelines.slack import (
+    ConsoleNotifier,
+    SlackConfig,
+    SlackConfigError,
+    SlackNotifier,
+    SlackRetryPolicy,
+    notifier_from_env,
+    watch_blocks,
+)
+from pipelines.warehouse.duckdb import DuckDBWarehouse
+from pipelines.watcher import watch
+
 CAT = "spring-sale"
-EMAILS = ["Ann@Example.com", "bob@example.org", "cho@example.net", "dee@example.com",
-          "eve@example.com", "fay@example.com"]
+EMAILS = [
+    "Ann@Example.com",
+    "bob@example.org",
+    "cho@example.net",
+    "dee@example.com",
+    "eve@example.com",
+    "fay@example.com",
+]
 
 
 class Sleeps(list):
@@ -34,8 +48,9 @@ def sleeps():
 
 
 def notifier(server: SlackServer, sleeps, token=None, channel=None, **policy) -> SlackNotifier:
-    cfg = SlackConfig(token=token or server.token, channel=channel or server.channel,
-                      api_url=server.base_url)
+    cfg = SlackConfig(
+        token=token or server.token, channel=channel or server.channel, api_url=server.base_url
+    )
     return SlackNotifier(cfg, policy=SlackRetryPolicy(**policy), sleep=sleeps)
 
 
@@ -43,28 +58,57 @@ def notifier(server: SlackServer, sleeps, token=None, channel=None, **policy) ->
 def result(tmp_path_factory):
     """A real WatchResult: 2 delivered, 3 bounced (hard, soft, block), 1 dropped... and
     a second watch with deferred / never-seen recipients that times out."""
-    from pipelines.hashing import EmailHasher
     from conftest import TEST_HASH_KEY
+
+    from pipelines.hashing import EmailHasher
+
     tmp = tmp_path_factory.mktemp("slackwh")
     hasher = EmailHasher(TEST_HASH_KEY)
     ev = EventFactory(hasher, CAT)
     wh = DuckDBWarehouse(str(tmp / "w.duckdb"))
-    load_events(wh, [
-        ev(EMAILS[0], "delivered", 5), ev(EMAILS[1], "delivered", 5),
-        ev(EMAILS[2], "bounce", 5, bounce_class="hard",
-           reason="550 5.1.1 <cho@example.net>: user unknown", smtp_status="5.1.1"),
-        ev(EMAILS[3], "bounce", 5, bounce_class="soft", reason="452 mailbox full"),
-        ev(EMAILS[4], "bounce", 5, bounce_class="block", reason="554 blocked by policy"),
-        ev(EMAILS[5], "dropped", 5, reason="Bounced Address"),
-        ev("late@example.com", "deferred", 5, reason="421 try later"),
-    ], tmp)
+    load_events(
+        wh,
+        [
+            ev(EMAILS[0], "delivered", 5),
+            ev(EMAILS[1], "delivered", 5),
+            ev(
+                EMAILS[2],
+                "bounce",
+                5,
+                bounce_class="hard",
+                reason="550 5.1.1 <cho@example.net>: user unknown",
+                smtp_status="5.1.1",
+            ),
+            ev(EMAILS[3], "bounce", 5, bounce_class="soft", reason="452 mailbox full"),
+            ev(EMAILS[4], "bounce", 5, bounce_class="block", reason="554 blocked by policy"),
+            ev(EMAILS[5], "dropped", 5, reason="Bounced Address"),
+            ev("late@example.com", "deferred", 5, reason="421 try later"),
+        ],
+        tmp,
+    )
     clock = FakeClock()
-    settled = watch(EMAILS, CAT, SENT_AT, warehouse=wh, hasher=hasher, notify=False,
-                    clock=clock, sleep=clock.sleep)
+    settled = watch(
+        EMAILS,
+        CAT,
+        SENT_AT,
+        warehouse=wh,
+        hasher=hasher,
+        notify=False,
+        clock=clock,
+        sleep=clock.sleep,
+    )
     clock2 = FakeClock()
-    timed_out = watch(EMAILS[:2] + ["late@example.com", "ghost@example.com"], CAT, SENT_AT,
-                      warehouse=wh, hasher=hasher, notify=False, timeout=60, clock=clock2,
-                      sleep=clock2.sleep)
+    timed_out = watch(
+        EMAILS[:2] + ["late@example.com", "ghost@example.com"],
+        CAT,
+        SENT_AT,
+        warehouse=wh,
+        hasher=hasher,
+        notify=False,
+        timeout=60,
+        clock=clock2,
+        sleep=clock2.sleep,
+    )
     assert settled.settled and timed_out.timed_out
     return {"settled": settled, "timed_out": timed_out}
 
@@ -74,15 +118,18 @@ def _text(blocks) -> str:
 
 
 def test_one_message_with_the_counts_and_the_failed_addresses_as_csv_in_its_thread(
-        slack_server, sleeps, result):
+    slack_server, sleeps, result
+):
     r = result["settled"]
     report = notifier(slack_server, sleeps).post_watch_summary(r)
     assert report.ok and report.ts and report.file_id
     (msg,) = slack_server.messages
     assert msg["channel"] == slack_server.channel and msg["ts"] == report.ts
     blocks = msg["blocks"]
-    assert blocks[0] == {"type": "header", "text": {"type": "plain_text", "emoji": True,
-                                                    "text": f"Send watch: {CAT}"}}
+    assert blocks[0] == {
+        "type": "header",
+        "text": {"type": "plain_text", "emoji": True, "text": f"Send watch: {CAT}"},
+    }
     fields = {f["text"].split("\n")[0]: f["text"] for f in blocks[2]["fields"]}
     assert fields["*Recipients*"] == "*Recipients*\n6"
     assert fields["*Delivered*"] == "*Delivered*\n2 (33.3%)"
@@ -96,8 +143,12 @@ def test_one_message_with_the_counts_and_the_failed_addresses_as_csv_in_its_thre
 
     # files_upload_v2: three calls, the CSV in the message's thread
     methods = [q.method for q in slack_server.requests]
-    assert methods == ["chat.postMessage", "files.getUploadURLExternal", "upload",
-                       "files.completeUploadExternal"]
+    assert methods == [
+        "chat.postMessage",
+        "files.getUploadURLExternal",
+        "upload",
+        "files.completeUploadExternal",
+    ]
     (f,) = slack_server.completed_files()
     assert f["id"] == report.file_id and f["thread_ts"] == report.ts
     assert f["channel"] == slack_server.channel and f["filename"].endswith(".csv")
@@ -136,7 +187,8 @@ def test_rate_limit_waits_retry_after_then_posts(slack_server, sleeps, result):
 def test_rate_limit_beyond_the_retries_is_logged_not_raised(slack_server, sleeps, result, caplog):
     slack_server.fail("chat.postMessage", status=429, retry_after=1, times=10)
     report = notifier(slack_server, sleeps, rate_limit_retries=2).post_watch_summary(
-        result["settled"])
+        result["settled"]
+    )
     assert not report.ok and report.ts is None
     assert sleeps == [1, 1] and len(slack_server.calls("chat.postMessage")) == 3
     assert "ratelimited" in caplog.text
@@ -146,14 +198,16 @@ def test_rate_limit_beyond_the_retries_is_logged_not_raised(slack_server, sleeps
 def test_a_retry_after_longer_than_allowed_gives_up_at_once(slack_server, sleeps, result):
     slack_server.fail("chat.postMessage", status=429, retry_after=3600)
     report = notifier(slack_server, sleeps, max_retry_after=60).post_watch_summary(
-        result["settled"])
+        result["settled"]
+    )
     assert not report.ok and sleeps == []
 
 
 def test_server_errors_are_retried_then_succeed(slack_server, sleeps, result):
     slack_server.fail("chat.postMessage", status=500, times=2)
-    report = notifier(slack_server, sleeps, server_error_retries=2,
-                      backoff_factor=0.5).post_watch_summary(result["settled"])
+    report = notifier(
+        slack_server, sleeps, server_error_retries=2, backoff_factor=0.5
+    ).post_watch_summary(result["settled"])
     assert report.ok and len(slack_server.messages) == 1
     assert [q.status for q in slack_server.calls("chat.postMessage")] == [500, 500, 200]
     # exponential backoff 0.5 * 2**attempt, plus up to 1 s of jitter
@@ -163,28 +217,50 @@ def test_server_errors_are_retried_then_succeed(slack_server, sleeps, result):
 def test_server_errors_beyond_the_retries_are_logged(slack_server, sleeps, result, caplog):
     slack_server.fail("chat.postMessage", status=503, times=5)
     report = notifier(slack_server, sleeps, server_error_retries=1).post_watch_summary(
-        result["settled"])
+        result["settled"]
+    )
     assert not report.ok and len(slack_server.calls("chat.postMessage")) == 2
     assert "HTTP 503" in caplog.text
 
 
-@pytest.mark.parametrize("fault,expected", [
-    ("token", "invalid_auth: the token was rejected: check SLACK_BOT_TOKEN"),
-    ("channel", "channel_not_found: no such channel: check MAILPULSE_SLACK_CHANNEL"),
-])
+@pytest.mark.parametrize(
+    "fault,expected",
+    [
+        ("token", "invalid_auth: the token was rejected: check SLACK_BOT_TOKEN"),
+        ("channel", "channel_not_found: no such channel: check MAILPULSE_SLACK_CHANNEL"),
+    ],
+)
 def test_auth_and_channel_errors_are_logged_and_the_watch_result_is_still_returned(
-        slack_server, sleeps, tmp_path, hasher, caplog, fault, expected):
+    slack_server, sleeps, tmp_path, hasher, caplog, fault, expected
+):
     ev = EventFactory(hasher, CAT)
     wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
-    load_events(wh, [ev(EMAILS[0], "delivered", 5),
-                     ev(EMAILS[1], "bounce", 5, bounce_class="hard", reason="gone")], tmp_path)
-    n = notifier(slack_server, sleeps,
-                 token="xoxb-wrong" if fault == "token" else None,
-                 channel="C0NOSUCHCHAN" if fault == "channel" else None)
+    load_events(
+        wh,
+        [
+            ev(EMAILS[0], "delivered", 5),
+            ev(EMAILS[1], "bounce", 5, bounce_class="hard", reason="gone"),
+        ],
+        tmp_path,
+    )
+    n = notifier(
+        slack_server,
+        sleeps,
+        token="xoxb-wrong" if fault == "token" else None,
+        channel="C0NOSUCHCHAN" if fault == "channel" else None,
+    )
     clock = FakeClock()
     with caplog.at_level(logging.ERROR, logger="pipelines.slack"):
-        r = watch(EMAILS[:2], CAT, SENT_AT, warehouse=wh, hasher=hasher, notifier=n,
-                  clock=clock, sleep=clock.sleep)
+        r = watch(
+            EMAILS[:2],
+            CAT,
+            SENT_AT,
+            warehouse=wh,
+            hasher=hasher,
+            notifier=n,
+            clock=clock,
+            sleep=clock.sleep,
+        )
     assert r.counts == {"delivered": 1, "bounce": 1, "dropped": 0, "deferred": 0, "unsettled": 0}
     assert r.notification.errors and expected in r.notification.errors[0]
     assert expected in caplog.text
@@ -205,8 +281,9 @@ def test_connection_errors_are_retried_a_bounded_number_of_times(sleeps, result,
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     cfg = SlackConfig(token="xoxb-x", channel="C1", api_url=f"http://127.0.0.1:{port}/api/")
-    n = SlackNotifier(cfg, policy=SlackRetryPolicy(connection_error_retries=2,
-                                                   backoff_factor=0.01), sleep=sleeps)
+    n = SlackNotifier(
+        cfg, policy=SlackRetryPolicy(connection_error_retries=2, backoff_factor=0.01), sleep=sleeps
+    )
     report = n.post_watch_summary(result["settled"])
     assert not report.ok and len(sleeps) == 2
     assert "URLError" in report.errors[0]
@@ -214,9 +291,10 @@ def test_connection_errors_are_retried_a_bounded_number_of_times(sleeps, result,
 
 def test_post_message_is_reusable_for_alerts(slack_server, sleeps):
     n = notifier(slack_server, sleeps)
-    posted = n.post_message("outcomes anomaly: bounce rate 12% on 2026-11-23",
-                            blocks=[{"type": "section",
-                                     "text": {"type": "mrkdwn", "text": "*bounce rate* 12%"}}])
+    posted = n.post_message(
+        "outcomes anomaly: bounce rate 12% on 2026-11-23",
+        blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": "*bounce rate* 12%"}}],
+    )
     assert posted == {"channel": slack_server.channel, "ts": slack_server.messages[0]["ts"]}
     reply = n.post_message("details", thread_ts=posted["ts"])
     assert reply and slack_server.messages[1]["thread_ts"] == posted["ts"]
@@ -234,8 +312,13 @@ def test_configuration_comes_from_the_environment(slack_server):
     with pytest.raises(SlackConfigError, match="MAILPULSE_SLACK_CHANNEL"):
         notifier_from_env({"SLACK_BOT_TOKEN": "xoxb-1"})
     with pytest.raises(SlackConfigError, match="not an http"):
-        notifier_from_env({"SLACK_BOT_TOKEN": "xoxb-1", "MAILPULSE_SLACK_CHANNEL": "C1",
-                           "MAILPULSE_SLACK_API_URL": "slack.com/api"})
+        notifier_from_env(
+            {
+                "SLACK_BOT_TOKEN": "xoxb-1",
+                "MAILPULSE_SLACK_CHANNEL": "C1",
+                "MAILPULSE_SLACK_API_URL": "slack.com/api",
+            }
+        )
     n2 = notifier_from_env({"SLACK_BOT_TOKEN": "xoxb-1", "MAILPULSE_SLACK_CHANNEL": "C1"})
     assert n2.config.api_url == "https://slack.com/api/"
 
@@ -253,8 +336,7 @@ def test_watch_posts_through_the_environment(slack_env, tmp_path, hasher):
     wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     load_events(wh, [ev(EMAILS[0], "dropped", 5, reason="Invalid")], tmp_path)
     clock = FakeClock()
-    r = watch(EMAILS[:1], CAT, SENT_AT, warehouse=wh, hasher=hasher, clock=clock,
-              sleep=clock.sleep)
+    r = watch(EMAILS[:1], CAT, SENT_AT, warehouse=wh, hasher=hasher, clock=clock, sleep=clock.sleep)
     assert r.notification.ok and len(slack_env.messages) == 1
     (f,) = slack_env.completed_files()
     assert f["content"].decode().splitlines()[1].startswith("Ann@Example.com,dropped")
@@ -266,11 +348,13 @@ def test_blocks_stay_within_slack_limits(result):
     blocks = watch_blocks(r2)
     assert len(blocks[0]["text"]["text"]) <= 150
     assert all(len(b["fields"]) <= 10 for b in blocks if "fields" in b)
-    assert all(len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section"
-               and "text" in b)
+    assert all(
+        len(b["text"]["text"]) <= 3000 for b in blocks if b["type"] == "section" and "text" in b
+    )
 
 
 # -- the notification's total time budget (Slack never holds the result) -------------------
+
 
 class BudgetClock:
     """A clock that only moves when the injected sleep is called."""
@@ -307,8 +391,12 @@ def test_waits_stop_at_the_budget_and_later_calls_are_skipped(slack_server, resu
     slack_server.fail("files.getUploadURLExternal", status=429, retry_after=10, times=5)
     clock = BudgetClock()
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
-    n = SlackNotifier(cfg, policy=SlackRetryPolicy(rate_limit_retries=5, total_budget=30),
-                      sleep=clock.sleep, clock=clock)
+    n = SlackNotifier(
+        cfg,
+        policy=SlackRetryPolicy(rate_limit_retries=5, total_budget=30),
+        sleep=clock.sleep,
+        clock=clock,
+    )
     with caplog.at_level(logging.ERROR, logger="pipelines.slack"):
         report = n.post_watch_summary(result["settled"])
     # the message got through after 20 s of waits; the upload used the last 10 s and gave up
@@ -325,11 +413,12 @@ def test_waits_stop_at_the_budget_and_later_calls_are_skipped(slack_server, resu
 def test_nothing_left_skips_the_call(slack_server, result):
     clock = BudgetClock()
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
-    n = SlackNotifier(cfg, policy=SlackRetryPolicy(total_budget=0), sleep=clock.sleep,
-                      clock=clock)
+    n = SlackNotifier(cfg, policy=SlackRetryPolicy(total_budget=0), sleep=clock.sleep, clock=clock)
     report = n.post_watch_summary(result["settled"])
-    assert report.errors == ["Slack chat.postMessage skipped: the notification budget of 0s "
-                             "is used up (SlackRetryPolicy.total_budget)"]
+    assert report.errors == [
+        "Slack chat.postMessage skipped: the notification budget of 0s "
+        "is used up (SlackRetryPolicy.total_budget)"
+    ]
     assert slack_server.requests == []
 
 
@@ -337,10 +426,12 @@ def test_a_slow_slack_is_cut_off_at_the_budget_in_real_time(slack_server, result
     """No injected clock: a Slack that answers after 20 s, with a 2 s budget, costs the
     caller about 2 s (the request timeout is cut to what is left), not 20."""
     import time
+
     slack_server.fail("chat.postMessage", delay=20)
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
-    n = SlackNotifier(cfg, policy=SlackRetryPolicy(total_budget=2, connection_error_retries=3,
-                                                   backoff_factor=0.5))
+    n = SlackNotifier(
+        cfg, policy=SlackRetryPolicy(total_budget=2, connection_error_retries=3, backoff_factor=0.5)
+    )
     t0 = time.monotonic()
     report = n.post_watch_summary(result["settled"])
     took = time.monotonic() - t0
@@ -352,14 +443,14 @@ def test_watch_returns_its_result_within_the_budget(slack_server, tmp_path, hash
     """End to end through watch(): the result comes back although Slack rate-limits
     with Retry-After: 60, and the failure is in the result."""
     import time
+
     ev = EventFactory(hasher, CAT)
     wh = DuckDBWarehouse(str(tmp_path / "w.duckdb"))
     load_events(wh, [ev(EMAILS[0], "delivered", 5)], tmp_path)
     slack_server.fail("chat.postMessage", status=429, retry_after=60, times=10)
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
     t0 = time.monotonic()
-    r = watch(EMAILS[:1], CAT, SENT_AT, warehouse=wh, hasher=hasher,
-              notifier=SlackNotifier(cfg))
+    r = watch(EMAILS[:1], CAT, SENT_AT, warehouse=wh, hasher=hasher, notifier=SlackNotifier(cfg))
     assert time.monotonic() - t0 < 10
     assert r.settled and r.counts["delivered"] == 1
     assert r.notification.errors and "ratelimited" in r.notification.errors[0]

@@ -1,4 +1,5 @@
 """Source definitions and the layouts' name filters (pipelines/sources.py)."""
+
 from __future__ import annotations
 
 import gzip
@@ -7,9 +8,18 @@ from datetime import date
 
 import pytest
 
-from pipelines.sources import (PROVIDERS, Source, SourceError, accept, archive_sources,
-                               explain_empty, list_day, list_days, parse_source,
-                               resolve_sources)
+from pipelines.sources import (
+    PROVIDERS,
+    Source,
+    SourceError,
+    accept,
+    archive_sources,
+    explain_empty,
+    list_day,
+    list_days,
+    parse_source,
+    resolve_sources,
+)
 
 DAY = date(2026, 11, 20)
 
@@ -23,13 +33,16 @@ def test_parse_source_specs():
     assert local.root == os.path.abspath("rel/dir") and local.is_local()
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("s3://bucket/x", "PROVIDER=URI"),
-    ("mailgun=s3://b/x", "unknown provider 'mailgun'"),
-    ("ses=s3://b/x?layout=daily", "unknown layout 'daily'"),
-    ("ses=s3://b/x?format=json", "unknown option 'format'"),
-    ("ses=", "PROVIDER=URI"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("s3://bucket/x", "PROVIDER=URI"),
+        ("mailgun=s3://b/x", "unknown provider 'mailgun'"),
+        ("ses=s3://b/x?layout=daily", "unknown layout 'daily'"),
+        ("ses=s3://b/x?format=json", "unknown option 'format'"),
+        ("ses=", "PROVIDER=URI"),
+    ],
+)
 def test_bad_specs_name_the_fix(spec, message):
     with pytest.raises(SourceError, match=message):
         parse_source(spec)
@@ -39,10 +52,13 @@ def test_archive_equals_three_sources_and_env_gives_the_dags_the_same():
     assert archive_sources("s3://b/a") == [Source(p, f"s3://b/a/{p}") for p in PROVIDERS]
     env = {"MAILPULSE_SOURCES": "ses=s3://b/f?layout=firehose  sendgrid=gs://g/sg"}
     assert resolve_sources(None, [], default_archive="/d", environ=env) == [
-        Source("ses", "s3://b/f", "firehose"), Source("sendgrid", "gs://g/sg")]
+        Source("ses", "s3://b/f", "firehose"),
+        Source("sendgrid", "gs://g/sg"),
+    ]
     # --source alone: only the sources, not the default archive
     assert resolve_sources(None, ["cmc=s3://b/c"], default_archive="/d", environ={}) == [
-        Source("cmc", "s3://b/c")]
+        Source("cmc", "s3://b/c")
+    ]
     # nothing given: the default archive
     assert resolve_sources(None, [], default_archive="/d", environ={}) == archive_sources("/d")
     # --archive and --source together; duplicates once
@@ -50,20 +66,29 @@ def test_archive_equals_three_sources_and_env_gives_the_dags_the_same():
     assert got == [*archive_sources("/a"), Source("ses", "/x")]
 
 
-@pytest.mark.parametrize("layout, name, reason", [
-    ("hourly", "w1-000001.json.gz", None),
-    ("hourly", "batch.ndjson", None),
-    ("hourly", "w1-000001.json.open", "not published yet"),
-    ("hourly", ".w1-000001.json.gz.123.tmp", "not published yet"),
-    ("hourly", "export.csv", "extension"),
-    ("hourly", "ses-events-1-2026-11-20-10-15-03-0f3c2a9e-1b2c-4d5e-8f90-123456789abc",
-     "extension"),
-    ("firehose", "ses-events-1-2026-11-20-10-15-03-0f3c2a9e-1b2c-4d5e-8f90-123456789abc", None),
-    ("firehose", "my-stream-12-2026-11-20-10-15-03-0f3c2a9e-1b2c-4d5e-8f90-123456789abc.gz",
-     None),
-    ("firehose", "notes.txt", "key pattern"),
-    ("firehose", "w1-000001.json.gz", "key pattern"),
-])
+@pytest.mark.parametrize(
+    "layout, name, reason",
+    [
+        ("hourly", "w1-000001.json.gz", None),
+        ("hourly", "batch.ndjson", None),
+        ("hourly", "w1-000001.json.open", "not published yet"),
+        ("hourly", ".w1-000001.json.gz.123.tmp", "not published yet"),
+        ("hourly", "export.csv", "extension"),
+        (
+            "hourly",
+            "ses-events-1-2026-11-20-10-15-03-0f3c2a9e-1b2c-4d5e-8f90-123456789abc",
+            "extension",
+        ),
+        ("firehose", "ses-events-1-2026-11-20-10-15-03-0f3c2a9e-1b2c-4d5e-8f90-123456789abc", None),
+        (
+            "firehose",
+            "my-stream-12-2026-11-20-10-15-03-0f3c2a9e-1b2c-4d5e-8f90-123456789abc.gz",
+            None,
+        ),
+        ("firehose", "notes.txt", "key pattern"),
+        ("firehose", "w1-000001.json.gz", "key pattern"),
+    ],
+)
 def test_layout_name_filters(layout, name, reason):
     assert accept(Source("ses", "/r", layout), name) == reason
 
@@ -94,5 +119,7 @@ def test_listing_reads_gzip_and_plain_with_identity(tmp_path):
     (hour / "b.json").write_bytes(b"[]\n")
     listing = list_day(Source("sendgrid", str(tmp_path / "sg")), DAY)
     assert [(os.path.basename(f.uri), f.provider, f.day) for f in listing.files] == [
-        ("a.json.gz", "sendgrid", DAY), ("b.json", "sendgrid", DAY)]
+        ("a.json.gz", "sendgrid", DAY),
+        ("b.json", "sendgrid", DAY),
+    ]
     assert all(f.size > 0 and float(f.generation) > 0 for f in listing.files)

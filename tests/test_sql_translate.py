@@ -2,6 +2,7 @@
 BigQuery returns (the documented semantics, written out as the expected value) by
 running the translated SQL on a real DuckDB; and the files in queries/ are valid
 BigQuery SQL that filters ``events`` on its partition column."""
+
 from __future__ import annotations
 
 from datetime import date
@@ -63,9 +64,12 @@ def test_in_unnest_filters_like_bigquery(con, value, array, bigquery):
 
 def test_param_in_unnest_of_array_column(con):
     con.execute("CREATE TABLE events (id INT, categories VARCHAR[])")
-    con.execute("INSERT INTO events VALUES (1, ['promo', 'news']), (2, []), (3, NULL), (4, ['news'])")
-    got = run(con, "SELECT id FROM events WHERE @cat IN UNNEST(categories) ORDER BY id",
-              {"cat": "news"})
+    con.execute(
+        "INSERT INTO events VALUES (1, ['promo', 'news']), (2, []), (3, NULL), (4, ['news'])"
+    )
+    got = run(
+        con, "SELECT id FROM events WHERE @cat IN UNNEST(categories) ORDER BY id", {"cat": "news"}
+    )
     assert got == [(1,), (4,)]
 
 
@@ -74,8 +78,9 @@ def test_in_unnest_uses_list_contains_not_the_slow_case():
     assert "LIST_CONTAINS" in duck.upper()
     assert "LIST_COUNT" not in duck.upper()
     # plain sqlglot emits the slow form this rewrite replaces
-    plain = sqlglot.transpile("SELECT * FROM events WHERE email_hash IN UNNEST(@hashes)",
-                              read="bigquery", write="duckdb")[0]
+    plain = sqlglot.transpile(
+        "SELECT * FROM events WHERE email_hash IN UNNEST(@hashes)", read="bigquery", write="duckdb"
+    )[0]
     assert "LIST_COUNT" in plain.upper()
 
 
@@ -84,38 +89,51 @@ def test_in_with_a_list_of_values_is_untouched(con):
 
 
 # -- DATE_ADD / DATE_SUB return DATE ----------------------------------------------------
-@pytest.mark.parametrize("bq_expr,bigquery", [
-    ("DATE_SUB(DATE '2026-03-01', INTERVAL 1 DAY)", date(2026, 2, 28)),
-    ("DATE_ADD(DATE '2024-02-28', INTERVAL 1 DAY)", date(2024, 2, 29)),
-    ("DATE_ADD(DATE '2026-01-31', INTERVAL 1 MONTH)", date(2026, 2, 28)),
-    ("DATE_SUB(DATE '2026-01-05', INTERVAL 2 WEEK)", date(2025, 12, 22)),
-    ("DATE_SUB(@d, INTERVAL @n DAY)", date(2026, 11, 16)),
-    ("DATE_ADD(DATE_SUB(@d, INTERVAL @n DAY), INTERVAL 1 YEAR)", date(2027, 11, 16)),
-])
+@pytest.mark.parametrize(
+    "bq_expr,bigquery",
+    [
+        ("DATE_SUB(DATE '2026-03-01', INTERVAL 1 DAY)", date(2026, 2, 28)),
+        ("DATE_ADD(DATE '2024-02-28', INTERVAL 1 DAY)", date(2024, 2, 29)),
+        ("DATE_ADD(DATE '2026-01-31', INTERVAL 1 MONTH)", date(2026, 2, 28)),
+        ("DATE_SUB(DATE '2026-01-05', INTERVAL 2 WEEK)", date(2025, 12, 22)),
+        ("DATE_SUB(@d, INTERVAL @n DAY)", date(2026, 11, 16)),
+        ("DATE_ADD(DATE_SUB(@d, INTERVAL @n DAY), INTERVAL 1 YEAR)", date(2027, 11, 16)),
+    ],
+)
 def test_date_add_sub_return_date(con, bq_expr, bigquery):
     got = run(con, f"SELECT {bq_expr} AS d", {"d": date(2026, 11, 20), "n": 4})
     assert got == [(bigquery,)]
     assert type(got[0][0]) is date  # not a datetime: BigQuery returns DATE
-    typ = con.execute("SELECT typeof(d) FROM (" + to_duckdb(f"SELECT {bq_expr} AS d") + ")",
-                      {"d": date(2026, 11, 20), "n": 4} if "@" in bq_expr else None).fetchone()
+    typ = con.execute(
+        "SELECT typeof(d) FROM (" + to_duckdb(f"SELECT {bq_expr} AS d") + ")",
+        {"d": date(2026, 11, 20), "n": 4} if "@" in bq_expr else None,
+    ).fetchone()
     assert typ == ("DATE",)
 
 
 def test_date_sub_in_a_partition_filter(con):
     con.execute("CREATE TABLE events (event_date DATE)")
-    con.execute("INSERT INTO events SELECT DATE '2026-11-10' + CAST(i AS INTEGER) FROM range(20) t(i)")
-    got = run(con, "SELECT min(event_date), max(event_date), count(*) FROM events WHERE "
-                   "event_date BETWEEN DATE_SUB(@s, INTERVAL @n DAY) AND DATE_ADD(@e, INTERVAL 1 DAY)",
-              {"s": date(2026, 11, 15), "e": date(2026, 11, 20), "n": 3})
+    con.execute(
+        "INSERT INTO events SELECT DATE '2026-11-10' + CAST(i AS INTEGER) FROM range(20) t(i)"
+    )
+    got = run(
+        con,
+        "SELECT min(event_date), max(event_date), count(*) FROM events WHERE "
+        "event_date BETWEEN DATE_SUB(@s, INTERVAL @n DAY) AND DATE_ADD(@e, INTERVAL 1 DAY)",
+        {"s": date(2026, 11, 15), "e": date(2026, 11, 20), "n": 3},
+    )
     assert got == [(date(2026, 11, 12), date(2026, 11, 21), 10)]
 
 
 # -- DDL: partitioning is each backend's own ---------------------------------------------
-@pytest.mark.parametrize("ddl", [
-    "CREATE TABLE t (d DATE) PARTITION BY d",
-    "CREATE TABLE t (d DATE, c STRING) CLUSTER BY c",
-    "CREATE TABLE t (d DATE) OPTIONS(description='x')",
-])
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "CREATE TABLE t (d DATE) PARTITION BY d",
+        "CREATE TABLE t (d DATE, c STRING) CLUSTER BY c",
+        "CREATE TABLE t (d DATE) OPTIONS(description='x')",
+    ],
+)
 def test_partition_cluster_options_raise_instead_of_being_dropped(ddl):
     # plain sqlglot drops them with a warning; with unsupported_level=RAISE they fail loudly
     with pytest.raises(SQLTranslationError, match="Unsupported property"):
@@ -138,8 +156,11 @@ QUERY_FILES = sorted(QUERIES.glob("*/query.sql"))
 
 
 def test_there_are_queries():
-    assert {p.parent.name for p in QUERY_FILES} >= {"delivery_outcomes", "recipient_status",
-                                                    "suppressions"}
+    assert {p.parent.name for p in QUERY_FILES} >= {
+        "delivery_outcomes",
+        "recipient_status",
+        "suppressions",
+    }
 
 
 @pytest.mark.parametrize("path", QUERY_FILES, ids=lambda p: p.parent.name)

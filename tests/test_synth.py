@@ -4,6 +4,7 @@ Every check reads the generated files back through the real normalizers
 (``pipelines.records.decompress`` + ``pipelines.normalizers.normalize_bytes``) and compares
 with the truth the generator computed from its own lifecycle model.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,6 +15,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from conftest import TEST_HASH_KEY  # tests/ is on sys.path (no package)
 
 from pipelines.hashing import EmailHasher
 from pipelines.normalizers import NormalizeContext, normalize_bytes
@@ -21,12 +23,12 @@ from pipelines.records import decompress, iter_records
 from pipelines.status import STATUS_OF_EVENT, STATUS_RANK
 from pipelines.synth import METRICS, SynthConfig, generate
 
-from conftest import TEST_HASH_KEY  # tests/ is on sys.path (no package)
-
 DAY = date(2026, 11, 23)
 HASHER = EmailHasher(TEST_HASH_KEY)
-LAYOUT = re.compile(r"^(sendgrid|ses|cmc)/(\d{4})/(\d{2})/(\d{2})/(\d{2})/"
-                    r"synth-(\d{8})-(\d{10})-(\d{4})\.json\.gz$")
+LAYOUT = re.compile(
+    r"^(sendgrid|ses|cmc)/(\d{4})/(\d{2})/(\d{2})/(\d{2})/"
+    r"synth-(\d{8})-(\d{10})-(\d{4})\.json\.gz$"
+)
 
 
 def _files(root: Path) -> list[Path]:
@@ -70,7 +72,9 @@ def test_same_arguments_give_byte_identical_files(tmp_path):
     a = generate(tmp_path / "a", DAY, messages=300, seed=5, corrupt_rate=0.05)
     b = generate(tmp_path / "b", DAY, messages=300, seed=5, corrupt_rate=0.05)
     fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
-    assert [p.relative_to(tmp_path / "a") for p in fa] == [p.relative_to(tmp_path / "b") for p in fb]
+    assert [p.relative_to(tmp_path / "a") for p in fa] == [
+        p.relative_to(tmp_path / "b") for p in fb
+    ]
     assert len(fa) == a.files > 10
     for x, y in zip(fa, fb):
         assert x.read_bytes() == y.read_bytes(), x
@@ -88,8 +92,9 @@ def test_same_arguments_give_byte_identical_files(tmp_path):
 def test_spilling_to_disk_does_not_change_a_byte(tmp_path):
     """Buffered future hours spill to temporary files past a budget; output is the same."""
     kept = generate(tmp_path / "kept", DAY, messages=250, seed=2)
-    spilled = generate(config=SynthConfig(out=tmp_path / "spilled", date=DAY, messages=250,
-                                          seed=2, spill_bytes=1))
+    spilled = generate(
+        config=SynthConfig(out=tmp_path / "spilled", date=DAY, messages=250, seed=2, spill_bytes=1)
+    )
     fk, fs = _files(tmp_path / "kept"), _files(tmp_path / "spilled")
     assert [p.name for p in fk] == [p.name for p in fs]
     assert all(x.read_bytes() == y.read_bytes() for x, y in zip(fk, fs))
@@ -148,10 +153,20 @@ def test_every_record_normalizes_with_no_dead_letters(archive):
         assert evs, f"{rel} holds no event"
         assert {e["provider"] for e in evs} == {rel.split("/")[0]}
     assert {e["event_type"] for e in events} >= {
-        "processed", "deferred", "delivered", "bounce", "dropped", "open", "click"}
+        "processed",
+        "deferred",
+        "delivered",
+        "bounce",
+        "dropped",
+        "open",
+        "click",
+    }
     assert "unknown" not in {e["event_type"] for e in events}
     assert {e["bounce_class"] for e in events if e["event_type"] == "bounce"} >= {
-        "hard", "soft", "block"}
+        "hard",
+        "soft",
+        "block",
+    }
     by_provider = Counter(e["provider"] for e in _unique(events))
     assert dict(by_provider) == summary.events_by_provider
 
@@ -164,7 +179,9 @@ def test_corrupt_records_are_exactly_the_dead_letters(tmp_path):
     assert len(events) == s.events_written  # corrupt records are extra, nothing is lost
     assert any(d.reason.startswith("not JSON") for d in dead)
     assert any("missing recipient address" in d.reason for d in dead)
-    assert any(d.reason.startswith("Delivery record has no delivery.recipients") for d in dead)  # SES
+    assert any(
+        d.reason.startswith("Delivery record has no delivery.recipients") for d in dead
+    )  # SES
     # each provider's corrupt records are in that provider's files
     per_provider = Counter(d.source_uri.split("/a/")[1].split("/")[0] for d in dead)
     assert dict(per_provider) == {p: n for p, n in s.corrupt_by_provider.items() if n}
@@ -192,7 +209,9 @@ def test_truth_matches_what_the_normalizers_read(archive):
         by_pair[(ev["message_id"], ev["email_hash"])].append(ev)
     rows = list(truth.recipients())
     assert len(rows) == truth.recipient_count == summary.recipients == len(by_pair)
-    delivered = {k for k, evs in by_pair.items() if any(e["event_type"] == "delivered" for e in evs)}
+    delivered = {
+        k for k, evs in by_pair.items() if any(e["event_type"] == "delivered" for e in evs)
+    }
     assert delivered == {(r.message_id, HASHER(r.email)) for r in rows if r.status == "delivered"}
     for r in rows:
         evs = by_pair[(r.message_id, HASHER(r.email))]
@@ -202,8 +221,14 @@ def test_truth_matches_what_the_normalizers_read(archive):
             classes = {e["bounce_class"] for e in evs if e["event_type"] == "bounce"}
             # CMC's failed delivery may not tell the class; the bounces event does
             assert r.bounce_class in classes and classes <= {r.bounce_class, "undetermined"}
-        settled = min((e["event_ts"] for e in evs if STATUS_OF_EVENT.get(e["event_type"]) in
-                       ("delivered", "bounce", "dropped")), default=None)
+        settled = min(
+            (
+                e["event_ts"]
+                for e in evs
+                if STATUS_OF_EVENT.get(e["event_type"]) in ("delivered", "bounce", "dropped")
+            ),
+            default=None,
+        )
         assert settled == r.settled_at
         cats = {tuple(e["categories"]) for e in evs}
         assert cats == {r.categories}
@@ -218,16 +243,26 @@ def _metrics(events):
         for cat in ev["categories"]:
             t = ev["event_type"]
             pairs[cat]["requests"].add(key)
-            names = {"processed": ["processed"], "delivered": ["delivered"],
-                     "dropped": ["dropped"], "deferred": ["deferred"],
-                     "bounce": ["bounces", f"bounces_{ev['bounce_class']}"],
-                     "open": ["unique_opens"], "click": ["unique_clicks"]}.get(t, [])
+            names = {
+                "processed": ["processed"],
+                "delivered": ["delivered"],
+                "dropped": ["dropped"],
+                "deferred": ["deferred"],
+                "bounce": ["bounces", f"bounces_{ev['bounce_class']}"],
+                "open": ["unique_opens"],
+                "click": ["unique_clicks"],
+            }.get(t, [])
             if t == "bounce" and ev["bounce_class"] == "undetermined":
                 names = ["bounces"]  # CMC's failed delivery: class from its bounces twin
             for n in names:
                 pairs[cat][n].add(key)
-            for n in {"deferred": "deferred_events", "open": "opens", "click": "clicks",
-                      "spamreport": "spam_reports", "unsubscribe": "unsubscribes"}.get(t, "").split():
+            for n in {
+                "deferred": "deferred_events",
+                "open": "opens",
+                "click": "clicks",
+                "spamreport": "spam_reports",
+                "unsubscribe": "unsubscribes",
+            }.get(t, "").split():
                 out[cat][n] += 1
     for cat, d in pairs.items():
         for n, keys in d.items():
@@ -256,8 +291,13 @@ def test_daily_rows_match_events_by_date(archive):
     daily = summary.truth.daily()
     assert {r["event_date"] for r in daily} >= {"2026-11-23", "2026-11-24"}
     for row in daily:
-        evs = [e for e in uniq if e["event_date"].isoformat() == row["event_date"]
-               and e["provider"] == row["provider"] and row["category"] in e["categories"]]
+        evs = [
+            e
+            for e in uniq
+            if e["event_date"].isoformat() == row["event_date"]
+            and e["provider"] == row["provider"]
+            and row["category"] in e["categories"]
+        ]
         pairs = lambda t: {(e["message_id"], e["email_hash"]) for e in evs if e["event_type"] == t}
         assert row["delivered"] == len(pairs("delivered")), row
         assert row["deferred"] == len(pairs("deferred")), row
@@ -282,7 +322,9 @@ def test_recipient_lists_per_category(archive):
         assert counts["delivered"] == m["delivered"]
         assert counts["bounce"] == m["bounces"]
         assert counts["dropped"] == m["dropped"]
-        assert sum(counts[k] for k in ("delivered", "bounce", "dropped", "unsettled")) == len(emails)
+        assert sum(counts[k] for k in ("delivered", "bounce", "dropped", "unsettled")) == len(
+            emails
+        )
     hashed = {e["email_hash"] for e in events if "promo" in e["categories"]}
     assert hashed == {HASHER(e) for e in truth.recipients_for("promo")}
     assert truth.recipients_for("promo", provider="ses")
@@ -296,8 +338,16 @@ def test_truth_json_file(archive, tmp_path):
     doc = json.loads(path.read_text())
     assert doc["categories"] == summary.truth.categories
     assert len(doc["recipients"]) == summary.recipients
-    assert doc["recipients"][0].keys() >= {"provider", "message_id", "email", "categories",
-                                           "status", "bounce_class", "sent_at", "settled_at"}
+    assert doc["recipients"][0].keys() >= {
+        "provider",
+        "message_id",
+        "email",
+        "categories",
+        "status",
+        "bounce_class",
+        "sent_at",
+        "settled_at",
+    }
     assert doc["params"]["seed"] == 11
 
 
@@ -311,7 +361,9 @@ def test_retries_repeat_event_ids_some_in_later_hour_files(archive):
         files_of[ev["event_id"]].add(ev["_file"])
     assert len(events) - len(files_of) == summary.duplicate_events > 0
     assert summary.retried_posts > 0 and summary.duplicated_records > 0
-    dup_sg = [f for eid, f in files_of.items() if len(f) > 1 and next(iter(f)).startswith("sendgrid")]
+    dup_sg = [
+        f for eid, f in files_of.items() if len(f) > 1 and next(iter(f)).startswith("sendgrid")
+    ]
     assert dup_sg, "no SendGrid post was retried into a later hour file"
     counts = Counter(ev["event_id"] for ev in events)
     assert {ev["provider"] for ev in events if counts[ev["event_id"]] > 1} == {"sendgrid", "ses"}
@@ -319,16 +371,22 @@ def test_retries_repeat_event_ids_some_in_later_hour_files(archive):
 
 def test_late_events_land_in_the_next_days_directories(archive):
     _, summary, events, _, _ = archive
-    late = [e for e in events if e["_file"].split("/")[1:4] == ["2026", "11", "24"]
-            and e["event_date"] == DAY]
+    late = [
+        e
+        for e in events
+        if e["_file"].split("/")[1:4] == ["2026", "11", "24"] and e["event_date"] == DAY
+    ]
     assert summary.late_events > 0 and len(late) >= summary.late_events
     # deferrals settle up to 72 h later, in those days' directories
     days = {e["event_date"] for e in events}
     assert max(days) >= DAY + timedelta(days=2)
     horizon = datetime(2026, 11, 23, tzinfo=timezone.utc) + timedelta(hours=24 + 72)
     assert max(e["event_ts"] for e in events if e["event_type"] != "open") < horizon
-    long_waits = [e for e in events if e["event_type"] in ("delivered", "bounce")
-                  and e["event_date"] >= DAY + timedelta(days=2)]
+    long_waits = [
+        e
+        for e in events
+        if e["event_type"] in ("delivered", "bounce") and e["event_date"] >= DAY + timedelta(days=2)
+    ]
     assert long_waits
     # an event never sits in a directory earlier than its own hour
     for e in events:
@@ -339,10 +397,17 @@ def test_late_events_land_in_the_next_days_directories(archive):
 def test_out_of_order_opens_and_mixed_batches(archive):
     root, _, events, _, _ = archive
     sg = [e for e in _unique(events) if e["provider"] == "sendgrid"]
-    delivered_at = {(e["message_id"], e["email_hash"]): e["event_ts"]
-                    for e in sg if e["event_type"] == "delivered"}
-    early = [e for e in sg if e["event_type"] == "open"
-             and e["event_ts"] < delivered_at[(e["message_id"], e["email_hash"])]]
+    delivered_at = {
+        (e["message_id"], e["email_hash"]): e["event_ts"]
+        for e in sg
+        if e["event_type"] == "delivered"
+    }
+    early = [
+        e
+        for e in sg
+        if e["event_type"] == "open"
+        and e["event_ts"] < delivered_at[(e["message_id"], e["email_hash"])]
+    ]
     assert early, "no open reported before its delivered event"
     kinds_per_post = []
     for path in (root / "sendgrid").rglob("*.json.gz"):
@@ -368,7 +433,8 @@ def test_ses_multi_recipient_sns_and_cmc_double_reports(archive):
             destinations.append(len(doc["mail"]["destination"]))
     assert sns > 0 and max(destinations) >= 2
     assert {"Send", "Delivery", "Bounce", "Open", "DeliveryDelay"} <= {
-        e["provider_event_type"] for e in events if e["provider"] == "ses"}
+        e["provider_event_type"] for e in events if e["provider"] == "ses"
+    }
     cmc = defaultdict(list)
     for e in _unique(events):
         if e["provider"] == "cmc" and e["event_type"] == "bounce":
@@ -385,13 +451,16 @@ def test_ses_multi_recipient_sns_and_cmc_double_reports(archive):
 # ---------------------------------------------------------------------------- errors, CLI
 
 
-@pytest.mark.parametrize("options, fix", [
-    ({"bounce_rate": 1.5}, "--bounce-rate"),
-    ({"messages": 0}, "messages must be"),
-    ({"providers": "sendgrid,mailgun"}, "subset of sendgrid,ses,cmc"),
-    ({"categories": 0}, "categories must be"),
-    ({"bounce_rate": 0.5, "drop_rate": 0.5}, "lower --bounce-rate"),
-])
+@pytest.mark.parametrize(
+    "options, fix",
+    [
+        ({"bounce_rate": 1.5}, "--bounce-rate"),
+        ({"messages": 0}, "messages must be"),
+        ({"providers": "sendgrid,mailgun"}, "subset of sendgrid,ses,cmc"),
+        ({"categories": 0}, "categories must be"),
+        ({"bounce_rate": 0.5, "drop_rate": 0.5}, "lower --bounce-rate"),
+    ],
+)
 def test_bad_options_name_the_fix(tmp_path, options, fix):
     with pytest.raises(ValueError, match=re.escape(fix)):
         generate(tmp_path / "a", DAY, **options)
@@ -414,8 +483,22 @@ def test_existing_archive_is_not_mixed_in(tmp_path):
 
 def test_cli_writes_archive_truth_and_json_summary(cli, tmp_path):
     out, truth = tmp_path / "archive", tmp_path / "truth.json"
-    p = cli("synth", "--out", out, "--date", "2026-11-23", "--messages", "200", "--seed", "3",
-            "--corrupt-rate", "0.02", "--truth", truth, "--json")
+    p = cli(
+        "synth",
+        "--out",
+        out,
+        "--date",
+        "2026-11-23",
+        "--messages",
+        "200",
+        "--seed",
+        "3",
+        "--corrupt-rate",
+        "0.02",
+        "--truth",
+        truth,
+        "--json",
+    )
     assert p.returncode == 0, p.stderr
     summary = json.loads(p.stdout.strip().splitlines()[-1])
     assert summary["files"] == len(_files(out)) and summary["messages"] == 200
@@ -430,13 +513,16 @@ def test_cli_writes_archive_truth_and_json_summary(cli, tmp_path):
     assert human.returncode == 0 and "events/s" in human.stdout and "reengagement" in human.stdout
 
 
-@pytest.mark.parametrize("args, fix", [
-    (["--bounce-rate", "2"], "between 0 and 1"),
-    (["--providers", "sendgrid,postmark"], "subset of sendgrid,ses,cmc"),
-    (["--date", "23/11/2026"], "YYYY-MM-DD"),
-    (["--messages", "0"], "at least 1"),
-    (["--truth", "{out}/truth.json"], "write it elsewhere"),
-])
+@pytest.mark.parametrize(
+    "args, fix",
+    [
+        (["--bounce-rate", "2"], "between 0 and 1"),
+        (["--providers", "sendgrid,postmark"], "subset of sendgrid,ses,cmc"),
+        (["--date", "23/11/2026"], "YYYY-MM-DD"),
+        (["--messages", "0"], "at least 1"),
+        (["--truth", "{out}/truth.json"], "write it elsewhere"),
+    ],
+)
 def test_cli_bad_arguments_exit_2_with_the_fix(cli, tmp_path, args, fix):
     out = tmp_path / "archive"
     base = ["synth", "--out", out, "--date", "2026-11-23", "--messages", "10"]

@@ -1,14 +1,22 @@
 """The vectorized CMC path gives exactly what the per-record CMC normalizer gives."""
+
 from __future__ import annotations
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectorized_support import (
+    assert_same,
+    chunk_of,
+    context,
+    mutated,
+    payload_docs,
+    raw_mutated,
+    synth_lines,
+)
 
 from pipelines.normalizers import cmc, cmc_columnar, vectorized
-from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
-                                raw_mutated, synth_lines)
 
 MODULES = (cmc_columnar,)
 SYNTH = synth_lines("cmc")
@@ -28,8 +36,11 @@ def cmc_lines(draw):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(raw_mutated(cmc_lines()), min_size=1, max_size=25),
-       st.sampled_from([None, "apiData", "subject"]), st.sampled_from(["Asia/Tokyo", "UTC"]))
+@given(
+    st.lists(raw_mutated(cmc_lines()), min_size=1, max_size=25),
+    st.sampled_from([None, "apiData", "subject"]),
+    st.sampled_from(["Asia/Tokyo", "UTC"]),
+)
 def test_fast_path_equals_exact_path(lines, cat_field, tz):
     assert_same(chunk_of(lines), context(cmc_category_field=cat_field, cmc_timezone=tz), MODULES)
 
@@ -68,10 +79,10 @@ def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
         monkeypatch.setattr(cmc_columnar, "event_ids", lambda p, parts: real(p, parts[:-1]))
     elif mutation == "time":  # times an hour off
         from datetime import datetime, timezone
+
         monkeypatch.setattr(cmc_columnar, "_EPOCH", datetime(1970, 1, 1, 1, tzinfo=timezone.utc))
     else:  # the category field ignored
         real_events = cmc_columnar._events
-        monkeypatch.setattr(cmc_columnar, "_events",
-                            lambda *a: real_events(*a[:7], None, a[8]))
+        monkeypatch.setattr(cmc_columnar, "_events", lambda *a: real_events(*a[:7], None, a[8]))
     with pytest.raises(AssertionError):
         assert_same(chunk_of(lines), context(cmc_category_field="apiData"), MODULES)

@@ -1,15 +1,23 @@
 """SendGrid POST bodies read by Arrow's JSON reader (tier 1) give exactly what the
 per-record SendGrid normalizer gives."""
+
 from __future__ import annotations
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectorized_support import (
+    assert_same,
+    chunk_of,
+    context,
+    mutated,
+    payload_docs,
+    raw_mutated,
+    synth_lines,
+)
 
 from pipelines.normalizers import columns, sendgrid, sendgrid_columnar, vectorized
-from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
-                                raw_mutated, synth_lines)
 
 MODULES = (sendgrid_columnar,)
 SYNTH = synth_lines("sendgrid")
@@ -20,8 +28,19 @@ PAYLOADS = [d if isinstance(d, list) else [d] for d in payload_docs("sendgrid")]
 
 @st.composite
 def sendgrid_lines(draw):
-    kind = draw(st.sampled_from(["synth", "synth", "mutated-synth", "payload", "mutated-payload",
-                                 "spaced-category", "renamed-key"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "synth",
+                "synth",
+                "mutated-synth",
+                "payload",
+                "mutated-payload",
+                "spaced-category",
+                "renamed-key",
+            ]
+        )
+    )
     if kind == "synth":
         return draw(st.sampled_from(SYNTH))
     if kind == "payload":
@@ -50,13 +69,18 @@ def test_keys_spelled_like_the_rename_take_the_record_path(monkeypatch):
     """A body that already has a ``category_s`` key (not a SendGrid key: the exact path
     ignores it) must not have it read as the category."""
     import numpy as np
-    lines = [ln.replace(b'"category":"', b'"category_s":"') for ln in SYNTH
-             if b'"category":"' in ln and b'"category":[' not in ln][:30]
+
+    lines = [
+        ln.replace(b'"category":"', b'"category_s":"')
+        for ln in SYNTH
+        if b'"category":"' in ln and b'"category":[' not in ln
+    ][:30]
     fast = assert_same(chunk_of(lines), context(), MODULES)
     assert fast.records_fast == 0
     # without the guard the comparison fails: the guard is what keeps the paths equal
-    monkeypatch.setattr(sendgrid_columnar, "arrow_allowed",
-                        lambda lines, chunk=b"": np.ones(len(lines), dtype=bool))
+    monkeypatch.setattr(
+        sendgrid_columnar, "arrow_allowed", lambda lines, chunk=b"": np.ones(len(lines), dtype=bool)
+    )
     with pytest.raises(AssertionError):
         assert_same(chunk_of(lines), context(), MODULES)
 
@@ -71,8 +95,9 @@ def test_reads_the_mapping_dicts_of_the_sendgrid_module(monkeypatch):
     monkeypatch.setitem(sendgrid.BOUNCE_TYPE_CLASS, "bounce", "soft")
     lines = list(SYNTH[:200])
     fast = assert_same(chunk_of(lines), context(), MODULES)
-    pairs = set(zip(fast.events["provider_event_type"].to_pylist(),
-                    fast.events["event_type"].to_pylist()))
+    pairs = set(
+        zip(fast.events["provider_event_type"].to_pylist(), fast.events["event_type"].to_pylist())
+    )
     assert ("open", "click") in pairs
 
 
@@ -80,13 +105,17 @@ def test_reads_the_mapping_dicts_of_the_sendgrid_module(monkeypatch):
 def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
     """Mutation check: a fast path that differs in one field is caught."""
     import pyarrow.compute as pc
+
     lines = list(SYNTH[:200])
     if mutation == "message_id":  # the whole sg_message_id kept
         monkeypatch.setattr(sendgrid_columnar, "_MESSAGE_PART", r"^(?P<m>.*?)\.never")
     elif mutation == "categories":  # string categories lost
         real = sendgrid_columnar.arrow_input
-        monkeypatch.setattr(sendgrid_columnar, "arrow_input",
-                            lambda c: real(c).replace(b'"category_s":', b'"category_x":'))
+        monkeypatch.setattr(
+            sendgrid_columnar,
+            "arrow_input",
+            lambda c: real(c).replace(b'"category_s":', b'"category_x":'),
+        )
     else:  # texts upper-cased
         real_text = columns.text_array
         monkeypatch.setattr(columns, "text_array", lambda a: pc.utf8_upper(real_text(a)))

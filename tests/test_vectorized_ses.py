@@ -1,14 +1,23 @@
 """The vectorized SES path gives exactly what the per-record SES normalizer gives."""
+
 from __future__ import annotations
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from vectorized_support import (
+    assert_same,
+    chunk_of,
+    context,
+    mutated,
+    payload_docs,
+    raw_mutated,
+    sns_wrapped,
+    synth_lines,
+)
 
 from pipelines.normalizers import columns, ses, ses_columnar, vectorized
-from vectorized_support import (assert_same, chunk_of, context, mutated, payload_docs,
-                                raw_mutated, sns_wrapped, synth_lines)
 
 MODULES = (ses_columnar,)
 SYNTH = synth_lines("ses")
@@ -18,8 +27,9 @@ PAYLOADS = payload_docs("ses")
 
 @st.composite
 def ses_lines(draw):
-    kind = draw(st.sampled_from(["synth", "synth", "mutated-synth", "payload", "mutated-payload",
-                                 "sns"]))
+    kind = draw(
+        st.sampled_from(["synth", "synth", "mutated-synth", "payload", "mutated-payload", "sns"])
+    )
     if kind == "synth":
         return draw(st.sampled_from(SYNTH))
     if kind == "payload":
@@ -31,8 +41,10 @@ def ses_lines(draw):
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(raw_mutated(ses_lines()), min_size=1, max_size=25),
-       st.sampled_from(["category", "ses:configuration-set", "missing"]))
+@given(
+    st.lists(raw_mutated(ses_lines()), min_size=1, max_size=25),
+    st.sampled_from(["category", "ses:configuration-set", "missing"]),
+)
 def test_fast_path_equals_exact_path(lines, tag):
     assert_same(chunk_of(lines), context(ses_category_tag=tag), MODULES)
 
@@ -55,9 +67,12 @@ def test_synth_chunks_take_the_arrow_reader():
 
 def test_chunks_arrow_cannot_read_as_orjson_does_take_the_record_path():
     base = list(SYNTH[:40])
-    for odd in (b'{"eventType":"Send","mail":5}',            # a type Arrow cannot hold
-                b'{"eventType":"Send","eventType":"Open"}',  # a repeated key it reads
-                b"", b"[1]"):
+    for odd in (
+        b'{"eventType":"Send","mail":5}',  # a type Arrow cannot hold
+        b'{"eventType":"Send","eventType":"Open"}',  # a repeated key it reads
+        b"",
+        b"[1]",
+    ):
         chunk = chunk_of(base[:20] + [odd] + base[20:])
         assert vectorized.normalize_chunk_arrow(chunk, context(), modules=MODULES) is None
         assert_same(chunk, context(), MODULES)
@@ -82,8 +97,9 @@ def test_reads_the_mapping_dicts_of_the_ses_module(monkeypatch):
     monkeypatch.setitem(ses.EVENT_MAP, "Delivery", "deferred")
     monkeypatch.setitem(ses.BOUNCE_CLASS, "Permanent", "soft")
     fast = assert_same(chunk_of(lines), context(), MODULES)
-    types = dict(zip(fast.events["provider_event_type"].to_pylist(),
-                     fast.events["event_type"].to_pylist()))
+    types = dict(
+        zip(fast.events["provider_event_type"].to_pylist(), fast.events["event_type"].to_pylist())
+    )
     assert types["Delivery"] == "deferred"
     assert "soft" in fast.events["bounce_class"].to_pylist()
 
@@ -92,10 +108,12 @@ def test_reads_the_mapping_dicts_of_the_ses_module(monkeypatch):
 def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
     """Mutation check: a fast path that differs in one field is caught."""
     import pyarrow.compute as pc
+
     lines = list(SYNTH[:200]) + [orjson.dumps(d) for d in PAYLOADS]
     if mutation == "iso":  # event ids from the date alone
-        monkeypatch.setattr(ses_columnar, "iso_utc",
-                            lambda ts, head=None: pc.strftime(ts, format="%Y-%m-%d"))
+        monkeypatch.setattr(
+            ses_columnar, "iso_utc", lambda ts, head=None: pc.strftime(ts, format="%Y-%m-%d")
+        )
     elif mutation == "reason":  # reasons no longer redacted
         monkeypatch.setattr(ses_columnar, "redact_column", lambda a: a)
     else:  # domains upper-cased
@@ -104,6 +122,7 @@ def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
         def upper(addresses, ctx):
             h, d, bad = real(addresses, ctx)
             return h, pc.utf8_upper(d), bad
+
         monkeypatch.setattr(ses_columnar, "recipient_columns", upper)
     with pytest.raises(AssertionError):
         assert_same(chunk_of(lines), context(), MODULES)
@@ -119,5 +138,6 @@ def test_the_whitespace_set_is_pythons():
     import sys
 
     from pipelines.normalizers import sendgrid_columnar
+
     every = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
     assert columns._PY_SPACE == every == sendgrid_columnar._PY_SPACE

@@ -7,9 +7,9 @@ import io
 import json
 
 import pytest
+from watch_support import EventFactory, load_events
 
 from pipelines.warehouse.duckdb import DuckDBWarehouse
-from watch_support import SENT_AT, EventFactory, load_events
 
 CAT = "weekly-digest"
 EMAILS = ["Ann@Example.com", "bob@example.org", "cho@example.net"]

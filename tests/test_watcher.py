@@ -7,15 +7,23 @@ import re
 from datetime import timedelta
 
 import pytest
+from watch_support import SENT_AT, EventFactory, FakeClock, RecordingWarehouse, load_events
 
 from pipelines import watcher as watcher_mod
 from pipelines.slack import ConsoleNotifier
 from pipelines.sql import to_duckdb
 from pipelines.warehouse import TransientWarehouseError, WarehouseError
 from pipelines.warehouse.duckdb import DuckDBWarehouse
-from pipelines.watcher import (PollPolicy, RetryPolicy, WatchFailed, WatchTimeout,
-                               already_sent, default_timeout, wait_for_events, watch)
-from watch_support import SENT_AT, EventFactory, FakeClock, RecordingWarehouse, load_events
+from pipelines.watcher import (
+    PollPolicy,
+    RetryPolicy,
+    WatchFailed,
+    WatchTimeout,
+    already_sent,
+    default_timeout,
+    wait_for_events,
+    watch,
+)
 
 CAT = "newsletter-2026-11"
 EMAILS = ["ann@example.com", "Bob@Example.org", "cho@example.net", "dee@example.com"]

@@ -1,5 +1,6 @@
 """Helpers for the watcher tests: an injected clock, canonical events written into a real
 DuckDB warehouse through commit_load, and a recording / fault-injecting warehouse wrapper."""
+
 from __future__ import annotations
 
 import itertools
@@ -48,21 +49,44 @@ class FakeClock:
 class EventFactory:
     """Canonical events for addresses (hashed with the test key)."""
 
-    def __init__(self, hasher: EmailHasher, category: str = "newsletter-2026-11",
-                 sent_at: datetime = SENT_AT, provider: str = "sendgrid"):
-        self.hasher, self.category, self.sent_at, self.provider = hasher, category, sent_at, provider
+    def __init__(
+        self,
+        hasher: EmailHasher,
+        category: str = "newsletter-2026-11",
+        sent_at: datetime = SENT_AT,
+        provider: str = "sendgrid",
+    ):
+        self.hasher, self.category, self.sent_at, self.provider = (
+            hasher,
+            category,
+            sent_at,
+            provider,
+        )
 
-    def __call__(self, address: str, event_type: str, after: float = 60.0, *,
-                 categories: list[str] | None = None, message: str | None = None,
-                 **fields: Any) -> dict[str, Any]:
+    def __call__(
+        self,
+        address: str,
+        event_type: str,
+        after: float = 60.0,
+        *,
+        categories: list[str] | None = None,
+        message: str | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
         ts = self.sent_at + timedelta(seconds=after)
         e = {
-            "event_id": uuid.uuid4().hex, "provider": self.provider, "event_type": event_type,
-            "provider_event_type": event_type, "event_ts": ts, "event_date": ts.date(),
+            "event_id": uuid.uuid4().hex,
+            "provider": self.provider,
+            "event_type": event_type,
+            "provider_event_type": event_type,
+            "event_ts": ts,
+            "event_date": ts.date(),
             "message_id": message or f"msg-{address.lower()}",
-            "email_hash": self.hasher.hash(address), "recipient_domain": recipient_domain(address),
+            "email_hash": self.hasher.hash(address),
+            "recipient_domain": recipient_domain(address),
             "categories": [self.category] if categories is None else categories,
-            "source_uri": "test://events", "ingested_at": ts,
+            "source_uri": "test://events",
+            "ingested_at": ts,
         }
         e.update(fields)
         return e
@@ -76,10 +100,16 @@ def load_events(wh: DuckDBWarehouse, events: list[dict[str, Any]], tmpdir) -> No
     n = next(_batch)
     path = os.path.join(str(tmpdir), f"batch-{os.getpid()}-{n}.parquet")
     pq.write_table(events_to_arrow(events), path)
-    wh.commit_load(LoadBatch(load_id=f"test-{n}", archive=str(tmpdir),
-                             archive_date=events[0]["event_date"] if events else SENT_AT.date(),
-                             started_at=datetime.now(timezone.utc), event_files=[path],
-                             dead_letter_files=[]))
+    wh.commit_load(
+        LoadBatch(
+            load_id=f"test-{n}",
+            archive=str(tmpdir),
+            archive_date=events[0]["event_date"] if events else SENT_AT.date(),
+            started_at=datetime.now(timezone.utc),
+            event_files=[path],
+            dead_letter_files=[],
+        )
+    )
 
 
 class RecordingWarehouse(Warehouse):
@@ -87,8 +117,12 @@ class RecordingWarehouse(Warehouse):
     queries named in ``fail_on`` (1-based query numbers): a lock or a 5xx on demand,
     which the real component cannot produce when a test wants it."""
 
-    def __init__(self, inner: Warehouse, fail_on: set[int] | None = None,
-                 error: Callable[[int], Exception] | None = None):
+    def __init__(
+        self,
+        inner: Warehouse,
+        fail_on: set[int] | None = None,
+        error: Callable[[int], Exception] | None = None,
+    ):
         self.inner = inner
         self.dialect, self.uri = inner.dialect, inner.uri
         self.fail_on = set(fail_on or ())

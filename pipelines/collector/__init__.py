@@ -6,6 +6,7 @@
 - :mod:`.archive`: durable appends, hourly/size rotation, gzip, shipping to gs:// / s3://;
 - :mod:`.server`: running it under gunicorn with several workers.
 """
+
 from .app import CollectorConfig, Counters, create_app
 
 __all__ = ["CollectorConfig", "Counters", "create_app"]

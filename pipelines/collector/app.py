@@ -8,6 +8,7 @@ envelope or a CMC JSON body, whose credentials are inside the document. Whatever
 gets a 4xx (5xx when the disk write fails, so the provider retries) and is never
 archived; the reason is logged and counted, the body never logged.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,12 +27,27 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..records import parse_json
-from .archive import (DEFAULT_ROTATE_SECONDS, ArchiveError, ArchiveWriter, Shipper, compact_line,
-                      is_remote, spool_status)
+from .archive import (
+    DEFAULT_ROTATE_SECONDS,
+    ArchiveError,
+    ArchiveWriter,
+    Shipper,
+    compact_line,
+    is_remote,
+    spool_status,
+)
 from .sns import SnsVerifier, check_sns_url, fetch_url
-from .verification import (DEFAULT_SIGNATURE_MAX_AGE, REASONS, Rejection, SendGridVerifier,
-                           SIGNATURE_HEADER, TIMESTAMP_HEADER, check_api_key, check_basic_auth,
-                           form_field)
+from .verification import (
+    DEFAULT_SIGNATURE_MAX_AGE,
+    REASONS,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    Rejection,
+    SendGridVerifier,
+    check_api_key,
+    check_basic_auth,
+    form_field,
+)
 
 log = logging.getLogger("mailpulse.collector")
 
@@ -39,9 +55,17 @@ PROVIDERS = ("sendgrid", "cmc", "ses")
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 
 COUNTER_KEYS = (
-    ["accepted", "bytes", "write_errors", "archive_files", "archive_files_closed",
-     "archive_files_shipped", "ship_failures", "subscription_confirmations",
-     "subscriptions_confirmed"]
+    [
+        "accepted",
+        "bytes",
+        "write_errors",
+        "archive_files",
+        "archive_files_closed",
+        "archive_files_shipped",
+        "ship_failures",
+        "subscription_confirmations",
+        "subscriptions_confirmed",
+    ]
     + [f"accepted_{p}" for p in PROVIDERS]
     + [f"rejected_{r}" for r in REASONS]
 )
@@ -76,17 +100,23 @@ class Counters:
             "rejected_by_reason": {r: d[f"rejected_{r}"] for r in REASONS if d[f"rejected_{r}"]},
             "bytes": d["bytes"],
             "write_errors": d["write_errors"],
-            "archive_files": {"opened": d["archive_files"], "closed": d["archive_files_closed"],
-                              "shipped": d["archive_files_shipped"],
-                              "ship_failures": d["ship_failures"]},
-            "sns_subscription_confirmations": {"received": d["subscription_confirmations"],
-                                               "confirmed": d["subscriptions_confirmed"]},
+            "archive_files": {
+                "opened": d["archive_files"],
+                "closed": d["archive_files_closed"],
+                "shipped": d["archive_files_shipped"],
+                "ship_failures": d["ship_failures"],
+            },
+            "sns_subscription_confirmations": {
+                "received": d["subscription_confirmations"],
+                "confirmed": d["subscriptions_confirmed"],
+            },
         }
 
 
 @dataclass
 class CollectorConfig:
     """Everything the collector needs, read once by ``mailpulse serve`` (flags/env)."""
+
     archive: str
     spool_dir: str | None = None
     sendgrid_keys: list = field(default_factory=list)  # loaded EC public keys
@@ -112,20 +142,24 @@ class CollectorConfig:
 
     @property
     def ships(self) -> bool:
-        return is_remote(self.archive) or (self.spool_dir is not None
-                                           and Path(self.spool_dir).resolve() != Path(self.archive).resolve())
+        return is_remote(self.archive) or (
+            self.spool_dir is not None
+            and Path(self.spool_dir).resolve() != Path(self.archive).resolve()
+        )
 
     def enabled(self) -> dict[str, bool]:
-        return {"sendgrid": bool(self.sendgrid_keys), "cmc": bool(self.cmc_api_key),
-                "ses": bool(self.sns_topic_arns)}
+        return {
+            "sendgrid": bool(self.sendgrid_keys),
+            "cmc": bool(self.cmc_api_key),
+            "ses": bool(self.sns_topic_arns),
+        }
 
 
 class CollectorState:
     """Per worker process: the archive writer (created lazily after gunicorn forks, so each
     worker has its own instance id) and its maintenance thread."""
 
-    def __init__(self, config: CollectorConfig, counters: Counters,
-                 now: Callable[[], datetime]):
+    def __init__(self, config: CollectorConfig, counters: Counters, now: Callable[[], datetime]):
         self.config = config
         self.counters = counters
         self.now = now
@@ -142,18 +176,29 @@ class CollectorState:
             if self._writer is None or self._pid != os.getpid():
                 cfg = self.config
                 shipper = Shipper(cfg.archive) if cfg.ships else None
-                w = ArchiveWriter(cfg.local_dir, max_bytes=cfg.max_file_bytes,
-                                  rotate_seconds=cfg.rotate_seconds, clock=self.now,
-                                  shipper=shipper, on_event=self.counters.add)
+                w = ArchiveWriter(
+                    cfg.local_dir,
+                    max_bytes=cfg.max_file_bytes,
+                    rotate_seconds=cfg.rotate_seconds,
+                    clock=self.now,
+                    shipper=shipper,
+                    on_event=self.counters.add,
+                )
                 try:
                     w.recover()  # files left by workers that died
                 except OSError as exc:
-                    log.warning("archive recovery sweep failed (retried by the next worker): %s", exc)
+                    log.warning(
+                        "archive recovery sweep failed (retried by the next worker): %s", exc
+                    )
                 self._writer, self._pid = w, os.getpid()
                 if cfg.maintain_interval > 0:
                     self._stop = threading.Event()
-                    threading.Thread(target=self._maintain_loop, args=(w, self._stop),
-                                     name="archive-maintenance", daemon=True).start()
+                    threading.Thread(
+                        target=self._maintain_loop,
+                        args=(w, self._stop),
+                        name="archive-maintenance",
+                        daemon=True,
+                    ).start()
             return self._writer
 
     def _maintain_loop(self, w: ArchiveWriter, stop: threading.Event) -> None:
@@ -192,8 +237,11 @@ class CollectorState:
             grace = 2 * cfg.maintain_interval + (cfg.rotate_seconds or 0)
         last = st.pop("last_error")
         degraded = st["files"] > 0 and (last is not None or (st["oldest_age_seconds"] or 0) > grace)
-        out: dict[str, Any] = {"status": "degraded" if degraded else "ok",
-                               "archive": cfg.archive, "unshipped": st}
+        out: dict[str, Any] = {
+            "status": "degraded" if degraded else "ok",
+            "archive": cfg.archive,
+            "unshipped": st,
+        }
         if degraded and last is not None:
             out["ship_error"] = last
         return out
@@ -206,21 +254,36 @@ class CollectorState:
             self._writer.close()
 
 
-def create_app(config: CollectorConfig, *, counters: Counters | None = None,
-               clock: Callable[[], float] = time.time,
-               now: Callable[[], datetime] | None = None,
-               fetch: Callable[[str], bytes] = fetch_url) -> Flask:
+def create_app(
+    config: CollectorConfig,
+    *,
+    counters: Counters | None = None,
+    clock: Callable[[], float] = time.time,
+    now: Callable[[], datetime] | None = None,
+    fetch: Callable[[str], bytes] = fetch_url,
+) -> Flask:
     """The WSGI app. ``clock`` (epoch seconds) drives the signature age check, ``now``
     (aware datetime) the archive hours and certificate validity; ``fetch`` downloads SNS
     certificates and confirmation URLs."""
     now = now or (lambda: datetime.fromtimestamp(clock(), timezone.utc))
     counters = counters or Counters()
     state = CollectorState(config, counters, now)
-    sg = (SendGridVerifier(config.sendgrid_keys, config.signature_max_age, clock)
-          if config.sendgrid_keys else None)
-    sns = (SnsVerifier(config.sns_topic_arns, cert_dir=config.sns_cert_dir,
-                       ca_certs=config.sns_ca_certs, fetch=fetch, clock=now)
-           if config.sns_topic_arns else None)
+    sg = (
+        SendGridVerifier(config.sendgrid_keys, config.signature_max_age, clock)
+        if config.sendgrid_keys
+        else None
+    )
+    sns = (
+        SnsVerifier(
+            config.sns_topic_arns,
+            cert_dir=config.sns_cert_dir,
+            ca_certs=config.sns_ca_certs,
+            fetch=fetch,
+            clock=now,
+        )
+        if config.sns_topic_arns
+        else None
+    )
 
     app = Flask("mailpulse.collector")
     # One byte over the limit: Werkzeug's LimitedStream returns a chunked body cut at
@@ -233,8 +296,13 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
 
     def reject(provider: str, exc: Rejection) -> Response:
         counters.add(f"rejected_{exc.reason}")
-        log.warning("rejected %s post from %s: %s%s", provider, request.remote_addr, exc.reason,
-                    f" ({exc.detail})" if exc.detail else "")
+        log.warning(
+            "rejected %s post from %s: %s%s",
+            provider,
+            request.remote_addr,
+            exc.reason,
+            f" ({exc.detail})" if exc.detail else "",
+        )
         resp = reply(exc.status, error=exc.reason)
         if exc.status == 401 and provider == "sendgrid" and config.sendgrid_basic_auth:
             resp.headers["WWW-Authenticate"] = 'Basic realm="mailpulse"'
@@ -242,13 +310,17 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
 
     def read_body() -> bytes:
         if request.content_length is not None and request.content_length > config.max_body_bytes:
-            raise Rejection("too_large", f"{request.content_length} bytes, limit {config.max_body_bytes}")
+            raise Rejection(
+                "too_large", f"{request.content_length} bytes, limit {config.max_body_bytes}"
+            )
         try:
             body = request.get_data(cache=False)
         except RequestEntityTooLarge:
             raise Rejection("too_large", f"limit {config.max_body_bytes} bytes") from None
         if len(body) > config.max_body_bytes:
-            raise Rejection("too_large", f"chunked body over the limit of {config.max_body_bytes} bytes")
+            raise Rejection(
+                "too_large", f"chunked body over the limit of {config.max_body_bytes} bytes"
+            )
         return body
 
     def parse(body: bytes, kinds=(list, dict)) -> Any:
@@ -263,7 +335,9 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
         try:
             state.writer().append(provider, line)
         except (ArchiveError, OSError) as exc:
-            log.error("could not archive a %s post (answered 503 so it is retried): %s", provider, exc)
+            log.error(
+                "could not archive a %s post (answered 503 so it is retried): %s", provider, exc
+            )
             return reply(503, error="archive_write_failed")
         counters.add("accepted")
         counters.add(f"accepted_{provider}")
@@ -281,7 +355,9 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
             if config.sendgrid_basic_auth:
                 check_basic_auth(request.headers.get("Authorization"), config.sendgrid_basic_auth)
             body = read_body()
-            sg.verify(body, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER))
+            sg.verify(
+                body, request.headers.get(SIGNATURE_HEADER), request.headers.get(TIMESTAMP_HEADER)
+            )
             parse(body)
         except Rejection as exc:
             return reject("sendgrid", exc)
@@ -303,8 +379,10 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
             doc, line = _cmc_document(body, form)
             if query_key is None and not form:
                 # a JSON body carries its key inside: the (linear, C) JSON parse comes first
-                check_api_key(doc.get("api_key") if isinstance(doc.get("api_key"), str) else None,
-                              config.cmc_api_key)
+                check_api_key(
+                    doc.get("api_key") if isinstance(doc.get("api_key"), str) else None,
+                    config.cmc_api_key,
+                )
         except Rejection as exc:
             return reject("cmc", exc)
         return archive("cmc", line)
@@ -318,7 +396,9 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
             msg = parse(body, kinds=(dict,))
             header_type = request.headers.get("x-amz-sns-message-type")
             if header_type and header_type != msg.get("Type"):
-                raise Rejection("bad_request", "x-amz-sns-message-type does not match the message Type")
+                raise Rejection(
+                    "bad_request", "x-amz-sns-message-type does not match the message Type"
+                )
             sns.verify(msg)
             if msg["Type"] != "Notification":
                 return _sns_control(msg)
@@ -328,19 +408,31 @@ def create_app(config: CollectorConfig, *, counters: Counters | None = None,
 
     def _sns_control(msg: dict[str, Any]) -> Response:
         if msg["Type"] == "UnsubscribeConfirmation":
-            log.warning("SNS topic %s unsubscribed this endpoint; to subscribe again visit %s",
-                        msg["TopicArn"], msg.get("SubscribeURL"))
+            log.warning(
+                "SNS topic %s unsubscribed this endpoint; to subscribe again visit %s",
+                msg["TopicArn"],
+                msg.get("SubscribeURL"),
+            )
             return reply(200, status="noted")
         url = check_sns_url(msg.get("SubscribeURL"), pem=False)
         counters.add("subscription_confirmations")
         if not config.confirm_subscriptions:
-            log.warning("SNS subscription confirmation for topic %s: confirm it by visiting %s "
-                        "(or run with --confirm-subscriptions)", msg["TopicArn"], url)
+            log.warning(
+                "SNS subscription confirmation for topic %s: confirm it by visiting %s "
+                "(or run with --confirm-subscriptions)",
+                msg["TopicArn"],
+                url,
+            )
             return reply(200, status="confirmation_logged")
         try:
             fetch(url)
         except (OSError, ValueError) as exc:
-            log.error("confirming the SNS subscription for %s failed: %s; visit %s", msg["TopicArn"], exc, url)
+            log.error(
+                "confirming the SNS subscription for %s failed: %s; visit %s",
+                msg["TopicArn"],
+                exc,
+                url,
+            )
             return reply(502, error="subscription_confirmation_failed")
         counters.add("subscriptions_confirmed")
         log.warning("confirmed the SNS subscription for topic %s", msg["TopicArn"])
@@ -375,7 +467,9 @@ def _cmc_document(body: bytes, form: bool) -> tuple[dict[str, Any], bytes]:
         if "event" in doc:
             event, err = parse_json(doc["event"].encode("utf-8"))
             if err is not None or not isinstance(event, dict):
-                raise Rejection("not_json", f"form field 'event' is not a JSON object ({err or 'wrong type'})")
+                raise Rejection(
+                    "not_json", f"form field 'event' is not a JSON object ({err or 'wrong type'})"
+                )
             doc["event"] = event
         clean = {k: v for k, v in doc.items() if k != "api_key"}
         return doc, json.dumps(clean, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

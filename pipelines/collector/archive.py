@@ -32,6 +32,7 @@ is deleted only after the remote object exists with the same size. Until then th
 counts as *unshipped* (:func:`spool_status`, shown by ``/healthz``), and the last
 failure is kept in ``<spool>/.mailpulse-ship-status`` so every worker reports it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -95,7 +96,7 @@ def is_remote(uri: str) -> bool:
 def published_name(open_name: str) -> str:
     """``x.json.open`` (or a legacy open ``x.json``) -> ``x.json.gz``."""
     if open_name.endswith(OPEN_SUFFIX):
-        return open_name[:-len(OPEN_SUFFIX)] + PUBLISHED_SUFFIX
+        return open_name[: -len(OPEN_SUFFIX)] + PUBLISHED_SUFFIX
     return open_name + ".gz"
 
 
@@ -125,21 +126,55 @@ def ship_hint(exc: BaseException, dest_root: str) -> str:
     if "nosuchbucket" in low or "bucket does not exist" in low or "notfound" in low or "404" in low:
         # an upload that gets 404 writes into a bucket that is not there
         return f"the bucket {bucket!r} does not exist (HTTP 404): create it, or fix --archive"
-    if ("no credentials" in low or "unable to locate credentials" in low
-            or "defaultcredentialserror" in low or "could not automatically determine credentials" in low):
-        return ("no credentials found: " + (
+    if (
+        "no credentials" in low
+        or "unable to locate credentials" in low
+        or "defaultcredentialserror" in low
+        or "could not automatically determine credentials" in low
+    ):
+        return "no credentials found: " + (
             "set AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE (or run with an instance role)"
-            if s3 else "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"))
-    if any(k in low for k in ("accessdenied", "access denied", "invalidaccesskeyid", "403",
-                               "signaturedoesnotmatch", "forbidden", "expiredtoken")):
-        return (f"access to {bucket!r} was refused: check the credentials and that they may write "
-                f"objects there" + (" (s3:PutObject, s3:ListBucket)" if s3 else
-                                    " (roles/storage.objectCreator + objects.list)"))
-    if any(k in low for k in ("could not connect", "connection refused", "endpointconnectionerror",
-                               "max retries exceeded", "name or service not known", "timed out",
-                               "connectionerror", "failed to establish", "connect timeout")):
-        return ("the storage endpoint cannot be reached: check the network and "
-                + ("AWS_ENDPOINT_URL / --s3_endpoint_url / AWS_REGION" if s3 else "STORAGE_EMULATOR_HOST"))
+            if s3
+            else "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
+        )
+    if any(
+        k in low
+        for k in (
+            "accessdenied",
+            "access denied",
+            "invalidaccesskeyid",
+            "403",
+            "signaturedoesnotmatch",
+            "forbidden",
+            "expiredtoken",
+        )
+    ):
+        return (
+            f"access to {bucket!r} was refused: check the credentials and that they may write "
+            f"objects there"
+            + (
+                " (s3:PutObject, s3:ListBucket)"
+                if s3
+                else " (roles/storage.objectCreator + objects.list)"
+            )
+        )
+    if any(
+        k in low
+        for k in (
+            "could not connect",
+            "connection refused",
+            "endpointconnectionerror",
+            "max retries exceeded",
+            "name or service not known",
+            "timed out",
+            "connectionerror",
+            "failed to establish",
+            "connect timeout",
+        )
+    ):
+        return "the storage endpoint cannot be reached: check the network and " + (
+            "AWS_ENDPOINT_URL / --s3_endpoint_url / AWS_REGION" if s3 else "STORAGE_EMULATOR_HOST"
+        )
     return "check the archive URI, the credentials and the network"
 
 
@@ -158,8 +193,9 @@ class Shipper:
         size = local.stat().st_size
         # UNCOMPRESSED: the bytes are already gzip; AUTO would compress them again.
         with open(local, "rb") as src:
-            out = FileSystems.create(dest, mime_type="application/gzip",
-                                     compression_type=CompressionTypes.UNCOMPRESSED)
+            out = FileSystems.create(
+                dest, mime_type="application/gzip", compression_type=CompressionTypes.UNCOMPRESSED
+            )
             try:
                 shutil.copyfileobj(src, out, 1024 * 1024)
                 out.close()
@@ -169,8 +205,9 @@ class Shipper:
         found = FileSystems.match([dest])[0].metadata_list
         if not found or found[0].size_in_bytes != size:
             got = found[0].size_in_bytes if found else "nothing"
-            raise ArchiveError(f"upload of {rel} not confirmed: expected {size} bytes at {dest}, "
-                               f"found {got}")
+            raise ArchiveError(
+                f"upload of {rel} not confirmed: expected {size} bytes at {dest}, found {got}"
+            )
         return dest
 
 
@@ -212,9 +249,12 @@ def spool_status(spool: Path | str, now: float | None = None) -> dict[str, Any]:
         last = json.loads((spool / SHIP_STATUS_FILE).read_text())
     except (FileNotFoundError, ValueError):
         pass
-    return {"files": n, "bytes": size,
-            "oldest_age_seconds": round(max(0.0, now - oldest), 1) if oldest is not None else None,
-            "last_error": last}
+    return {
+        "files": n,
+        "bytes": size,
+        "oldest_age_seconds": round(max(0.0, now - oldest), 1) if oldest is not None else None,
+        "last_error": last,
+    }
 
 
 @dataclass
@@ -236,19 +276,27 @@ class ArchiveWriter:
     collector's counters.
     """
 
-    def __init__(self, spool: Path | str, *, instance: str | None = None,
-                 max_bytes: int = DEFAULT_MAX_FILE_BYTES,
-                 rotate_seconds: float | None = DEFAULT_ROTATE_SECONDS,
-                 clock: Callable[[], datetime] | None = None,
-                 shipper: Shipper | None = None,
-                 on_event: Callable[[str, int], None] | None = None):
+    def __init__(
+        self,
+        spool: Path | str,
+        *,
+        instance: str | None = None,
+        max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+        rotate_seconds: float | None = DEFAULT_ROTATE_SECONDS,
+        clock: Callable[[], datetime] | None = None,
+        shipper: Shipper | None = None,
+        on_event: Callable[[str, int], None] | None = None,
+    ):
         self.spool = Path(spool)
         self.instance = instance or new_instance_id()
         self.max_bytes = max_bytes
         self.rotate_seconds = rotate_seconds or None
         # Rotate a little before the deadline: compressing and shipping take time too.
-        self._rotate_after = (None if self.rotate_seconds is None
-                              else self.rotate_seconds - min(2.0, self.rotate_seconds / 10))
+        self._rotate_after = (
+            None
+            if self.rotate_seconds is None
+            else self.rotate_seconds - min(2.0, self.rotate_seconds / 10)
+        )
         self.clock = clock or (lambda: datetime.now(timezone.utc))
         self.shipper = shipper
         self.on_event = on_event or (lambda name, n: None)
@@ -276,8 +324,11 @@ class ArchiveWriter:
             now = self.clock().astimezone(timezone.utc)
             hour = now.strftime("%Y/%m/%d/%H")
             cur = self._open.get(provider)
-            if cur is not None and (cur.hour != hour or self._due(cur, now)
-                                    or (cur.size and cur.size + len(data) > self.max_bytes)):
+            if cur is not None and (
+                cur.hour != hour
+                or self._due(cur, now)
+                or (cur.size and cur.size + len(data) > self.max_bytes)
+            ):
                 self._close_locked(provider)
                 cur = None
             try:
@@ -293,8 +344,10 @@ class ArchiveWriter:
             return cur.path
 
     def _due(self, f: _OpenFile, now: datetime) -> bool:
-        return (self._rotate_after is not None
-                and (now - f.opened).total_seconds() >= self._rotate_after)
+        return (
+            self._rotate_after is not None
+            and (now - f.opened).total_seconds() >= self._rotate_after
+        )
 
     def _open_locked(self, provider: str, hour: str, now: datetime) -> _OpenFile:
         d = self.spool / provider / hour
@@ -414,7 +467,8 @@ class ArchiveWriter:
             mine = {f.path for f in self._open.values()} | set(self._pending)
         n = 0
         candidates = list(self.spool.rglob("*" + OPEN_SUFFIX)) + list(
-            self.spool.rglob("*" + LEGACY_OPEN_SUFFIX))
+            self.spool.rglob("*" + LEGACY_OPEN_SUFFIX)
+        )
         for path in sorted(candidates):
             if path in mine or path.name.startswith("."):
                 continue
@@ -460,8 +514,10 @@ class ArchiveWriter:
         tmp = path.with_name(f".{gz.name}.{os.getpid()}.tmp")
         with os.fdopen(os.dup(fd), "rb") as src:
             src.seek(0)
-            with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw,
-                                                     mtime=0) as out:
+            with (
+                open(tmp, "wb") as raw,
+                gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as out,
+            ):
                 shutil.copyfileobj(src, out, 1024 * 1024)
             with open(tmp, "rb+") as raw:
                 os.fsync(raw.fileno())
@@ -501,9 +557,15 @@ class ArchiveWriter:
                 self.on_event("ship_failures", 1)
                 fix = ship_hint(exc, self.shipper.dest_root)
                 self._record_ship_status(exc, fix)
-                log.warning("could not ship %s to %s: %s -- %s (the file stays in the spool %s "
-                            "and is retried)", rel, self.shipper.dest_root, _short(exc), fix,
-                            self.spool)
+                log.warning(
+                    "could not ship %s to %s: %s -- %s (the file stays in the spool %s "
+                    "and is retried)",
+                    rel,
+                    self.shipper.dest_root,
+                    _short(exc),
+                    fix,
+                    self.spool,
+                )
                 return None
             gz.unlink()
             self._record_ship_status(None, None)
@@ -524,9 +586,13 @@ class ArchiveWriter:
                 prev = json.loads(path.read_text())
             except (FileNotFoundError, ValueError):
                 pass
-            status = {"error": _short(exc), "fix": fix, "at": now.isoformat(),
-                      "since": prev.get("since", now.isoformat()),
-                      "failures": int(prev.get("failures", 0)) + 1}
+            status = {
+                "error": _short(exc),
+                "fix": fix,
+                "at": now.isoformat(),
+                "since": prev.get("since", now.isoformat()),
+                "failures": int(prev.get("failures", 0)) + 1,
+            }
             tmp = path.with_name(f"{SHIP_STATUS_FILE}.{os.getpid()}.{threading.get_ident()}.tmp")
             tmp.write_text(json.dumps(status))
             os.replace(tmp, path)

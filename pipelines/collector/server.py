@@ -4,6 +4,7 @@ gunicorn is the process manager (forks the workers, restarts a stuck or dead one
 them gracefully); each worker is a :class:`~pipelines.collector.worker.CollectorWorker`
 (asyncio + h11 with header/body deadlines and a connection bound, the Flask app in a
 thread pool)."""
+
 from __future__ import annotations
 
 import logging
@@ -21,9 +22,13 @@ class CollectorServer(BaseApplication):
     """gunicorn with the collector app; each worker builds its own app (and so its own
     archive writer with a unique instance id) after the fork."""
 
-    def __init__(self, app_factory: Callable[[], Any], options: dict[str, Any],
-                 limits: ServerLimits | None = None,
-                 on_reject: Callable[[str], None] | None = None):
+    def __init__(
+        self,
+        app_factory: Callable[[], Any],
+        options: dict[str, Any],
+        limits: ServerLimits | None = None,
+        on_reject: Callable[[str], None] | None = None,
+    ):
         self.app_factory = app_factory
         self.options = options
         self.limits = limits or ServerLimits()  # read by CollectorWorker
@@ -82,9 +87,15 @@ def run_dev(app, host: str, port: int) -> None:
 
         def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
             path = getattr(self, "path", None)
-            self.log("info", '"%s %s %s" %s %s', getattr(self, "command", "-"),
-                     redact_target(path) if path else "[unreadable request line]",
-                     getattr(self, "request_version", "-"), code, size)
+            self.log(
+                "info",
+                '"%s %s %s" %s %s',
+                getattr(self, "command", "-"),
+                redact_target(path) if path else "[unreadable request line]",
+                getattr(self, "request_version", "-"),
+                code,
+                size,
+            )
 
         def log_error(self, format: str, *args: Any) -> None:
             # http.server's messages quote the raw request line, which may hold a key

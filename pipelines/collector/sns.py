@@ -17,6 +17,7 @@ A valid SNS signature proves the message came from SNS, not that it came from *y
 topic: anyone can subscribe your endpoint to their own topic. So messages are accepted
 only from the configured topic ARNs.
 """
+
 from __future__ import annotations
 
 import logging
@@ -40,7 +41,15 @@ log = logging.getLogger("mailpulse.collector")
 
 SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 NOTIFICATION_KEYS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
-CONFIRMATION_KEYS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+CONFIRMATION_KEYS = (
+    "Message",
+    "MessageId",
+    "SubscribeURL",
+    "Timestamp",
+    "Token",
+    "TopicArn",
+    "Type",
+)
 MESSAGE_TYPES = ("Notification", "SubscriptionConfirmation", "UnsubscribeConfirmation")
 MAX_CERT_BYTES = 64 * 1024
 
@@ -56,10 +65,17 @@ def check_sns_url(url: Any, *, pem: bool) -> str:
     except ValueError:
         raise Rejection("bad_cert_url", "unparseable URL") from None
     host = parts.hostname or ""
-    if (parts.scheme != "https" or parts.username is not None or parts.password is not None
-            or port not in (None, 443) or not SNS_HOST.match(host)
-            or parts.netloc.lower() not in (host, f"{host}:443")):
-        raise Rejection("bad_cert_url", f"not an https://sns.<region>.amazonaws.com URL (host {host!r})")
+    if (
+        parts.scheme != "https"
+        or parts.username is not None
+        or parts.password is not None
+        or port not in (None, 443)
+        or not SNS_HOST.match(host)
+        or parts.netloc.lower() not in (host, f"{host}:443")
+    ):
+        raise Rejection(
+            "bad_cert_url", f"not an https://sns.<region>.amazonaws.com URL (host {host!r})"
+        )
     if pem and not parts.path.endswith(".pem"):
         raise Rejection("bad_cert_url", "certificate URL does not name a .pem file")
     return url
@@ -95,10 +111,15 @@ def fetch_url(url: str, timeout: float = 5.0) -> bytes:
 
 
 class SnsVerifier:
-    def __init__(self, topic_arns: list[str], *, cert_dir: Path | str | None = None,
-                 ca_certs: list[x509.Certificate] | None = None,
-                 fetch: Callable[[str], bytes] = fetch_url,
-                 clock: Callable[[], datetime] | None = None):
+    def __init__(
+        self,
+        topic_arns: list[str],
+        *,
+        cert_dir: Path | str | None = None,
+        ca_certs: list[x509.Certificate] | None = None,
+        fetch: Callable[[str], bytes] = fetch_url,
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.topic_arns = frozenset(a.strip() for a in topic_arns if a.strip())
         self.cert_dir = Path(cert_dir) if cert_dir else None
         self.ca_certs = ca_certs or []
@@ -117,17 +138,22 @@ class SnsVerifier:
             try:
                 data = (self.cert_dir / name).read_bytes()
             except OSError:
-                raise Rejection("bad_cert_url", f"certificate {name} is not in the certificate "
-                                                f"directory") from None
+                raise Rejection(
+                    "bad_cert_url", f"certificate {name} is not in the certificate directory"
+                ) from None
         else:
             try:
                 data = self.fetch(url)
             except (OSError, ValueError, urllib.error.URLError) as exc:
-                raise Rejection("bad_cert_url", f"cannot fetch the signing certificate: {exc}") from None
+                raise Rejection(
+                    "bad_cert_url", f"cannot fetch the signing certificate: {exc}"
+                ) from None
         try:
             cert = x509.load_pem_x509_certificate(data)
         except ValueError:
-            raise Rejection("bad_cert_url", "signing certificate is not a PEM certificate") from None
+            raise Rejection(
+                "bad_cert_url", "signing certificate is not a PEM certificate"
+            ) from None
         if self.ca_certs and not any(_issued_by(cert, ca) for ca in self.ca_certs):
             raise Rejection("bad_signature", "signing certificate is not issued by a trusted CA")
         with self._lock:
@@ -139,11 +165,15 @@ class SnsVerifier:
         if not isinstance(msg, dict) or msg.get("Type") not in MESSAGE_TYPES:
             raise Rejection("bad_request", "not an SNS message (Type missing or unknown)")
         if msg.get("TopicArn") not in self.topic_arns:
-            raise Rejection("unknown_topic", f"topic {str(msg.get('TopicArn'))[:200]!r} is not configured")
+            raise Rejection(
+                "unknown_topic", f"topic {str(msg.get('TopicArn'))[:200]!r} is not configured"
+            )
         version = msg.get("SignatureVersion")
         algo = {"1": hashes.SHA1, "2": hashes.SHA256}.get(version)
         if algo is None:
-            raise Rejection("malformed_signature", f"unsupported SignatureVersion {str(version)[:8]!r}")
+            raise Rejection(
+                "malformed_signature", f"unsupported SignatureVersion {str(version)[:8]!r}"
+            )
         if not isinstance(msg.get("Signature"), str):
             raise Rejection("unsigned", "no Signature")
         try:

@@ -4,6 +4,7 @@ Every check raises :class:`Rejection` with a reason from :data:`REASONS` (the co
 name and the HTTP status) and a detail for the log. Details never contain the body or
 a secret.
 """
+
 from __future__ import annotations
 
 import base64
@@ -101,8 +102,12 @@ class SendGridVerifier:
 
     _TS = re.compile(r"^[0-9]{1,12}$")
 
-    def __init__(self, keys: list[ec.EllipticCurvePublicKey], max_age: int = DEFAULT_SIGNATURE_MAX_AGE,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        keys: list[ec.EllipticCurvePublicKey],
+        max_age: int = DEFAULT_SIGNATURE_MAX_AGE,
+        clock: Callable[[], float] = time.time,
+    ):
         if not keys:
             raise KeyConfigError("no SendGrid public key configured")
         self.keys = keys
@@ -128,7 +133,9 @@ class SendGridVerifier:
             except InvalidSignature:
                 continue
         else:
-            raise Rejection("bad_signature", f"no configured key verifies it ({len(self.keys)} tried)")
+            raise Rejection(
+                "bad_signature", f"no configured key verifies it ({len(self.keys)} tried)"
+            )
         if self.max_age:
             age = self.clock() - int(ts)
             if age > self.max_age:

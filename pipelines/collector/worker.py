@@ -29,6 +29,7 @@ Rejections made here are counted under the same reasons as the app's (``too_larg
 ``timeout``, ``bad_request``, ``overloaded``) and logged with the path, never the query.
 The access log (``--access-log``) redacts every query value and never logs headers.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -61,8 +62,14 @@ access_log = logging.getLogger("mailpulse.collector.access")
 #: Headers that describe the framing of the original request; the app gets the body as
 #: received (de-chunked) with an exact Content-Length instead.
 _FRAMING = {"CONTENT_LENGTH", "TRANSFER_ENCODING"}
-_HOP_BY_HOP = {b"connection", b"keep-alive", b"transfer-encoding", b"content-length",
-               b"upgrade", b"proxy-connection"}
+_HOP_BY_HOP = {
+    b"connection",
+    b"keep-alive",
+    b"transfer-encoding",
+    b"content-length",
+    b"upgrade",
+    b"proxy-connection",
+}
 #: Behind a TLS proxy on the same host: X-Forwarded-Proto is trusted from these only.
 _TRUSTED_PROXIES = {"127.0.0.1", "::1"}
 _READ_SIZE = 65536
@@ -71,6 +78,7 @@ _READ_SIZE = 65536
 @dataclass(frozen=True)
 class ServerLimits:
     """Per-worker limits of the collector's HTTP server (``mailpulse serve`` flags)."""
+
     header_timeout: float = 10.0
     body_timeout: float = 30.0
     keepalive: float = 75.0
@@ -123,7 +131,9 @@ class CollectorWorker(base.Worker):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.limits: ServerLimits = getattr(self.app, "limits", None) or ServerLimits()
-        self.on_reject: Callable[[str], None] = getattr(self.app, "on_reject", None) or (lambda r: None)
+        self.on_reject: Callable[[str], None] = getattr(self.app, "on_reject", None) or (
+            lambda r: None
+        )
         self.loop: asyncio.AbstractEventLoop | None = None
         self.pool: ThreadPoolExecutor | None = None
         self.connections: set[_Connection] = set()
@@ -156,9 +166,12 @@ class CollectorWorker(base.Worker):
             except (ValueError, OSError):
                 pass
             if soft < need:
-                log.warning("open file limit %s is below 2 x --max-connections %s + 256; raise "
-                            "it (ulimit -n / LimitNOFILE=) or lower --max-connections",
-                            soft, self.limits.max_connections)
+                log.warning(
+                    "open file limit %s is below 2 x --max-connections %s + 256; raise "
+                    "it (ulimit -n / LimitNOFILE=) or lower --max-connections",
+                    soft,
+                    self.limits.max_connections,
+                )
 
     def init_signals(self) -> None:
         for s in self.SIGNALS:
@@ -197,8 +210,11 @@ class CollectorWorker(base.Worker):
         servers = []
         for sock in self.sockets:
             sock.sock.setblocking(False)
-            servers.append(await asyncio.start_server(
-                self._accept, sock=sock.sock, limit=_READ_SIZE, backlog=self.cfg.backlog))
+            servers.append(
+                await asyncio.start_server(
+                    self._accept, sock=sock.sock, limit=_READ_SIZE, backlog=self.cfg.backlog
+                )
+            )
         beat = max(0.2, min(1.0, self.timeout / 4)) if self.timeout else 1.0
         while self.alive:
             self.notify()
@@ -244,10 +260,14 @@ class CollectorWorker(base.Worker):
         self.waiting.pop(victim, None)
         self.connections.discard(victim)  # its task ends on its own
         victim.close()
-        self.throttled_log("shed", logging.INFO,
-                           "closed the oldest idle or slow connection (from %s) to make room: "
-                           "--max-connections %d reached", victim.peer[0],
-                           self.limits.max_connections)
+        self.throttled_log(
+            "shed",
+            logging.INFO,
+            "closed the oldest idle or slow connection (from %s) to make room: "
+            "--max-connections %d reached",
+            victim.peer[0],
+            self.limits.max_connections,
+        )
 
     def _enforce_bound(self) -> None:
         """Back to ``max_connections``: shed idle or slow connections, oldest first. Runs
@@ -279,12 +299,17 @@ class CollectorWorker(base.Worker):
                 self._shed(victim)
             elif n >= 2 * self.limits.max_connections or not self.waiting:
                 self.on_reject("overloaded")
-                self.throttled_log("overloaded", logging.WARNING,
-                                   "rejected a connection from %s: overloaded (%d connections "
-                                   "busy, --max-connections %d)", _peer(writer)[0],
-                                   n, self.limits.max_connections)
+                self.throttled_log(
+                    "overloaded",
+                    logging.WARNING,
+                    "rejected a connection from %s: overloaded (%d connections "
+                    "busy, --max-connections %d)",
+                    _peer(writer)[0],
+                    n,
+                    self.limits.max_connections,
+                )
                 writer.write(_raw_response(503, "overloaded", retry_after=1))
-                await _close(writer)
+                await _linger_close(reader, writer)
                 return
             else:
                 self._schedule_enforce()
@@ -303,8 +328,9 @@ class CollectorWorker(base.Worker):
 
 
 class _Connection:
-    def __init__(self, worker: CollectorWorker, reader: asyncio.StreamReader,
-                 writer: asyncio.StreamWriter):
+    def __init__(
+        self, worker: CollectorWorker, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ):
         self.w = worker
         self.lim = worker.limits
         self.reader, self.writer = reader, writer
@@ -369,7 +395,9 @@ class _Connection:
 
     async def _read_head(self, loop, first: bool) -> h11.Request | None:
         now = loop.time()
-        head_deadline = now + self.lim.header_timeout if (first or self.conn.trailing_data[0]) else None
+        head_deadline = (
+            now + self.lim.header_timeout if (first or self.conn.trailing_data[0]) else None
+        )
         idle_deadline = now + self.lim.keepalive
         self.w.waiting[self] = None
         eof = False
@@ -380,16 +408,22 @@ class _Connection:
                 except h11.RemoteProtocolError as exc:
                     if eof or self.closed_by_us:
                         return None  # the client left mid-head, or we shed it: no answer
-                    raise _Reject(exc.error_status_hint, "too_large" if exc.error_status_hint == 431
-                                  else "bad_request", "malformed request head") from None
+                    raise _Reject(
+                        exc.error_status_hint,
+                        "too_large" if exc.error_status_hint == 431 else "bad_request",
+                        "malformed request head",
+                    ) from None
                 if event is h11.NEED_DATA:
                     try:
                         data = await self._read(head_deadline or idle_deadline)
                     except TimeoutError:
                         if head_deadline is None:
                             return None  # idle keep-alive connection: close quietly
-                        raise _Reject(408, "timeout", f"request head not complete within "
-                                                      f"{self.lim.header_timeout:g} s") from None
+                        raise _Reject(
+                            408,
+                            "timeout",
+                            f"request head not complete within {self.lim.header_timeout:g} s",
+                        ) from None
                     if head_deadline is None and data:
                         head_deadline = loop.time() + self.lim.header_timeout
                     eof = not data
@@ -400,8 +434,11 @@ class _Connection:
                     # a single read is measured here
                     size = len(event.target) + sum(len(k) + len(v) + 4 for k, v in event.headers)
                     if size > self.lim.max_header_bytes:
-                        raise _Reject(431, "too_large", f"request head of {size} bytes, limit "
-                                                        f"{self.lim.max_header_bytes}")
+                        raise _Reject(
+                            431,
+                            "too_large",
+                            f"request head of {size} bytes, limit {self.lim.max_header_bytes}",
+                        )
                     return event
                 return None  # ConnectionClosed
         finally:
@@ -429,22 +466,30 @@ class _Connection:
                     raise _Reject(400, "bad_request", "malformed request body framing") from None
                 if event is h11.NEED_DATA:
                     if self.conn.they_are_waiting_for_100_continue:
-                        self.writer.write(self.conn.send(h11.InformationalResponse(
-                            status_code=100, headers=[])))
+                        self.writer.write(
+                            self.conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+                        )
                     try:
                         data = await self._read(deadline)
                     except TimeoutError:
-                        raise _Reject(408, "timeout", f"body not complete within "
-                                                      f"{self.lim.body_timeout:g} s "
-                                                      f"({len(body)} bytes received)") from None
+                        raise _Reject(
+                            408,
+                            "timeout",
+                            f"body not complete within "
+                            f"{self.lim.body_timeout:g} s "
+                            f"({len(body)} bytes received)",
+                        ) from None
                     self.conn.receive_data(data)
                 elif isinstance(event, h11.Data):
                     n = len(event.data)
                     if len(body) + n > limit:
                         raise _Reject(413, "too_large", f"body over the limit of {limit} bytes")
                     if self.w.buffered + n > self.lim.max_buffered_bytes:
-                        raise _Reject(503, "overloaded", f"worker holds {self.w.buffered} bytes "
-                                                         f"of bodies already")
+                        raise _Reject(
+                            503,
+                            "overloaded",
+                            f"worker holds {self.w.buffered} bytes of bodies already",
+                        )
                     self.w.buffered += n
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage):
@@ -465,18 +510,25 @@ class _Connection:
         environ = self._environ(req, body)
         try:
             status, headers, payload = await loop.run_in_executor(
-                self.w.pool, _call_wsgi, self.w.wsgi, environ)
+                self.w.pool, _call_wsgi, self.w.wsgi, environ
+            )
         except Exception as exc:  # noqa: BLE001 - answered 500; the provider retries
             log.exception("collector app failed: %s", type(exc).__name__)
-            status, headers, payload = 500, [(b"content-type", b"application/json")], \
-                b'{"error": "internal_error"}'
+            status, headers, payload = (
+                500,
+                [(b"content-type", b"application/json")],
+                b'{"error": "internal_error"}',
+            )
         keep = self.w.alive and self.conn.our_state is h11.SEND_RESPONSE
         headers = [(k, v) for k, v in headers if k.lower() not in _HOP_BY_HOP]
         headers.append((b"content-length", str(len(payload)).encode()))
         if not self.w.alive:
             headers.append((b"connection", b"close"))
-        self.writer.write(self.conn.send(h11.Response(status_code=status, headers=headers,
-                                                      reason=_phrase(status))))
+        self.writer.write(
+            self.conn.send(
+                h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+            )
+        )
         self.writer.write(self.conn.send(h11.Data(data=payload)))
         self.writer.write(self.conn.send(h11.EndOfMessage()))
         await self._drain()
@@ -532,7 +584,10 @@ class _Connection:
                 continue
             key = "HTTP_" + key
             environ[key] = f"{environ[key]},{value}" if key in environ else value
-        if self.peer[0] in _TRUSTED_PROXIES and environ.get("HTTP_X_FORWARDED_PROTO") in ("http", "https"):
+        if self.peer[0] in _TRUSTED_PROXIES and environ.get("HTTP_X_FORWARDED_PROTO") in (
+            "http",
+            "https",
+        ):
             environ["wsgi.url_scheme"] = environ["HTTP_X_FORWARDED_PROTO"]
         return environ
 
@@ -563,14 +618,20 @@ class _Connection:
 
     async def _send_error(self, status: int, reason: str) -> int:
         payload = json.dumps({"error": reason}).encode()
-        headers = [(b"content-type", b"application/json"),
-                   (b"content-length", str(len(payload)).encode()), (b"connection", b"close")]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+            (b"connection", b"close"),
+        ]
         if status == 503:
             headers.append((b"retry-after", b"1"))
         if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             try:
-                self.writer.write(self.conn.send(h11.Response(status_code=status, headers=headers,
-                                                              reason=_phrase(status))))
+                self.writer.write(
+                    self.conn.send(
+                        h11.Response(status_code=status, headers=headers, reason=_phrase(status))
+                    )
+                )
                 self.writer.write(self.conn.send(h11.Data(data=payload)))
                 self.writer.write(self.conn.send(h11.EndOfMessage()))
             except h11.LocalProtocolError:
@@ -580,21 +641,45 @@ class _Connection:
 
     def _log_rejection(self, rej: _Reject, req: h11.Request | None) -> None:
         self.w.on_reject(rej.reason)
-        what = (f"{req.method.decode('ascii', 'replace')} {_path(req)}" if req is not None
-                else "a request")
-        self.w.throttled_log(rej.reason, logging.WARNING, "rejected %s from %s: %s (%s)", what,
-                             self.peer[0], rej.reason, rej.detail)
+        what = (
+            f"{req.method.decode('ascii', 'replace')} {_path(req)}"
+            if req is not None
+            else "a request"
+        )
+        self.w.throttled_log(
+            rej.reason,
+            logging.WARNING,
+            "rejected %s from %s: %s (%s)",
+            what,
+            self.peer[0],
+            rej.reason,
+            rej.detail,
+        )
 
-    def _access(self, req: h11.Request, status: int, size: int, started: float,
-                user_agent: str | None = None) -> None:
+    def _access(
+        self,
+        req: h11.Request,
+        status: int,
+        size: int,
+        started: float,
+        user_agent: str | None = None,
+    ) -> None:
         if user_agent is None:
-            user_agent = next((v.decode("latin-1") for k, v in req.headers if k == b"user-agent"), "-")
-        access_log.info('%s - - [%s] "%s %s HTTP/%s" %d %d "%s" %.1fms', self.peer[0],
-                        time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
-                        req.method.decode("ascii", "replace"),
-                        redact_target(req.target.decode("latin-1")),
-                        req.http_version.decode("ascii"), status, size,
-                        user_agent.replace('"', "'")[:200], (time.monotonic() - started) * 1000)
+            user_agent = next(
+                (v.decode("latin-1") for k, v in req.headers if k == b"user-agent"), "-"
+            )
+        access_log.info(
+            '%s - - [%s] "%s %s HTTP/%s" %d %d "%s" %.1fms',
+            self.peer[0],
+            time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime()),
+            req.method.decode("ascii", "replace"),
+            redact_target(req.target.decode("latin-1")),
+            req.http_version.decode("ascii"),
+            status,
+            size,
+            user_agent.replace('"', "'")[:200],
+            (time.monotonic() - started) * 1000,
+        )
 
 
 def _path(req: h11.Request) -> str:
@@ -636,8 +721,10 @@ def _raw_response(status: int, reason: str, retry_after: int | None = None) -> b
     payload = json.dumps({"error": reason}).encode()
     phrase = _phrase(status).decode("ascii")
     extra = f"Retry-After: {retry_after}\r\n" if retry_after else ""
-    return (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n{extra}\r\n").encode() + payload
+    return (
+        f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(payload)}\r\nConnection: close\r\n{extra}\r\n"
+    ).encode() + payload
 
 
 def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
@@ -645,6 +732,30 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
     if isinstance(peer, tuple) and len(peer) >= 2:
         return str(peer[0]), int(peer[1])
     return "-", 0
+
+
+#: A refused newcomer may still be sending its request: read and drop this much, for at
+#: most this long, before closing, so that it reads the 503 instead of a connection reset.
+REFUSED_LINGER_SECONDS = 1.0
+REFUSED_LINGER_BYTES = 1024 * 1024
+
+
+async def _linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close after an early answer the way nginx's lingering close does (bounded)."""
+    try:
+        await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+        budget = REFUSED_LINGER_BYTES
+        async with asyncio.timeout(REFUSED_LINGER_SECONDS):
+            while budget > 0:
+                data = await reader.read(65536)
+                if not data:
+                    break
+                budget -= len(data)
+    except (OSError, TimeoutError):
+        pass
+    await _close(writer)
 
 
 async def _close(writer: asyncio.StreamWriter) -> None:

@@ -1,4 +1,5 @@
 """``mailpulse load``: archive files not loaded yet into the warehouse (a Beam job)."""
+
 from __future__ import annotations
 
 import json
@@ -48,53 +49,105 @@ log = logging.getLogger(__name__)
 def add_source_options(p) -> None:
     """--archive / --source, shared by ``load`` and ``run``."""
     from ..config import default_archive
-    p.add_argument("--archive", default=None, metavar="URI",
-                   help="archive root in the mailpulse layout: a directory, gs://... or "
-                        f"s3://... (default: {default_archive()}, unless --source is given)")
-    p.add_argument("--source", action="append", default=[], metavar="PROVIDER=URI",
-                   help="one provider's archive: PROVIDER=URI[?layout=hourly|firehose] "
-                        "(repeatable; sendgrid, ses or cmc; firehose = Kinesis Firehose's "
-                        "default S3 keys). Default: $MAILPULSE_SOURCES")
-    p.add_argument("--allow-empty", action="store_true",
-                   help="finding no archive file at all is not an error (exit 0, not 4)")
+
+    p.add_argument(
+        "--archive",
+        default=None,
+        metavar="URI",
+        help="archive root in the mailpulse layout: a directory, gs://... or "
+        f"s3://... (default: {default_archive()}, unless --source is given)",
+    )
+    p.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="PROVIDER=URI",
+        help="one provider's archive: PROVIDER=URI[?layout=hourly|firehose] "
+        "(repeatable; sendgrid, ses or cmc; firehose = Kinesis Firehose's "
+        "default S3 keys). Default: $MAILPULSE_SOURCES",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="finding no archive file at all is not an error (exit 0, not 4)",
+    )
 
 
 def add_arguments(p):
     from ..config import default_warehouse_uri
     from ..load import DEFAULT_DAYS
     from ._common import add_normalize_options, parse_date
+
     add_source_options(p)
-    p.add_argument("--date", default=None, type=parse_date, metavar="YYYY-MM-DD",
-                   help="load this archive day's new files (default: the last --days days)")
-    p.add_argument("--days", type=int, default=DEFAULT_DAYS, metavar="N",
-                   help=f"without --date: the last N archive days, ending today UTC "
-                        f"(default: {DEFAULT_DAYS})")
-    p.add_argument("--full", action="store_true",
-                   help="read every file again, loaded or not (repair; events still dedupe)")
-    p.add_argument("--follow", action="store_true",
-                   help="keep loading new files every --interval seconds until SIGTERM")
-    p.add_argument("--interval", type=float, default=DEFAULT_INTERVAL, metavar="S",
-                   help=f"with --follow: seconds between loads (default: {DEFAULT_INTERVAL:g})")
-    p.add_argument("--warehouse", default=None, metavar="URI",
-                   help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
-                        f"(default: {default_warehouse_uri()})")
-    p.add_argument("--runner", default="DirectRunner",
-                   help="Beam runner (default: DirectRunner, run in-process; DataflowRunner at scale)")
-    p.add_argument("--staging", default=None, metavar="URI",
-                   help="where staged Parquet files go before the commit (default: beside a "
-                        "DuckDB file, or <temp_location>/mailpulse-staging)")
-    p.add_argument("--chunk-lines", type=int, default=None, metavar="N",
-                   help="records per pipeline element (default: 5000)")
-    p.add_argument("--json", action="store_true",
-                   help="print the counts as one JSON object on the last line")
+    p.add_argument(
+        "--date",
+        default=None,
+        type=parse_date,
+        metavar="YYYY-MM-DD",
+        help="load this archive day's new files (default: the last --days days)",
+    )
+    p.add_argument(
+        "--days",
+        type=int,
+        default=DEFAULT_DAYS,
+        metavar="N",
+        help=f"without --date: the last N archive days, ending today UTC (default: {DEFAULT_DAYS})",
+    )
+    p.add_argument(
+        "--full",
+        action="store_true",
+        help="read every file again, loaded or not (repair; events still dedupe)",
+    )
+    p.add_argument(
+        "--follow",
+        action="store_true",
+        help="keep loading new files every --interval seconds until SIGTERM",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=DEFAULT_INTERVAL,
+        metavar="S",
+        help=f"with --follow: seconds between loads (default: {DEFAULT_INTERVAL:g})",
+    )
+    p.add_argument(
+        "--warehouse",
+        default=None,
+        metavar="URI",
+        help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
+        f"(default: {default_warehouse_uri()})",
+    )
+    p.add_argument(
+        "--runner",
+        default="DirectRunner",
+        help="Beam runner (default: DirectRunner, run in-process; DataflowRunner at scale)",
+    )
+    p.add_argument(
+        "--staging",
+        default=None,
+        metavar="URI",
+        help="where staged Parquet files go before the commit (default: beside a "
+        "DuckDB file, or <temp_location>/mailpulse-staging)",
+    )
+    p.add_argument(
+        "--chunk-lines",
+        type=int,
+        default=None,
+        metavar="N",
+        help="records per pipeline element (default: 5000)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print the counts as one JSON object on the last line"
+    )
     add_normalize_options(p)
 
 
 def sources_from_args(args):
     """The Source list for --archive/--source/$MAILPULSE_SOURCES (UsageError when bad)."""
-    from ..errors import UsageError
     from ..config import default_archive
+    from ..errors import UsageError
     from ..sources import SourceError, archive_sources, resolve_sources
+
     try:
         srcs = resolve_sources(args.archive, args.source, default_archive=default_archive())
     except SourceError as exc:
@@ -108,9 +161,11 @@ def sources_from_args(args):
             continue
         where = s.root.rsplit("/", 1)[0] if s in from_archive else s.root
         if not _exists(where):
-            raise UsageError(f"archive {where} does not exist; pass --archive DIR or "
-                             "--source PROVIDER=URI (or create sample data with "
-                             "`mailpulse synth --out DIR`)")
+            raise UsageError(
+                f"archive {where} does not exist; pass --archive DIR or "
+                "--source PROVIDER=URI (or create sample data with "
+                "`mailpulse synth --out DIR`)"
+            )
     return srcs
 
 
@@ -118,6 +173,7 @@ def check_storage(srcs, beam_args) -> None:
     """Fail at start when a source's storage cannot be used (library, credentials)."""
     from ..errors import UsageError
     from ..storage import StorageError, configure
+
     try:
         configure([s.root for s in srcs], beam_args)
     except StorageError as exc:
@@ -125,8 +181,8 @@ def check_storage(srcs, beam_args) -> None:
 
 
 def run(args) -> int:
-    from ..errors import UsageError
     from ..config import default_warehouse_uri
+    from ..errors import UsageError
     from ..load import DEFAULT_CHUNK_LINES, NormalizeConfig
     from ._common import context_from_args, hasher_from_env
 
@@ -142,17 +198,28 @@ def run(args) -> int:
     if args.follow and args.interval <= 0:
         raise UsageError("--interval must be a positive number of seconds")
     check_storage(srcs, args.extra)
-    config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
-                             cmc_timezone=args.cmc_timezone,
-                             cmc_category_field=args.cmc_category_field,
-                             max_record_bytes=args.max_record_bytes)
-    kwargs = dict(config=config, sources=srcs, days=args.days, full=args.full,
-                  runner=args.runner, staging=args.staging, beam_args=args.extra,
-                  chunk_lines=args.chunk_lines or DEFAULT_CHUNK_LINES)
+    config = NormalizeConfig(
+        hasher=hasher,
+        ses_category_tag=args.ses_category_tag,
+        cmc_timezone=args.cmc_timezone,
+        cmc_category_field=args.cmc_category_field,
+        max_record_bytes=args.max_record_bytes,
+    )
+    kwargs = dict(
+        config=config,
+        sources=srcs,
+        days=args.days,
+        full=args.full,
+        runner=args.runner,
+        staging=args.staging,
+        beam_args=args.extra,
+        chunk_lines=args.chunk_lines or DEFAULT_CHUNK_LINES,
+    )
     if args.follow:
         return follow(args, warehouse, kwargs)
-    report = _load_once(warehouse, args.date, kwargs,
-                        progress=(not args.json) and sys.stderr.isatty())
+    report = _load_once(
+        warehouse, args.date, kwargs, progress=(not args.json) and sys.stderr.isatty()
+    )
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     else:
@@ -168,9 +235,9 @@ def _load_once(warehouse, day, kwargs, *, progress=False, record_idle=True):
     from ..load import run_load
     from ..storage import StorageError
     from ..warehouse import TransientWarehouseError, WarehouseError
+
     try:
-        return run_load(None, day, warehouse, progress=progress, record_idle=record_idle,
-                        **kwargs)
+        return run_load(None, day, warehouse, progress=progress, record_idle=record_idle, **kwargs)
     except TransientWarehouseError:
         raise
     except (WarehouseError, StorageError) as exc:
@@ -181,6 +248,7 @@ def follow(args, warehouse, kwargs, *, stream=None, clock=time.time) -> int:
     """Incremental loads every ``--interval`` seconds until SIGTERM/SIGINT; the batch in
     progress finishes first. One line per batch: files, events, lag behind the newest file."""
     from ..warehouse import TransientWarehouseError
+
     stream = stream or sys.stdout
     stop = threading.Event()
 
@@ -203,8 +271,9 @@ def follow(args, warehouse, kwargs, *, stream=None, clock=time.time) -> int:
                     line = json.dumps(report.as_dict(), sort_keys=True)
                 print(line, file=stream, flush=True)
                 if not report.adds_up():
-                    log.error("counts of load %s do not add up (please report a bug)",
-                              report.load_id)
+                    log.error(
+                        "counts of load %s do not add up (please report a bug)", report.load_id
+                    )
             stop.wait(max(0.0, args.interval - (clock() - t0)))
     finally:
         for s, h in old.items():
@@ -219,44 +288,60 @@ def _now() -> str:
 
 def follow_line(report, now: datetime) -> str:
     t = report.totals
-    lag = (f"{(now - report.newest_file_at).total_seconds():.0f} s"
-           if report.newest_file_at else "n/a")
+    lag = (
+        f"{(now - report.newest_file_at).total_seconds():.0f} s" if report.newest_file_at else "n/a"
+    )
     if report.status == "empty":
         what = "no archive files yet"
     elif report.files_read == 0:
         what = f"nothing new ({report.files_skipped} files already loaded)"
     else:
-        what = (f"{report.files_read} files, {t['events_loaded']:,} new events, "
-                f"{t['dead_letters']:,} dead letters, {t['already_loaded'] + t['duplicates_in_batch']:,} "
-                f"duplicates in {report.seconds:.1f} s")
+        what = (
+            f"{report.files_read} files, {t['events_loaded']:,} new events, "
+            f"{t['dead_letters']:,} dead letters, {t['already_loaded'] + t['duplicates_in_batch']:,} "
+            f"duplicates in {report.seconds:.1f} s"
+        )
     return f"{_now()} load {report.load_id}: {what}; newest file {lag} old"
 
 
 def _exists(path: str) -> bool:
     import os
+
     return os.path.isdir(path)
 
 
 def format_report(report) -> str:
     from ..warehouse import COUNTERS
+
     rows = [("provider", *COUNTERS)]
     for prov, counts in sorted(report.per_provider.items()):
         rows.append((prov, *(f"{counts.get(c, 0):,}" for c in COUNTERS)))
     rows.append(("total", *(f"{report.totals[c]:,}" for c in COUNTERS)))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    days = (f"{report.archive_date}" if not report.first_date
-            or report.first_date == report.archive_date
-            else f"{report.first_date}..{report.archive_date}")
-    lines = [f"load {report.load_id}: {report.archive} {days} -> {report.warehouse}",
-             f"{report.files_read} files read, {report.files_skipped} already loaded, in "
-             f"{report.seconds:.1f} s "
-             f"({report.totals['records_read'] / max(report.seconds, 1e-9):,.0f} records/s, "
-             f"runner {report.runner})", ""]
+    days = (
+        f"{report.archive_date}"
+        if not report.first_date or report.first_date == report.archive_date
+        else f"{report.first_date}..{report.archive_date}"
+    )
+    lines = [
+        f"load {report.load_id}: {report.archive} {days} -> {report.warehouse}",
+        f"{report.files_read} files read, {report.files_skipped} already loaded, in "
+        f"{report.seconds:.1f} s "
+        f"({report.totals['records_read'] / max(report.seconds, 1e-9):,.0f} records/s, "
+        f"runner {report.runner})",
+        "",
+    ]
     for r in rows:
-        lines.append("  ".join(str(v).rjust(w) if i else str(v).ljust(w)
-                               for i, (v, w) in enumerate(zip(r, widths))))
+        lines.append(
+            "  ".join(
+                str(v).rjust(w) if i else str(v).ljust(w) for i, (v, w) in enumerate(zip(r, widths))
+            )
+        )
     lines.append("")
-    lines.append("counts add up: records_read = events_loaded + duplicates_in_batch + "
-                 "already_loaded + dead_letters + records_without_event"
-                 if report.adds_up() else "WARNING: counts do not add up (please report a bug)")
+    lines.append(
+        "counts add up: records_read = events_loaded + duplicates_in_batch + "
+        "already_loaded + dead_letters + records_without_event"
+        if report.adds_up()
+        else "WARNING: counts do not add up (please report a bug)"
+    )
     return "\n".join(lines)

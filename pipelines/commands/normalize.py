@@ -1,4 +1,5 @@
 """``mailpulse normalize``: show how provider payloads are read."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,13 @@ or one record per line (NDJSON); gzip is recognised by content, not by name."""
 def add_arguments(p):
     from ..normalizers import PROVIDER_CHOICES
     from ._common import add_normalize_options
-    p.add_argument("--provider", choices=PROVIDER_CHOICES, default="auto",
-                   help="provider of the records (default: auto, detected per record)")
+
+    p.add_argument(
+        "--provider",
+        choices=PROVIDER_CHOICES,
+        default="auto",
+        help="provider of the records (default: auto, detected per record)",
+    )
     p.add_argument("paths", nargs="+", metavar="PATH", help="payload files ('-' for stdin)")
     add_normalize_options(p)
 
@@ -71,6 +77,7 @@ def run(args) -> int:
             for rec in read_records(blocks, args.max_record_bytes):
                 last_line[0] = rec.line
                 yield rec
+
         try:
             if path == "-":
                 blocks = read_blocks(sys.stdin.buffer)
@@ -87,8 +94,9 @@ def run(args) -> int:
         out.flush()
         letters = list(res.dead_letters)
         if problem is not None:
-            letters.append(DeadLetter(reason=problem, raw="", source_uri=source,
-                                      line=last_line[0] + 1))
+            letters.append(
+                DeadLetter(reason=problem, raw="", source_uri=source, line=last_line[0] + 1)
+            )
         for dl in letters:
             report(dl)
         err.flush()

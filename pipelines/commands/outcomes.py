@@ -1,5 +1,6 @@
 """``mailpulse outcomes``: print the per-category delivery outcomes of a date range;
 with ``--recompute``, first recompute the derived tables for it."""
+
 from __future__ import annotations
 
 import sys
@@ -34,30 +35,70 @@ keeps one category (e.g. a campaign: --by mailbox --category spring-sale)."""
 
 def add_arguments(p):
     from ._common import parse_date
-    p.add_argument("--warehouse", metavar="URI", default=None,
-                   help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
-                        "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)")
-    p.add_argument("--start", type=parse_date, metavar="YYYY-MM-DD",
-                   help="first event date (default: --window-days days ending at --end)")
-    p.add_argument("--end", type=parse_date, metavar="YYYY-MM-DD",
-                   help="last event date (default: the latest day with data)")
-    p.add_argument("--recompute", action="store_true",
-                   help="recompute the derived tables for the range first (needs write "
-                        "access; the daily DAG and `mailpulse run` recompute on their own)")
-    p.add_argument("--window-days", type=int, default=None, metavar="N",
-                   help="days in the window when --start is not given, ending at --end "
-                        "(default: 4, so mail that settles within 72 h lands; the DAGs and "
-                        "`mailpulse run` use the same setting)")
-    p.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                   help="output format (default: table)")
-    p.add_argument("--by", choices=("day", "category", "provider", "mailbox"), default=None,
-                   help="sum along one dimension (default: per category; json/csv: every row)")
-    p.add_argument("--category", default=None, metavar="NAME",
-                   help="only this category (e.g. one campaign)")
-    p.add_argument("--soft-bounce-threshold", type=int, default=None, metavar="N",
-                   help="suppress a recipient after N soft-bounced messages (default: 3)")
-    p.add_argument("--soft-bounce-days", type=int, default=None, metavar="D",
-                   help="... within D days (default: 7)")
+
+    p.add_argument(
+        "--warehouse",
+        metavar="URI",
+        default=None,
+        help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
+        "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)",
+    )
+    p.add_argument(
+        "--start",
+        type=parse_date,
+        metavar="YYYY-MM-DD",
+        help="first event date (default: --window-days days ending at --end)",
+    )
+    p.add_argument(
+        "--end",
+        type=parse_date,
+        metavar="YYYY-MM-DD",
+        help="last event date (default: the latest day with data)",
+    )
+    p.add_argument(
+        "--recompute",
+        action="store_true",
+        help="recompute the derived tables for the range first (needs write "
+        "access; the daily DAG and `mailpulse run` recompute on their own)",
+    )
+    p.add_argument(
+        "--window-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="days in the window when --start is not given, ending at --end "
+        "(default: 4, so mail that settles within 72 h lands; the DAGs and "
+        "`mailpulse run` use the same setting)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("table", "csv", "json"),
+        default="table",
+        help="output format (default: table)",
+    )
+    p.add_argument(
+        "--by",
+        choices=("day", "category", "provider", "mailbox"),
+        default=None,
+        help="sum along one dimension (default: per category; json/csv: every row)",
+    )
+    p.add_argument(
+        "--category", default=None, metavar="NAME", help="only this category (e.g. one campaign)"
+    )
+    p.add_argument(
+        "--soft-bounce-threshold",
+        type=int,
+        default=None,
+        metavar="N",
+        help="suppress a recipient after N soft-bounced messages (default: 3)",
+    )
+    p.add_argument(
+        "--soft-bounce-days",
+        type=int,
+        default=None,
+        metavar="D",
+        help="... within D days (default: 7)",
+    )
 
 
 def resolve_range(start, end, today=None, window_days=None):
@@ -84,27 +125,34 @@ def latest_day(wh, table: str):
         return None
     # a bounded scan: partitions from 10 years back (BigQuery needs a partition filter)
     from datetime import date, timedelta
-    rows = wh.query(f"SELECT MAX(event_date) AS hi FROM {table} "
-                    "WHERE event_date >= @since", {"since": date.today() - timedelta(days=3650)})
+
+    rows = wh.query(
+        f"SELECT MAX(event_date) AS hi FROM {table} WHERE event_date >= @since",
+        {"since": date.today() - timedelta(days=3650)},
+    )
     return rows.to_pylist()[0]["hi"]
 
 
 def run(args) -> int:
-    from ..errors import UsageError
     from ..config import default_warehouse_uri
+    from ..errors import UsageError
     from ..outcomes import compute_outcomes, read_outcomes
     from ..warehouse import WarehouseError, open_warehouse
 
     params = {}
-    for flag, name in (("soft_bounce_threshold", "soft_bounce_threshold"),
-                       ("soft_bounce_days", "soft_bounce_days")):
+    for flag, name in (
+        ("soft_bounce_threshold", "soft_bounce_threshold"),
+        ("soft_bounce_days", "soft_bounce_days"),
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             if value < 1:
                 raise UsageError(f"--{flag.replace('_', '-')} must be at least 1, got {value}")
             if not args.recompute:
-                raise UsageError(f"--{flag.replace('_', '-')} changes how suppressions are "
-                                 "computed: add --recompute")
+                raise UsageError(
+                    f"--{flag.replace('_', '-')} changes how suppressions are "
+                    "computed: add --recompute"
+                )
             params[name] = value
     recompute = bool(getattr(args, "recompute", False))
     if args.start is not None and args.end is not None and args.end < args.start:
@@ -113,26 +161,31 @@ def run(args) -> int:
     try:
         wh = open_warehouse(args.warehouse or default_warehouse_uri())
         if not wh.table_exists("events"):
-            raise UsageError(f"no events in {wh.uri or args.warehouse}; run `mailpulse load` "
-                             "first, or point --warehouse at a loaded warehouse")
+            raise UsageError(
+                f"no events in {wh.uri or args.warehouse}; run `mailpulse load` "
+                "first, or point --warehouse at a loaded warehouse"
+            )
         if not recompute and not wh.table_exists("delivery_outcomes"):
             raise UsageError(
                 f"delivery_outcomes does not exist in {wh.uri}: nothing computed yet; run "
-                "`mailpulse outcomes --recompute` (needs write access) or `mailpulse run`")
+                "`mailpulse outcomes --recompute` (needs write access) or `mailpulse run`"
+            )
         end = args.end
         if end is None and args.start is None:
             end = latest_day(wh, "events" if recompute else "delivery_outcomes")
         elif end is None:
-            end = max(latest_day(wh, "events" if recompute else "delivery_outcomes")
-                      or args.start, args.start)
-        start, end = resolve_range(args.start, end,
-                                   window_days=getattr(args, "window_days", None))
+            end = max(
+                latest_day(wh, "events" if recompute else "delivery_outcomes") or args.start,
+                args.start,
+            )
+        start, end = resolve_range(args.start, end, window_days=getattr(args, "window_days", None))
         if recompute:
             written = compute_outcomes(wh, start, end, **params)
         by = getattr(args, "by", None)
         category = getattr(args, "category", None)
         if by == "mailbox":
             from ..breakdown import read_domain_outcomes
+
             df = read_domain_outcomes(wh, start, end, category=category)
         else:
             df = read_outcomes(wh, start, end)
@@ -140,8 +193,7 @@ def run(args) -> int:
                 df = df[df["category"] == category].reset_index(drop=True)
     except WarehouseError as exc:
         raise UsageError(str(exc)) from None
-    print_outcomes(df, start, end, args.format, sys.stdout, written=written, source=wh.uri,
-                   by=by)
+    print_outcomes(df, start, end, args.format, sys.stdout, written=written, source=wh.uri, by=by)
     return 0
 
 
@@ -170,14 +222,19 @@ def rows_for_json(df) -> list[dict]:
 
 def _pct(v) -> str:
     import math
+
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{100 * v:.1f}%"
 
 
 #: --by -> the first column's title in the table
-_BY_TITLE = {"day": "day", "category": "category", "provider": "provider",
-             "mailbox": "mailbox provider"}
+_BY_TITLE = {
+    "day": "day",
+    "category": "category",
+    "provider": "provider",
+    "mailbox": "mailbox provider",
+}
 
 
 def format_table(df, start, end, source: str = "", by: str | None = None) -> str:
@@ -192,20 +249,42 @@ def format_table(df, start, end, source: str = "", by: str | None = None) -> str
         return head + "\nno outcomes in this range (no events loaded for these dates?)\n"
     s = summarize_by(df, by)
     key = BY_COLUMN[by]
-    cols = [_BY_TITLE[by], "providers", "requests", "delivered", "deliv %", "bounce %",
-            "bounced (h/s/b/u)", "deferred", "dropped", "opens (uniq)",
-            "clicks (uniq)", "spam", "unsub"]
+    cols = [
+        _BY_TITLE[by],
+        "providers",
+        "requests",
+        "delivered",
+        "deliv %",
+        "bounce %",
+        "bounced (h/s/b/u)",
+        "deferred",
+        "dropped",
+        "opens (uniq)",
+        "clicks (uniq)",
+        "spam",
+        "unsub",
+    ]
     lines = []
     for r in s.to_dict(orient="records"):
         name = r[key].isoformat() if hasattr(r[key], "isoformat") else str(r[key])
-        lines.append([
-            name, r["providers"], str(r["requests"]), str(r["delivered"]),
-            _pct(r["delivered_rate"]), _pct(r["bounce_rate"]),
-            f'{r["bounces"] + r["blocks"]} ({r["bounces_hard"]}/{r["bounces_soft"]}/'
-            f'{r["blocks"]}/{r["bounces_undetermined"]})', str(r["deferred"]),
-            str(r["drops"]), f'{r["opens"]} ({r["unique_opens"]})',
-            f'{r["clicks"]} ({r["unique_clicks"]})', str(r["spam_reports"]),
-            str(r["unsubscribes"])])
+        lines.append(
+            [
+                name,
+                r["providers"],
+                str(r["requests"]),
+                str(r["delivered"]),
+                _pct(r["delivered_rate"]),
+                _pct(r["bounce_rate"]),
+                f"{r['bounces'] + r['blocks']} ({r['bounces_hard']}/{r['bounces_soft']}/"
+                f"{r['blocks']}/{r['bounces_undetermined']})",
+                str(r["deferred"]),
+                str(r["drops"]),
+                f"{r['opens']} ({r['unique_opens']})",
+                f"{r['clicks']} ({r['unique_clicks']})",
+                str(r["spam_reports"]),
+                str(r["unsubscribes"]),
+            ]
+        )
     if by == "provider":  # the providers column would repeat the first
         cols.pop(1)
         lines = [line[:1] + line[2:] for line in lines]
@@ -213,19 +292,31 @@ def format_table(df, start, end, source: str = "", by: str | None = None) -> str
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
 
     def fmt(cells):
-        return "  ".join(c.ljust(w) if i < texts else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+        return "  ".join(
+            c.ljust(w) if i < texts else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
 
     body = [fmt(cols), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines]
-    notes = ("requests = recipients sent to; deliv % = delivered / requests; bounce % = "
-             "bounces / requests (blocks excluded, as SendGrid);\nbounced = "
-             "SendGrid's bounces + blocks, split hard/soft/block/undetermined;\nunique opens/clicks are summed per day; a message "
-             "with several categories counts in each (--format json for every metric).")
+    notes = (
+        "requests = recipients sent to; deliv % = delivered / requests; bounce % = "
+        "bounces / requests (blocks excluded, as SendGrid);\nbounced = "
+        "SendGrid's bounces + blocks, split hard/soft/block/undetermined;\nunique opens/clicks are summed per day; a message "
+        "with several categories counts in each (--format json for every metric)."
+    )
     return "\n".join([head, *body, "", notes]) + "\n"
 
 
-def print_outcomes(df, start, end, fmt: str, out=None, *, written: dict | None = None,
-                   source: str = "", by: str | None = None) -> None:
+def print_outcomes(
+    df,
+    start,
+    end,
+    fmt: str,
+    out=None,
+    *,
+    written: dict | None = None,
+    source: str = "",
+    by: str | None = None,
+) -> None:
     """Print outcomes rows as ``table``, ``csv`` or ``json`` (also used by `mailpulse run`).
     With ``by``, json and csv print the rows summed along it (pipelines/breakdown.py)."""
     import csv
@@ -234,6 +325,7 @@ def print_outcomes(df, start, end, fmt: str, out=None, *, written: dict | None =
     out = out or sys.stdout
     if by is not None and fmt != "table":
         from ..breakdown import summarize_by
+
         df = summarize_by(df, by)
     if fmt == "json":
         out.write(json.dumps(rows_for_json(df)) + "\n")
@@ -245,6 +337,7 @@ def print_outcomes(df, start, end, fmt: str, out=None, *, written: dict | None =
     else:
         out.write(format_table(df, start, end, source, by=by))
         if written:
-            out.write("recomputed: " + ", ".join(f"{t} {n} rows" for t, n in written.items())
-                      + "\n")
+            out.write(
+                "recomputed: " + ", ".join(f"{t} {n} rows" for t, n in written.items()) + "\n"
+            )
     out.flush()

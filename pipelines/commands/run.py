@@ -1,4 +1,5 @@
 """``mailpulse run``: the main job on one machine: load a day, recompute outcomes, show them."""
+
 from __future__ import annotations
 
 import json
@@ -23,21 +24,47 @@ log = logging.getLogger(__name__)
 def add_arguments(p):
     from ._common import add_normalize_options, parse_date
     from .load import add_source_options
-    p.add_argument("--date", type=parse_date, default=None, metavar="YYYY-MM-DD",
-                   help="the day to load (default: yesterday, UTC, a complete day)")
+
+    p.add_argument(
+        "--date",
+        type=parse_date,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the day to load (default: yesterday, UTC, a complete day)",
+    )
     add_source_options(p)
-    p.add_argument("--warehouse", default=None, metavar="URI",
-                   help="warehouse URI (default: $MAILPULSE_DATA_DIR/warehouse.duckdb)")
+    p.add_argument(
+        "--warehouse",
+        default=None,
+        metavar="URI",
+        help="warehouse URI (default: $MAILPULSE_DATA_DIR/warehouse.duckdb)",
+    )
     p.add_argument("--runner", default="DirectRunner", help="Beam runner (default: DirectRunner)")
-    p.add_argument("--sample-messages", type=int, default=20_000, metavar="N",
-                   help="messages in the generated sample day when the archive is empty "
-                        "(default: 20000)")
-    p.add_argument("--no-sample", action="store_true",
-                   help="never generate sample data, even when the archive is empty")
-    p.add_argument("--window-days", type=int, default=None, metavar="N",
-                   help="outcome partitions recomputed, ending at --date (default: 4)")
-    p.add_argument("--format", choices=("table", "json"), default="table",
-                   help="table (default) or json: one JSON object {load, outcomes} last")
+    p.add_argument(
+        "--sample-messages",
+        type=int,
+        default=20_000,
+        metavar="N",
+        help="messages in the generated sample day when the archive is empty (default: 20000)",
+    )
+    p.add_argument(
+        "--no-sample",
+        action="store_true",
+        help="never generate sample data, even when the archive is empty",
+    )
+    p.add_argument(
+        "--window-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="outcome partitions recomputed, ending at --date (default: 4)",
+    )
+    p.add_argument(
+        "--format",
+        choices=("table", "json"),
+        default="table",
+        help="table (default) or json: one JSON object {load, outcomes} last",
+    )
     add_normalize_options(p)
 
 
@@ -46,16 +73,21 @@ def run(args) -> int:
     from datetime import datetime, timedelta, timezone
     from pathlib import Path
 
-    from ..errors import UsageError
     from ..config import default_archive, default_warehouse_uri
+    from ..errors import UsageError
     from ..load import NormalizeConfig, run_load
-    from ..outcomes import (WINDOW_DAYS, compute_outcomes, late_status_partitions,
-                            read_outcomes, window_ending)
+    from ..outcomes import (
+        WINDOW_DAYS,
+        compute_outcomes,
+        late_status_partitions,
+        read_outcomes,
+        window_ending,
+    )
     from ..storage import StorageError
     from ..warehouse import WarehouseError
+    from ._common import context_from_args, hasher_from_env
     from .load import EXIT_EMPTY, check_storage, format_report, sources_from_args
     from .outcomes import print_outcomes, rows_for_json
-    from ._common import context_from_args, hasher_from_env
 
     day = args.date or (datetime.now(timezone.utc).date() - timedelta(days=1))
     archive = args.archive or default_archive()
@@ -64,34 +96,56 @@ def run(args) -> int:
     context_from_args(args, hasher)
     out = sys.stdout if args.format == "table" else sys.stderr
 
-    explicit_sources = bool(args.source) or (args.archive is None
-                                             and bool(os.environ.get("MAILPULSE_SOURCES")))
-    if (not explicit_sources and "://" not in archive and not args.no_sample
-            and not _has_files(Path(archive))):
+    explicit_sources = bool(args.source) or (
+        args.archive is None and bool(os.environ.get("MAILPULSE_SOURCES"))
+    )
+    if (
+        not explicit_sources
+        and "://" not in archive
+        and not args.no_sample
+        and not _has_files(Path(archive))
+    ):
         from ..synth import generate
-        print(f"{archive} holds no archive files: generating a sample day {day} "
-              f"({args.sample_messages:,} messages, all three providers) ...", file=out)
+
+        print(
+            f"{archive} holds no archive files: generating a sample day {day} "
+            f"({args.sample_messages:,} messages, all three providers) ...",
+            file=out,
+        )
         summary = generate(archive, day, messages=args.sample_messages, seed=1)
-        print(f"  wrote {summary.files:,} files, "
-              f"{sum(summary.events_by_provider.values()):,} events", file=out)
+        print(
+            f"  wrote {summary.files:,} files, {sum(summary.events_by_provider.values()):,} events",
+            file=out,
+        )
     srcs = sources_from_args(args)
     check_storage(srcs, args.extra)
 
-    config = NormalizeConfig(hasher=hasher, ses_category_tag=args.ses_category_tag,
-                             cmc_timezone=args.cmc_timezone,
-                             cmc_category_field=args.cmc_category_field,
-                             max_record_bytes=args.max_record_bytes)
+    config = NormalizeConfig(
+        hasher=hasher,
+        ses_category_tag=args.ses_category_tag,
+        cmc_timezone=args.cmc_timezone,
+        cmc_category_field=args.cmc_category_field,
+        max_record_bytes=args.max_record_bytes,
+    )
     try:
-        report = run_load(None, day, warehouse, config=config, sources=srcs,
-                          runner=args.runner, beam_args=args.extra,
-                          progress=args.format == "table" and sys.stderr.isatty())
+        report = run_load(
+            None,
+            day,
+            warehouse,
+            config=config,
+            sources=srcs,
+            runner=args.runner,
+            beam_args=args.extra,
+            progress=args.format == "table" and sys.stderr.isatty(),
+        )
         print(format_report(report), file=out)
         if report.empty and not args.allow_empty:
             print(f"mailpulse run: {report.message}", file=sys.stderr)
             return EXIT_EMPTY
         start, _ = window_ending(day, args.window_days or WINDOW_DAYS)
-        written = compute_outcomes(warehouse, start, day, status_partitions=late_status_partitions(
-            warehouse, start, day))
+        written = compute_outcomes(
+            warehouse, start, day, status_partitions=late_status_partitions(warehouse, start, day)
+        )
         df = read_outcomes(warehouse, start, day)
     except (WarehouseError, StorageError) as exc:
         raise UsageError(str(exc)) from None

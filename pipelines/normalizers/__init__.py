@@ -3,14 +3,15 @@
 ``normalize_record(raw, ctx, provider="auto")`` takes one raw record (bytes or an
 already parsed JSON value) and returns a :class:`Result`; it never raises.
 """
+
 from __future__ import annotations
 
 from typing import Any, Iterable
 
-from ..events import DeadLetter
-from ..records import RawRecord, iter_records, parse_json
+from ..events import DeadLetter  # noqa: F401 (re-exported)
+from ..records import RawRecord, iter_records, parse_json  # noqa: F401 (re-exported)
 from . import cmc, sendgrid, ses
-from .base import NormalizeContext, Result, raw_text
+from .base import NormalizeContext, Result, raw_text  # noqa: F401 (re-exported)
 
 PROVIDER_MODULES = {"sendgrid": sendgrid, "ses": ses, "cmc": cmc}
 PROVIDER_CHOICES = ("auto",) + tuple(PROVIDER_MODULES)
@@ -19,8 +20,14 @@ PROVIDER_CHOICES = ("auto",) + tuple(PROVIDER_MODULES)
 # bare ``event`` object or an array of them.
 _DETECT_ORDER = (ses, cmc, sendgrid)
 
-__all__ = ["NormalizeContext", "Result", "detect_provider", "normalize_record",
-           "normalize_records", "PROVIDER_CHOICES"]
+__all__ = [
+    "NormalizeContext",
+    "Result",
+    "detect_provider",
+    "normalize_record",
+    "normalize_records",
+    "PROVIDER_CHOICES",
+]
 
 
 def detect_provider(doc: Any) -> str | None:
@@ -30,8 +37,9 @@ def detect_provider(doc: Any) -> str | None:
     return None
 
 
-def normalize_document(doc: Any, ctx: NormalizeContext, provider: str = "auto",
-                       raw: Any = None) -> Result:
+def normalize_document(
+    doc: Any, ctx: NormalizeContext, provider: str = "auto", raw: Any = None
+) -> Result:
     """One parsed JSON record to a Result (no line numbers set)."""
     if provider == "auto":
         found = detect_provider(doc)
@@ -40,13 +48,17 @@ def normalize_document(doc: Any, ctx: NormalizeContext, provider: str = "auto",
         provider = found
     module = PROVIDER_MODULES[provider]
     if not module.looks_like(doc):
-        return Result().dead(f"not a {provider} record: {_describe(doc)}",
-                             raw if raw is not None else doc, provider)
+        return Result().dead(
+            f"not a {provider} record: {_describe(doc)}", raw if raw is not None else doc, provider
+        )
     try:
         return module.normalize(doc, ctx)
     except Exception as exc:  # noqa: BLE001 - a normalizer bug must not lose the record
-        return Result().dead(f"{provider} normalizer error: {type(exc).__name__}: {exc}",
-                             raw if raw is not None else doc, provider)
+        return Result().dead(
+            f"{provider} normalizer error: {type(exc).__name__}: {exc}",
+            raw if raw is not None else doc,
+            provider,
+        )
 
 
 def normalize_record(record: RawRecord, ctx: NormalizeContext, provider: str = "auto") -> Result:
@@ -61,8 +73,9 @@ def normalize_record(record: RawRecord, ctx: NormalizeContext, provider: str = "
     return res
 
 
-def normalize_records(records: Iterable[RawRecord], ctx: NormalizeContext,
-                      provider: str = "auto") -> Result:
+def normalize_records(
+    records: Iterable[RawRecord], ctx: NormalizeContext, provider: str = "auto"
+) -> Result:
     total = Result()
     for rec in records:
         total.extend(normalize_record(rec, ctx, provider))
@@ -84,4 +97,4 @@ def _describe(doc: Any) -> str:
 
 
 def _unknown_shape(doc: Any) -> str:
-    return ("unknown record shape (not SendGrid, SES or CMC): " + _describe(doc))
+    return "unknown record shape (not SendGrid, SES or CMC): " + _describe(doc)

@@ -9,6 +9,7 @@ records that carry no event. It never raises: every record ends somewhere, and
 holds for every result (a record that fans out to several recipients counts once per
 recipient it reports on, so the identity holds for SES multi-recipient records too).
 """
+
 from __future__ import annotations
 
 import re
@@ -62,8 +63,14 @@ class Result:
         self.records += 1
         text = raw_text(raw)
         self.dead_letters.append(
-            DeadLetter(reason=reason, raw=text, provider=provider, record_index=index,
-                       raw_bytes=raw_size(raw, text)))
+            DeadLetter(
+                reason=reason,
+                raw=text,
+                provider=provider,
+                record_index=index,
+                raw_bytes=raw_size(raw, text),
+            )
+        )
         return self
 
     def skip(self) -> "Result":
@@ -215,18 +222,23 @@ def parse_iso_ts(value: Any) -> datetime:
 #: escaped again: ``&amp;#64;``). Every repetition in it is anchored at a literal first
 #: character and bounded by a run of one repeated unit, so the scan does bounded work
 #: per character (no backtracking over the text).
-_AT = re.compile(r"""
+_AT = re.compile(
+    r"""
     [@\uff20\ufe6b]
   | %(?:25)*40
   | %u0040
   | \\(?:u0040|U00000040|x40)
   | &(?:amp;)*(?:\#(?:0*64|x0*40);?|commat;)
-""", re.IGNORECASE | re.VERBOSE)
+""",
+    re.IGNORECASE | re.VERBOSE,
+)
 
 #: The same forms for Arrow's (RE2) ``match_substring_regex``, case-insensitive: the
 #: columnar path redacts only the values this finds.
-AT_SIGN_RE2 = (r"[@\x{ff20}\x{fe6b}]|%(?:25)*40|%u0040|\\(?:u0040|U00000040|x40)"
-               r"|&(?:amp;)*(?:#(?:0*64|x0*40)|commat;)")
+AT_SIGN_RE2 = (
+    r"[@\x{ff20}\x{fe6b}]|%(?:25)*40|%u0040|\\(?:u0040|U00000040|x40)"
+    r"|&(?:amp;)*(?:#(?:0*64|x0*40)|commat;)"
+)
 
 #: What a local part is made of, generously: word characters, ``. % + -`` (the class
 #: addresses were always redacted with) and ``\ & # ;``, so that encoded characters
@@ -259,15 +271,15 @@ def redact_addresses(value: str | None) -> str | None:
     out: list[str] = []
     reverse: str | None = None
     n = len(value)
-    copied = 0      # value[:copied] is in ``out``
-    floor = 0       # a local part starts no earlier than the end of the previous at-sign
+    copied = 0  # value[:copied] is in ``out``
+    floor = 0  # a local part starts no earlier than the end of the previous at-sign
     for m in _AT.finditer(value):
         at, end = m.span()
         if reverse is None:
             reverse = value[::-1]
         k = _LOCAL_BEFORE.match(reverse, n - at, n - floor).end() - (n - at)
         if k:
-            out.append(value[copied:at - k])
+            out.append(value[copied : at - k])
             out.append(REDACTED)
             copied = at
         floor = end
@@ -290,5 +302,5 @@ def redacted_preview(value: str | None, limit: int = PREVIEW_CHARS) -> str | Non
     if value is None or len(value) <= limit:
         return redact_addresses(value)
     head = value[:limit]
-    head = head[:len(head) - _LOCAL_BEFORE.match(head[::-1]).end()]
+    head = head[: len(head) - _LOCAL_BEFORE.match(head[::-1]).end()]
     return redact_addresses(head) + "…"

@@ -26,6 +26,7 @@ A body is ``{"event_type": "deliveries"|"bounces"|"blocks", "server_composition"
   ``Bounced Address: <CMC reason>``. The same for a ``blocks`` event with such a status;
 - reasons quote recipients: addresses are redacted.
 """
+
 from __future__ import annotations
 
 import functools
@@ -62,23 +63,23 @@ KIND_MAP = {"bounces": "bounce", "blocks": "dropped"}
 #: Bounce ``status`` codes (CMC documentation) -> bounce_class. The list has grown over
 #: time; a code not here is kept in ``smtp_status`` and classed ``undetermined``.
 BOUNCE_STATUS_CLASS = {
-    "1": "hard",    # unknown host
-    "2": "hard",    # unknown user
-    "3": "soft",    # retransmission timeout
-    "4": "block",   # rejected by the receiver's policy
-    "5": "soft",    # over capacity (mailbox full)
-    "6": "soft",    # forward error
-    "7": "soft",    # receiving server error
-    "8": "soft",    # oversized message
-    "99": "hard",   # other permanent error
+    "1": "hard",  # unknown host
+    "2": "hard",  # unknown user
+    "3": "soft",  # retransmission timeout
+    "4": "block",  # rejected by the receiver's policy
+    "5": "soft",  # over capacity (mailbox full)
+    "6": "soft",  # forward error
+    "7": "soft",  # receiving server error
+    "8": "soft",  # oversized message
+    "99": "hard",  # other permanent error
     # 9, 10, 11: never sent, so drops (DROP_STATUS_REASON), not bounces
 }
 
 #: Error ``status`` codes for mail CMC did not send -> SendGrid's drop reason, the start
 #: of the event's ``reason`` (queries/delivery_outcomes classifies drops by it).
 DROP_STATUS_REASON = {
-    "9": "Invalid Address",        # address format error -> invalid_emails
-    "10": "Bounced Address",       # blocked address (suppressed after earlier errors) -> bounce_drops
+    "9": "Invalid Address",  # address format error -> invalid_emails
+    "10": "Bounced Address",  # blocked address (suppressed after earlier errors) -> bounce_drops
     "11": "Unsubscribed Address",  # unsubscribed address (one-click unsubscribe) -> unsubscribe_drops
 }
 
@@ -104,12 +105,14 @@ def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
         elif kind and isinstance(body.get(kind), dict):
             items = [body[kind]]
         elif not kind:
-            return res.dead("CMC body has no event_type (deliveries, bounces or blocks)",
-                            doc, PROVIDER)
+            return res.dead(
+                "CMC body has no event_type (deliveries, bounces or blocks)", doc, PROVIDER
+            )
         else:
             keys = ", ".join(sorted(map(str, body))[:8])
-            return res.dead(f"CMC body has no '{kind}' event list under 'event' "
-                            f"(keys: [{keys}])", doc, PROVIDER)
+            return res.dead(
+                f"CMC body has no '{kind}' event list under 'event' (keys: [{keys}])", doc, PROVIDER
+            )
     if not items:
         return res.skip()  # an empty batch carries no event
     for i, item in enumerate(items):
@@ -136,12 +139,19 @@ def parse_created(value: Any, ctx: NormalizeContext) -> datetime:
 
 def _fast_local(v: str) -> datetime | None:
     """The documented ``YYYY-MM-DD HH:MM:SS`` without strptime (about 8x faster)."""
-    if (len(v) == 19 and v[4] == v[7] and v[4] in "-/" and v[10] == " " and v[13] == v[16] == ":"
-            and (v[:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:]).isascii()
-            and (v[:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:]).isdigit()):
+    if (
+        len(v) == 19
+        and v[4] == v[7]
+        and v[4] in "-/"
+        and v[10] == " "
+        and v[13] == v[16] == ":"
+        and (v[:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:]).isascii()
+        and (v[:4] + v[5:7] + v[8:10] + v[11:13] + v[14:16] + v[17:]).isdigit()
+    ):
         try:
-            return datetime(int(v[:4]), int(v[5:7]), int(v[8:10]),
-                            int(v[11:13]), int(v[14:16]), int(v[17:]))
+            return datetime(
+                int(v[:4]), int(v[5:7]), int(v[8:10]), int(v[11:13]), int(v[14:16]), int(v[17:])
+            )
         except ValueError:
             return None  # e.g. month 13: strptime below gives the same answer (none)
     return None
@@ -151,7 +161,7 @@ def _fast_local(v: str) -> datetime | None:
 def _created_utc(v: str, tz) -> datetime:
     """A batch's events often share their second: each distinct value is converted once."""
     local = _fast_local(v)
-    for fmt in (() if local is not None else ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S")):
+    for fmt in () if local is not None else ("%Y-%m-%d %H:%M:%S", "%Y/%m/%d %H:%M:%S"):
         try:
             local = datetime.strptime(v, fmt)
             break
@@ -162,8 +172,9 @@ def _created_utc(v: str, tz) -> datetime:
         try:
             local = datetime.fromisoformat(iso)
         except ValueError:
-            raise RecordError(f"unreadable created time {v[:40]!r} "
-                              "(expected YYYY-MM-DD HH:MM:SS)") from None
+            raise RecordError(
+                f"unreadable created time {v[:40]!r} (expected YYYY-MM-DD HH:MM:SS)"
+            ) from None
     try:
         if local.tzinfo is None:
             local = local.replace(tzinfo=tz)

@@ -10,6 +10,7 @@ object whose ``to`` is a non-blank string, whose ``messageId`` and ``status`` ar
 (or absent) and whose ``created`` reads with ``parse_created``. Anything else goes to
 :mod:`.cmc` unchanged.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -36,8 +37,14 @@ def select(records, taken) -> tuple[list[int], list[dict]]:
     docs: list[dict] = []
     for i, r in enumerate(records):
         d = r.doc
-        if (taken[i] or r.error is not None or type(d) is not dict
-                or d.get("event_type") != KIND or ses.looks_like(d) or not cmc.looks_like(d)):
+        if (
+            taken[i]
+            or r.error is not None
+            or type(d) is not dict
+            or d.get("event_type") != KIND
+            or ses.looks_like(d)
+            or not cmc.looks_like(d)
+        ):
             continue
         pos.append(i)
         docs.append(d)
@@ -62,8 +69,11 @@ def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, n
             continue
         for it in items:
             m, s, t = it.get("messageId"), it.get("status"), it.get("to")
-            if ((m is not None and type(m) is not str) or (s is not None and type(s) is not str)
-                    or type(t) is not str):
+            if (
+                (m is not None and type(m) is not str)
+                or (s is not None and type(s) is not str)
+                or type(t) is not str
+            ):
                 bad[k] = True
             ev_doc.append(k)
             created.append(it.get("created"))
@@ -76,16 +86,33 @@ def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, n
     if not ev_doc:
         return None, np.zeros(0, dtype=np.int64)
     created_a = pa.array([v if type(v) is str else None for v in created], pa.string())
-    return _events(np.asarray(ev_doc, dtype=np.int64), bad, created_a,
-                   pa.array(to, pa.string()), pa.array(mids, pa.string()),
-                   text_column(status), text_column(reason),
-                   text_column(cats) if cat_field else None, ctx)
+    return _events(
+        np.asarray(ev_doc, dtype=np.int64),
+        bad,
+        created_a,
+        pa.array(to, pa.string()),
+        pa.array(mids, pa.string()),
+        text_column(status),
+        text_column(reason),
+        text_column(cats) if cat_field else None,
+        ctx,
+    )
 
 
-def _events(ev_doc_a: np.ndarray, bad: np.ndarray, created_a: pa.Array, to_a: pa.Array,
-            mids_a: pa.Array, status_t: pa.Array, reason_t: pa.Array, cats_t, ctx):
+def _events(
+    ev_doc_a: np.ndarray,
+    bad: np.ndarray,
+    created_a: pa.Array,
+    to_a: pa.Array,
+    mids_a: pa.Array,
+    status_t: pa.Array,
+    reason_t: pa.Array,
+    cats_t,
+    ctx,
+):
     """Events of the items (``ev_doc_a``: each item's body) whose body is not ``bad``;
     texts already through ``base.text``. (table with ``_pos``, the bodies taken)"""
+
     def one_time(v: str):
         try:
             ts = cmc.parse_created(v, ctx)
@@ -112,12 +139,15 @@ def _events(ev_doc_a: np.ndarray, bad: np.ndarray, created_a: pa.Array, to_a: pa
     st = kept(status_t)
     mid = kept(per_distinct(mids_a, cmc.normalize_message_id, pa.string()))
     reason_r = redact_column(kept(reason_t))
-    event_type = per_distinct(pc.fill_null(st, ""),
-                              lambda s: cmc.DELIVERY_STATUS_MAP.get(s.lower(), "unknown"),
-                              pa.string())
+    event_type = per_distinct(
+        pc.fill_null(st, ""),
+        lambda s: cmc.DELIVERY_STATUS_MAP.get(s.lower(), "unknown"),
+        pa.string(),
+    )
     pet = pc.if_else(pc.is_valid(st), pc.binary_join_element_wise(KIND, st, "."), KIND)
-    bclass = per_distinct(pc.fill_null(reason_r, ""), lambda r: cmc.smtp_class(r or None),
-                          pa.string())
+    bclass = per_distinct(
+        pc.fill_null(reason_r, ""), lambda r: cmc.smtp_class(r or None), pa.string()
+    )
     email_hash = kept(h)
     if cats_t is not None:
         c = kept(cats_t).to_pylist()
@@ -126,12 +156,14 @@ def _events(ev_doc_a: np.ndarray, bad: np.ndarray, created_a: pa.Array, to_a: pa
         categories = pa.array([[]] * n, pa.list_(pa.string()))
     cols = {
         # deterministic_event_id(PROVIDER, mid, type, hash, ts) with no ``extra``: ""
-        "event_id": event_ids(PROVIDER, [mid, pet, email_hash, times.field("iso"),
-                                         pa.nulls(n, pa.string())]),
+        "event_id": event_ids(
+            PROVIDER, [mid, pet, email_hash, times.field("iso"), pa.nulls(n, pa.string())]
+        ),
         "event_type": event_type,
         "provider_event_type": pet,
-        "bounce_class": pc.if_else(pc.equal(event_type, "bounce"), bclass,
-                                   pa.scalar(None, pa.string())),
+        "bounce_class": pc.if_else(
+            pc.equal(event_type, "bounce"), bclass, pa.scalar(None, pa.string())
+        ),
         "event_ts": times.field("us").cast(pa.timestamp("us", tz="UTC")),
         "message_id": mid,
         "email_hash": email_hash,
@@ -167,22 +199,33 @@ def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
 
 
 def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
-    if chunk and b"\\u00" not in chunk and not any(
-            k in chunk for k in (b'"eventType"', b'"notificationType"', b'"Type"', b'"Body"',
-                                 b'"Messages"')):
+    if (
+        chunk
+        and b"\\u00" not in chunk
+        and not any(
+            k in chunk
+            for k in (b'"eventType"', b'"notificationType"', b'"Type"', b'"Body"', b'"Messages"')
+        )
+    ):
         return np.ones(len(lines), dtype=bool)
-    bad = pc.or_(pc.match_substring_regex(lines, _SES_KEYS),
-                 pc.match_substring_regex(lines, _LETTER_ESCAPE))
+    bad = pc.or_(
+        pc.match_substring_regex(lines, _SES_KEYS), pc.match_substring_regex(lines, _LETTER_ESCAPE)
+    )
     return pc.invert(bad).to_numpy(zero_copy_only=False)
 
 
 def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray):
     """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
     from .columns import as_array, text_array
+
     body = as_array(t["event"])
-    ok = (pc.fill_null(pc.equal(as_array(t["event_type"]), KIND), False)
-          .to_numpy(zero_copy_only=False) & pc.is_valid(body).to_numpy(zero_copy_only=False)
-          & allowed)
+    ok = (
+        pc.fill_null(pc.equal(as_array(t["event_type"]), KIND), False).to_numpy(
+            zero_copy_only=False
+        )
+        & pc.is_valid(body).to_numpy(zero_copy_only=False)
+        & allowed
+    )
     lists = pc.struct_field(body, KIND)
     lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
     ok &= lengths > 0
@@ -196,9 +239,17 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray):
         return pc.struct_field(items, name)
 
     cat = ctx.cmc_category_field
-    table, rows = _events(row.astype(np.int64), ~ok, f("created"), f("to"), f("messageId"),
-                          text_array(f("status")), text_array(f("reason")),
-                          text_array(f(cat)) if cat else None, ctx)
+    table, rows = _events(
+        row.astype(np.int64),
+        ~ok,
+        f("created"),
+        f("to"),
+        f("messageId"),
+        text_array(f("status")),
+        text_array(f("reason")),
+        text_array(f(cat)) if cat else None,
+        ctx,
+    )
     if table is None:
         return None, rows
     table = table.rename_columns([c if c != "_pos" else "_row" for c in table.column_names])

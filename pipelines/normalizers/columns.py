@@ -2,6 +2,7 @@
 and the dispatcher (:mod:`pipelines.normalizers.vectorized`): trimming as ``str.strip``
 does, per-distinct-value Python, redaction, recipient columns, timestamps, event ids, and
 the canonical table. Each mirrors a helper of the exact path and says which."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,6 +38,7 @@ def as_array(values) -> pa.Array:
 
 # -- columns from values -------------------------------------------------------------------
 
+
 def text_column(values: Sequence[Any]) -> pa.Array:
     """``base.text`` over a column: strings that need no trimming stay as they are (the
     common case, checked by a kernel); every other value goes through ``base.text``."""
@@ -48,16 +50,16 @@ def text_column(values: Sequence[Any]) -> pa.Array:
         return arr
     needs = pc.fill_null(needs_trim(arr), False)
     if pc.any(needs).as_py():
-        arr = pc.if_else(needs, pa.array([text(v) if isinstance(v, str) else None
-                                          for v in values], _STR), arr)
+        arr = pc.if_else(
+            needs, pa.array([text(v) if isinstance(v, str) else None for v in values], _STR), arr
+        )
     return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, _STR), arr)
 
 
 def str_column(values: Sequence[Any]) -> tuple[pa.Array, np.ndarray]:
     """Strings as they are; (column, mask of positions that hold something else)."""
     arr = pa.array([v if type(v) is str else None for v in values], type=_STR)
-    other = np.fromiter((v is not None and type(v) is not str for v in values), bool,
-                        len(values))
+    other = np.fromiter((v is not None and type(v) is not str for v in values), bool, len(values))
     return arr, other
 
 
@@ -67,8 +69,7 @@ def per_distinct(arr: pa.Array, fn: Callable[[Any], Any], type_: pa.DataType) ->
     if len(arr) == 0:
         return pa.array([], type_)
     enc = pc.dictionary_encode(arr)
-    values = pa.array([None if v is None else fn(v) for v in enc.dictionary.to_pylist()],
-                      type_)
+    values = pa.array([None if v is None else fn(v) for v in enc.dictionary.to_pylist()], type_)
     return pc.take(values, enc.indices)
 
 
@@ -86,13 +87,15 @@ def redact_column(arr: pa.Array) -> pa.Array:
 _PLAIN_ADDRESS = r"^[\x21-\x3b\x3d\x3f-\x7e]+$"
 
 
-def recipient_columns(addresses: pa.Array, ctx: NormalizeContext
-                      ) -> tuple[pa.Array, pa.Array, np.ndarray]:
+def recipient_columns(
+    addresses: pa.Array, ctx: NormalizeContext
+) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """(email_hash, recipient_domain, unusable) for string addresses: the configured
     hasher once per distinct address, and ``hashing.recipient_domain`` (in kernels for
     plain ASCII addresses, in Python for the rest). Null or blank addresses are
     ``unusable`` (the exact path turns them into dead letters)."""
     from ..hashing import recipient_domain
+
     addresses = as_array(addresses)
     hasher = ctx.hasher
     h = per_distinct(addresses, lambda a: hasher(a) if a.strip() else None, _STR)
@@ -107,6 +110,7 @@ def recipient_columns(addresses: pa.Array, ctx: NormalizeContext
 def ts_ok(us: pa.Array) -> pa.Array:
     """Microseconds since the epoch inside ``base.check_ts``'s range (nulls: false)."""
     from . import base
+
     lo = int(base._MIN_TS.timestamp()) * 1_000_000
     hi = int(base._MAX_TS.timestamp()) * 1_000_000
     return pc.fill_null(pc.and_(pc.greater_equal(us, lo), pc.less(us, hi)), False)
@@ -120,7 +124,8 @@ def iso_utc(ts: pa.Array, head: pa.Array | None = None) -> pa.Array:
     secs = pc.floor_temporal(ts, unit="second")
     if head is None:
         head = pc.utf8_slice_codeunits(
-            pc.strftime(secs.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S"), 0, 19)
+            pc.strftime(secs.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S"), 0, 19
+        )
     us = pc.subtract(ts.cast(pa.int64()), secs.cast(pa.int64()))
     frac = pc.utf8_lpad(us.cast(_STR), width=6, padding="0")
     body = pc.if_else(pc.equal(us, 0), head, pc.binary_join_element_wise(head, ".", frac, ""))
@@ -138,8 +143,10 @@ def event_ids(provider: str, parts: Iterable[pa.Array]) -> pa.Array:
 
 # -- the chunk ------------------------------------------------------------------------------
 
-def finish(cols: dict[str, Any], n: int, ctx: NormalizeContext, provider: str,
-           pos: pa.Array) -> pa.Table:
+
+def finish(
+    cols: dict[str, Any], n: int, ctx: NormalizeContext, provider: str, pos: pa.Array
+) -> pa.Table:
     """The canonical table from per-event columns (missing ones null), with provider,
     event_date, source_uri and ingested_at filled in and ``_pos`` appended."""
     ts = as_array(cols["event_ts"]).cast(_TS)

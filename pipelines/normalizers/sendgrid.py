@@ -18,6 +18,7 @@ payloads users have published):
 - ``account_status_change`` carries no recipient: counted, not an event;
 - reasons and URLs can quote the recipient: addresses are redacted.
 """
+
 from __future__ import annotations
 
 import re
@@ -71,8 +72,11 @@ _MS_THRESHOLD = 100_000_000_000
 def looks_like(doc: Any) -> bool:
     if isinstance(doc, list):
         return True  # a POST body; its items are checked one by one
-    return isinstance(doc, dict) and "event" in doc and (
-        "sg_event_id" in doc or "email" in doc or "timestamp" in doc or "sg_message_id" in doc)
+    return (
+        isinstance(doc, dict)
+        and "event" in doc
+        and ("sg_event_id" in doc or "email" in doc or "timestamp" in doc or "sg_message_id" in doc)
+    )
 
 
 def normalize(doc: Any, ctx: NormalizeContext) -> Result:
@@ -153,10 +157,14 @@ def message_id(ev: dict[str, Any]) -> str | None:
     (the same id the message's other events carry). With neither, the trimmed
     ``sg_message_id`` is kept as given.
     """
-    sg = text(ev.get("sg_message_id")) if not isinstance(ev.get("sg_message_id"), (dict, list)) else None
+    sg = (
+        text(ev.get("sg_message_id"))
+        if not isinstance(ev.get("sg_message_id"), (dict, list))
+        else None
+    )
     if sg is not None and not _NO_MESSAGE_PART.match(sg):
         m = _FILTER_SUFFIX.search(sg)
-        mid = sg[:m.start()].strip() if m else sg
+        mid = sg[: m.start()].strip() if m else sg
         if mid:
             return mid
     smtp = ev.get("smtp-id")

@@ -8,6 +8,7 @@ mixed-case event names, missing ids, out-of-range times) is returned to the call
 the exact per-record normalizer in :mod:`.sendgrid`. A property test asserts both
 paths produce identical events.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,26 +56,28 @@ def redacted(arr: pa.Array) -> pa.Array:
     may = pc.fill_null(pc.match_substring_regex(arr, AT_SIGN_RE2, ignore_case=True), False)
     if not pc.any(may).as_py():
         return arr
-    return pa.array([redact_addresses(v) if m else v
-                     for v, m in zip(arr.to_pylist(), may.to_pylist())], type=pa.string())
+    return pa.array(
+        [redact_addresses(v) if m else v for v, m in zip(arr.to_pylist(), may.to_pylist())],
+        type=pa.string(),
+    )
 
 
 def _per_distinct(arr: pa.Array, fn) -> pa.Array:
     """``fn`` applied once per distinct value (ids repeat across a message's events)."""
     enc = arr.dictionary_encode()
-    return pc.take(pa.array([fn(v) for v in enc.dictionary.to_pylist()], pa.string()),
-                   enc.indices)
+    return pc.take(pa.array([fn(v) for v in enc.dictionary.to_pylist()], pa.string()), enc.indices)
 
 
 def _int_column(values: list[Any]) -> tuple[pa.Array, list[int]]:
     """int64 column; positions whose value is not a plain int are left to the exact path
     (pyarrow would silently truncate a float such as 1700000000.5)."""
-    bad = [i for i, v in enumerate(values) if type(v) is not int or not -2**62 < v < 2**62]
+    bad = [i for i, v in enumerate(values) if type(v) is not int or not -(2**62) < v < 2**62]
     if not bad:
         return pa.array(values, type=pa.int64()), []
     bad_set = set(bad)
-    return pa.array([None if i in bad_set else v for i, v in enumerate(values)],
-                    type=pa.int64()), bad
+    return pa.array(
+        [None if i in bad_set else v for i, v in enumerate(values)], type=pa.int64()
+    ), bad
 
 
 def _categories(values: list[Any]) -> tuple[list[list[str]], list[int]]:
@@ -86,9 +89,11 @@ def _categories(values: list[Any]) -> tuple[list[list[str]], list[int]]:
             out.append([])
         elif type(c) is str and c and not c[0].isspace() and not c[-1].isspace():
             out.append([c])
-        elif (type(c) is list and all(type(x) is str and x and not x[0].isspace()
-                                      and not x[-1].isspace() for x in c)
-              and len(set(c)) == len(c)):
+        elif (
+            type(c) is list
+            and all(type(x) is str and x and not x[0].isspace() and not x[-1].isspace() for x in c)
+            and len(set(c)) == len(c)
+        ):
             out.append(c)
         else:
             out.append([])
@@ -96,8 +101,9 @@ def _categories(values: list[Any]) -> tuple[list[list[str]], list[int]]:
     return out, bad
 
 
-def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
-                    ) -> tuple[pa.Table, list[int]]:
+def normalize_items(
+    items: list[dict[str, Any]], ctx: NormalizeContext
+) -> tuple[pa.Table, list[int]]:
     """(events for the clean rows, positions of rows the exact path must handle)."""
     n = len(items)
     if n == 0:
@@ -109,8 +115,9 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
     email = pa.array([v if type(v) is str else None for v in email_raw], type=pa.string())
     ts, bad_ts = _int_column(get("timestamp"))
     eid = pa.array([v if type(v) is str else None for v in get("sg_event_id")], type=pa.string())
-    mid_raw = pa.array([v if type(v) is str else None for v in get("sg_message_id")],
-                       type=pa.string())
+    mid_raw = pa.array(
+        [v if type(v) is str else None for v in get("sg_message_id")], type=pa.string()
+    )
     cats, bad_cats = _categories(get("category"))
 
     ok = pc.and_(pc.is_in(event, value_set=_KNOWN), pc.is_valid(email))
@@ -123,8 +130,9 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
     # seconds, or milliseconds above the threshold (as the exact path reads them)
     is_ms = pc.greater_equal(pc.abs(ts), _MS_THRESHOLD)
     ts_us = pc.if_else(is_ms, pc.multiply(ts, 1000), pc.multiply(ts, 1_000_000))
-    ok = pc.and_(ok, pc.fill_null(pc.and_(pc.greater_equal(ts_us, _MIN_US),
-                                          pc.less(ts_us, _MAX_US)), False))
+    ok = pc.and_(
+        ok, pc.fill_null(pc.and_(pc.greater_equal(ts_us, _MIN_US), pc.less(ts_us, _MAX_US)), False)
+    )
     # addresses: hash each distinct value once; blank ones go the exact way
     enc = email.dictionary_encode()
     uniq = enc.dictionary.to_pylist()
@@ -151,10 +159,12 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
     ts_k = pc.cast(kept(ts_us), pa.timestamp("us", tz="UTC"))
     bounce = pc.equal(event_k, "bounce")
     btype = pc.utf8_lower(kept(text_column(get("type"))))
-    bclass = pc.if_else(pc.fill_null(pc.is_in(btype, value_set=_BLOCK_WORDS), False),
-                        "block", "hard")
-    reason = redacted(pc.coalesce(kept(text_column(get("reason"))),
-                                  kept(text_column(get("response")))))
+    bclass = pc.if_else(
+        pc.fill_null(pc.is_in(btype, value_set=_BLOCK_WORDS), False), "block", "hard"
+    )
+    reason = redacted(
+        pc.coalesce(kept(text_column(get("reason"))), kept(text_column(get("response"))))
+    )
     cats_k = pa.array([c for c, m in zip(cats, mask) if m], type=pa.list_(pa.string()))
     m = len(event_k)
     columns = {
@@ -182,6 +192,7 @@ def normalize_items(items: list[dict[str, Any]], ctx: NormalizeContext
 
 def _domain(address: str) -> str | None:
     from ..hashing import recipient_domain
+
     return recipient_domain(address)
 
 
@@ -205,36 +216,58 @@ def arrow_sniff(chunk: bytes) -> bool:
 
 def arrow_input(chunk: bytes) -> bytes:
     body = chunk.replace(b'"category":"', b'"category_s":"').replace(
-        b'"category":[', b'"category_l":[')
+        b'"category":[', b'"category_l":['
+    )
     return b'{"a":' + body[:-1].replace(b"\n", b'}\n{"a":') + b"}\n"
 
 
 def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
     s = pa.string()
-    item = pa.struct([("event", s), ("email", s), ("timestamp", pa.int64()),
-                      ("sg_event_id", s), ("sg_message_id", s), ("category_s", s),
-                      ("category_l", pa.list_(s)), ("reason", s), ("response", s),
-                      ("status", s), ("url", s), ("attempt", s), ("type", s)])
+    item = pa.struct(
+        [
+            ("event", s),
+            ("email", s),
+            ("timestamp", pa.int64()),
+            ("sg_event_id", s),
+            ("sg_message_id", s),
+            ("category_s", s),
+            ("category_l", pa.list_(s)),
+            ("reason", s),
+            ("response", s),
+            ("status", s),
+            ("url", s),
+            ("attempt", s),
+            ("type", s),
+        ]
+    )
     return pa.schema([("a", pa.list_(item))])
 
 
 def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
     """Lines whose ``category`` keys the rename saw, all of them (and that hold no key of
     the renamed spellings already, nor a letter written as an escape)."""
-    if (chunk and b"\\u00" not in chunk and b'"category_' not in chunk
-            and chunk.count(b'"category"') == (chunk.count(b'"category":"')
-                                               + chunk.count(b'"category":['))):
+    if (
+        chunk
+        and b"\\u00" not in chunk
+        and b'"category_' not in chunk
+        and chunk.count(b'"category"')
+        == (chunk.count(b'"category":"') + chunk.count(b'"category":['))
+    ):
         return np.ones(len(lines), dtype=bool)  # every line: the common case, checked at once
-    renamed = pc.add(pc.count_substring(lines, '"category":"'),
-                     pc.count_substring(lines, '"category":['))
-    ok = pc.and_(pc.equal(renamed, pc.count_substring(lines, '"category"')),
-                 pc.invert(pc.match_substring_regex(lines, _LETTER_ESCAPE)))
+    renamed = pc.add(
+        pc.count_substring(lines, '"category":"'), pc.count_substring(lines, '"category":[')
+    )
+    ok = pc.and_(
+        pc.equal(renamed, pc.count_substring(lines, '"category"')),
+        pc.invert(pc.match_substring_regex(lines, _LETTER_ESCAPE)),
+    )
     ok = pc.and_(ok, pc.invert(pc.match_substring(lines, '"category_')))
     return ok.to_numpy(zero_copy_only=False)
 
 
-def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
-                    ) -> tuple[pa.Table | None, np.ndarray]:
+def normalize_table(
+    t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
+) -> tuple[pa.Table | None, np.ndarray]:
     """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
     import re
 
@@ -248,21 +281,42 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
         redact_column,
         text_array,
     )
+
     s = pa.string()
     # the mapping's own dicts, read now: names the exact path maps to themselves
-    known = pa.array(sorted(
-        k for k in sendgrid.EVENT_MAP
-        if k == re.sub(r"[\s-]+", "_", k.strip().lower()) and k not in sendgrid.EVENT_ALIASES
-        and k not in sendgrid.NO_RECIPIENT_EVENTS), s)
+    known = pa.array(
+        sorted(
+            k
+            for k in sendgrid.EVENT_MAP
+            if k == re.sub(r"[\s-]+", "_", k.strip().lower())
+            and k not in sendgrid.EVENT_ALIASES
+            and k not in sendgrid.NO_RECIPIENT_EVENTS
+        ),
+        s,
+    )
     lists = as_array(t["a"])
-    n_lines = t.num_rows
     lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
     ok_line = allowed & (lengths > 0)
     items = pc.list_flatten(lists)
     row = pc.list_parent_indices(lists).to_numpy()
-    f = {name: pc.struct_field(items, name) for name in
-         ("event", "email", "timestamp", "sg_event_id", "sg_message_id", "category_s",
-          "category_l", "reason", "response", "status", "url", "attempt", "type")}
+    f = {
+        name: pc.struct_field(items, name)
+        for name in (
+            "event",
+            "email",
+            "timestamp",
+            "sg_event_id",
+            "sg_message_id",
+            "category_s",
+            "category_l",
+            "reason",
+            "response",
+            "status",
+            "url",
+            "attempt",
+            "type",
+        )
+    }
     event, ts, eid, mid_raw = f["event"], f["timestamp"], f["sg_event_id"], f["sg_message_id"]
     ok = pc.and_(pc.is_valid(items), pc.fill_null(pc.is_in(event, value_set=known), False))
     ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(eid, _ID_RE), False))
@@ -274,36 +328,49 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
     mid = pc.if_else(pc.equal(pc.utf8_length(mid), 0), pa.scalar(None, s), mid)
     # ids that need smtp-id (no message part) are the exact path's
     ok = pc.and_(ok, pc.is_valid(mid))
-    ok = pc.and_(ok, pc.invert(pc.fill_null(pc.match_substring_regex(
-        mid_raw, r"(?i)^(?:st)?filter"), True)))
+    ok = pc.and_(
+        ok, pc.invert(pc.fill_null(pc.match_substring_regex(mid_raw, r"(?i)^(?:st)?filter"), True))
+    )
     is_ms = pc.greater_equal(pc.abs(ts), _MS_THRESHOLD)
     ts_us = pc.if_else(is_ms, pc.multiply(ts, 1000), pc.multiply(ts, 1_000_000))
-    ok = pc.and_(ok, pc.fill_null(pc.and_(pc.greater_equal(ts_us, _MIN_US),
-                                          pc.less(ts_us, _MAX_US)), False))
+    ok = pc.and_(
+        ok, pc.fill_null(pc.and_(pc.greater_equal(ts_us, _MIN_US), pc.less(ts_us, _MAX_US)), False)
+    )
     # categories: a clean string, or a list of distinct clean strings, or none
     cs, cl = f["category_s"], f["category_l"]
-    cs_ok = pc.or_kleene(pc.is_null(cs), pc.and_(pc.invert(pc.fill_null(needs_trim(cs), True)),
-                                         pc.greater(pc.utf8_length(cs), 0)))
+    cs_ok = pc.or_kleene(
+        pc.is_null(cs),
+        pc.and_(pc.invert(pc.fill_null(needs_trim(cs), True)), pc.greater(pc.utf8_length(cs), 0)),
+    )
     ok = pc.and_(ok, pc.fill_null(cs_ok, False))
     ok = pc.and_(ok, pc.or_(pc.is_null(cs), pc.is_null(cl)))
     flat = pc.list_flatten(cl)
     ok_np = ok.to_numpy(zero_copy_only=False)
     if len(flat):
         parent = pc.list_parent_indices(cl)
-        bad = pc.or_(pc.fill_null(needs_trim(flat), True),
-                     pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0))
-        pairs = pa.table({"p": parent, "v": flat}).group_by(
-            ["p", "v"], use_threads=False).aggregate([([], "count_all")])
+        bad = pc.or_(
+            pc.fill_null(needs_trim(flat), True),
+            pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0),
+        )
+        pairs = (
+            pa.table({"p": parent, "v": flat})
+            .group_by(["p", "v"], use_threads=False)
+            .aggregate([([], "count_all")])
+        )
         dup = pc.filter(pairs["p"], pc.greater(pairs["count_all"], 1))
         ok_np[np.union1d(pc.filter(parent, bad).to_numpy(), dup.to_numpy())] = False
-    text_ok = [pc.invert(pc.fill_null(needs_trim(f[k]), False))
-               for k in ("reason", "response", "status", "url", "attempt")]
+    text_ok = [
+        pc.invert(pc.fill_null(needs_trim(f[k]), False))
+        for k in ("reason", "response", "status", "url", "attempt")
+    ]
     for c in text_ok:
         ok_np &= c.to_numpy(zero_copy_only=False)
     # bounce type: ASCII (str.lower and utf8_lower agree) and clean
     bounce = pc.fill_null(pc.equal(event, "bounce"), False)
-    type_ok = pc.or_(pc.invert(bounce), pc.fill_null(pc.match_substring_regex(
-        f["type"], r"^[\x21-\x7e]*$"), True))
+    type_ok = pc.or_(
+        pc.invert(bounce),
+        pc.fill_null(pc.match_substring_regex(f["type"], r"^[\x21-\x7e]*$"), True),
+    )
     ok_np &= type_ok.to_numpy(zero_copy_only=False)
     h, dom, unusable = recipient_columns(f["email"], ctx)
     ok_np &= ~unusable
@@ -321,24 +388,28 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
     event_k = kept(event)
     ts_k = kept(ts_us).cast(pa.timestamp("us", tz="UTC"))
     btype = pc.utf8_lower(text_array(kept(f["type"])))
-    bclass = per_distinct(pc.fill_null(btype, ""),
-                          lambda b: sendgrid.BOUNCE_TYPE_CLASS.get(b, "hard") if b else "hard", s)
+    bclass = per_distinct(
+        pc.fill_null(btype, ""),
+        lambda b: sendgrid.BOUNCE_TYPE_CLASS.get(b, "hard") if b else "hard",
+        s,
+    )
     cs_k, cl_k = kept(cs), kept(cl)
     cats = pc.if_else(pc.is_valid(cs_k), pa.array([[]] * len(cs_k), pa.list_(s)), cl_k)
     cats = pc.fill_null(cats, pa.scalar([], pa.list_(s)))
     if pc.any(pc.is_valid(cs_k)).as_py():
-        singles = pa.array([[c] if c is not None else None for c in cs_k.to_pylist()],
-                           pa.list_(s))
+        singles = pa.array([[c] if c is not None else None for c in cs_k.to_pylist()], pa.list_(s))
         cats = pc.if_else(pc.is_valid(cs_k), singles, cats)
-    reason = redact_column(pc.coalesce(text_array(kept(f["reason"])),
-                                       text_array(kept(f["response"]))))
+    reason = redact_column(
+        pc.coalesce(text_array(kept(f["reason"])), text_array(kept(f["response"])))
+    )
     rows_k = row[keep]
     cols = {
         "event_id": kept(eid),
         "event_type": per_distinct(event_k, sendgrid.EVENT_MAP.get, s),
         "provider_event_type": event_k,
-        "bounce_class": pc.if_else(pc.fill_null(pc.equal(event_k, "bounce"), False), bclass,
-                                   pa.scalar(None, s)),
+        "bounce_class": pc.if_else(
+            pc.fill_null(pc.equal(event_k, "bounce"), False), bclass, pa.scalar(None, s)
+        ),
         "event_ts": ts_k,
         "message_id": kept(mid),
         "email_hash": kept(h),

@@ -30,6 +30,7 @@ send time, which can be days earlier; bare, it falls back to ``mail.timestamp``.
 
 Reasons and clicked links can quote an address; it is redacted (``[redacted]@domain``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -107,10 +108,13 @@ _MAX_ENVELOPES = 3
 def looks_like(doc: Any) -> bool:
     if not isinstance(doc, dict):
         return False
-    return ("eventType" in doc or "notificationType" in doc
-            or ("Type" in doc and ("Message" in doc or "TopicArn" in doc))
-            or isinstance(doc.get("Body"), str)
-            or isinstance(doc.get("Messages"), list))
+    return (
+        "eventType" in doc
+        or "notificationType" in doc
+        or ("Type" in doc and ("Message" in doc or "TopicArn" in doc))
+        or isinstance(doc.get("Body"), str)
+        or isinstance(doc.get("Messages"), list)
+    )
 
 
 def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
@@ -123,8 +127,12 @@ def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
 
 def _is_receive_dump(doc: dict[str, Any]) -> bool:
     """``aws sqs receive-message`` output: ``{"Messages": [{"Body": ...}, ...]}``."""
-    return (isinstance(doc.get("Messages"), list) and "eventType" not in doc
-            and "notificationType" not in doc and "Type" not in doc)
+    return (
+        isinstance(doc.get("Messages"), list)
+        and "eventType" not in doc
+        and "notificationType" not in doc
+        and "Type" not in doc
+    )
 
 
 def _receive_dump(messages: list[Any], ctx: NormalizeContext) -> Result:
@@ -138,8 +146,7 @@ def _receive_dump(messages: list[Any], ctx: NormalizeContext) -> Result:
         try:
             one = _one(msg, ctx)
         except Exception as exc:  # noqa: BLE001 - one bad message must not sink the dump
-            one = Result().dead(f"ses normalizer error: {type(exc).__name__}: {exc}",
-                                msg, PROVIDER)
+            one = Result().dead(f"ses normalizer error: {type(exc).__name__}: {exc}", msg, PROVIDER)
         for dl in one.dead_letters:
             dl.reason = f"Messages[{i}]: {dl.reason}"
             dl.record_index = i
@@ -172,7 +179,8 @@ def _unwrap(doc: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
             if sns_type != "Notification":
                 raise RecordError(
                     f"unknown SNS message Type {sns_type!r} (expected Notification, "
-                    "SubscriptionConfirmation or UnsubscribeConfirmation)")
+                    "SubscriptionConfirmation or UnsubscribeConfirmation)"
+                )
             message = doc.get("Message")
             if isinstance(message, str) and message.strip().startswith(SNS_SETUP_MESSAGE_PREFIX):
                 return None, None
@@ -184,8 +192,7 @@ def _unwrap(doc: dict[str, Any]) -> tuple[dict[str, Any] | None, Any]:
             break
     if "eventType" in doc or "notificationType" in doc:
         return doc, envelope_ts
-    raise RecordError("no SES record: neither eventType nor notificationType in "
-                      + _describe(doc))
+    raise RecordError("no SES record: neither eventType nor notificationType in " + _describe(doc))
 
 
 def _embedded_object(value: Any, what: str) -> dict[str, Any]:
@@ -200,15 +207,17 @@ def _embedded_object(value: Any, what: str) -> dict[str, Any]:
     # in an envelope (e.g. integers beyond 64 bits).
     inner, error = parse_json(value.encode("utf-8", "surrogatepass"))
     if error is not None:
-        raise RecordError(f"{what} is {error}" if error.startswith("not ")
-                          else f"{what} is not JSON ({error})")
+        raise RecordError(
+            f"{what} is {error}" if error.startswith("not ") else f"{what} is not JSON ({error})"
+        )
     if not isinstance(inner, dict):
         raise RecordError(f"{what} holds {_json_type(inner)}, not an SES record object")
     return inner
 
 
-def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any,
-            envelope_ts: Any = None) -> Result:
+def _record(
+    doc: dict[str, Any], ctx: NormalizeContext, raw: Any, envelope_ts: Any = None
+) -> Result:
     res = Result()
     field = "eventType" if "eventType" in doc else "notificationType"
     word = doc.get(field)
@@ -231,8 +240,9 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any,
     except RecordError as exc:
         return res.dead(f"{word} record: {ts_field}: {exc}", raw, PROVIDER)
     except OverflowError:  # an offset that moves year 1 or 9999 out of range
-        return res.dead(f"{word} record: {ts_field}: timestamp out of range: {ts_value!r}",
-                        raw, PROVIDER)
+        return res.dead(
+            f"{word} record: {ts_field}: timestamp out of range: {ts_value!r}", raw, PROVIDER
+        )
 
     try:
         source, recipients = _recipients(word, key, payload, mail)
@@ -242,8 +252,11 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any,
     mid = text(mail.get("messageId"))
     categories = _tag_values(mail.get("tags"), ctx.ses_category_tag)
     event_type = EVENT_MAP.get(word, "unknown")
-    bounce_class = BOUNCE_CLASS.get(text(payload.get("bounceType")) or "", "undetermined") \
-        if event_type == "bounce" else None
+    bounce_class = (
+        BOUNCE_CLASS.get(text(payload.get("bounceType")) or "", "undetermined")
+        if event_type == "bounce"
+        else None
+    )
     url = redact_addresses(text(payload.get("link"))) if word == "Click" else None
 
     for i, rcpt in enumerate(recipients):
@@ -251,34 +264,38 @@ def _record(doc: dict[str, Any], ctx: NormalizeContext, raw: Any,
         try:
             email_hash, domain = recipient_fields(ctx, address)
         except RecordError:
-            what = "has no emailAddress" if isinstance(rcpt, dict) else \
-                f"is {_json_type(rcpt)}, not an address"
+            what = (
+                "has no emailAddress"
+                if isinstance(rcpt, dict)
+                else f"is {_json_type(rcpt)}, not an address"
+            )
             res.dead(f"{word} record: {source}[{i}] {what}", raw, PROVIDER, i)
             continue
         per = rcpt if isinstance(rcpt, dict) else {}
         reason, status = _reason_status(word, payload, per)
         reason = redact_addresses(reason)
-        res.add(base_event(
-            ctx,
-            event_id=deterministic_event_id(PROVIDER, mid, word, email_hash, ts, url or ""),
-            provider=PROVIDER,
-            event_type=event_type,
-            provider_event_type=word,
-            bounce_class=bounce_class,
-            event_ts=ts,
-            message_id=mid,
-            email_hash=email_hash,
-            recipient_domain=domain,
-            categories=categories,
-            reason=reason,
-            smtp_status=status,
-            url=url,
-        ))
+        res.add(
+            base_event(
+                ctx,
+                event_id=deterministic_event_id(PROVIDER, mid, word, email_hash, ts, url or ""),
+                provider=PROVIDER,
+                event_type=event_type,
+                provider_event_type=word,
+                bounce_class=bounce_class,
+                event_ts=ts,
+                message_id=mid,
+                email_hash=email_hash,
+                recipient_domain=domain,
+                categories=categories,
+                reason=reason,
+                smtp_status=status,
+                url=url,
+            )
+        )
     return res
 
 
-def _time_of(word: str, key: str, payload: dict, mail: dict,
-             envelope_ts: Any) -> tuple[str, Any]:
+def _time_of(word: str, key: str, payload: dict, mail: dict, envelope_ts: Any) -> tuple[str, Any]:
     """(where the time came from, its value): see "When it happened" above."""
     own = payload.get("timestamp")
     if own not in (None, ""):
@@ -306,20 +323,27 @@ def _recipients(word: str, key: str, payload: dict, mail: dict) -> tuple[str, li
         n = len(destination) if isinstance(destination, list) else 0
         raise RecordError(
             f"{word} record has no {key}.{list_key} and mail.destination names {n} "
-            "recipients: cannot tell which were affected")
+            "recipients: cannot tell which were affected"
+        )
     if not isinstance(destination, list) or not destination:
-        raise RecordError(f"{word} record names no recipient (mail.destination is "
-                          f"{'empty' if destination == [] else _json_type(destination)})")
+        raise RecordError(
+            f"{word} record names no recipient (mail.destination is "
+            f"{'empty' if destination == [] else _json_type(destination)})"
+        )
     return "mail.destination", destination
 
 
 def _reason_status(word: str, payload: dict, per: dict) -> tuple[str | None, str | None]:
     if word == "Bounce":
-        return (text(per.get("diagnosticCode")) or text(payload.get("bounceSubType")),
-                text(per.get("status")))
+        return (
+            text(per.get("diagnosticCode")) or text(payload.get("bounceSubType")),
+            text(per.get("status")),
+        )
     if word == "DeliveryDelay":
-        return (text(per.get("diagnosticCode")) or text(payload.get("delayType")),
-                text(per.get("status")))
+        return (
+            text(per.get("diagnosticCode")) or text(payload.get("delayType")),
+            text(per.get("status")),
+        )
     if word == "Complaint":
         return text(payload.get("complaintFeedbackType")), None
     if word == "Delivery":

@@ -15,6 +15,7 @@ carry a non-empty one (the single-recipient ``mail.destination`` fallback is the
 path's), and every recipient must be a non-blank string (or an object with one under
 ``emailAddress``). Anything else goes to :mod:`.ses` unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,10 @@ from .columns import (
 
 PROVIDER = ses.PROVIDER
 
-_ISO = (r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
-        r"(\.[0-9]{3}|\.[0-9]{6})?Z$")
+_ISO = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]"
+    r"(\.[0-9]{3}|\.[0-9]{6})?Z$"
+)
 
 
 def select(records, taken) -> tuple[list[int], list[dict]]:
@@ -72,18 +75,23 @@ def select(records, taken) -> tuple[list[int], list[dict]]:
 def _own_time(d: dict) -> bool:
     """Whether a record carries its own time, so an SNS envelope's Timestamp is not used."""
     word = d.get("eventType") or d.get("notificationType")
-    payload = (d.get(ses.PAYLOAD_KEY.get(word, ses._lower_first(word)))
-               if isinstance(word, str) else None)
+    payload = (
+        d.get(ses.PAYLOAD_KEY.get(word, ses._lower_first(word))) if isinstance(word, str) else None
+    )
     if type(payload) is dict and payload.get("timestamp") not in (None, ""):
         return True
     mail = d.get("mail")
-    return (word in ses.MAIL_TIME_TYPES and type(mail) is dict
-            and mail.get("timestamp") not in (None, ""))
+    return (
+        word in ses.MAIL_TIME_TYPES
+        and type(mail) is dict
+        and mail.get("timestamp") not in (None, "")
+    )
 
 
 def _words() -> frozenset[str]:
-    return frozenset(w for w in ses.EVENT_MAP if w == w.strip()
-                     and w not in ses.NO_EVENT_NOTIFICATIONS)
+    return frozenset(
+        w for w in ses.EVENT_MAP if w == w.strip() and w not in ses.NO_EVENT_NOTIFICATIONS
+    )
 
 
 def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, np.ndarray]:
@@ -95,13 +103,13 @@ def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, n
     tag_cache: dict[Any, list[str]] = {}
 
     # Per record: only dict look-ups and the mapping's own small helpers.
-    rec_doc: list[int] = []       # per event: index into docs
+    rec_doc: list[int] = []  # per event: index into docs
     rec_word: list[str] = []
     rec_addr: list[Any] = []
     rec_reason: list[Any] = []
     rec_status: list[Any] = []
     rec_ord: list[int] = []
-    d_ts: list[Any] = []          # per record (all docs)
+    d_ts: list[Any] = []  # per record (all docs)
     d_mid: list[Any] = []
     d_cats: list[list[str]] = []
     d_bt: list[Any] = []
@@ -113,8 +121,14 @@ def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, n
         mail = d.get("mail")
         if type(word) is not str or word not in words_ok or type(mail) is not dict:
             bad[k] = True
-            d_ts.append(None); d_mid.append(None); d_cats.append([])
-            d_bt.append(None); d_link.append(None)
+            for col, empty in (
+                (d_ts, None),
+                (d_mid, None),
+                (d_cats, []),
+                (d_bt, None),
+                (d_link, None),
+            ):
+                col.append(empty)
             continue
         key = payload_key[word] if word in payload_key else lower_first(word)
         payload = d.get(key)
@@ -151,10 +165,16 @@ def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, n
                 bad[k] = True
                 break
             reason, status = reason_status(word, payload, per)
-            rec_doc.append(k); rec_word.append(word); rec_addr.append(addr)
-            rec_reason.append(reason); rec_status.append(status); rec_ord.append(j)
+            for col, v in (
+                (rec_doc, k),
+                (rec_word, word),
+                (rec_addr, addr),
+                (rec_reason, reason),
+                (rec_status, status),
+                (rec_ord, j),
+            ):
+                col.append(v)
 
-    n_docs = len(docs)
     # -- per record, in columns: time, message id -------------------------------------------
     ts_s = pa.array([v if type(v) is str else None for v in d_ts], pa.string())
     us, head = _micros(ts_s)
@@ -183,13 +203,15 @@ def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, n
     email_hash = pc.filter(h, keep_a)
     is_bounce = pc.equal(event_type, "bounce")
     bt = pc.take(text_column(d_bt), sel)
-    bclass = per_distinct(pc.fill_null(bt, ""), lambda b: ses.BOUNCE_CLASS.get(b, "undetermined"),
-                          pa.string())
+    bclass = per_distinct(
+        pc.fill_null(bt, ""), lambda b: ses.BOUNCE_CLASS.get(b, "undetermined"), pa.string()
+    )
     url = redact_column(pc.take(text_column(d_link), sel))
     cats = pa.array([d_cats[i] for i in ev_doc[keep]], pa.list_(pa.string()))
     cols = {
-        "event_id": event_ids(PROVIDER, [mid_e, words, email_hash,
-                                         iso_utc(ts, pc.take(head, sel)), url]),
+        "event_id": event_ids(
+            PROVIDER, [mid_e, words, email_hash, iso_utc(ts, pc.take(head, sel)), url]
+        ),
         "event_type": event_type,
         "provider_event_type": words,
         "bounce_class": pc.if_else(is_bounce, bclass, pa.scalar(None, pa.string())),
@@ -218,9 +240,14 @@ def _texts(values: list[Any]) -> pa.Array:
 
 ARROW_OPENER = b"{"
 #: word -> the payload field ses._reason_status reads for the record's reason
-_REASON_FIELD = {"Bounce": "bounceSubType", "DeliveryDelay": "delayType",
-                 "Complaint": "complaintFeedbackType", "Delivery": "smtpResponse",
-                 "Reject": "reason", "Rendering Failure": "errorMessage"}
+_REASON_FIELD = {
+    "Bounce": "bounceSubType",
+    "DeliveryDelay": "delayType",
+    "Complaint": "complaintFeedbackType",
+    "Delivery": "smtpResponse",
+    "Reject": "reason",
+    "Rendering Failure": "errorMessage",
+}
 #: words whose per-recipient objects carry diagnosticCode / status (ses._reason_status)
 _PER_RECIPIENT = frozenset({"Bounce", "DeliveryDelay"})
 #: per-recipient lists SES writes as plain addresses (the others hold objects)
@@ -257,11 +284,20 @@ def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
         lk = ses.RECIPIENT_LIST.get(w)
         if lk is not None:
             p[lk] = pa.list_(s) if w in _ADDRESS_LISTS else pa.list_(rc)
-    mail = pa.struct([("timestamp", s), ("messageId", s), ("destination", pa.list_(s)),
-                      ("tags", pa.struct([(ctx.ses_category_tag, pa.list_(s))]))])
+    mail = pa.struct(
+        [
+            ("timestamp", s),
+            ("messageId", s),
+            ("destination", pa.list_(s)),
+            ("tags", pa.struct([(ctx.ses_category_tag, pa.list_(s))])),
+        ]
+    )
     fields = [("eventType", s), ("mail", mail)]
-    fields += [(k, pa.struct(list(v.items()))) for k, v in sorted(payloads.items())
-               if k not in ("eventType", "mail")]
+    fields += [
+        (k, pa.struct(list(v.items())))
+        for k, v in sorted(payloads.items())
+        if k not in ("eventType", "mail")
+    ]
     return pa.schema(fields)
 
 
@@ -273,29 +309,41 @@ def _micros(ts_s: pa.Array) -> tuple[pa.Array, pa.Array]:
     head = pc.if_else(shaped, pc.utf8_slice_codeunits(ts_s, 0, 19), pa.scalar(None, pa.string()))
     base = pc.strptime(head, format="%Y-%m-%dT%H:%M:%S", unit="us", error_is_null=True)
     # Arrow's strptime rolls 2017-02-30 over to March: keep only real dates
-    real = pc.fill_null(pc.and_(
-        pc.equal(pc.day(base), pc.cast(pc.utf8_slice_codeunits(head, 8, 10), pa.int64())),
-        pc.equal(pc.month(base), pc.cast(pc.utf8_slice_codeunits(head, 5, 7), pa.int64()))),
-        False)
+    real = pc.fill_null(
+        pc.and_(
+            pc.equal(pc.day(base), pc.cast(pc.utf8_slice_codeunits(head, 8, 10), pa.int64())),
+            pc.equal(pc.month(base), pc.cast(pc.utf8_slice_codeunits(head, 5, 7), pa.int64())),
+        ),
+        False,
+    )
     frac = pc.utf8_rpad(pc.utf8_slice_codeunits(ts_s, 20, 26), width=6, padding="0")
     frac = pc.replace_substring(frac, "Z", "0")  # "669Z00" -> "669000"
     us = pc.add(base.cast(pa.int64()), pc.cast(pc.if_else(real, frac, "0"), pa.int64()))
     good = pc.and_(real, ts_ok(us))
-    return (pc.if_else(good, us, pa.scalar(None, pa.int64())),
-            pc.if_else(good, head, pa.scalar(None, pa.string())))
+    return (
+        pc.if_else(good, us, pa.scalar(None, pa.int64())),
+        pc.if_else(good, head, pa.scalar(None, pa.string())),
+    )
 
 
-def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
-                    ) -> tuple[pa.Table, np.ndarray]:
+def normalize_table(
+    t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
+) -> tuple[pa.Table, np.ndarray]:
     """(events with ``_row``, the rows taken) for a chunk read with :func:`arrow_schema`."""
     from .columns import text_array
+
     s = pa.string()
     n = t.num_rows
     words = _words()
     ev = as_array(t["eventType"])
     mail = as_array(t["mail"])
-    ok = pc.and_(pc.fill_null(pc.is_in(ev, value_set=pa.array(sorted(words), s)), False),
-                 pc.is_valid(mail)).to_numpy(zero_copy_only=False) & allowed
+    ok = (
+        pc.and_(
+            pc.fill_null(pc.is_in(ev, value_set=pa.array(sorted(words), s)), False),
+            pc.is_valid(mail),
+        ).to_numpy(zero_copy_only=False)
+        & allowed
+    )
     null = pa.nulls(n, s)
     ts_own, line_reason, bt, link = null, null, null, null
     present = [w for w in pc.unique(pc.filter(ev, pa.array(ok))).to_pylist()]
@@ -304,8 +352,7 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
         pst = as_array(t[_key(w)])
         ts_own = pc.if_else(masks[w], pc.struct_field(pst, "timestamp"), ts_own)
         if w in _REASON_FIELD:
-            line_reason = pc.if_else(masks[w], pc.struct_field(pst, _REASON_FIELD[w]),
-                                     line_reason)
+            line_reason = pc.if_else(masks[w], pc.struct_field(pst, _REASON_FIELD[w]), line_reason)
         if ses.EVENT_MAP.get(w) == "bounce":
             bt = pc.if_else(masks[w], pc.struct_field(pst, "bounceType"), bt)
         if w == "Click":
@@ -321,8 +368,11 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
         if not len(rows):
             continue
         lk = ses.RECIPIENT_LIST.get(w)
-        col = (pc.struct_field(as_array(t[_key(w)]), lk) if lk is not None
-               else pc.struct_field(mail, "destination"))
+        col = (
+            pc.struct_field(as_array(t[_key(w)]), lk)
+            if lk is not None
+            else pc.struct_field(mail, "destination")
+        )
         lists = pc.take(col, pa.array(rows))
         lengths = pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
         ok[rows[lengths == 0]] = False
@@ -346,8 +396,9 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
     order = np.concatenate([g[1] for g in groups])
     sort = pa.array(np.lexsort((order, row)))
     row = row[sort.to_numpy()]
-    addr, status, diag = (pc.take(pa.concat_arrays([g[i] for g in groups]), sort)
-                          for i in (2, 3, 4))
+    addr, status, diag = (
+        pc.take(pa.concat_arrays([g[i] for g in groups]), sort) for i in (2, 3, 4)
+    )
     h, dom, unusable = recipient_columns(addr, ctx)
     ok[row[unusable]] = False
     keep = ok[row]
@@ -370,17 +421,18 @@ def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
     reason = pc.if_else(per_rcpt, pc.coalesce(diag_t, reason_line), reason_line)
     smtp = pc.if_else(per_rcpt, text_array(pc.filter(status, keep_a)), pa.scalar(None, s))
     btype = per_event(text_array(bt))
-    bclass = per_distinct(pc.fill_null(btype, ""),
-                          lambda b: ses.BOUNCE_CLASS.get(b, "undetermined"), s)
+    bclass = per_distinct(
+        pc.fill_null(btype, ""), lambda b: ses.BOUNCE_CLASS.get(b, "undetermined"), s
+    )
     url = redact_column(per_event(text_array(link)))
     email_hash = pc.filter(h, keep_a)
     cols = {
-        "event_id": event_ids(PROVIDER, [mid, words_e, email_hash,
-                                         iso_utc(ts, per_event(head)), url]),
+        "event_id": event_ids(
+            PROVIDER, [mid, words_e, email_hash, iso_utc(ts, per_event(head)), url]
+        ),
         "event_type": event_type,
         "provider_event_type": words_e,
-        "bounce_class": pc.if_else(pc.equal(event_type, "bounce"), bclass,
-                                   pa.scalar(None, s)),
+        "bounce_class": pc.if_else(pc.equal(event_type, "bounce"), bclass, pa.scalar(None, s)),
         "event_ts": ts,
         "message_id": mid,
         "email_hash": email_hash,
@@ -399,14 +451,20 @@ def _categories(tags: pa.Array, key: str, rows: pa.Array) -> pa.Array:
     """ses._tag_values per event: the tag's list as it is when its values are distinct
     strings that need no trimming; through ``_tag_values`` itself otherwise."""
     from .columns import needs_trim
+
     tv = pc.take(pc.struct_field(tags, key), rows)
     flat = pc.list_flatten(tv)
     if len(flat):
         parent = pc.list_parent_indices(tv)
-        bad = pc.or_(pc.fill_null(needs_trim(flat), True),
-                     pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0))
-        pairs = pa.table({"p": parent, "v": flat}).group_by(["p", "v"], use_threads=False).aggregate(
-            [([], "count_all")])
+        bad = pc.or_(
+            pc.fill_null(needs_trim(flat), True),
+            pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0),
+        )
+        pairs = (
+            pa.table({"p": parent, "v": flat})
+            .group_by(["p", "v"], use_threads=False)
+            .aggregate([([], "count_all")])
+        )
         dup = pc.filter(pairs["p"], pc.greater(pairs["count_all"], 1))
         unclean = np.union1d(pc.filter(parent, bad).to_numpy(), dup.to_numpy())
     else:

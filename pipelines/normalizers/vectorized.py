@@ -30,6 +30,7 @@ into typed structs, 4-6 us per SES line) was slower than orjson (3 us), planning
 query cost about 25 ms per chunk, and the shape checks it needs (duplicate keys, which
 DuckDB resolves to the first and orjson to the last) cost 20 us more per line.
 """
+
 from __future__ import annotations
 
 import logging
@@ -71,6 +72,7 @@ PARSE_SECONDS = [0.0]
 #: fixed cost of the kernels is about a hundred microseconds).
 MIN_RECORDS = 16
 
+
 @dataclass
 class FastResult:
     """Events of the records the fast path took (canonical schema, record order), events
@@ -86,28 +88,41 @@ def _modules():
     """The fast modules: tier 1 uses those with ``arrow_schema``, the record path those
     with ``select``."""
     from . import cmc_columnar, sendgrid_columnar, ses_columnar
+
     return (sendgrid_columnar, ses_columnar, cmc_columnar)
 
 
-def normalize_chunk(chunk: bytes, ctx: NormalizeContext, *, min_records: int = MIN_RECORDS,
-                    modules=None, with_lines: bool = False, arrow: bool = True) -> FastResult:
+def normalize_chunk(
+    chunk: bytes,
+    ctx: NormalizeContext,
+    *,
+    min_records: int = MIN_RECORDS,
+    modules=None,
+    with_lines: bool = False,
+    arrow: bool = True,
+) -> FastResult:
     """The load job's entry point: a chunk's bytes -> fast-path events + the records
     (as ``iter_records`` yields them) left for the exact path. Tier 1 (Arrow's JSON
     reader) when the chunk allows it, then the record path for what it leaves."""
     from ..records import iter_records
+
     mods = modules if modules is not None else _modules()
     t1 = None
     if arrow:
-        t1 = normalize_chunk_arrow(chunk, ctx, with_lines=True, min_lines=min_records,
-                                   modules=[m for m in mods if hasattr(m, "arrow_schema")])
+        t1 = normalize_chunk_arrow(
+            chunk,
+            ctx,
+            with_lines=True,
+            min_lines=min_records,
+            modules=[m for m in mods if hasattr(m, "arrow_schema")],
+        )
     if t1 is not None:
         records = t1.residual
     else:
         t0 = time.perf_counter()
         records = list(iter_records(chunk))
         PARSE_SECONDS[0] += time.perf_counter() - t0
-    t2 = normalize_records(records, ctx, min_records=min_records, modules=mods,
-                           with_lines=True)
+    t2 = normalize_records(records, ctx, min_records=min_records, modules=mods, with_lines=True)
     if t1 is None or not t1.events.num_rows:
         res = t2
     else:
@@ -123,16 +138,21 @@ def normalize_chunk(chunk: bytes, ctx: NormalizeContext, *, min_records: int = M
     return res
 
 
-def normalize_records(records: list[RawRecord], ctx: NormalizeContext, *,
-                      min_records: int = MIN_RECORDS, modules=None,
-                      with_lines: bool = False) -> FastResult:
+def normalize_records(
+    records: list[RawRecord],
+    ctx: NormalizeContext,
+    *,
+    min_records: int = MIN_RECORDS,
+    modules=None,
+    with_lines: bool = False,
+) -> FastResult:
     """Split ``records`` (as ``iter_records`` yields them) into fast-path events and the
     records the exact path must handle. ``with_lines`` keeps a ``_line`` column (the
     record's line) for tests that compare record by record."""
     taken = np.zeros(len(records), dtype=bool)
     tables: list[pa.Table] = []
     counts: dict[str, int] = {}
-    for module in (modules if modules is not None else _modules()):
+    for module in modules if modules is not None else _modules():
         if not hasattr(module, "select"):
             continue
         pos, docs = module.select(records, taken)
@@ -141,16 +161,18 @@ def normalize_records(records: list[RawRecord], ctx: NormalizeContext, *,
         try:
             table, ok = module.normalize_docs(docs, ctx)
         except Exception:  # noqa: BLE001 - a fast-path bug must not lose records: they
-            log.exception("vectorized %s path failed; records take the exact path",
-                          module.PROVIDER)  # all take the exact path instead
+            log.exception(
+                "vectorized %s path failed; records take the exact path", module.PROVIDER
+            )  # all take the exact path instead
             continue
         if table is None or not len(ok):
             continue
         pos = np.asarray(pos, dtype=np.int64)
         taken[pos[ok]] = True
         # ``_pos`` (index into docs) -> index into records, for the record order
-        table = table.set_column(table.schema.get_field_index("_pos"), "_pos",
-                                 pa.array(pos[table["_pos"].to_numpy()]))
+        table = table.set_column(
+            table.schema.get_field_index("_pos"), "_pos", pa.array(pos[table["_pos"].to_numpy()])
+        )
         tables.append(table)
         counts[module.PROVIDER] = counts.get(module.PROVIDER, 0) + table.num_rows
     if not tables:
@@ -196,14 +218,16 @@ class Lines:
         return len(self.starts)
 
     def raw(self, i: int) -> bytes:
-        return self.data[int(self.starts[i]):int(self.ends[i])]
+        return self.data[int(self.starts[i]) : int(self.ends[i])]
 
     def array(self) -> pa.Array:
         """The lines as one Arrow string column, each value keeping its newline."""
         offsets = np.concatenate((self.starts, [len(self.data)])).astype(np.int64)
-        return pa.Array.from_buffers(pa.large_string(), len(self.starts),
-                                     [None, pa.py_buffer(offsets.tobytes()),
-                                      pa.py_buffer(self.data)])
+        return pa.Array.from_buffers(
+            pa.large_string(),
+            len(self.starts),
+            [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(self.data)],
+        )
 
 
 def split_lines(data: bytes) -> Lines | None:
@@ -216,21 +240,22 @@ def split_lines(data: bytes) -> Lines | None:
     return Lines(data, starts, ends.astype(np.int64))
 
 
-def _arrow_tier(chunk: bytes, ctx: NormalizeContext, module, opener: bytes,
-                min_lines: int = MIN_RECORDS):
+def _arrow_tier(
+    chunk: bytes, ctx: NormalizeContext, module, opener: bytes, min_lines: int = MIN_RECORDS
+):
     """(events with ``_row``, taken rows, Lines) or None when the chunk is not provably
     read by Arrow as orjson reads it."""
     import io
 
     import pyarrow.json as pj
+
     lines = split_lines(chunk)
     if lines is None or len(lines) < max(min_lines, 1):
         return None
     buf = np.frombuffer(chunk, np.uint8)
     first, last = buf[lines.starts], buf[np.maximum(lines.ends - 1, 0)]
     closer = {b"{": ord("}"), b"[": ord("]")}[opener]
-    if (np.any(lines.ends <= lines.starts) or np.any(first != opener[0])
-            or np.any(last != closer)):
+    if np.any(lines.ends <= lines.starts) or np.any(first != opener[0]) or np.any(last != closer):
         return None  # blank lines, padding, \r, or a line that is not one value
     try:
         chunk.decode("utf-8")
@@ -242,9 +267,12 @@ def _arrow_tier(chunk: bytes, ctx: NormalizeContext, module, opener: bytes,
         table = pj.read_json(
             io.BytesIO(data),
             read_options=pj.ReadOptions(use_threads=False, block_size=len(data) + 1),
-            parse_options=pj.ParseOptions(explicit_schema=module.arrow_schema(ctx),
-                                          unexpected_field_behavior="ignore",
-                                          newlines_in_values=False))
+            parse_options=pj.ParseOptions(
+                explicit_schema=module.arrow_schema(ctx),
+                unexpected_field_behavior="ignore",
+                newlines_in_values=False,
+            ),
+        )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
         return None
     finally:
@@ -262,13 +290,20 @@ def _arrow_tier(chunk: bytes, ctx: NormalizeContext, module, opener: bytes,
     return events, rows, lines
 
 
-def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
-                          with_lines: bool = False, min_lines: int = MIN_RECORDS):
+def normalize_chunk_arrow(
+    chunk: bytes,
+    ctx: NormalizeContext,
+    *,
+    modules=None,
+    with_lines: bool = False,
+    min_lines: int = MIN_RECORDS,
+):
     """Tier 1 for the chunk, or None (the chunk then takes :func:`normalize_chunk`'s
     record path). Returns a FastResult whose residual holds the records of every line
     it did not take, as ``iter_records`` yields them."""
     from ..records import parse_json
-    for module in (modules if modules is not None else _modules()):
+
+    for module in modules if modules is not None else _modules():
         if not hasattr(module, "arrow_schema"):
             continue
         opener = module.ARROW_OPENER
@@ -277,8 +312,9 @@ def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
         try:
             got = _arrow_tier(chunk, ctx, module, opener, min_lines)
         except Exception:  # noqa: BLE001 - a fast-path bug must not lose records: the
-            log.exception("Arrow tier for %s failed; the chunk takes the record path",
-                          module.PROVIDER)  # chunk takes the record path instead
+            log.exception(
+                "Arrow tier for %s failed; the chunk takes the record path", module.PROVIDER
+            )  # chunk takes the record path instead
             return None
         if got is None:
             return None
@@ -300,6 +336,10 @@ def normalize_chunk_arrow(chunk: bytes, ctx: NormalizeContext, *, modules=None,
         if with_lines:
             events = events.append_column("_line", pc.add(events["_row"], 1))
         events = events.drop_columns(["_row"])
-        return FastResult(events, {module.PROVIDER: events.num_rows} if events.num_rows else {},
-                          residual, records_fast=int(taken.sum()))
+        return FastResult(
+            events,
+            {module.PROVIDER: events.num_rows} if events.num_rows else {},
+            residual,
+            records_fast=int(taken.sum()),
+        )
     return None

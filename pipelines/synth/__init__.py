@@ -48,6 +48,7 @@ The package, one module per job:
 - :mod:`.summary`: :class:`SynthSummary`, what a run wrote;
 - :mod:`.api`: :func:`generate` and the guard against replacing an earlier archive.
 """
+
 from __future__ import annotations
 
 from .api import (

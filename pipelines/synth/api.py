@@ -1,4 +1,5 @@
 """The entry point: :func:`generate`, and the guard against replacing an earlier archive."""
+
 from __future__ import annotations
 
 import os
@@ -15,8 +16,9 @@ from .summary import SynthSummary
 _FILE_RE = re.compile(r"^synth-(\d{8})-(\d{10})-(\d{4})\.json\.gz$")
 
 
-def existing_files(out: str | os.PathLike, day: date,
-                   providers: Sequence[str] = PROVIDERS) -> list[Path]:
+def existing_files(
+    out: str | os.PathLike, day: date, providers: Sequence[str] = PROVIDERS
+) -> list[Path]:
     """Files an earlier ``synth`` run for ``day`` wrote under ``out`` (any seed)."""
     out = Path(out)
     prefix = f"synth-{day:%Y%m%d}-"
@@ -29,8 +31,13 @@ def existing_files(out: str | os.PathLike, day: date,
                 continue
             for hour_dir in sorted(base.iterdir()):
                 if hour_dir.is_dir():
-                    found.extend(sorted(f for f in hour_dir.iterdir()
-                                        if f.name.startswith(prefix) and _FILE_RE.match(f.name)))
+                    found.extend(
+                        sorted(
+                            f
+                            for f in hour_dir.iterdir()
+                            if f.name.startswith(prefix) and _FILE_RE.match(f.name)
+                        )
+                    )
     return found
 
 
@@ -38,8 +45,13 @@ class ArchiveExists(ValueError):
     """The output already holds a synth archive of that date."""
 
 
-def generate(out: str | os.PathLike | None = None, date: date | str | None = None, *,
-             config: SynthConfig | None = None, **options: Any) -> SynthSummary:
+def generate(
+    out: str | os.PathLike | None = None,
+    date: date | str | None = None,
+    *,
+    config: SynthConfig | None = None,
+    **options: Any,
+) -> SynthSummary:
     """Write a synthetic archive and return its :class:`SynthSummary` (``.truth`` inside).
 
     ``generate("archive", "2026-11-23", messages=10_000, seed=7, corrupt_rate=0.01)``;
@@ -57,7 +69,8 @@ def generate(out: str | os.PathLike | None = None, date: date | str | None = Non
         if not cfg.overwrite:
             raise ArchiveExists(
                 f"{cfg.out} already holds a synth archive for {cfg.date} ({len(old)} files); "
-                f"use another --out directory or pass --overwrite to replace it")
+                f"use another --out directory or pass --overwrite to replace it"
+            )
         for f in old:
             f.unlink()
     return _Generator(cfg).run()

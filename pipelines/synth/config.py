@@ -1,4 +1,5 @@
 """What ``mailpulse synth`` generates: :class:`SynthConfig`, its validation and defaults."""
+
 from __future__ import annotations
 
 import os
@@ -62,20 +63,31 @@ class SynthConfig:
         chosen = [p.strip().lower() for p in self.providers]
         unknown = [p for p in chosen if p not in PROVIDERS]
         if unknown or not chosen:
-            raise ValueError(f"unknown provider(s) {', '.join(unknown) or '(none)'}; "
-                             f"use a comma-separated subset of {','.join(PROVIDERS)}")
+            raise ValueError(
+                f"unknown provider(s) {', '.join(unknown) or '(none)'}; "
+                f"use a comma-separated subset of {','.join(PROVIDERS)}"
+            )
         self.providers = tuple(p for p in PROVIDERS if p in chosen)
         if not isinstance(self.categories, int) or not 1 <= self.categories <= 99:
             raise ValueError(f"categories must be between 1 and 99 (got {self.categories!r})")
-        for name in ("bounce_rate", "drop_rate", "defer_rate", "corrupt_rate", "retry_rate",
-                     "late_rate", "sns_rate"):
+        for name in (
+            "bounce_rate",
+            "drop_rate",
+            "defer_rate",
+            "corrupt_rate",
+            "retry_rate",
+            "late_rate",
+            "sns_rate",
+        ):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not 0.0 <= v <= 1.0:
                 flag = "--" + name.replace("_", "-")
                 raise ValueError(f"{name} must be between 0 and 1 (got {v!r}); e.g. {flag} 0.05")
         if self.bounce_rate + self.drop_rate > 0.9:
-            raise ValueError("bounce_rate + drop_rate must stay below 0.9 so some mail is "
-                             "delivered; lower --bounce-rate or --drop-rate")
+            raise ValueError(
+                "bounce_rate + drop_rate must stay below 0.9 so some mail is "
+                "delivered; lower --bounce-rate or --drop-rate"
+            )
         if not isinstance(self.events_per_file, int) or self.events_per_file < 1:
             raise ValueError("events_per_file must be >= 1")
         if not isinstance(self.compresslevel, int) or not 0 <= self.compresslevel <= 9:
@@ -88,14 +100,26 @@ class SynthConfig:
     def category_profiles(self) -> tuple[CategoryProfile, ...]:
         base = list(CATEGORY_PROFILES[: self.categories])
         for k in range(len(base), self.categories):
-            base.append(CategoryProfile(f"category{k + 1:02d}", 3, 1.0, 1.0, 0.2, 0.1, 0.002,
-                                        0.02, f"お知らせ {k + 1}"))
+            base.append(
+                CategoryProfile(
+                    f"category{k + 1:02d}", 3, 1.0, 1.0, 0.2, 0.1, 0.002, 0.02, f"お知らせ {k + 1}"
+                )
+            )
         return tuple(base)
 
     def params(self) -> dict[str, Any]:
-        return {"date": self.date.isoformat(), "messages": self.messages, "seed": self.seed,
-                "providers": list(self.providers), "categories": self.categories,
-                "bounce_rate": self.bounce_rate, "drop_rate": self.drop_rate,
-                "defer_rate": self.defer_rate, "corrupt_rate": self.corrupt_rate,
-                "retry_rate": self.retry_rate, "late_rate": self.late_rate,
-                "sns_rate": self.sns_rate, "events_per_file": self.events_per_file}
+        return {
+            "date": self.date.isoformat(),
+            "messages": self.messages,
+            "seed": self.seed,
+            "providers": list(self.providers),
+            "categories": self.categories,
+            "bounce_rate": self.bounce_rate,
+            "drop_rate": self.drop_rate,
+            "defer_rate": self.defer_rate,
+            "corrupt_rate": self.corrupt_rate,
+            "retry_rate": self.retry_rate,
+            "late_rate": self.late_rate,
+            "sns_rate": self.sns_rate,
+            "events_per_file": self.events_per_file,
+        }

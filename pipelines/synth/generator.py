@@ -1,6 +1,7 @@
 """The generator: the lifecycle model driven by one seeded RNG, each provider's records
 in its native format, batched per arrival slot into the hour files.
 """
+
 from __future__ import annotations
 
 import random
@@ -215,8 +216,9 @@ class _Generator:
         else:
             self._cmc(i, send_ms, cats, rcpts)
 
-    def _plan(self, pi: int, cat: CategoryProfile, dom: DomainProfile, send_ms: int,
-              multi: bool) -> tuple:
+    def _plan(
+        self, pi: int, cat: CategoryProfile, dom: DomainProfile, send_ms: int, multi: bool
+    ) -> tuple:
         """(outcome, class, start, deferrals, final, opens, clicks, spam, unsub, variant).
 
         Times are ms after 00:00 UTC of the date, whole seconds for SendGrid and CMC."""
@@ -262,8 +264,11 @@ class _Generator:
         if forced_long or r() < cfg.defer_rate * dom.defer:
             if forced_long or r() < dom.long:
                 # retried for hours, up to the 72-hour limit
-                span = (DEFER_HORIZON_MS - 1_800_000 if forced_long
-                        else 6 * HOUR_MS + int(r() * 64 * HOUR_MS))
+                span = (
+                    DEFER_HORIZON_MS - 1_800_000
+                    if forced_long
+                    else 6 * HOUR_MS + int(r() * 64 * HOUR_MS)
+                )
                 k = 3 + int(r() * 6)
                 first = 60_000 + int(r() * 840_000)
                 for j in range(k):
@@ -317,8 +322,9 @@ class _Generator:
 
     # -- shared -------------------------------------------------------------------
 
-    def _arrive(self, pi: int, ts: int, lo: int, span: int, kind: bytes, n: int,
-                payload: bytes) -> None:
+    def _arrive(
+        self, pi: int, ts: int, lo: int, span: int, kind: bytes, n: int, payload: bytes
+    ) -> None:
         """File a record about time ``ts`` under its arrival hour; late ones go to D+1.
 
         (The hot path: this is :meth:`_Buckets.put` inlined.)"""
@@ -355,30 +361,53 @@ class _Generator:
         arrive = self._arrive
         for pos, (ri, di, plan) in enumerate(rcpts):
             email = recipient_address(ri, DOMAIN_PROFILES[di].name)
-            tail = orjson.dumps({
-                "email": email, "smtp-id": smtp_id, "category": category,
-                "sg_message_id": f"{mid}.filterdrecv-{(ri * 7919) % 100000:05d}-{i % 16:x}-{pos}.0",
-                "mp_campaign": f"{names[0]}-{self.dstr}"})[1:]
+            tail = orjson.dumps(
+                {
+                    "email": email,
+                    "smtp-id": smtp_id,
+                    "category": category,
+                    "sg_message_id": f"{mid}.filterdrecv-{(ri * 7919) % 100000:05d}-{i % 16:x}-{pos}.0",
+                    "mp_campaign": f"{names[0]}-{self.dstr}",
+                }
+            )[1:]
             outcome, cls, start, defers, final, opens, clicks, spam, unsub, variant = plan
             evs: list[tuple[int, int, int]] = []
 
             # (tail and evs bound per recipient: emit runs only within this iteration)
-            def emit(ts: int, t: int, name: bytes, extra: bytes = b"", c: int = 0, *,
-                     tail: bytes = tail, evs: list = evs) -> None:
+            def emit(
+                ts: int,
+                t: int,
+                name: bytes,
+                extra: bytes = b"",
+                c: int = 0,
+                *,
+                tail: bytes = tail,
+                evs: list = evs,
+            ) -> None:
                 self.ev_counter += 1
-                arrive(0, ts, 1_000, 89_000, _SG_KIND, 1,
-                       b'{"timestamp":%d,"event":"%s","sg_event_id":"%s",%s%s'
-                       % (epoch0 + ts // 1000, name, event_id(self.ev_counter), extra, tail))
+                arrive(
+                    0,
+                    ts,
+                    1_000,
+                    89_000,
+                    _SG_KIND,
+                    1,
+                    b'{"timestamp":%d,"event":"%s","sg_event_id":"%s",%s%s'
+                    % (epoch0 + ts // 1000, name, event_id(self.ev_counter), extra, tail),
+                )
                 evs.append((ts, t, c))
 
             if outcome == DROPPED:
-                emit(final, DROPPED, b"dropped",
-                     _SG_DROPPED[int(variant * len(_SG_DROPPED))])
+                emit(final, DROPPED, b"dropped", _SG_DROPPED[int(variant * len(_SG_DROPPED))])
             else:
                 emit(start, PROCESSED, b"processed", b'"send_at":0,')
                 for a, ts in enumerate(defers, 1):
-                    emit(ts, DEFERRED, b"deferred",
-                         _SG_DEFERRED[(ri + a) % 3] + b'"attempt":"%d",' % a)
+                    emit(
+                        ts,
+                        DEFERRED,
+                        b"deferred",
+                        _SG_DEFERRED[(ri + a) % 3] + b'"attempt":"%d",' % a,
+                    )
                 if outcome == DELIVERED:
                     emit(final, DELIVERED, b"delivered", _SG_DELIVERED)
                 elif cls == BLOCK:
@@ -392,12 +421,21 @@ class _Generator:
                 if opens:
                     ua = _UA_JSON[ri % len(_UA_JSON)]
                     for ts in opens:
-                        emit(ts, OPEN, b"open", b'"useragent":%s,"ip":"203.0.113.7",'
-                             b'"sg_machine_open":false,' % ua)
+                        emit(
+                            ts,
+                            OPEN,
+                            b"open",
+                            b'"useragent":%s,"ip":"203.0.113.7","sg_machine_open":false,' % ua,
+                        )
                     for k, ts in enumerate(clicks):
-                        emit(ts, CLICK, b"click", b'"url":"%s","url_offset":{"index":%d,'
-                             b'"type":"html"},"useragent":%s,"ip":"203.0.113.7",'
-                             % (_url(prof.name, ri + k).encode(), k, ua))
+                        emit(
+                            ts,
+                            CLICK,
+                            b"click",
+                            b'"url":"%s","url_offset":{"index":%d,'
+                            b'"type":"html"},"useragent":%s,"ip":"203.0.113.7",'
+                            % (_url(prof.name, ri + k).encode(), k, ua),
+                        )
                 if spam is not None:
                     emit(spam, SPAMREPORT, b"spamreport")
                 if unsub is not None:
@@ -413,13 +451,18 @@ class _Generator:
         names = [self.cat_names[c] for c in cats]
         prof = self.cats[cats[0]]
         iso = self.iso
-        mail = orjson.dumps({
-            "timestamp": iso(send_ms), "source": "news@mail.example.com",
-            "sourceArn": "arn:aws:ses:ap-northeast-1:123456789012:identity/mail.example.com",
-            "sendingAccountId": "123456789012", "messageId": mid, "destination": emails,
-            "headersTruncated": False,
-            "tags": {"ses:configuration-set": ["mailpulse"], "category": names},
-        })
+        mail = orjson.dumps(
+            {
+                "timestamp": iso(send_ms),
+                "source": "news@mail.example.com",
+                "sourceArn": "arn:aws:ses:ap-northeast-1:123456789012:identity/mail.example.com",
+                "sendingAccountId": "123456789012",
+                "messageId": mid,
+                "destination": emails,
+                "headersTruncated": False,
+                "tags": {"ses:configuration-set": ["mailpulse"], "category": names},
+            }
+        )
         sns_rate = self._sns_rate
         arrive = self._arrive
 
@@ -427,16 +470,21 @@ class _Generator:
             rec = b'{"eventType":"%s","mail":%s,"%s":%s}' % (word, mail, key, payload)
             if sns_rate and r() < sns_rate:
                 self.ev_counter += 1
-                rec = orjson.dumps({
-                    "Type": "Notification",
-                    "MessageId": _uuid(self.ids.event_id(self.ev_counter)),
-                    "TopicArn": "arn:aws:sns:ap-northeast-1:123456789012:ses-events",
-                    "Subject": "Amazon SES Email Event Notification",
-                    "Message": rec.decode(), "Timestamp": iso(ts), "SignatureVersion": "1",
-                    "Signature": "EXAMPLEpH+" + mid[4:20],
-                    "SigningCertURL": "https://sns.ap-northeast-1.amazonaws.com/"
-                                      "SimpleNotificationService-example.pem",
-                    "UnsubscribeURL": "https://sns.ap-northeast-1.amazonaws.com/?Action=Unsubscribe"})
+                rec = orjson.dumps(
+                    {
+                        "Type": "Notification",
+                        "MessageId": _uuid(self.ids.event_id(self.ev_counter)),
+                        "TopicArn": "arn:aws:sns:ap-northeast-1:123456789012:ses-events",
+                        "Subject": "Amazon SES Email Event Notification",
+                        "Message": rec.decode(),
+                        "Timestamp": iso(ts),
+                        "SignatureVersion": "1",
+                        "Signature": "EXAMPLEpH+" + mid[4:20],
+                        "SigningCertURL": "https://sns.ap-northeast-1.amazonaws.com/"
+                        "SimpleNotificationService-example.pem",
+                        "UnsubscribeURL": "https://sns.ap-northeast-1.amazonaws.com/?Action=Unsubscribe",
+                    }
+                )
             arrive(1, ts, 60_000, 240_000, _SES_KIND, n_events, rec)
 
         # Send (and a whole-mail Reject / Rendering Failure): about every recipient at once.
@@ -446,9 +494,18 @@ class _Generator:
             if rcpts[0][2][9] < 0.8:
                 put(send_ms, b"Reject", b"reject", b'{"reason":"Bad content"}', 1)
             else:
-                put(send_ms, b"Rendering Failure", b"failure", orjson.dumps({
-                    "templateName": f"{prof.name}-v2",
-                    "errorMessage": "Attribute 'firstName' is not present in the rendering data."}), 1)
+                put(
+                    send_ms,
+                    b"Rendering Failure",
+                    b"failure",
+                    orjson.dumps(
+                        {
+                            "templateName": f"{prof.name}-v2",
+                            "errorMessage": "Attribute 'firstName' is not present in the rendering data.",
+                        }
+                    ),
+                    1,
+                )
             per[0].append((send_ms, DROPPED, 0))
         for k, (ri, di, plan) in enumerate(rcpts):
             outcome, cls, start, defers, final, opens, clicks, spam, unsub, variant = plan
@@ -458,19 +515,34 @@ class _Generator:
                 continue
             email = orjson.dumps(emails[k])
             for a, ts in enumerate(defers, 1):
-                put(ts, b"DeliveryDelay", b"deliveryDelay",
+                put(
+                    ts,
+                    b"DeliveryDelay",
+                    b"deliveryDelay",
                     b'{"timestamp":"%s","delayType":"%s","expirationTime":"%s","delayedRecipients":'
                     b'[{"emailAddress":%s,"status":"4.4.1","diagnosticCode":"smtp; 421 4.4.1 '
                     b'Connection timed out"}],"reportingMTA":"a27-30.smtp-out.ap-northeast-1.'
-                    b'amazonses.com"}' % (iso(ts).encode(), _SES_DELAY[(ri + a) % 3],
-                                          iso(send_ms + DEFER_HORIZON_MS).encode(), email), 1)
+                    b'amazonses.com"}'
+                    % (
+                        iso(ts).encode(),
+                        _SES_DELAY[(ri + a) % 3],
+                        iso(send_ms + DEFER_HORIZON_MS).encode(),
+                        email,
+                    ),
+                    1,
+                )
                 evs.append((ts, DEFERRED, 0))
             if outcome == DELIVERED:
-                put(final, b"Delivery", b"delivery",
+                put(
+                    final,
+                    b"Delivery",
+                    b"delivery",
                     b'{"timestamp":"%s","processingTimeMillis":%d,"recipients":[%s],'
                     b'"smtpResponse":"250 2.0.0 OK  1700000000 gsmtp","reportingMTA":'
                     b'"a27-30.smtp-out.ap-northeast-1.amazonses.com"}'
-                    % (iso(final).encode(), final - send_ms, email), 1)
+                    % (iso(final).encode(), final - send_ms, email),
+                    1,
+                )
                 evs.append((final, DELIVERED, 0))
             else:
                 if cls == HARD:
@@ -481,42 +553,81 @@ class _Generator:
                     bounce = _SES_REJECTED
                 else:
                     bounce = _SES_FULL
-                put(final, b"Bounce", b"bounce",
+                put(
+                    final,
+                    b"Bounce",
+                    b"bounce",
                     b'{"bounceType":"%s","bounceSubType":"%s","bouncedRecipients":[{"emailAddress":'
                     b'%s,"action":"failed","status":"%s","diagnosticCode":%s}],"timestamp":"%s",'
                     b'"feedbackId":"0100%012x-%s-000000","reportingMTA":"dns; a27-30.smtp-out.'
                     b'ap-northeast-1.amazonses.com"}'
-                    % (bounce[0], bounce[1], email, bounce[2], bounce[3], iso(final).encode(),
-                       final, mid[17:25].encode()), 1)
+                    % (
+                        bounce[0],
+                        bounce[1],
+                        email,
+                        bounce[2],
+                        bounce[3],
+                        iso(final).encode(),
+                        final,
+                        mid[17:25].encode(),
+                    ),
+                    1,
+                )
                 evs.append((final, BOUNCE, cls))
             if opens:
                 ua = _UA_JSON[ri % len(_UA_JSON)]
                 for ts in opens:
-                    put(ts, b"Open", b"open", b'{"ipAddress":"203.0.113.7","timestamp":"%s",'
-                        b'"userAgent":%s}' % (iso(ts).encode(), ua), 1)
+                    put(
+                        ts,
+                        b"Open",
+                        b"open",
+                        b'{"ipAddress":"203.0.113.7","timestamp":"%s",'
+                        b'"userAgent":%s}' % (iso(ts).encode(), ua),
+                        1,
+                    )
                     evs.append((ts, OPEN, 0))
                 for n, ts in enumerate(clicks):
-                    put(ts, b"Click", b"click", b'{"ipAddress":"203.0.113.7","timestamp":"%s",'
+                    put(
+                        ts,
+                        b"Click",
+                        b"click",
+                        b'{"ipAddress":"203.0.113.7","timestamp":"%s",'
                         b'"userAgent":%s,"link":"%s","linkTags":{"campaign":["%s"]}}'
-                        % (iso(ts).encode(), ua, _url(prof.name, ri + n).encode(),
-                           prof.name.encode()), 1)
+                        % (
+                            iso(ts).encode(),
+                            ua,
+                            _url(prof.name, ri + n).encode(),
+                            prof.name.encode(),
+                        ),
+                        1,
+                    )
                     evs.append((ts, CLICK, 0))
             if spam is not None:
-                put(spam, b"Complaint", b"complaint",
+                put(
+                    spam,
+                    b"Complaint",
+                    b"complaint",
                     b'{"feedbackId":"0100%012x-%s-000000","complaintSubType":null,'
                     b'"complainedRecipients":[{"emailAddress":%s}],"timestamp":"%s",'
                     b'"userAgent":"Yahoo!-Mail-Feedback/2.0","complaintFeedbackType":"abuse",'
-                    b'"arrivalDate":"%s"}' % (spam, mid[17:25].encode(), email,
-                                              iso(spam).encode(), iso(spam).encode()), 1)
+                    b'"arrivalDate":"%s"}'
+                    % (spam, mid[17:25].encode(), email, iso(spam).encode(), iso(spam).encode()),
+                    1,
+                )
                 evs.append((spam, SPAMREPORT, 0))
             if unsub is not None:
                 topic = prof.name.encode()
-                put(unsub, b"Subscription", b"subscription",
+                put(
+                    unsub,
+                    b"Subscription",
+                    b"subscription",
                     b'{"contactList":"customers","timestamp":"%s","source":"UnsubscribeHeader",'
                     b'"newTopicPreferences":{"unsubscribeAll":true,"topicSubscriptionStatus":'
                     b'[{"topicName":"%s","subscriptionStatus":"OptOut"}]},"oldTopicPreferences":'
                     b'{"unsubscribeAll":false,"topicSubscriptionStatus":[{"topicName":"%s",'
-                    b'"subscriptionStatus":"OptIn"}]}}' % (iso(unsub).encode(), topic, topic), 1)
+                    b'"subscriptionStatus":"OptIn"}]}}' % (iso(unsub).encode(), topic, topic),
+                    1,
+                )
                 evs.append((unsub, UNSUBSCRIBE, 0))
             self.truth._add_recipient(i, 1, di, cats, send_ms, evs)
 
@@ -532,39 +643,76 @@ class _Generator:
             email = recipient_address(ri, DOMAIN_PROFILES[di].name)
             outcome, cls, start, defers, final, opens, clicks, spam, unsub, variant = plan
             evs: list[tuple[int, int, int]] = []
-            common = orjson.dumps({"returnPath": "info@return.pro.smtps.jp",
-                                   "subject": prof.subject, "apiData": prof.name,
-                                   "messageId": f"<{mid}>", "from": "info@mail.example.com",
-                                   "to": email})[1:-1]
+            common = orjson.dumps(
+                {
+                    "returnPath": "info@return.pro.smtps.jp",
+                    "subject": prof.subject,
+                    "apiData": prof.name,
+                    "messageId": f"<{mid}>",
+                    "from": "info@mail.example.com",
+                    "to": email,
+                }
+            )[1:-1]
             if escaped:
                 m = mid.encode()
                 common = common.replace(b'"<' + m + b'>"', b'"\\u003C' + m + b'\\u003E"')
 
-            def delivery(ts: int, status: bytes, reason: bytes, t: int, c: int = 0, *,
-                         common: bytes = common, evs: list = evs) -> None:
-                arrive(2, ts, 0, 2_000, b"d", 1,
-                       b'{"reason":"%s","sourceIp":"",%s,"created":"%s","senderIp":"%s",'
-                       b'"status":"%s"}' % (reason, common, jst(ts).encode(),
-                                            b"" if status == b"queued" else b"100.100.100.3",
-                                            status))
+            def delivery(
+                ts: int,
+                status: bytes,
+                reason: bytes,
+                t: int,
+                c: int = 0,
+                *,
+                common: bytes = common,
+                evs: list = evs,
+            ) -> None:
+                arrive(
+                    2,
+                    ts,
+                    0,
+                    2_000,
+                    b"d",
+                    1,
+                    b'{"reason":"%s","sourceIp":"",%s,"created":"%s","senderIp":"%s",'
+                    b'"status":"%s"}'
+                    % (
+                        reason,
+                        common,
+                        jst(ts).encode(),
+                        b"" if status == b"queued" else b"100.100.100.3",
+                        status,
+                    ),
+                )
                 evs.append((ts, t, c))
 
             if outcome == DROPPED:
-                arrive(2, final, 0, 2_000, b"k", 1,
-                       b'{"reason":"blocked address",%s,"created":"%s","status":"10"}'
-                       % (common, jst(final).encode()))
+                arrive(
+                    2,
+                    final,
+                    0,
+                    2_000,
+                    b"k",
+                    1,
+                    b'{"reason":"blocked address",%s,"created":"%s","status":"10"}'
+                    % (common, jst(final).encode()),
+                )
                 evs.append((final, DROPPED, 0))
             else:
                 delivery(start, b"queued", b"", PROCESSED)
                 for ts in defers:
-                    delivery(ts, b"deferred", b"421 4.7.0 Try again later, closing connection.",
-                             DEFERRED)
+                    delivery(
+                        ts, b"deferred", b"421 4.7.0 Try again later, closing connection.", DEFERRED
+                    )
                 if outcome == DELIVERED:
                     delivery(final, b"succeeded", b"", DELIVERED)
                 else:
                     if cls == HARD:
-                        code, reason = (_CMC_NO_HOST if DOMAIN_PROFILES[di].name ==
-                                        "legacy-isp.example" else _CMC_NO_USER)
+                        code, reason = (
+                            _CMC_NO_HOST
+                            if DOMAIN_PROFILES[di].name == "legacy-isp.example"
+                            else _CMC_NO_USER
+                        )
                     elif cls == SOFT:
                         code, reason = _CMC_TIMEOUT if defers else _CMC_FULL
                     else:  # block: no SMTP code, so the failed delivery reads undetermined
@@ -575,9 +723,16 @@ class _Generator:
                     if (ts + 1000) // DAY_MS != ts // DAY_MS:
                         ts -= 1000
                     delivery(ts, b"failed", reason, BOUNCE, cls)
-                    arrive(2, ts + 1000, 0, 2_000, b"b", 1,
-                           b'{"reason":"%s",%s,"created":"%s","status":"%s"}'
-                           % (reason, common, jst(ts + 1000).encode(), code))
+                    arrive(
+                        2,
+                        ts + 1000,
+                        0,
+                        2_000,
+                        b"b",
+                        1,
+                        b'{"reason":"%s",%s,"created":"%s","status":"%s"}'
+                        % (reason, common, jst(ts + 1000).encode(), code),
+                    )
                     evs.append((ts + 1000, BOUNCE, cls))
             self.truth._add_recipient(i, 2, di, cats, send_ms, evs)
 
@@ -646,8 +801,9 @@ class _Generator:
         s.files_by_provider[prov] += 1
         s.records_by_provider[prov] += len(lines)
         # gzip in a second thread (zlib releases the GIL); a few files in flight at most
-        self._writes.append(self._pool.submit(_write_gzip, path, b"\n".join(lines) + b"\n",
-                                              self.cfg.compresslevel))
+        self._writes.append(
+            self._pool.submit(_write_gzip, path, b"\n".join(lines) + b"\n", self.cfg.compresslevel)
+        )
         while len(self._writes) > 4:
             self._collect(self._writes.popleft())
 
@@ -655,8 +811,14 @@ class _Generator:
         self.summary.bytes_written += fut.result()
 
     def out_dir(self, provider: str, hour_ts: datetime) -> Path:
-        return Path(self.cfg.out) / provider / f"{hour_ts:%Y}" / f"{hour_ts:%m}" / \
-            f"{hour_ts:%d}" / f"{hour_ts:%H}"
+        return (
+            Path(self.cfg.out)
+            / provider
+            / f"{hour_ts:%Y}"
+            / f"{hour_ts:%m}"
+            / f"{hour_ts:%d}"
+            / f"{hour_ts:%H}"
+        )
 
     def _sendgrid_posts(self, h: int, entries: list[tuple], rng: random.Random) -> list:
         """Webhook posts from one slot's events (``h``: the slot's hour)."""
@@ -719,8 +881,13 @@ class _Generator:
         def close() -> None:
             if batch:
                 word = _CMC_KIND[cur_kind]
-                out.append((len(batch), b'{"event_type":"' + word + b'","server_composition":"pro",'
-                            b'"event":{"' + word + b'":[' + b",".join(batch) + b"]}}"))
+                out.append(
+                    (
+                        len(batch),
+                        b'{"event_type":"' + word + b'","server_composition":"pro",'
+                        b'"event":{"' + word + b'":[' + b",".join(batch) + b"]}}",
+                    )
+                )
                 batch.clear()
 
         for arr, _seq, kind, _n, payload in entries:
@@ -742,18 +909,47 @@ class _Generator:
         self.ev_counter += 1
         ts = self.epoch0 + rng.randint(0, 86399)
         if pi == 0:
-            return orjson.dumps([{"timestamp": ts, "event": "delivered",
-                                  "sg_event_id": self.ids.event_id(self.ev_counter).decode(),
-                                  "sg_message_id": "corrupt.filter0001.0", "category": "newsletter"}])
+            return orjson.dumps(
+                [
+                    {
+                        "timestamp": ts,
+                        "event": "delivered",
+                        "sg_event_id": self.ids.event_id(self.ev_counter).decode(),
+                        "sg_message_id": "corrupt.filter0001.0",
+                        "category": "newsletter",
+                    }
+                ]
+            )
         if pi == 1:
             iso = self.iso((ts - self.epoch0) * 1000)
-            return orjson.dumps({"eventType": "Delivery", "mail": {
-                "timestamp": iso, "messageId": "corrupt-no-recipient", "destination": []},
-                "delivery": {"timestamp": iso, "recipients": []}})
-        return orjson.dumps({"event_type": "deliveries", "server_composition": "pro", "event": {
-            "deliveries": [{"reason": "", "created": self.jst((ts - self.epoch0) * 1000),
-                            "messageId": "<corrupt@mail.example.com>", "to": "",
-                            "status": "succeeded"}]}})
+            return orjson.dumps(
+                {
+                    "eventType": "Delivery",
+                    "mail": {
+                        "timestamp": iso,
+                        "messageId": "corrupt-no-recipient",
+                        "destination": [],
+                    },
+                    "delivery": {"timestamp": iso, "recipients": []},
+                }
+            )
+        return orjson.dumps(
+            {
+                "event_type": "deliveries",
+                "server_composition": "pro",
+                "event": {
+                    "deliveries": [
+                        {
+                            "reason": "",
+                            "created": self.jst((ts - self.epoch0) * 1000),
+                            "messageId": "<corrupt@mail.example.com>",
+                            "to": "",
+                            "status": "succeeded",
+                        }
+                    ]
+                },
+            }
+        )
 
 
 def _batch_size(rng: random.Random) -> int:

@@ -1,4 +1,5 @@
 """Deterministic provider ids, recomputable from (seed, date, provider, message index)."""
+
 from __future__ import annotations
 
 import base64
@@ -41,13 +42,23 @@ class _Ids:
             return base64.urlsafe_b64encode(struct.pack("<QQ", x, y))[:22].decode()
         if provider == 1:  # SES: 0100 + hex time + uuid-like + -000000
             y = _mix(x ^ 0xB5AD4ECEDA1CE2A9)
-            return (f"0100{(x >> 16) & 0xFFFFFFFFFFFF:012x}-{y >> 32:08x}-{(y >> 16) & 0xFFFF:04x}"
-                    f"-{y & 0xFFFF:04x}-{(x & 0xFFFF):04x}-{_mix(y) & 0xFFFFFFFFFFFF:012x}-000000")
+            return (
+                f"0100{(x >> 16) & 0xFFFFFFFFFFFF:012x}-{y >> 32:08x}-{(y >> 16) & 0xFFFF:04x}"
+                f"-{y & 0xFFFF:04x}-{(x & 0xFFFF):04x}-{_mix(y) & 0xFFFFFFFFFFFF:012x}-000000"
+            )
         y = _mix(x ^ self._kc)  # CMC: a uuid at the sending domain
-        return (f"{x >> 32:08x}-{(x >> 16) & 0xFFFF:04x}-{x & 0xFFFF:04x}-{y >> 48:04x}-"
-                f"{y & 0xFFFFFFFFFFFF:012x}@mail.example.com")
+        return (
+            f"{x >> 32:08x}-{(x >> 16) & 0xFFFF:04x}-{x & 0xFFFF:04x}-{y >> 48:04x}-"
+            f"{y & 0xFFFFFFFFFFFF:012x}@mail.example.com"
+        )
 
     def event_id(self, n: int) -> bytes:
         """A unique 22-character id per event number (two bijections of ``n``)."""
-        return _b64(struct.pack("<QQ", (n * 0x9E3779B97F4A7C15 + self._ke) & _MASK,
-                                ((n ^ self._ke) * 0xBF58476D1CE4E5B9) & _MASK), newline=False)[:22]
+        return _b64(
+            struct.pack(
+                "<QQ",
+                (n * 0x9E3779B97F4A7C15 + self._ke) & _MASK,
+                ((n ^ self._ke) * 0xBF58476D1CE4E5B9) & _MASK,
+            ),
+            newline=False,
+        )[:22]

@@ -1,6 +1,7 @@
 """The vocabulary of the synthetic lifecycle model: providers, event types, metrics,
 the time constants, and the category and recipient-domain profiles that set each one's health.
 """
+
 from __future__ import annotations
 
 import math
@@ -13,18 +14,41 @@ PROVIDER_SHARE = {"sendgrid": 0.5, "ses": 0.3, "cmc": 0.2}
 
 # Canonical event types of the model (names as the normalizers produce them).
 PROCESSED, DROPPED, DELIVERED, DEFERRED, BOUNCE, OPEN, CLICK, SPAMREPORT, UNSUBSCRIBE = range(9)
-TYPE_NAMES = ("processed", "dropped", "delivered", "deferred", "bounce", "open", "click",
-              "spamreport", "unsubscribe")
+TYPE_NAMES = (
+    "processed",
+    "dropped",
+    "delivered",
+    "deferred",
+    "bounce",
+    "open",
+    "click",
+    "spamreport",
+    "unsubscribe",
+)
 HARD, SOFT, BLOCK = 1, 2, 3
 CLASS_NAMES = (None, "hard", "soft", "block")
 
 #: Per category metrics (SendGrid category-stats names). Outcomes (requests ... deferred)
 #: count distinct (message, recipient); ``*_events`` and engagement count events, and
 #: ``unique_*`` distinct (message, recipient).
-METRICS = ("requests", "processed", "delivered", "bounces", "bounces_hard", "bounces_soft",
-           "bounces_block", "dropped", "deferred", "deferred_events", "opens", "unique_opens",
-           "clicks", "unique_clicks", "spam_reports", "unsubscribes")
-
+METRICS = (
+    "requests",
+    "processed",
+    "delivered",
+    "bounces",
+    "bounces_hard",
+    "bounces_soft",
+    "bounces_block",
+    "dropped",
+    "deferred",
+    "deferred_events",
+    "opens",
+    "unique_opens",
+    "clicks",
+    "unique_clicks",
+    "spam_reports",
+    "unsubscribes",
+)
 
 
 HOUR_MS = 3_600_000
@@ -95,5 +119,7 @@ DOMAIN_PROFILES = (
 )
 
 #: Messages sent per UTC hour (relative): a quiet night, a morning and an evening peak.
-DIURNAL = tuple(1.0 + 3.0 * math.exp(-((h - 9) / 3.0) ** 2) + 2.0 * math.exp(-((h - 20) / 2.5) ** 2)
-                for h in range(24))
+DIURNAL = tuple(
+    1.0 + 3.0 * math.exp(-(((h - 9) / 3.0) ** 2)) + 2.0 * math.exp(-(((h - 20) / 2.5) ** 2))
+    for h in range(24)
+)

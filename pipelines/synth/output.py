@@ -1,6 +1,7 @@
 """Writing the archive: encoded events buffered per arrival slot (spilling far-future
 slots to temporary files past a byte budget) and hour files written gzip'd with ``mtime=0``.
 """
+
 from __future__ import annotations
 
 import gzip

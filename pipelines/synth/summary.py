@@ -1,4 +1,5 @@
 """What one ``generate`` run wrote: :class:`SynthSummary` (files, records, events, timing)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,16 +45,26 @@ class SynthSummary:
         return self.events_written / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"out": str(self.out), "date": self.date.isoformat(), "seed": self.seed,
-                "messages": self.messages, "recipients": self.recipients, "files": self.files,
-                "bytes_written": self.bytes_written, "files_by_provider": self.files_by_provider,
-                "records_by_provider": self.records_by_provider, "events": self.events,
-                "events_by_provider": self.events_by_provider,
-                "events_by_type": self.events_by_type, "events_written": self.events_written,
-                "corrupt_records": self.corrupt_records,
-                "corrupt_by_provider": self.corrupt_by_provider,
-                "retried_posts": self.retried_posts,
-                "duplicated_records": self.duplicated_records,
-                "duplicate_events": self.duplicate_events, "late_events": self.late_events,
-                "elapsed_s": round(self.elapsed_s, 3),
-                "events_per_s": round(self.events_per_s)}
+        return {
+            "out": str(self.out),
+            "date": self.date.isoformat(),
+            "seed": self.seed,
+            "messages": self.messages,
+            "recipients": self.recipients,
+            "files": self.files,
+            "bytes_written": self.bytes_written,
+            "files_by_provider": self.files_by_provider,
+            "records_by_provider": self.records_by_provider,
+            "events": self.events,
+            "events_by_provider": self.events_by_provider,
+            "events_by_type": self.events_by_type,
+            "events_written": self.events_written,
+            "corrupt_records": self.corrupt_records,
+            "corrupt_by_provider": self.corrupt_by_provider,
+            "retried_posts": self.retried_posts,
+            "duplicated_records": self.duplicated_records,
+            "duplicate_events": self.duplicate_events,
+            "late_events": self.late_events,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "events_per_s": round(self.events_per_s),
+        }

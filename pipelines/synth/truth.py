@@ -2,6 +2,7 @@
 generates (never by re-reading files): per (message, recipient) final status, per category
 and provider counts, per event date. It is what other tests compare the pipeline against.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,7 +37,6 @@ from .model import (
 
 if TYPE_CHECKING:
     from .config import SynthConfig
-
 
 
 _M = {name: i for i, name in enumerate(METRICS)}
@@ -102,8 +102,9 @@ class GroundTruth:
         self.category_names = tuple(c.name for c in config.category_profiles())
         self.providers = tuple(config.providers)
         self._message_id = message_ids  # (provider index, message index) -> id
-        self._day0 = datetime(config.date.year, config.date.month, config.date.day,
-                              tzinfo=timezone.utc)
+        self._day0 = datetime(
+            config.date.year, config.date.month, config.date.day, tzinfo=timezone.utc
+        )
         # (provider, categories, event codes) -> [recipients, status code, bounce class]
         self._sig: dict[tuple, list[int]] = {}
         # (day, category index or -1, provider index) -> metric counts (see _finish)
@@ -127,8 +128,15 @@ class GroundTruth:
         self._msg_provider.append(provider)
         self._msg_cats.extend(cats + (_NO_CAT,) * (3 - len(cats)))
 
-    def _add_recipient(self, msg: int, provider: int, dom: int, cats: tuple[int, ...],
-                       sent_ms: int, evs: list[tuple[int, int, int]]) -> None:
+    def _add_recipient(
+        self,
+        msg: int,
+        provider: int,
+        dom: int,
+        cats: tuple[int, ...],
+        sent_ms: int,
+        evs: list[tuple[int, int, int]],
+    ) -> None:
         """``evs``: the recipient's model events (ms after 00:00 of the date, type, class).
 
         Recipients with the same (provider, categories, event kinds per day) count the
@@ -229,57 +237,78 @@ class GroundTruth:
 
     @property
     def totals(self) -> dict[str, dict[str, int]]:
-        return {p: dict(zip(METRICS, self._total.get((-1, self._prov_index(p)))
-                            or [0] * len(METRICS), strict=True)) for p in self.providers}
+        return {
+            p: dict(
+                zip(
+                    METRICS,
+                    self._total.get((-1, self._prov_index(p))) or [0] * len(METRICS),
+                    strict=True,
+                )
+            )
+            for p in self.providers
+        }
 
     def daily(self) -> list[dict[str, Any]]:
         rows = []
         for (day, ci, pi), counts in sorted(self._daily.items()):
             if ci < 0:
                 continue
-            row = {"event_date": (self.date + timedelta(days=day)).isoformat(),
-                   "category": self.category_names[ci], "provider": PROVIDERS[pi]}
+            row = {
+                "event_date": (self.date + timedelta(days=day)).isoformat(),
+                "category": self.category_names[ci],
+                "provider": PROVIDERS[pi],
+            }
             row.update(zip(METRICS, counts, strict=True))
             rows.append(row)
         return rows
 
     def email(self, recipient_index: int) -> str:
-        return recipient_address(recipient_index, DOMAIN_PROFILES[self._r_dom[recipient_index]].name)
+        return recipient_address(
+            recipient_index, DOMAIN_PROFILES[self._r_dom[recipient_index]].name
+        )
 
     def _msg_categories(self, msg: int) -> tuple[str, ...]:
-        return tuple(self.category_names[c] for c in self._msg_cats[3 * msg: 3 * msg + 3]
-                     if c != _NO_CAT)
+        return tuple(
+            self.category_names[c] for c in self._msg_cats[3 * msg : 3 * msg + 3] if c != _NO_CAT
+        )
 
     def _ts(self, ms: int) -> datetime:
         return self._day0 + timedelta(milliseconds=ms)
 
-    def recipients(self, category: str | None = None,
-                   provider: str | None = None) -> Iterator[RecipientTruth]:
+    def recipients(
+        self, category: str | None = None, provider: str | None = None
+    ) -> Iterator[RecipientTruth]:
         """Every (message, recipient) in generation (send time) order, optionally filtered."""
         ci = self._category_index(category) if category is not None else None
         pi = self._prov_index(provider) if provider is not None else None
         cats = self._msg_cats
         for r in range(len(self._r_msg)):
             m = self._r_msg[r]
-            if ci is not None and ci not in cats[3 * m: 3 * m + 3]:
+            if ci is not None and ci not in cats[3 * m : 3 * m + 3]:
                 continue
             p = self._r_provider[r]
             if pi is not None and p != pi:
                 continue
             settled = self._r_settled[r] - 1
             yield RecipientTruth(
-                provider=PROVIDERS[p], message_id=self._message_id(p, m), email=self.email(r),
-                categories=self._msg_categories(m), status=_STATUS_CODES[self._r_status[r]],
-                bounce_class=CLASS_NAMES[self._r_class[r]], sent_at=self._ts(self._r_sent[r]),
-                settled_at=self._ts(settled) if settled >= 0 else None)
+                provider=PROVIDERS[p],
+                message_id=self._message_id(p, m),
+                email=self.email(r),
+                categories=self._msg_categories(m),
+                status=_STATUS_CODES[self._r_status[r]],
+                bounce_class=CLASS_NAMES[self._r_class[r]],
+                sent_at=self._ts(self._r_sent[r]),
+                settled_at=self._ts(settled) if settled >= 0 else None,
+            )
 
     def recipients_for(self, category: str, provider: str | None = None) -> list[str]:
         """The plain addresses a category's mail went to (each once: addresses are unique
         per (message, recipient)), e.g. ``user00042@gmail.com``."""
         return [r.email for r in self.recipients(category, provider)]
 
-    def status_counts(self, category: str | None = None,
-                      provider: str | None = None) -> dict[str, int]:
+    def status_counts(
+        self, category: str | None = None, provider: str | None = None
+    ) -> dict[str, int]:
         """Final statuses as a watcher counts them (``bounce`` includes every class)."""
         out = {"delivered": 0, "bounce": 0, "dropped": 0, "deferred": 0, "unsettled": 0}
         for r in self.recipients(category, provider):
@@ -293,8 +322,9 @@ class GroundTruth:
         try:
             return self.category_names.index(category)
         except ValueError:
-            raise KeyError(f"unknown category {category!r}; this archive has "
-                           f"{', '.join(self.category_names)}") from None
+            raise KeyError(
+                f"unknown category {category!r}; this archive has {', '.join(self.category_names)}"
+            ) from None
 
     def as_dict(self, include_recipients: bool = True) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -321,10 +351,16 @@ class GroundTruth:
 
     @staticmethod
     def _recipient_json(r: RecipientTruth) -> dict[str, Any]:
-        return {"provider": r.provider, "message_id": r.message_id, "email": r.email,
-                "categories": list(r.categories), "status": r.status,
-                "bounce_class": r.bounce_class, "sent_at": _rfc3339(r.sent_at),
-                "settled_at": _rfc3339(r.settled_at) if r.settled_at else None}
+        return {
+            "provider": r.provider,
+            "message_id": r.message_id,
+            "email": r.email,
+            "categories": list(r.categories),
+            "status": r.status,
+            "bounce_class": r.bounce_class,
+            "sent_at": _rfc3339(r.sent_at),
+            "settled_at": _rfc3339(r.settled_at) if r.settled_at else None,
+        }
 
     def write_json(self, path: str | os.PathLike, include_recipients: bool = True) -> Path:
         """Write the truth as one JSON object (recipients streamed, so memory stays flat)."""

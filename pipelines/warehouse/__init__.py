@@ -3,15 +3,30 @@
 - ``duckdb:///path/to/file.duckdb`` (the embedded default)
 - ``bigquery://PROJECT/DATASET``
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
-                   WarehouseError)
+from .base import (
+    COUNTERS,
+    CommitResult,
+    LoadBatch,
+    TransientWarehouseError,
+    Warehouse,
+    WarehouseError,
+)
 
-__all__ = ["open_warehouse", "check_warehouse_uri", "Warehouse", "WarehouseError", "TransientWarehouseError",
-           "LoadBatch", "CommitResult", "COUNTERS"]
+__all__ = [
+    "open_warehouse",
+    "check_warehouse_uri",
+    "Warehouse",
+    "WarehouseError",
+    "TransientWarehouseError",
+    "LoadBatch",
+    "CommitResult",
+    "COUNTERS",
+]
 
 
 def open_warehouse(target: "str | Warehouse", **options: Any) -> Warehouse:
@@ -21,17 +36,21 @@ def open_warehouse(target: "str | Warehouse", **options: Any) -> Warehouse:
     if not isinstance(target, str) or "://" not in target:
         raise WarehouseError(
             f"not a warehouse URI: {target!r}; use duckdb:///path/file.duckdb or "
-            "bigquery://PROJECT/DATASET")
+            "bigquery://PROJECT/DATASET"
+        )
     scheme = target.split("://", 1)[0].lower()
     if scheme == "duckdb":
         from .duckdb import DuckDBWarehouse
+
         return DuckDBWarehouse.from_uri(target, **options)
     if scheme == "bigquery":
         from .bigquery import BigQueryWarehouse
+
         return BigQueryWarehouse.from_uri(target, **options)
     raise WarehouseError(
         f"unknown warehouse scheme {scheme!r} in {target!r}; use duckdb:///path/file.duckdb "
-        "or bigquery://PROJECT/DATASET")
+        "or bigquery://PROJECT/DATASET"
+    )
 
 
 def check_warehouse_uri(target: "str | Warehouse") -> str:

@@ -5,6 +5,7 @@ SQL handed to :meth:`Warehouse.query` is BigQuery Standard SQL with bare table n
 (``events``, ``delivery_outcomes``) and ``@name`` parameters; each backend runs it as
 its engine needs (DuckDB translates, BigQuery sets the default dataset).
 """
+
 from __future__ import annotations
 
 import abc
@@ -15,8 +16,14 @@ from typing import Any
 import pyarrow as pa
 
 #: Counters a load reports per provider; they add up (see LoadReport.check()).
-COUNTERS = ("records_read", "events_loaded", "duplicates_in_batch", "already_loaded",
-            "dead_letters", "records_without_event")
+COUNTERS = (
+    "records_read",
+    "events_loaded",
+    "duplicates_in_batch",
+    "already_loaded",
+    "dead_letters",
+    "records_without_event",
+)
 
 
 class WarehouseError(RuntimeError):
@@ -101,9 +108,16 @@ class Warehouse(abc.ABC):
         return self.query(sql, params).to_pandas()
 
     @abc.abstractmethod
-    def replace_partitions(self, table: str, sql: str, params: dict[str, Any],
-                           start: date, end: date, partition_column: str = "event_date",
-                           cluster_by: tuple[str, ...] = ()) -> int:
+    def replace_partitions(
+        self,
+        table: str,
+        sql: str,
+        params: dict[str, Any],
+        start: date,
+        end: date,
+        partition_column: str = "event_date",
+        cluster_by: tuple[str, ...] = (),
+    ) -> int:
         """Atomically replace rows of ``table`` whose ``partition_column`` lies in
         [start, end] by the rows ``sql`` returns (creating the table, partitioned by that
         column, when missing). Returns the number of rows written."""
@@ -113,13 +127,14 @@ class Warehouse(abc.ABC):
         transaction: after a crash either every item is replaced or none. Returns the
         rows written per item, in order. Backends that cannot do this atomically raise."""
         raise NotImplementedError(
-            f"{type(self).__name__} cannot replace several tables in one transaction")
+            f"{type(self).__name__} cannot replace several tables in one transaction"
+        )
 
     @abc.abstractmethod
     def table_exists(self, name: str) -> bool: ...
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - optional: backends without resources keep it
+        """Release connections (a no-op for backends that connect per call)."""
 
     def __enter__(self):
         return self
@@ -143,7 +158,8 @@ def load_counts(batch: LoadBatch, merged: dict[str, dict[str, int]]) -> dict[str
             "records_read": s.get("records_read", 0),
             "events_loaded": m.get("events_loaded", 0),
             # chunk-level duplicates were dropped before staging; add those found at merge
-            "duplicates_in_batch": s.get("duplicates_in_batch", 0) + m.get("duplicates_in_batch", 0),
+            "duplicates_in_batch": s.get("duplicates_in_batch", 0)
+            + m.get("duplicates_in_batch", 0),
             "already_loaded": m.get("already_loaded", 0),
             "dead_letters": s.get("dead_letters", 0),
             "records_without_event": s.get("records_without_event", 0),

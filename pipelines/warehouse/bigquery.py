@@ -52,6 +52,7 @@ Beside this module: :mod:`.bq_params` types query parameters from Python values,
 :mod:`.bq_emulator` holds the local emulator's comment workaround, and
 :mod:`.partition_filters` is the linter that tests run over every query the package sends.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -69,14 +70,33 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOAD_SCHEMA,
-                      LOADED_FILE_FIELDS, LOADED_FILE_SCHEMA, Field, bigquery_schema)
-from .base import (COUNTERS, CommitResult, LoadBatch, PartitionReplacement,
-                   TransientWarehouseError, Warehouse, WarehouseError, load_counts)
+from ..events import (
+    DEAD_LETTER_FIELDS,
+    EVENT_FIELDS,
+    LOAD_FIELDS,
+    LOAD_SCHEMA,
+    LOADED_FILE_FIELDS,
+    LOADED_FILE_SCHEMA,
+    Field,
+    bigquery_schema,
+)
+from .base import (
+    COUNTERS,
+    CommitResult,
+    LoadBatch,
+    PartitionReplacement,
+    TransientWarehouseError,
+    Warehouse,
+    WarehouseError,
+    load_counts,
+)
 from .bq_emulator import is_loopback_http, strip_sql_comments
 from .bq_params import query_parameters
 from .partition_filters import (  # noqa: F401 (re-exported: callers import them from here)
-    PartitionFilterError, assert_partition_filter, partition_filter_violations)
+    PartitionFilterError,
+    assert_partition_filter,
+    partition_filter_violations,
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +110,12 @@ STAGE_PREFIX = "_mp_stage_"
 STAGE_EXPIRY = timedelta(days=1)
 CONCURRENT_MARKER = "mailpulse: concurrent load"
 
-_FIELDS = {"events": EVENT_FIELDS, "dead_letters": DEAD_LETTER_FIELDS, "loads": LOAD_FIELDS,
-           "loaded_files": LOADED_FILE_FIELDS}
+_FIELDS = {
+    "events": EVENT_FIELDS,
+    "dead_letters": DEAD_LETTER_FIELDS,
+    "loads": LOAD_FIELDS,
+    "loaded_files": LOADED_FILE_FIELDS,
+}
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,1023}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{2,62}$|^[a-z0-9-]+$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
@@ -114,9 +138,14 @@ class BigQueryRetry:
     def api_retry(self):
         from google.api_core import retry as gretry
         from google.cloud.bigquery.retry import _should_retry
-        return gretry.Retry(predicate=_should_retry, initial=self.initial,
-                            maximum=self.maximum, multiplier=self.multiplier,
-                            timeout=self.deadline)
+
+        return gretry.Retry(
+            predicate=_should_retry,
+            initial=self.initial,
+            maximum=self.maximum,
+            multiplier=self.multiplier,
+            timeout=self.deadline,
+        )
 
 
 DEFAULT_RETRY = BigQueryRetry()
@@ -132,16 +161,27 @@ def _quote(name: str) -> str:
 class BigQueryWarehouse(Warehouse):
     dialect = "bigquery"
 
-    def __init__(self, project: str, dataset: str, *, api_endpoint: str | None = None,
-                 location: str | None = None, maximum_bytes_billed: int | None = None,
-                 retry: BigQueryRetry = DEFAULT_RETRY, client=None,
-                 before_commit: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        project: str,
+        dataset: str,
+        *,
+        api_endpoint: str | None = None,
+        location: str | None = None,
+        maximum_bytes_billed: int | None = None,
+        retry: BigQueryRetry = DEFAULT_RETRY,
+        client=None,
+        before_commit: Callable[[], None] | None = None,
+    ):
         if not project or not _PROJECT.match(project):
-            raise WarehouseError(f"{project!r} is not a Google Cloud project id; use "
-                                 "bigquery://PROJECT/DATASET")
+            raise WarehouseError(
+                f"{project!r} is not a Google Cloud project id; use bigquery://PROJECT/DATASET"
+            )
         if not dataset or not _DATASET.match(dataset):
-            raise WarehouseError(f"{dataset!r} is not a BigQuery dataset name (letters, digits, "
-                                 "underscores); use bigquery://PROJECT/DATASET")
+            raise WarehouseError(
+                f"{dataset!r} is not a BigQuery dataset name (letters, digits, "
+                "underscores); use bigquery://PROJECT/DATASET"
+            )
         self.project, self.dataset = project, dataset
         self.api_endpoint = api_endpoint or None
         self.location = location
@@ -154,8 +194,9 @@ class BigQueryWarehouse(Warehouse):
         self._before_commit = before_commit
 
     @classmethod
-    def from_uri(cls, uri: str, *, api_endpoint: str | None = None, environ=None,
-                 **options: Any) -> "BigQueryWarehouse":
+    def from_uri(
+        cls, uri: str, *, api_endpoint: str | None = None, environ=None, **options: Any
+    ) -> "BigQueryWarehouse":
         """``bigquery://PROJECT/DATASET[?location=L&maximum_bytes_billed=N]``. The API
         endpoint is read here, once, from ``MAILPULSE_BIGQUERY_API_ENDPOINT`` unless given."""
         parts = urlsplit(uri)
@@ -165,16 +206,19 @@ class BigQueryWarehouse(Warehouse):
         q = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         unknown = set(q) - {"location", "maximum_bytes_billed"}
         if unknown:
-            raise WarehouseError(f"{uri!r}: unknown option(s) {sorted(unknown)}; "
-                                 "known: location, maximum_bytes_billed")
+            raise WarehouseError(
+                f"{uri!r}: unknown option(s) {sorted(unknown)}; "
+                "known: location, maximum_bytes_billed"
+            )
         if "location" in q:
             options.setdefault("location", q["location"])
         if "maximum_bytes_billed" in q:
             try:
                 options.setdefault("maximum_bytes_billed", int(q["maximum_bytes_billed"]))
             except ValueError:
-                raise WarehouseError(f"{uri!r}: maximum_bytes_billed must be an integer "
-                                     "number of bytes") from None
+                raise WarehouseError(
+                    f"{uri!r}: maximum_bytes_billed must be an integer number of bytes"
+                ) from None
         if api_endpoint is None:
             api_endpoint = (os.environ if environ is None else environ).get(ENDPOINT_ENV) or None
         return cls(project, dataset, api_endpoint=api_endpoint, **options)
@@ -192,6 +236,7 @@ class BigQueryWarehouse(Warehouse):
 
     def _make_client(self):
         from google.cloud import bigquery
+
         kwargs: dict[str, Any] = {"project": self.project}
         if self.location:
             kwargs["location"] = self.location
@@ -199,19 +244,23 @@ class BigQueryWarehouse(Warehouse):
             kwargs["client_options"] = {"api_endpoint": self.api_endpoint}
         if is_loopback_http(self.api_endpoint):
             from google.auth.credentials import AnonymousCredentials
+
             kwargs["credentials"] = AnonymousCredentials()
         else:
             import google.auth
             from google.auth.exceptions import DefaultCredentialsError
+
             try:
                 kwargs["credentials"], _ = google.auth.default(
-                    scopes=["https://www.googleapis.com/auth/cloud-platform"])
+                    scopes=["https://www.googleapis.com/auth/cloud-platform"]
+                )
             except DefaultCredentialsError as exc:
                 raise WarehouseError(
                     f"no Google credentials for {self.uri}: run `gcloud auth "
                     "application-default login` (or set GOOGLE_APPLICATION_CREDENTIALS to a "
                     f"service-account key file); to use a local emulator set {ENDPOINT_ENV}="
-                    f"http://127.0.0.1:PORT. ({exc})") from None
+                    f"http://127.0.0.1:PORT. ({exc})"
+                ) from None
         return bigquery.Client(**kwargs)
 
     def close(self) -> None:
@@ -226,8 +275,9 @@ class BigQueryWarehouse(Warehouse):
     @contextlib.contextmanager
     def _errors(self, what: str):
         """Map API errors to errors that say what to do."""
-        from google.api_core import exceptions as gexc
         import requests
+        from google.api_core import exceptions as gexc
+
         try:
             yield
         except WarehouseError:
@@ -236,25 +286,36 @@ class BigQueryWarehouse(Warehouse):
             msg = str(exc)
             if "Dataset" in msg or "dataset" in msg.split("Table")[0]:
                 raise WarehouseError(self._missing_dataset_message() + f" ({msg})") from None
-            raise WarehouseError(f"{what}: {msg}; has anything been loaded into {self.uri}? "
-                                 "Run `mailpulse load --warehouse " + self.uri + "` first") from None
+            raise WarehouseError(
+                f"{what}: {msg}; has anything been loaded into {self.uri}? "
+                "Run `mailpulse load --warehouse " + self.uri + "` first"
+            ) from None
         except (gexc.Unauthorized, gexc.Forbidden) as exc:
             raise WarehouseError(
                 f"{what}: {exc}; check that the account from `gcloud auth application-default "
                 f"login` may use {self.project}.{self.dataset} (roles/bigquery.dataEditor and "
-                "roles/bigquery.jobUser)") from None
-        except (gexc.TooManyRequests, gexc.ServerError, gexc.RetryError,
-                requests.ConnectionError, requests.Timeout) as exc:
+                "roles/bigquery.jobUser)"
+            ) from None
+        except (
+            gexc.TooManyRequests,
+            gexc.ServerError,
+            gexc.RetryError,
+            requests.ConnectionError,
+            requests.Timeout,
+        ) as exc:
             where = self.api_endpoint or "the BigQuery API"
-            raise TransientWarehouseError(f"{what}: {where} did not answer ({exc}); "
-                                          "retry later") from None
+            raise TransientWarehouseError(
+                f"{what}: {where} did not answer ({exc}); retry later"
+            ) from None
         except gexc.BadRequest as exc:
             raise WarehouseError(f"{what}: {exc}") from None
 
     def _missing_dataset_message(self) -> str:
         loc = f" --location={self.location}" if self.location else ""
-        return (f"dataset {self.project}.{self.dataset} does not exist; create it with "
-                f"`bq mk --dataset{loc} {self.project}:{self.dataset}`")
+        return (
+            f"dataset {self.project}.{self.dataset} does not exist; create it with "
+            f"`bq mk --dataset{loc} {self.project}:{self.dataset}`"
+        )
 
     # -- jobs ---------------------------------------------------------------------------
     def _wire_sql(self, sql: str, params: dict[str, Any] | None) -> str:
@@ -266,22 +327,30 @@ class BigQueryWarehouse(Warehouse):
 
     def _job_config(self, params: dict[str, Any] | None = None, **extra: Any):
         from google.cloud import bigquery
+
         cfg = bigquery.QueryJobConfig(
             default_dataset=f"{self.project}.{self.dataset}",
-            query_parameters=query_parameters(params), use_legacy_sql=False,
-            labels={"app": "mailpulse"}, **extra)
+            query_parameters=query_parameters(params),
+            use_legacy_sql=False,
+            labels={"app": "mailpulse"},
+            **extra,
+        )
         if self.maximum_bytes_billed is not None:
             cfg.maximum_bytes_billed = self.maximum_bytes_billed
         return cfg
 
-    def _run(self, sql: str, params: dict[str, Any] | None = None, what: str = "query",
-             **extra: Any):
+    def _run(
+        self, sql: str, params: dict[str, Any] | None = None, what: str = "query", **extra: Any
+    ):
         """Run one query job (or script) to completion; returns (job, row iterator)."""
         with self._errors(what):
-            job = self.client.query(self._wire_sql(sql, params),
-                                    job_config=self._job_config(params, **extra),
-                                    location=self.location, retry=self.retry.api_retry(),
-                                    job_retry=None)
+            job = self.client.query(
+                self._wire_sql(sql, params),
+                job_config=self._job_config(params, **extra),
+                location=self.location,
+                retry=self.retry.api_retry(),
+                job_retry=None,
+            )
             rows = job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
         return job, rows
 
@@ -293,30 +362,48 @@ class BigQueryWarehouse(Warehouse):
     def estimate_bytes(self, sql: str, params: dict[str, Any] | None = None) -> int:
         """Bytes the query would scan (a dry run; free). The emulator always says 0."""
         with self._errors("dry run"):
-            job = self.client.query(self._wire_sql(sql, params), job_config=self._job_config(
-                params, dry_run=True, use_query_cache=False), location=self.location,
-                retry=self.retry.api_retry(), job_retry=None)
+            job = self.client.query(
+                self._wire_sql(sql, params),
+                job_config=self._job_config(params, dry_run=True, use_query_cache=False),
+                location=self.location,
+                retry=self.retry.api_retry(),
+                job_retry=None,
+            )
         return int(job.total_bytes_processed or 0)
 
     # -- schema -------------------------------------------------------------------------
     def _check_dataset(self) -> None:
         from google.api_core import exceptions as gexc
+
         with self._errors("checking the dataset"):
             try:
-                self.client.get_dataset(f"{self.project}.{self.dataset}",
-                                        retry=self.retry.api_retry())
+                self.client.get_dataset(
+                    f"{self.project}.{self.dataset}", retry=self.retry.api_retry()
+                )
             except gexc.NotFound:
                 raise WarehouseError(self._missing_dataset_message()) from None
 
-    def _table(self, name: str, fields: Iterable[Field], *, partition: str | None = None,
-               clustering: Iterable[str] = (), require_filter: bool = False,
-               expires: datetime | None = None, description: str | None = None):
+    def _table(
+        self,
+        name: str,
+        fields: Iterable[Field],
+        *,
+        partition: str | None = None,
+        clustering: Iterable[str] = (),
+        require_filter: bool = False,
+        expires: datetime | None = None,
+        description: str | None = None,
+    ):
         from google.cloud import bigquery
-        t = bigquery.Table(self._table_id(name), schema=[
-            bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(fields)])
+
+        t = bigquery.Table(
+            self._table_id(name),
+            schema=[bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(fields)],
+        )
         if partition:
             t.time_partitioning = bigquery.TimePartitioning(
-                type_=bigquery.TimePartitioningType.DAY, field=partition)
+                type_=bigquery.TimePartitioningType.DAY, field=partition
+            )
             if require_filter:
                 t.require_partition_filter = True
         if clustering:
@@ -331,16 +418,29 @@ class BigQueryWarehouse(Warehouse):
     def table_definitions(self) -> list:
         """The ``events``, ``dead_letters`` and ``loads`` tables as created."""
         return [
-            self._table("events", EVENT_FIELDS, partition=EVENTS_PARTITION,
-                        clustering=EVENTS_CLUSTERING, require_filter=True,
-                        description="Canonical email events, one row per event_id"),
-            self._table("dead_letters", DEAD_LETTER_FIELDS, partition="event_date",
-                        clustering=DEAD_LETTERS_CLUSTERING,
-                        description="Records that could not become events"),
+            self._table(
+                "events",
+                EVENT_FIELDS,
+                partition=EVENTS_PARTITION,
+                clustering=EVENTS_CLUSTERING,
+                require_filter=True,
+                description="Canonical email events, one row per event_id",
+            ),
+            self._table(
+                "dead_letters",
+                DEAD_LETTER_FIELDS,
+                partition="event_date",
+                clustering=DEAD_LETTERS_CLUSTERING,
+                description="Records that could not become events",
+            ),
             self._table("loads", LOAD_FIELDS, description="One row per committed load"),
-            self._table("loaded_files", LOADED_FILE_FIELDS, partition="archive_date",
-                        clustering=("provider", "source_uri"),
-                        description="Manifest: archive objects already loaded"),
+            self._table(
+                "loaded_files",
+                LOADED_FILE_FIELDS,
+                partition="archive_date",
+                clustering=("provider", "source_uri"),
+                description="Manifest: archive objects already loaded",
+            ),
         ]
 
     def ensure_schema(self) -> None:
@@ -361,8 +461,10 @@ class BigQueryWarehouse(Warehouse):
             return
         required = [f.name for f in extra if f.mode == "REQUIRED"]
         if required:
-            raise WarehouseError(f"{wanted.table_id} lacks required columns {required}; it "
-                                 "was made by another version of mailpulse")
+            raise WarehouseError(
+                f"{wanted.table_id} lacks required columns {required}; it "
+                "was made by another version of mailpulse"
+            )
         existing.schema = list(existing.schema) + extra
         self.client.update_table(existing, ["schema"], retry=self.retry.api_retry())
 
@@ -373,9 +475,12 @@ class BigQueryWarehouse(Warehouse):
     def loaded_files(self, first: date, last: date) -> dict[str, tuple[int, str]]:
         if self._get_table("loaded_files") is None:
             return {}
-        _, rows = self._run("SELECT source_uri, size, COALESCE(generation, '') AS g "
-                            "FROM loaded_files WHERE archive_date BETWEEN @a AND @b",
-                            {"a": first, "b": last}, what="reading the loaded_files manifest")
+        _, rows = self._run(
+            "SELECT source_uri, size, COALESCE(generation, '') AS g "
+            "FROM loaded_files WHERE archive_date BETWEEN @a AND @b",
+            {"a": first, "b": last},
+            what="reading the loaded_files manifest",
+        )
         return {u: (int(n), g) for u, n, g in rows}
 
     def _stage_name(self, kind: str, load_id: str) -> str:
@@ -384,21 +489,29 @@ class BigQueryWarehouse(Warehouse):
 
     def _create_stage(self, name: str, fields) -> None:
         with self._errors("creating a staging table"):
-            self.client.delete_table(self._table_id(name), not_found_ok=True,
-                                     retry=self.retry.api_retry())
+            self.client.delete_table(
+                self._table_id(name), not_found_ok=True, retry=self.retry.api_retry()
+            )
             self.client.create_table(
-                self._table(name, fields, expires=datetime.now(timezone.utc) + STAGE_EXPIRY,
-                            description="mailpulse staging (per load; expires)"),
-                retry=self.retry.api_retry())
+                self._table(
+                    name,
+                    fields,
+                    expires=datetime.now(timezone.utc) + STAGE_EXPIRY,
+                    description="mailpulse staging (per load; expires)",
+                ),
+                retry=self.retry.api_retry(),
+            )
 
     def _load_config(self, fields):
         from google.cloud import bigquery
+
         cfg = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET,
             write_disposition=bigquery.WriteDisposition.WRITE_APPEND,
             create_disposition=bigquery.CreateDisposition.CREATE_NEVER,
             schema=[bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(fields)],
-            labels={"app": "mailpulse"})
+            labels={"app": "mailpulse"},
+        )
         # Parquet LIST columns (Arrow list<item>) load as REPEATED, not as a record.
         opts = bigquery.ParquetOptions()
         opts.enable_list_inference = True
@@ -413,12 +526,18 @@ class BigQueryWarehouse(Warehouse):
         if remote:
             bad = [f for f in remote if not f.startswith("gs://")]
             if bad:
-                raise WarehouseError(f"BigQuery loads Parquet from gs:// or local files, not "
-                                     f"{bad[0]!r}; stage the load in a gs:// temp location")
+                raise WarehouseError(
+                    f"BigQuery loads Parquet from gs:// or local files, not "
+                    f"{bad[0]!r}; stage the load in a gs:// temp location"
+                )
             with self._errors("loading staged files"):
                 job = self.client.load_table_from_uri(
-                    remote, self._table_id(name), job_config=self._load_config(fields),
-                    location=self.location, retry=self.retry.api_retry())
+                    remote,
+                    self._table_id(name),
+                    job_config=self._load_config(fields),
+                    location=self.location,
+                    retry=self.retry.api_retry(),
+                )
                 job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
         if local:
             # One load job for all local files (BigQuery limits load jobs per table per day).
@@ -431,29 +550,40 @@ class BigQueryWarehouse(Warehouse):
                             w.write_table(t.select(schema.names).cast(schema))
                 with open(path, "rb") as fh, self._errors("loading staged files"):
                     job = self.client.load_table_from_file(
-                        fh, self._table_id(name), job_config=self._load_config(fields),
-                        location=self.location)  # resumable upload (the emulator
+                        fh,
+                        self._table_id(name),
+                        job_config=self._load_config(fields),
+                        location=self.location,
+                    )  # resumable upload (the emulator
                     # rejects the multipart one's content type)
                     job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
 
     def _drop(self, name: str) -> None:
         from google.api_core import exceptions as gexc
+
         try:
-            self.client.delete_table(self._table_id(name), not_found_ok=True,
-                                     retry=self.retry.api_retry())
+            self.client.delete_table(
+                self._table_id(name), not_found_ok=True, retry=self.retry.api_retry()
+            )
         except gexc.GoogleAPIError as exc:  # it expires by itself
             log.warning("could not drop staging table %s (it expires in a day): %s", name, exc)
 
     def commit_load(self, batch: LoadBatch) -> CommitResult:
         from ..events import DEAD_LETTER_SCHEMA, EVENT_SCHEMA
+
         self.ensure_schema()
-        ev, dl, ld, lf = (self._stage_name(k, batch.load_id)
-                          for k in ("events", "dead", "load", "files"))
+        ev, dl, ld, lf = (
+            self._stage_name(k, batch.load_id) for k in ("events", "dead", "load", "files")
+        )
         try:
             self._stage_files(ev, EVENT_FIELDS, batch.event_files, EVENT_SCHEMA)
             self._stage_files(dl, DEAD_LETTER_FIELDS, batch.dead_letter_files, DEAD_LETTER_SCHEMA)
-            self._stage_rows(lf, LOADED_FILE_FIELDS, LOADED_FILE_SCHEMA,
-                             [{**r, "loaded_at": datetime.now(timezone.utc)} for r in batch.files])
+            self._stage_rows(
+                lf,
+                LOADED_FILE_FIELDS,
+                LOADED_FILE_SCHEMA,
+                [{**r, "loaded_at": datetime.now(timezone.utc)} for r in batch.files],
+            )
             for attempt in range(1, self.retry.commit_attempts + 1):
                 per = self._count_new_events(ev)
                 for prov, n in self._count_new_dead_letters(dl).items():
@@ -463,17 +593,20 @@ class BigQueryWarehouse(Warehouse):
                 if self._before_commit is not None:
                     self._before_commit()
                 try:
-                    self._run(self._commit_script(ev, dl, ld, lf, new_events),
-                              what="committing the load")
+                    self._run(
+                        self._commit_script(ev, dl, ld, lf, new_events), what="committing the load"
+                    )
                 except WarehouseError as exc:
                     if CONCURRENT_MARKER in str(exc) and attempt < self.retry.commit_attempts:
-                        log.warning("events changed while committing load %s; recounting",
-                                    batch.load_id)
+                        log.warning(
+                            "events changed while committing load %s; recounting", batch.load_id
+                        )
                         continue
                     if CONCURRENT_MARKER in str(exc):
                         raise TransientWarehouseError(
                             f"another load kept changing the same events while load "
-                            f"{batch.load_id} committed; nothing was stored, rerun it") from None
+                            f"{batch.load_id} committed; nothing was stored, rerun it"
+                        ) from None
                     raise
                 return CommitResult(per_provider=per)
             raise AssertionError("unreachable")  # pragma: no cover
@@ -483,15 +616,19 @@ class BigQueryWarehouse(Warehouse):
 
     @staticmethod
     def _dedup(stage: str, key: str, order: str) -> str:
-        return (f"SELECT * FROM {_quote(stage)} WHERE TRUE "
-                f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) = 1")
+        return (
+            f"SELECT * FROM {_quote(stage)} WHERE TRUE "
+            f"QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY {order}) = 1"
+        )
 
     _EVENT_ORDER = "event_ts, source_uri NULLS LAST"
     _DEAD_KEY = "source_uri, line, record_index"
 
     def _count_new_events(self, stage: str) -> dict[str, dict[str, int]]:
-        _, rows = self._run(f"SELECT MIN(event_date) AS lo, MAX(event_date) AS hi "
-                            f"FROM {_quote(stage)}", what="counting staged events")
+        _, rows = self._run(
+            f"SELECT MIN(event_date) AS lo, MAX(event_date) AS hi FROM {_quote(stage)}",
+            what="counting staged events",
+        )
         lo, hi = next(iter(rows))
         if lo is None:
             return {}
@@ -501,7 +638,7 @@ class BigQueryWarehouse(Warehouse):
               FROM {_quote(stage)} GROUP BY provider),
             fresh AS (
               SELECT s.provider, COUNT(*) AS k
-              FROM ({self._dedup(stage, 'event_id', self._EVENT_ORDER)}) AS s
+              FROM ({self._dedup(stage, "event_id", self._EVENT_ORDER)}) AS s
               WHERE NOT EXISTS (
                 SELECT 1 FROM events AS e
                 WHERE e.event_date BETWEEN @lo AND @hi AND e.event_id = s.event_id)
@@ -510,13 +647,15 @@ class BigQueryWarehouse(Warehouse):
             FROM staged LEFT JOIN fresh ON fresh.provider = staged.provider
         """
         _, rows = self._run(sql, {"lo": lo, "hi": hi}, what="counting new events")
-        return {prov: {"events_loaded": k, "duplicates_in_batch": n - d, "already_loaded": d - k}
-                for prov, n, d, k in rows}
+        return {
+            prov: {"events_loaded": k, "duplicates_in_batch": n - d, "already_loaded": d - k}
+            for prov, n, d, k in rows
+        }
 
     def _count_new_dead_letters(self, stage: str) -> dict[str, int]:
         sql = f"""
             SELECT COALESCE(i.provider, '') AS provider, COUNT(*) AS n
-            FROM ({self._dedup(stage, self._DEAD_KEY, 'load_id')}) AS i
+            FROM ({self._dedup(stage, self._DEAD_KEY, "load_id")}) AS i
             WHERE NOT EXISTS (
               SELECT 1 FROM dead_letters AS d
               WHERE d.source_uri = i.source_uri AND d.line = i.line
@@ -529,12 +668,20 @@ class BigQueryWarehouse(Warehouse):
     def _stage_load_row(self, stage: str, batch: LoadBatch, merged) -> None:
         per = load_counts(batch, merged)
         totals = {c: sum(p.get(c, 0) for p in per.values()) for c in COUNTERS}
-        row = {"load_id": batch.load_id, "archive": batch.archive,
-               "archive_date": batch.archive_date, "started_at": batch.started_at,
-               "finished_at": datetime.now(timezone.utc), "status": batch.status,
-               "runner": batch.runner or None, "files_read": batch.files_read, **totals,
-               "per_provider": json.dumps(per, sort_keys=True),
-               "files_skipped": batch.files_skipped, "first_date": batch.first_date}
+        row = {
+            "load_id": batch.load_id,
+            "archive": batch.archive,
+            "archive_date": batch.archive_date,
+            "started_at": batch.started_at,
+            "finished_at": datetime.now(timezone.utc),
+            "status": batch.status,
+            "runner": batch.runner or None,
+            "files_read": batch.files_read,
+            **totals,
+            "per_provider": json.dumps(per, sort_keys=True),
+            "files_skipped": batch.files_skipped,
+            "first_date": batch.first_date,
+        }
         self._stage_rows(stage, LOAD_FIELDS, LOAD_SCHEMA, [row])
 
     def _stage_rows(self, stage: str, fields, schema: pa.Schema, rows: list[dict]) -> None:
@@ -552,6 +699,7 @@ class BigQueryWarehouse(Warehouse):
         in scripts). ``new_events`` is the count this process computed; if another load
         committed overlapping events since, the check fails and the transaction rolls back.
         """
+
         def cols(fields):
             return ", ".join(_quote(f.name) for f in fields)
 
@@ -559,12 +707,15 @@ class BigQueryWarehouse(Warehouse):
             return ", ".join(f"S.{_quote(f.name)}" for f in fields)
 
         def sets(fields):
-            return ", ".join(f"{_quote(f.name)} = S.{_quote(f.name)}" for f in fields
-                             if f.name != "source_uri")
+            return ", ".join(
+                f"{_quote(f.name)} = S.{_quote(f.name)}" for f in fields if f.name != "source_uri"
+            )
 
-        ev_new = (f"SELECT COUNT(*) FROM ({self._dedup(ev, 'event_id', self._EVENT_ORDER)}) AS s "
-                  "WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_date BETWEEN lo "
-                  "AND hi AND e.event_id = s.event_id)")
+        ev_new = (
+            f"SELECT COUNT(*) FROM ({self._dedup(ev, 'event_id', self._EVENT_ORDER)}) AS s "
+            "WHERE NOT EXISTS (SELECT 1 FROM events AS e WHERE e.event_date BETWEEN lo "
+            "AND hi AND e.event_id = s.event_id)"
+        )
         return f"""
 DECLARE lo DATE DEFAULT (SELECT MIN(event_date) FROM {_quote(ev)});
 DECLARE hi DATE DEFAULT (SELECT MAX(event_date) FROM {_quote(ev)});
@@ -572,11 +723,11 @@ BEGIN TRANSACTION;
 SELECT IF(({ev_new}) = (SELECT events_loaded FROM {_quote(ld)}), 0,
           ERROR('{CONCURRENT_MARKER}: events changed since counting'));
 MERGE events AS T
-USING ({self._dedup(ev, 'event_id', self._EVENT_ORDER)}) AS S
+USING ({self._dedup(ev, "event_id", self._EVENT_ORDER)}) AS S
 ON T.event_date BETWEEN lo AND hi AND T.event_id = S.event_id
 WHEN NOT MATCHED THEN INSERT ({cols(EVENT_FIELDS)}) VALUES ({vals(EVENT_FIELDS)});
 MERGE dead_letters AS T
-USING ({self._dedup(dl, self._DEAD_KEY, 'load_id')}) AS S
+USING ({self._dedup(dl, self._DEAD_KEY, "load_id")}) AS S
 ON T.source_uri = S.source_uri AND T.line = S.line AND T.record_index = S.record_index
 WHEN NOT MATCHED THEN INSERT ({cols(DEAD_LETTER_FIELDS)}) VALUES ({vals(DEAD_LETTER_FIELDS)});
 MERGE loaded_files AS T
@@ -592,9 +743,16 @@ COMMIT TRANSACTION;
 """
 
     # -- derived tables -----------------------------------------------------------------
-    def replace_partitions(self, table: str, sql: str, params: dict[str, Any],
-                           start: date, end: date, partition_column: str = "event_date",
-                           cluster_by: tuple[str, ...] = ()) -> int:
+    def replace_partitions(
+        self,
+        table: str,
+        sql: str,
+        params: dict[str, Any],
+        start: date,
+        end: date,
+        partition_column: str = "event_date",
+        cluster_by: tuple[str, ...] = (),
+    ) -> int:
         """One MERGE (atomic): rows of ``table`` with ``partition_column`` in [start, end]
         are deleted and the query's rows in that range inserted; other rows untouched.
         Creates the table (DAY-partitioned on the column, clustered by ``cluster_by``)
@@ -609,15 +767,19 @@ COMMIT TRANSACTION;
             target = self._create_derived(table, body, p, partition_column, cluster_by)
         names = [f.name for f in target.schema]
         cols = ", ".join(_quote(n) for n in names)
-        merge = (f"MERGE {_quote(table)} AS T USING ({body}) AS S ON FALSE "
-                 f"WHEN NOT MATCHED BY SOURCE AND T.{pc} BETWEEN @_mp_start AND @_mp_end "
-                 "THEN DELETE "
-                 f"WHEN NOT MATCHED THEN INSERT ({cols}) "
-                 f"VALUES ({', '.join('S.' + _quote(n) for n in names)})")
+        merge = (
+            f"MERGE {_quote(table)} AS T USING ({body}) AS S ON FALSE "
+            f"WHEN NOT MATCHED BY SOURCE AND T.{pc} BETWEEN @_mp_start AND @_mp_end "
+            "THEN DELETE "
+            f"WHEN NOT MATCHED THEN INSERT ({cols}) "
+            f"VALUES ({', '.join('S.' + _quote(n) for n in names)})"
+        )
         self._run(merge, p, what=f"replacing {table} {start}..{end}")
-        _, rows = self._run(f"SELECT COUNT(*) FROM {_quote(table)} "
-                            f"WHERE {pc} BETWEEN @_mp_start AND @_mp_end",
-                            {"_mp_start": start, "_mp_end": end}, what=f"counting {table}")
+        _, rows = self._run(
+            f"SELECT COUNT(*) FROM {_quote(table)} WHERE {pc} BETWEEN @_mp_start AND @_mp_end",
+            {"_mp_start": start, "_mp_end": end},
+            what=f"counting {table}",
+        )
         return int(next(iter(rows))[0])
 
     def replace_partitions_many(self, items: list["PartitionReplacement"]) -> list[int]:
@@ -630,6 +792,7 @@ COMMIT TRANSACTION;
         item's range comes from a staged ranges table through DECLARE, as in commit_load.
         """
         from google.cloud import bigquery
+
         if not items:
             return []
         self.ensure_schema()
@@ -638,33 +801,49 @@ COMMIT TRANSACTION;
         stages: list[str] = []
         try:
             with self._errors("creating a staging table"):
-                self.client.create_table(self._plain_stage(ranges, [
-                    bigquery.SchemaField("item", "INT64"),
-                    bigquery.SchemaField("start_date", "DATE"),
-                    bigquery.SchemaField("end_date", "DATE")]), retry=self.retry.api_retry())
+                self.client.create_table(
+                    self._plain_stage(
+                        ranges,
+                        [
+                            bigquery.SchemaField("item", "INT64"),
+                            bigquery.SchemaField("start_date", "DATE"),
+                            bigquery.SchemaField("end_date", "DATE"),
+                        ],
+                    ),
+                    retry=self.retry.api_retry(),
+                )
             targets = []
             for i, it in enumerate(items):
                 pc = _quote(it.partition_column)
                 p = dict(it.params or {})
                 p["_mp_start"], p["_mp_end"] = it.start, it.end
-                body = f"SELECT * FROM ({it.sql}) AS _q WHERE _q.{pc} BETWEEN @_mp_start AND @_mp_end"
+                body = (
+                    f"SELECT * FROM ({it.sql}) AS _q WHERE _q.{pc} BETWEEN @_mp_start AND @_mp_end"
+                )
                 target = self._get_table(it.table)
                 if target is None:
-                    target = self._create_derived(it.table, body, p, it.partition_column,
-                                                  it.cluster_by)
+                    target = self._create_derived(
+                        it.table, body, p, it.partition_column, it.cluster_by
+                    )
                 names = [f.name for f in target.schema]
                 cols = ", ".join(_quote(n) for n in names)
                 stage = self._stage_name(f"derived{i}", run_id)
                 stages.append(stage)
                 with self._errors("creating a staging table"):
-                    self.client.create_table(self._plain_stage(stage, list(target.schema)),
-                                             retry=self.retry.api_retry())
-                self._run(f"INSERT INTO {_quote(stage)} ({cols}) SELECT {cols} FROM ({body}) AS S",
-                          p, what=f"computing {it.table} {it.start}..{it.end}")
-                self._run(f"INSERT INTO {_quote(ranges)} (item, start_date, end_date) "
-                          "VALUES (@item, @_mp_start, @_mp_end)",
-                          {"item": i, "_mp_start": it.start, "_mp_end": it.end},
-                          what="staging the ranges")
+                    self.client.create_table(
+                        self._plain_stage(stage, list(target.schema)), retry=self.retry.api_retry()
+                    )
+                self._run(
+                    f"INSERT INTO {_quote(stage)} ({cols}) SELECT {cols} FROM ({body}) AS S",
+                    p,
+                    what=f"computing {it.table} {it.start}..{it.end}",
+                )
+                self._run(
+                    f"INSERT INTO {_quote(ranges)} (item, start_date, end_date) "
+                    "VALUES (@item, @_mp_start, @_mp_end)",
+                    {"item": i, "_mp_start": it.start, "_mp_end": it.end},
+                    what="staging the ranges",
+                )
                 targets.append((it, stage, cols))
             declares, steps = [], []
             for i, (it, stage, cols) in enumerate(targets):
@@ -673,17 +852,25 @@ COMMIT TRANSACTION;
                     f"DECLARE s{i} DATE DEFAULT (SELECT start_date FROM {_quote(ranges)} "
                     f"WHERE item = {i});\n"
                     f"DECLARE e{i} DATE DEFAULT (SELECT end_date FROM {_quote(ranges)} "
-                    f"WHERE item = {i});")
-                steps.append(f"DELETE FROM {_quote(it.table)} WHERE {pc} BETWEEN s{i} AND e{i};\n"
-                             f"INSERT INTO {_quote(it.table)} ({cols}) "
-                             f"SELECT {cols} FROM {_quote(stage)};")
-            script = ("\n".join(declares) + "\nBEGIN TRANSACTION;\n" + "\n".join(steps)
-                      + "\nCOMMIT TRANSACTION;\n")
+                    f"WHERE item = {i});"
+                )
+                steps.append(
+                    f"DELETE FROM {_quote(it.table)} WHERE {pc} BETWEEN s{i} AND e{i};\n"
+                    f"INSERT INTO {_quote(it.table)} ({cols}) "
+                    f"SELECT {cols} FROM {_quote(stage)};"
+                )
+            script = (
+                "\n".join(declares)
+                + "\nBEGIN TRANSACTION;\n"
+                + "\n".join(steps)
+                + "\nCOMMIT TRANSACTION;\n"
+            )
             self._run(script, what="replacing " + ", ".join(it.table for it in items))
             written = []
             for stage in stages:
-                _, rows = self._run(f"SELECT COUNT(*) FROM {_quote(stage)}",
-                                    what="counting staged rows")
+                _, rows = self._run(
+                    f"SELECT COUNT(*) FROM {_quote(stage)}", what="counting staged rows"
+                )
                 written.append(int(next(iter(rows))[0]))
             return written
         finally:
@@ -693,6 +880,7 @@ COMMIT TRANSACTION;
 
     def _plain_stage(self, name: str, schema: list):
         from google.cloud import bigquery
+
         t = bigquery.Table(self._table_id(name), schema=schema)
         t.expires = datetime.now(timezone.utc) + STAGE_EXPIRY
         t.labels = {"app": "mailpulse"}
@@ -701,32 +889,43 @@ COMMIT TRANSACTION;
 
     def _get_table(self, name: str):
         from google.api_core import exceptions as gexc
+
         with self._errors(f"looking up {name}"):
             try:
                 return self.client.get_table(self._table_id(name), retry=self.retry.api_retry())
             except gexc.NotFound:
                 return None
 
-    def _create_derived(self, table: str, body: str, params, partition_column: str,
-                        cluster_by: tuple[str, ...]):
+    def _create_derived(
+        self, table: str, body: str, params, partition_column: str, cluster_by: tuple[str, ...]
+    ):
         from google.cloud import bigquery
+
         # A dry run gives the result schema without scanning (free in production).
         with self._errors(f"planning {table}"):
-            job = self.client.query(self._wire_sql(body, params), job_config=self._job_config(
-                params, dry_run=True, use_query_cache=False), location=self.location,
-                retry=self.retry.api_retry(), job_retry=None)
+            job = self.client.query(
+                self._wire_sql(body, params),
+                job_config=self._job_config(params, dry_run=True, use_query_cache=False),
+                location=self.location,
+                retry=self.retry.api_retry(),
+                job_retry=None,
+            )
         schema = list(job.schema or [])
         if partition_column not in {f.name for f in schema}:
-            raise WarehouseError(f"the query for {table} returns no column {partition_column!r} "
-                                 "to partition by; select it (queries keep the partition "
-                                 "column in the output)")
+            raise WarehouseError(
+                f"the query for {table} returns no column {partition_column!r} "
+                "to partition by; select it (queries keep the partition "
+                "column in the output)"
+            )
         t = bigquery.Table(self._table_id(table), schema=schema)
         t.time_partitioning = bigquery.TimePartitioning(
-            type_=bigquery.TimePartitioningType.DAY, field=partition_column)
+            type_=bigquery.TimePartitioningType.DAY, field=partition_column
+        )
         if cluster_by:
             if len(cluster_by) > 4:
-                raise WarehouseError(f"{table}: BigQuery clusters by at most 4 columns, "
-                                     f"got {list(cluster_by)}")
+                raise WarehouseError(
+                    f"{table}: BigQuery clusters by at most 4 columns, got {list(cluster_by)}"
+                )
             t.clustering_fields = list(cluster_by)
         t.labels = {"app": "mailpulse"}
         with self._errors(f"creating {table}"):

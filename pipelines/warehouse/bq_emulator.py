@@ -4,6 +4,7 @@
 :func:`strip_sql_comments` only when its API endpoint :func:`is_loopback_http` (a local
 emulator); production BigQuery gets the SQL as written.
 """
+
 from __future__ import annotations
 
 from urllib.parse import urlsplit
@@ -32,16 +33,17 @@ def strip_sql_comments(sql: str) -> str:
     """
     from sqlglot.dialects.bigquery import BigQuery
     from sqlglot.errors import TokenError
+
     try:
         tokens = BigQuery().tokenize(sql)
     except TokenError:
         return sql
     out, pos = [], 0
     for tok in tokens:
-        gap = sql[pos:tok.start]
+        gap = sql[pos : tok.start]
         # between two tokens there is only whitespace and comments
         out.append(gap if not gap.strip() else ("\n" if "\n" in gap else " "))
-        out.append(sql[tok.start:tok.end + 1])
+        out.append(sql[tok.start : tok.end + 1])
         pos = tok.end + 1
     tail = sql[pos:]
     out.append(tail if not tail.strip() else ("\n" if "\n" in tail else ""))

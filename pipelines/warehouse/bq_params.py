@@ -1,4 +1,5 @@
 """BigQuery query parameters typed from plain Python values (:func:`query_parameters`)."""
+
 from __future__ import annotations
 
 from datetime import date, datetime, timezone
@@ -8,8 +9,15 @@ from typing import Any
 from .base import WarehouseError
 
 _SCALAR_TYPES: tuple[tuple[type, str], ...] = (
-    (bool, "BOOL"), (int, "INT64"), (float, "FLOAT64"), (Decimal, "NUMERIC"),
-    (datetime, "TIMESTAMP"), (date, "DATE"), (str, "STRING"), (bytes, "BYTES"))
+    (bool, "BOOL"),
+    (int, "INT64"),
+    (float, "FLOAT64"),
+    (Decimal, "NUMERIC"),
+    (datetime, "TIMESTAMP"),
+    (date, "DATE"),
+    (str, "STRING"),
+    (bytes, "BYTES"),
+)
 
 
 def _scalar_type(value: Any, name: str) -> str:
@@ -18,7 +26,8 @@ def _scalar_type(value: Any, name: str) -> str:
             return bq
     raise WarehouseError(
         f"query parameter @{name}: cannot map {type(value).__name__} to a BigQuery type; "
-        "pass str, int, float, bool, date, datetime or a list of one of those")
+        "pass str, int, float, bool, date, datetime or a list of one of those"
+    )
 
 
 def _scalar_value(value: Any) -> Any:
@@ -32,6 +41,7 @@ def query_parameters(params: dict[str, Any] | None) -> list:
     bool, Decimal, date, datetime (-> TIMESTAMP, naive = UTC), None (-> NULL STRING), and
     lists/tuples/sets of those (-> ARRAY; an empty list is ARRAY<STRING>)."""
     from google.cloud import bigquery
+
     out = []
     for name, value in (params or {}).items():
         if isinstance(value, (bigquery.ScalarQueryParameter, bigquery.ArrayQueryParameter)):
@@ -46,6 +56,7 @@ def query_parameters(params: dict[str, Any] | None) -> list:
             kind = kinds.pop() if kinds else "STRING"
             out.append(bigquery.ArrayQueryParameter(name, kind, [_scalar_value(v) for v in items]))
         else:
-            out.append(bigquery.ScalarQueryParameter(name, _scalar_type(value, name),
-                                                     _scalar_value(value)))
+            out.append(
+                bigquery.ScalarQueryParameter(name, _scalar_type(value, name), _scalar_value(value))
+            )
     return out

@@ -7,6 +7,7 @@ notebooks) connect per query and retry while a writer holds the lock.
 
 Every session runs with ``TimeZone='UTC'`` so ``DATE(ts)`` means the UTC date.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,16 +23,36 @@ from typing import Any, Callable, Iterator
 import duckdb
 import pyarrow as pa
 
-from ..events import (DEAD_LETTER_FIELDS, EVENT_FIELDS, LOAD_FIELDS, LOADED_FILE_FIELDS,
-                      LOADED_FILE_SCHEMA, Field)
+from ..events import (
+    DEAD_LETTER_FIELDS,
+    EVENT_FIELDS,
+    LOAD_FIELDS,
+    LOADED_FILE_FIELDS,
+    LOADED_FILE_SCHEMA,
+    Field,
+)
 from ..sql import to_duckdb, used_params
-from .base import (COUNTERS, CommitResult, LoadBatch, TransientWarehouseError, Warehouse,
-                   WarehouseError, load_counts)
+from .base import (
+    COUNTERS,
+    CommitResult,
+    LoadBatch,
+    PartitionReplacement,
+    TransientWarehouseError,
+    Warehouse,
+    WarehouseError,
+    load_counts,
+)
 
 log = logging.getLogger(__name__)
 
-_DUCK_TYPES = {"STRING": "VARCHAR", "INT64": "BIGINT", "FLOAT64": "DOUBLE", "BOOL": "BOOLEAN",
-               "TIMESTAMP": "TIMESTAMPTZ", "DATE": "DATE"}
+_DUCK_TYPES = {
+    "STRING": "VARCHAR",
+    "INT64": "BIGINT",
+    "FLOAT64": "DOUBLE",
+    "BOOL": "BOOLEAN",
+    "TIMESTAMP": "TIMESTAMPTZ",
+    "DATE": "DATE",
+}
 
 
 def ddl_columns(fields: tuple[Field, ...]) -> str:
@@ -82,8 +103,13 @@ class DuckDBWarehouse(Warehouse):
     #: peak memory does not grow with the size of the batch.
     COMMIT_MEMORY_LIMIT = "384MB"
 
-    def __init__(self, path: str, *, lock_retry: LockRetry = DEFAULT_LOCK_RETRY,
-                 sleep: Callable[[float], None] = time.sleep):
+    def __init__(
+        self,
+        path: str,
+        *,
+        lock_retry: LockRetry = DEFAULT_LOCK_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
         self.path = os.path.abspath(path)
         self.uri = "duckdb://" + self.path  # duckdb:///abs/path
         self.lock_retry = lock_retry
@@ -106,7 +132,8 @@ class DuckDBWarehouse(Warehouse):
         """A short-lived connection, retrying while another process holds the file."""
         if read_only and not os.path.exists(self.path):
             raise WarehouseError(
-                f"no warehouse at {self.path}; run `mailpulse load` (or `mailpulse run`) first")
+                f"no warehouse at {self.path}; run `mailpulse load` (or `mailpulse run`) first"
+            )
         if not read_only:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
         policy, delay = self.lock_retry, self.lock_retry.initial_delay
@@ -124,15 +151,17 @@ class DuckDBWarehouse(Warehouse):
                 if not _is_lock_error(exc):
                     raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
                 holder = lock_holder(exc)
-                fix = ("DuckDB lets one process write at a time, and no process open the "
-                       "file while another writes: close that connection (a notebook "
-                       "kernel, `mailpulse watch`, a duckdb shell) or wait for it to finish")
+                fix = (
+                    "DuckDB lets one process write at a time, and no process open the "
+                    "file while another writes: close that connection (a notebook "
+                    "kernel, `mailpulse watch`, a duckdb shell) or wait for it to finish"
+                )
                 if attempt == 1:
                     log.warning("waiting for %s: it is held by %s. %s", self.path, holder, fix)
                 if attempt == policy.attempts:
                     raise TransientWarehouseError(
-                        f"{self.path} is held by {holder}; gave up after {attempt} attempts. "
-                        f"{fix}.") from exc
+                        f"{self.path} is held by {holder}; gave up after {attempt} attempts. {fix}."
+                    ) from exc
                 self._sleep(delay)
                 delay = min(delay * policy.multiplier, policy.max_delay)
         try:
@@ -149,22 +178,32 @@ class DuckDBWarehouse(Warehouse):
             self._create_tables(con)
         self._schema_ready = True
 
-    TABLES = (("events", EVENT_FIELDS), ("dead_letters", DEAD_LETTER_FIELDS),
-              ("loads", LOAD_FIELDS), ("loaded_files", LOADED_FILE_FIELDS))
+    TABLES = (
+        ("events", EVENT_FIELDS),
+        ("dead_letters", DEAD_LETTER_FIELDS),
+        ("loads", LOAD_FIELDS),
+        ("loaded_files", LOADED_FILE_FIELDS),
+    )
 
     @classmethod
     def _create_tables(cls, con) -> None:
         for name, fields in cls.TABLES:
             con.execute(f"CREATE TABLE IF NOT EXISTS {name} ({ddl_columns(fields)})")
             # A file made by an older version gains the (nullable) columns added since.
-            have = {r[0] for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = $t",
-                {"t": name}).fetchall()}
+            have = {
+                r[0]
+                for r in con.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = $t",
+                    {"t": name},
+                ).fetchall()
+            }
             for f in fields:
                 if f.name not in have:
                     if f.mode == "REQUIRED":
-                        raise WarehouseError(f"{name} lacks required column {f.name}; this "
-                                             "warehouse file was made by another version")
+                        raise WarehouseError(
+                            f"{name} lacks required column {f.name}; this "
+                            "warehouse file was made by another version"
+                        )
                     col = ddl_columns((f,))
                     con.execute(f"ALTER TABLE {name} ADD COLUMN {col}")
 
@@ -172,9 +211,12 @@ class DuckDBWarehouse(Warehouse):
         if not os.path.exists(self.path):
             return False
         with self.connect(read_only=True) as con:
-            return bool(con.execute(
-                "SELECT count(*) FROM information_schema.tables WHERE table_name = $n",
-                {"n": name}).fetchone()[0])
+            return bool(
+                con.execute(
+                    "SELECT count(*) FROM information_schema.tables WHERE table_name = $n",
+                    {"n": name},
+                ).fetchone()[0]
+            )
 
     # -- load ---------------------------------------------------------------------------
     def commit_load(self, batch: LoadBatch) -> CommitResult:
@@ -211,23 +253,33 @@ class DuckDBWarehouse(Warehouse):
         if not files:
             return per
         p = {"f": files}
-        lo, hi = con.execute("SELECT min(event_date), max(event_date) FROM read_parquet($f)",
-                             p).fetchone()
+        lo, hi = con.execute(
+            "SELECT min(event_date), max(event_date) FROM read_parquet($f)", p
+        ).fetchone()
         if lo is None:
             return per
         p.update(lo=lo, hi=hi)
-        staged = con.execute("SELECT provider, count(*), count(DISTINCT event_id) "
-                             "FROM read_parquet($f) GROUP BY provider", {"f": files}).fetchall()
-        stored = dict(con.execute("""
+        staged = con.execute(
+            "SELECT provider, count(*), count(DISTINCT event_id) "
+            "FROM read_parquet($f) GROUP BY provider",
+            {"f": files},
+        ).fetchall()
+        stored = dict(
+            con.execute(
+                """
             SELECT s.provider, count(DISTINCT s.event_id) FROM read_parquet($f) s
             WHERE EXISTS (SELECT 1 FROM events e
                           WHERE e.event_date BETWEEN $lo AND $hi AND e.event_id = s.event_id)
-            GROUP BY s.provider""", p).fetchall())
+            GROUP BY s.provider""",
+                p,
+            ).fetchall()
+        )
         # One row per event_id (the earliest occurrence), only ids not stored yet. Ids the
         # batch holds once (nearly all: chunks are deduplicated already) stream straight
         # from the staged files; only repeated ids go through the window that picks the
         # earliest (a window over the whole batch cost 2 s per 0.5M events).
-        con.execute("""
+        con.execute(
+            """
             INSERT INTO events
             WITH dup AS (SELECT event_id FROM read_parquet($f)
                          GROUP BY event_id HAVING count(*) > 1),
@@ -241,18 +293,24 @@ class DuckDBWarehouse(Warehouse):
                     PARTITION BY event_id ORDER BY event_ts, source_uri NULLS LAST) AS _rn
                 FROM read_parquet($f) WHERE event_id IN (SELECT event_id FROM dup)) d
             WHERE d._rn = 1 AND d.event_id NOT IN (SELECT event_id FROM stored)
-        """, p)
+        """,
+            p,
+        )
         for prov, n, d in staged:
             already = stored.get(prov, 0)
-            per[prov] = {"events_loaded": d - already, "duplicates_in_batch": n - d,
-                         "already_loaded": already}
+            per[prov] = {
+                "events_loaded": d - already,
+                "duplicates_in_batch": n - d,
+                "already_loaded": already,
+            }
         return per
 
     @staticmethod
     def _merge_dead_letters(con, files: list[str]) -> dict[str, int]:
         if not files:
             return {}
-        rows = con.execute("""
+        rows = con.execute(
+            """
             WITH incoming AS (
                 SELECT * FROM read_parquet($f)
                 QUALIFY row_number() OVER (PARTITION BY source_uri, line, record_index) = 1),
@@ -262,8 +320,11 @@ class DuckDBWarehouse(Warehouse):
                     WHERE d.source_uri = i.source_uri AND d.line = i.line
                       AND d.record_index = i.record_index))
             SELECT coalesce(provider, ''), count(*) FROM fresh GROUP BY ALL
-        """, {"f": files}).fetchall()
-        con.execute("""
+        """,
+            {"f": files},
+        ).fetchall()
+        con.execute(
+            """
             INSERT INTO dead_letters
             SELECT i.* FROM (
                 SELECT * FROM read_parquet($f)
@@ -272,7 +333,9 @@ class DuckDBWarehouse(Warehouse):
                 SELECT 1 FROM dead_letters d
                 WHERE d.source_uri = i.source_uri AND d.line = i.line
                   AND d.record_index = i.record_index)
-        """, {"f": files})
+        """,
+            {"f": files},
+        )
         return {prov: n for prov, n in rows}
 
     @staticmethod
@@ -281,12 +344,14 @@ class DuckDBWarehouse(Warehouse):
         if not rows:
             return
         now = datetime.now(timezone.utc)
-        table = pa.Table.from_pylist([{**r, "loaded_at": now} for r in rows],
-                                     schema=LOADED_FILE_SCHEMA)
+        table = pa.Table.from_pylist(
+            [{**r, "loaded_at": now} for r in rows], schema=LOADED_FILE_SCHEMA
+        )
         con.register("_mp_loaded", table)
         try:
-            con.execute("DELETE FROM loaded_files WHERE source_uri IN "
-                        "(SELECT source_uri FROM _mp_loaded)")
+            con.execute(
+                "DELETE FROM loaded_files WHERE source_uri IN (SELECT source_uri FROM _mp_loaded)"
+            )
             con.execute("INSERT INTO loaded_files BY NAME SELECT * FROM _mp_loaded")
         finally:
             con.unregister("_mp_loaded")
@@ -295,28 +360,41 @@ class DuckDBWarehouse(Warehouse):
         if not os.path.exists(self.path):
             return {}
         with self.connect(read_only=True) as con:
-            exists = con.execute("SELECT count(*) FROM information_schema.tables "
-                                 "WHERE table_name = 'loaded_files'").fetchone()[0]
+            exists = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_name = 'loaded_files'"
+            ).fetchone()[0]
             if not exists:
                 return {}
-            rows = con.execute("SELECT source_uri, size, coalesce(generation, '') "
-                               "FROM loaded_files WHERE archive_date BETWEEN $a AND $b",
-                               {"a": first, "b": last}).fetchall()
+            rows = con.execute(
+                "SELECT source_uri, size, coalesce(generation, '') "
+                "FROM loaded_files WHERE archive_date BETWEEN $a AND $b",
+                {"a": first, "b": last},
+            ).fetchall()
         return {u: (int(n), g) for u, n, g in rows}
 
     @staticmethod
     def _insert_load_row(con, batch: LoadBatch, merged: dict[str, dict[str, int]]) -> None:
         per = load_counts(batch, merged)
         totals = {c: sum(p.get(c, 0) for p in per.values()) for c in COUNTERS}
-        row = {"load_id": batch.load_id, "archive": batch.archive,
-               "archive_date": batch.archive_date, "started_at": batch.started_at,
-               "finished_at": datetime.now(timezone.utc), "status": batch.status,
-               "runner": batch.runner or None, "files_read": batch.files_read, **totals,
-               "per_provider": json.dumps(per, sort_keys=True),
-               "files_skipped": batch.files_skipped, "first_date": batch.first_date}
+        row = {
+            "load_id": batch.load_id,
+            "archive": batch.archive,
+            "archive_date": batch.archive_date,
+            "started_at": batch.started_at,
+            "finished_at": datetime.now(timezone.utc),
+            "status": batch.status,
+            "runner": batch.runner or None,
+            "files_read": batch.files_read,
+            **totals,
+            "per_provider": json.dumps(per, sort_keys=True),
+            "files_skipped": batch.files_skipped,
+            "first_date": batch.first_date,
+        }
         names = [f.name for f in LOAD_FIELDS]
-        con.execute(f"INSERT INTO loads ({', '.join(names)}) VALUES "
-                    f"({', '.join('$' + n for n in names)})", {n: row.get(n) for n in names})
+        con.execute(
+            f"INSERT INTO loads ({', '.join(names)}) VALUES ({', '.join('$' + n for n in names)})",
+            {n: row.get(n) for n in names},
+        )
 
     # -- queries ------------------------------------------------------------------------
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
@@ -325,33 +403,46 @@ class DuckDBWarehouse(Warehouse):
             try:
                 return con.sql(duck, params=used_params(duck, params) or None).to_arrow_table()
             except duckdb.CatalogException as exc:
-                raise WarehouseError(f"{exc}; has anything been loaded into {self.path}? "
-                                     "Run `mailpulse load` first") from exc
+                raise WarehouseError(
+                    f"{exc}; has anything been loaded into {self.path}? Run `mailpulse load` first"
+                ) from exc
 
     def execute(self, duck_sql: str, params: dict[str, Any] | None = None) -> None:
         """Run DuckDB SQL as a writer (administrative use and tests)."""
         with self.connect() as con:
             con.execute(duck_sql, params or {})
 
-    def replace_partitions(self, table: str, sql: str, params: dict[str, Any],
-                           start: date, end: date, partition_column: str = "event_date",
-                           cluster_by: tuple[str, ...] = ()) -> int:
+    def replace_partitions(
+        self,
+        table: str,
+        sql: str,
+        params: dict[str, Any],
+        start: date,
+        end: date,
+        partition_column: str = "event_date",
+        cluster_by: tuple[str, ...] = (),
+    ) -> int:
         duck = to_duckdb(sql)
         p = dict(used_params(duck, params))
         p["_mp_start"], p["_mp_end"] = start, end
-        body = (f"SELECT * FROM ({duck}) AS _q "
-                f'WHERE _q."{partition_column}" BETWEEN $_mp_start AND $_mp_end')
+        body = (
+            f"SELECT * FROM ({duck}) AS _q "
+            f'WHERE _q."{partition_column}" BETWEEN $_mp_start AND $_mp_end'
+        )
         with self.connect() as con:
             self._create_tables(con)
             con.execute("BEGIN TRANSACTION")
             try:
                 con.execute(f'CREATE TABLE IF NOT EXISTS "{table}" AS {body} LIMIT 0', p)
-                con.execute(f'DELETE FROM "{table}" WHERE "{partition_column}" '
-                            "BETWEEN $_mp_start AND $_mp_end",
-                            {"_mp_start": start, "_mp_end": end})
+                con.execute(
+                    f'DELETE FROM "{table}" WHERE "{partition_column}" '
+                    "BETWEEN $_mp_start AND $_mp_end",
+                    {"_mp_start": start, "_mp_end": end},
+                )
                 order = ", ".join(f'"{c}"' for c in (partition_column, *cluster_by))
-                n = con.execute(f'INSERT INTO "{table}" BY NAME {body} ORDER BY {order}',
-                                p).fetchone()[0]
+                n = con.execute(
+                    f'INSERT INTO "{table}" BY NAME {body} ORDER BY {order}', p
+                ).fetchone()[0]
                 con.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
@@ -367,8 +458,10 @@ class DuckDBWarehouse(Warehouse):
             duck = to_duckdb(it.sql)
             p = dict(used_params(duck, it.params))
             p["_mp_start"], p["_mp_end"] = it.start, it.end
-            body = (f"SELECT * FROM ({duck}) AS _q "
-                    f'WHERE _q."{it.partition_column}" BETWEEN $_mp_start AND $_mp_end')
+            body = (
+                f"SELECT * FROM ({duck}) AS _q "
+                f'WHERE _q."{it.partition_column}" BETWEEN $_mp_start AND $_mp_end'
+            )
             plans.append((it, body, p))
         written: list[int] = []
         with self.connect() as con:
@@ -378,11 +471,14 @@ class DuckDBWarehouse(Warehouse):
                 for it, body, p in plans:
                     t, pc = it.table, it.partition_column
                     con.execute(f'CREATE TABLE IF NOT EXISTS "{t}" AS {body} LIMIT 0', p)
-                    con.execute(f'DELETE FROM "{t}" WHERE "{pc}" BETWEEN $_mp_start AND $_mp_end',
-                                {"_mp_start": it.start, "_mp_end": it.end})
+                    con.execute(
+                        f'DELETE FROM "{t}" WHERE "{pc}" BETWEEN $_mp_start AND $_mp_end',
+                        {"_mp_start": it.start, "_mp_end": it.end},
+                    )
                     order = ", ".join(f'"{c}"' for c in (pc, *it.cluster_by))
-                    n = con.execute(f'INSERT INTO "{t}" BY NAME {body} ORDER BY {order}',
-                                    p).fetchone()[0]
+                    n = con.execute(
+                        f'INSERT INTO "{t}" BY NAME {body} ORDER BY {order}', p
+                    ).fetchone()[0]
                     written.append(int(n))
                     log.info("%s %s..%s: %d rows (not committed yet)", t, it.start, it.end, n)
                 con.execute("COMMIT")

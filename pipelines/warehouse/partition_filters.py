@@ -5,6 +5,7 @@ so a test catches the forgotten filter before BigQuery bills (or rejects) the fu
 The defaults are the events table and its partition column (``EVENTS_PARTITION`` of
 :mod:`pipelines.warehouse.bigquery`).
 """
+
 from __future__ import annotations
 
 
@@ -19,12 +20,14 @@ def _predicate_classes():
     global _FILTER_PREDICATES
     if _FILTER_PREDICATES is None:
         from sqlglot import exp
+
         _FILTER_PREDICATES = (exp.EQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.Between, exp.In)
     return _FILTER_PREDICATES
 
 
 def _conjuncts(cond) -> list:
     from sqlglot import exp
+
     if cond is None:
         return []
     if isinstance(cond, exp.Paren):
@@ -39,24 +42,30 @@ def _filters_column(cond, column: str, qualifiers: set[str]) -> bool:
     something (BETWEEN, =, <, >, IN)? An OR around it would defeat pruning, so only
     top-level conjuncts count."""
     from sqlglot import exp
+
     for term in _conjuncts(cond):
         if not isinstance(term, _predicate_classes()):
             continue
         side = term.this
         sides = [side] if isinstance(term, (exp.Between, exp.In)) else [term.left, term.right]
         for s in sides:
-            if (isinstance(s, exp.Column) and s.name.lower() == column
-                    and (not s.table or s.table.lower() in qualifiers)):
+            if (
+                isinstance(s, exp.Column)
+                and s.name.lower() == column
+                and (not s.table or s.table.lower() in qualifiers)
+            ):
                 return True
     return False
 
 
-def partition_filter_violations(sql: str, table: str = "events",
-                                column: str = "event_date") -> list[str]:
+def partition_filter_violations(
+    sql: str, table: str = "events", column: str = "event_date"
+) -> list[str]:
     """Every place ``sql`` reads ``table`` (bare, dataset- or project-qualified) without a
     filter on ``column`` in the WHERE (or JOIN ... ON / MERGE ... ON) that reads it."""
     import sqlglot
     from sqlglot import exp
+
     table, column = table.lower(), column.lower()
     problems: list[str] = []
     try:
@@ -72,7 +81,8 @@ def partition_filter_violations(sql: str, table: str = "events",
             qualifiers = {table, (t.alias or "").lower()} - {""}
             scope = t.parent
             while scope is not None and not isinstance(
-                    scope, (exp.Select, exp.Merge, exp.Delete, exp.Update)):
+                scope, (exp.Select, exp.Merge, exp.Delete, exp.Update)
+            ):
                 scope = scope.parent
             conds = []
             if isinstance(scope, exp.Select):
@@ -88,13 +98,14 @@ def partition_filter_violations(sql: str, table: str = "events",
                 conds.append(where.this if where else None)
             if not any(_filters_column(c, column, qualifiers) for c in conds if c is not None):
                 snippet = (scope or stmt).sql(dialect="bigquery")
-                problems.append(f"{t.sql(dialect='bigquery')} is read without a filter on "
-                                f"{column}: {snippet[:300]}")
+                problems.append(
+                    f"{t.sql(dialect='bigquery')} is read without a filter on "
+                    f"{column}: {snippet[:300]}"
+                )
     return problems
 
 
-def assert_partition_filter(sql: str, table: str = "events",
-                            column: str = "event_date") -> None:
+def assert_partition_filter(sql: str, table: str = "events", column: str = "event_date") -> None:
     """Raise :class:`PartitionFilterError` when ``sql`` reads ``table`` without filtering
     on ``column`` (``events`` requires a partition filter in production)."""
     problems = partition_filter_violations(sql, table, column)
