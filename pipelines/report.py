@@ -1,6 +1,7 @@
 """The watch report: what a finished watch looks like as one line of text, as Slack Block
 Kit, and as the CSV of failed recipients. Rendering only; the transport (pipelines/slack.py)
 posts it, the watcher (pipelines/watcher.py) produces the result."""
+
 from __future__ import annotations
 
 import csv
@@ -29,13 +30,17 @@ def _trunc(text: str, n: int) -> str:
 def summary_text(result: "WatchResult") -> str:
     """The one-line notification text (and the fallback where blocks are not shown)."""
     c = result.counts
-    state = ("settled" if result.settled else
-             f"TIMED OUT after {format_duration(result.elapsed)}")
-    return (f"mailpulse watch {result.category}: {state} - {result.recipients} recipients, "
-            f"{c['delivered']} delivered, {c['bounce']} bounced, {c['dropped']} dropped, "
-            f"{c['deferred']} deferred, {c['unsettled']} unsettled"
-            + (f", {len(_never_reported(result))} sent but never reported by the provider"
-               if _never_reported(result) else ""))
+    state = "settled" if result.settled else f"TIMED OUT after {format_duration(result.elapsed)}"
+    return (
+        f"mailpulse watch {result.category}: {state} - {result.recipients} recipients, "
+        f"{c['delivered']} delivered, {c['bounce']} bounced, {c['dropped']} dropped, "
+        f"{c['deferred']} deferred, {c['unsettled']} unsettled"
+        + (
+            f", {len(_never_reported(result))} sent but never reported by the provider"
+            if _never_reported(result)
+            else ""
+        )
+    )
 
 
 def _never_reported(result: "WatchResult") -> list[str]:
@@ -48,8 +53,10 @@ def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
     if result.settled:
         state = f":white_check_mark: settled after {format_duration(result.elapsed)}"
     else:
-        state = (f":hourglass: *timed out* after {format_duration(result.elapsed)}: "
-                 f"{c['unsettled']} recipients not settled; counts are what was known then")
+        state = (
+            f":hourglass: *timed out* after {format_duration(result.elapsed)}: "
+            f"{c['unsettled']} recipients not settled; counts are what was known then"
+        )
     fields = [
         f"*Recipients*\n{result.recipients}",
         f"*Delivered*\n{c['delivered']}{_pct(result, 'delivered')}",
@@ -63,36 +70,72 @@ def watch_blocks(result: "WatchResult") -> list[dict[str, Any]]:
     ]
     never = _never_reported(result)
     if never:  # at the timeout: sent, and the provider reported nothing at all for them
-        fields.append(f"*Never reported*\n{len(never)}{_pct_of(result, len(never))}\n"
-                      "sent, never reported by the provider")
+        fields.append(
+            f"*Never reported*\n{len(never)}{_pct_of(result, len(never))}\n"
+            "sent, never reported by the provider"
+        )
     blocks: list[dict[str, Any]] = [
-        {"type": "header", "text": {"type": "plain_text", "emoji": True, "text": _trunc(
-            f"Send watch: {result.category}", 150)}},
+        {
+            "type": "header",
+            "text": {
+                "type": "plain_text",
+                "emoji": True,
+                "text": _trunc(f"Send watch: {result.category}", 150),
+            },
+        },
         {"type": "section", "text": {"type": "mrkdwn", "text": state}},
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
     hint = getattr(result, "hint", None)
     if hint:
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trunc(
-            f":mag: {hint}", 3000)}})
+        blocks.append(
+            {"type": "section", "text": {"type": "mrkdwn", "text": _trunc(f":mag: {hint}", 3000)}}
+        )
     reasons = result.top_reasons(5)
     if reasons:
         lines = "\n".join(f"• {k} × {_trunc(r, 300)}" for r, k in reasons)
-        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _trunc(
-            f"*Top reasons (bounced and dropped)*\n{lines}", 3000)}})
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _trunc(
-        f"category `{result.category}` · sent since {rfc3339(result.since)} · "
-        + (f"send `{result.send_id}` · " if getattr(result, "send_id", None) else "")
-        + f"{result.polls} polls · rates divide by recipients"
-        + ((" · failed recipients' hashes in the thread (CSV; resumed from the send log)"
-            if getattr(result, "by_hash", False) else
-            " · failed recipients' addresses in the thread (CSV)") if result.failed else ""),
-        3000)}]})
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": _trunc(f"*Top reasons (bounced and dropped)*\n{lines}", 3000),
+                },
+            }
+        )
+    blocks.append(
+        {
+            "type": "context",
+            "elements": [
+                {
+                    "type": "mrkdwn",
+                    "text": _trunc(
+                        f"category `{result.category}` · sent since {rfc3339(result.since)} · "
+                        + (
+                            f"send `{result.send_id}` · "
+                            if getattr(result, "send_id", None)
+                            else ""
+                        )
+                        + f"{result.polls} polls · rates divide by recipients"
+                        + (
+                            (
+                                " · failed recipients' hashes in the thread (CSV; resumed from the send log)"
+                                if getattr(result, "by_hash", False)
+                                else " · failed recipients' addresses in the thread (CSV)"
+                            )
+                            if result.failed
+                            else ""
+                        ),
+                        3000,
+                    ),
+                }
+            ],
+        }
+    )
     return blocks
 
 
-CSV_COLUMNS = ("email", "status", "bounce_class", "reason", "smtp_status", "event_ts",
-               "provider")
+CSV_COLUMNS = ("email", "status", "bounce_class", "reason", "smtp_status", "event_ts", "provider")
 
 
 def csv_filename(result: "WatchResult") -> str:
@@ -107,7 +150,15 @@ def failed_recipients_csv(result: "WatchResult") -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     for o in result.failed:
-        w.writerow([o.email, o.status, o.bounce_class or "", o.reason or "",
-                    o.smtp_status or "", rfc3339(o.event_ts) if o.event_ts else "",
-                    o.provider or ""])
+        w.writerow(
+            [
+                o.email,
+                o.status,
+                o.bounce_class or "",
+                o.reason or "",
+                o.smtp_status or "",
+                rfc3339(o.event_ts) if o.event_ts else "",
+                o.provider or "",
+            ]
+        )
     return buf.getvalue()

@@ -22,6 +22,7 @@ again after a crash, adds nothing.
 >>> record_sends(["ann@example.com", "bob@example.jp"], send_id="spring-1",
 ...              category="spring-sale", warehouse="duckdb:///w.duckdb")
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,8 +45,12 @@ TABLE = "sends"
 SEND_FIELDS: tuple[Field, ...] = (
     Field("send_id", "STRING", "REQUIRED", "The caller's name for one send (campaign run, batch)"),
     Field("message_id", "STRING", "NULLABLE", "Provider message id when known, normalised"),
-    Field("email_hash", "STRING", "REQUIRED",
-          "HMAC-SHA256 hex of the trimmed, lower-cased address (MAILPULSE_HASH_KEY)"),
+    Field(
+        "email_hash",
+        "STRING",
+        "REQUIRED",
+        "HMAC-SHA256 hex of the trimmed, lower-cased address (MAILPULSE_HASH_KEY)",
+    ),
     Field("recipient_domain", "STRING", "NULLABLE", "The recipient's domain, lower-cased"),
     Field("category", "STRING", "NULLABLE", "Category / campaign the mail was sent with"),
     Field("provider", "STRING", "NULLABLE", "sendgrid | ses | cmc, when known"),
@@ -77,8 +82,12 @@ class Recorded:
     send_ids: tuple[str, ...]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"recorded": self.recorded, "already_recorded": self.already_recorded,
-                "duplicates": self.duplicates, "send_ids": list(self.send_ids)}
+        return {
+            "recorded": self.recorded,
+            "already_recorded": self.already_recorded,
+            "duplicates": self.duplicates,
+            "send_ids": list(self.send_ids),
+        }
 
 
 def normalize_message_id(value: Any, provider: str | None = None) -> str | None:
@@ -93,7 +102,7 @@ def normalize_message_id(value: Any, provider: str | None = None) -> str | None:
     if provider in (None, "sendgrid"):
         m = _SENDGRID_FILTER.search(v)
         if m and m.start() > 0:
-            v = v[:m.start()]
+            v = v[: m.start()]
     return v
 
 
@@ -114,8 +123,10 @@ def _utc(value: Any, what: str) -> datetime:
         try:
             ts = datetime.fromisoformat(v)
         except ValueError:
-            raise SendsError(f"{what}: {value!r} is not a time; use ISO 8601 "
-                             "(2026-11-23T10:00:00Z) or epoch seconds") from None
+            raise SendsError(
+                f"{what}: {value!r} is not a time; use ISO 8601 "
+                "(2026-11-23T10:00:00Z) or epoch seconds"
+            ) from None
     else:
         raise SendsError(f"{what}: {value!r} is not a time")
     if ts.tzinfo is None:  # a time without an offset is UTC, as everywhere in mailpulse
@@ -123,16 +134,24 @@ def _utc(value: Any, what: str) -> datetime:
     return ts.astimezone(timezone.utc)
 
 
-def send_rows(records: Iterable[str | Mapping[str, Any]], *, hasher: EmailHasher,
-              send_id: str | None = None, category: str | None = None,
-              provider: str | None = None, sent_at: Any = None,
-              now: datetime | None = None) -> tuple[pa.Table, int]:
+def send_rows(
+    records: Iterable[str | Mapping[str, Any]],
+    *,
+    hasher: EmailHasher,
+    send_id: str | None = None,
+    category: str | None = None,
+    provider: str | None = None,
+    sent_at: Any = None,
+    now: datetime | None = None,
+) -> tuple[pa.Table, int]:
     """Hash and check the records (an address, or a mapping with ``email`` and optional
     ``message_id``, ``send_id``, ``category``, ``provider``, ``sent_at``; the keyword
     arguments are the defaults). Returns (rows as Arrow in SEND_SCHEMA, repeats dropped)."""
     if isinstance(records, (str, bytes)):
-        raise TypeError("records must be a list of addresses or send records, not one "
-                        "string (wrap a single address in a list)")
+        raise TypeError(
+            "records must be a list of addresses or send records, not one "
+            "string (wrap a single address in a list)"
+        )
     now = now or datetime.now(timezone.utc)
     default_ts = _utc(sent_at, "sent_at") if sent_at is not None else now
     cols: dict[str, list] = {f.name: [] for f in SEND_FIELDS}
@@ -143,16 +162,21 @@ def send_rows(records: Iterable[str | Mapping[str, Any]], *, hasher: EmailHasher
         if isinstance(rec, str):
             rec = {"email": rec}
         if not isinstance(rec, Mapping):
-            raise TypeError(f"{what} is {type(rec).__name__}; give an address or a mapping "
-                            "with 'email'")
+            raise TypeError(
+                f"{what} is {type(rec).__name__}; give an address or a mapping with 'email'"
+            )
         address = rec.get("email")
         if not isinstance(address, str) or "@" not in address.strip():
-            raise SendsError(f"{what}: no address in 'email' ({address!r}); every send "
-                             "record names its recipient")
+            raise SendsError(
+                f"{what}: no address in 'email' ({address!r}); every send "
+                "record names its recipient"
+            )
         sid = rec.get("send_id") or send_id
         if not isinstance(sid, str) or not sid.strip():
-            raise SendsError(f"{what}: no send_id; name the send with send_id= (the "
-                             "command: --send-id ID) or a send_id column")
+            raise SendsError(
+                f"{what}: no send_id; name the send with send_id= (the "
+                "command: --send-id ID) or a send_id column"
+            )
         prov = rec.get("provider") or provider
         if prov is not None and prov not in PROVIDERS:
             raise SendsError(f"{what}: provider {prov!r} is not one of {', '.join(PROVIDERS)}")
@@ -164,8 +188,11 @@ def send_rows(records: Iterable[str | Mapping[str, Any]], *, hasher: EmailHasher
             dupes += 1
             continue
         seen.add(key)
-        ts = _utc(rec["sent_at"], f"{what}: sent_at") if rec.get("sent_at") not in (None, "") \
+        ts = (
+            _utc(rec["sent_at"], f"{what}: sent_at")
+            if rec.get("sent_at") not in (None, "")
             else default_ts
+        )
         cols["send_id"].append(key[0])
         cols["message_id"].append(mid)
         cols["email_hash"].append(h)
@@ -178,13 +205,18 @@ def send_rows(records: Iterable[str | Mapping[str, Any]], *, hasher: EmailHasher
     return pa.Table.from_pydict(cols, schema=SEND_SCHEMA), dupes
 
 
-def record_sends(records: Iterable[str | Mapping[str, Any]], *,
-                 send_id: str | None = None, category: str | None = None,
-                 provider: str | None = None, sent_at: Any = None,
-                 warehouse: "str | Warehouse | None" = None,
-                 hasher: EmailHasher | None = None,
-                 environ: Mapping[str, str] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> Recorded:
+def record_sends(
+    records: Iterable[str | Mapping[str, Any]],
+    *,
+    send_id: str | None = None,
+    category: str | None = None,
+    provider: str | None = None,
+    sent_at: Any = None,
+    warehouse: "str | Warehouse | None" = None,
+    hasher: EmailHasher | None = None,
+    environ: Mapping[str, str] | None = None,
+    clock: Callable[[], datetime] | None = None,
+) -> Recorded:
     """Add sends to the log (see the module docstring). ``records``: addresses, or
     mappings with ``email`` and optionally ``message_id``, ``send_id``, ``category``,
     ``provider``, ``sent_at`` (the keyword arguments fill what a record leaves out;
@@ -192,6 +224,7 @@ def record_sends(records: Iterable[str | Mapping[str, Any]], *,
     environ = os.environ if environ is None else environ
     if warehouse is None:
         from .config import default_warehouse_uri
+
         warehouse = default_warehouse_uri(environ)
     owned = not isinstance(warehouse, Warehouse)
     wh = open_warehouse(warehouse)
@@ -199,8 +232,15 @@ def record_sends(records: Iterable[str | Mapping[str, Any]], *,
         if hasher is None:
             hasher = EmailHasher(resolve_key(environ, embedded=wh.dialect == "duckdb"))
         now = clock() if clock else datetime.now(timezone.utc)
-        rows, dupes = send_rows(records, hasher=hasher, send_id=send_id, category=category,
-                                provider=provider, sent_at=sent_at, now=now)
+        rows, dupes = send_rows(
+            records,
+            hasher=hasher,
+            send_id=send_id,
+            category=category,
+            provider=provider,
+            sent_at=sent_at,
+            now=now,
+        )
         ids = tuple(sorted(set(rows.column("send_id").to_pylist())))
         if rows.num_rows == 0:
             return Recorded(0, 0, dupes, ids)
@@ -211,18 +251,29 @@ def record_sends(records: Iterable[str | Mapping[str, Any]], *,
             wh.close()
 
 
-def read_sends(warehouse: "str | Warehouse", send_id: str, *,
-               since: date | None = None, until: date | None = None):
+def read_sends(
+    warehouse: "str | Warehouse",
+    send_id: str,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+):
     """The log rows of one send as a DataFrame (ordered by sent_at, email_hash)."""
     wh = open_warehouse(warehouse)
     if not wh.table_exists(TABLE):
-        raise WarehouseError(f"no send log in {wh.uri or wh!r}; record sends first "
-                             "(record_sends(...) or `mailpulse sends import FILE`)")
+        raise WarehouseError(
+            f"no send log in {wh.uri or wh!r}; record sends first "
+            "(record_sends(...) or `mailpulse sends import FILE`)"
+        )
     return wh.query_df(
         "SELECT * FROM sends WHERE sent_date BETWEEN @since AND @until AND send_id = @send_id "
         "ORDER BY sent_at, email_hash, message_id",
-        {"since": since or date(2000, 1, 1), "until": until or date(9999, 12, 31),
-         "send_id": send_id})
+        {
+            "since": since or date(2000, 1, 1),
+            "until": until or date(9999, 12, 31),
+            "send_id": send_id,
+        },
+    )
 
 
 # -- the backends ---------------------------------------------------------------------------
@@ -251,7 +302,8 @@ def _append_duckdb(wh, rows: pa.Table) -> int:
                 f"INSERT INTO {TABLE} SELECT * FROM _mp_new_sends AS s WHERE NOT EXISTS ("
                 f"SELECT 1 FROM {TABLE} AS t WHERE t.send_id = s.send_id "
                 "AND t.email_hash = s.email_hash "
-                "AND coalesce(t.message_id, '') = coalesce(s.message_id, ''))").fetchone()[0]
+                "AND coalesce(t.message_id, '') = coalesce(s.message_id, ''))"
+            ).fetchone()[0]
             con.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(duckdb.Error):
@@ -269,10 +321,13 @@ def _append_bigquery(wh, rows: pa.Table) -> int:
     from google.cloud import bigquery
 
     wh.ensure_schema()
-    table = bigquery.Table(f"{wh.project}.{wh.dataset}.{TABLE}", schema=[
-        bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(SEND_FIELDS)])
+    table = bigquery.Table(
+        f"{wh.project}.{wh.dataset}.{TABLE}",
+        schema=[bigquery.SchemaField.from_api_repr(f) for f in bigquery_schema(SEND_FIELDS)],
+    )
     table.time_partitioning = bigquery.TimePartitioning(
-        type_=bigquery.TimePartitioningType.DAY, field=PARTITION)
+        type_=bigquery.TimePartitioningType.DAY, field=PARTITION
+    )
     table.clustering_fields = list(CLUSTERING)
     table.description = "The send log: one row per (send, recipient, message)"
     table.labels = {"app": "mailpulse"}
@@ -288,18 +343,35 @@ def _append_bigquery(wh, rows: pa.Table) -> int:
             wh._stage_files(stage, SEND_FIELDS, [path], SEND_SCHEMA)
             on = " AND ".join(
                 f"IFNULL(T.{c}, '') = IFNULL(S.{c}, '')" if c == "message_id" else f"T.{c} = S.{c}"
-                for c in _KEY)
-            new = next(iter(wh.query(
-                f"SELECT COUNT(*) AS n FROM `{stage}` AS S WHERE NOT EXISTS ("
-                f"SELECT 1 FROM {TABLE} AS T WHERE {on})").to_pylist()))["n"]
+                for c in _KEY
+            )
+            new = next(
+                iter(
+                    wh.query(
+                        f"SELECT COUNT(*) AS n FROM `{stage}` AS S WHERE NOT EXISTS ("
+                        f"SELECT 1 FROM {TABLE} AS T WHERE {on})"
+                    ).to_pylist()
+                )
+            )["n"]
             cols = ", ".join(f.name for f in SEND_FIELDS)
-            wh.query(f"MERGE {TABLE} AS T USING `{stage}` AS S ON {on} "
-                     f"WHEN NOT MATCHED THEN INSERT ({cols}) "
-                     f"VALUES ({', '.join('S.' + f.name for f in SEND_FIELDS)})")
+            wh.query(
+                f"MERGE {TABLE} AS T USING `{stage}` AS S ON {on} "
+                f"WHEN NOT MATCHED THEN INSERT ({cols}) "
+                f"VALUES ({', '.join('S.' + f.name for f in SEND_FIELDS)})"
+            )
         finally:
             wh._drop(stage)
     return int(new)
 
 
-__all__ = ["record_sends", "read_sends", "send_rows", "normalize_message_id", "Recorded",
-           "SendsError", "SEND_FIELDS", "SEND_SCHEMA", "TABLE"]
+__all__ = [
+    "record_sends",
+    "read_sends",
+    "send_rows",
+    "normalize_message_id",
+    "Recorded",
+    "SendsError",
+    "SEND_FIELDS",
+    "SEND_SCHEMA",
+    "TABLE",
+]

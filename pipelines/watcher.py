@@ -39,6 +39,7 @@ report. Polling ("not settled yet") and retrying transient warehouse errors are
 separate, each with one named, overridable policy (:class:`PollPolicy`,
 :class:`RetryPolicy`); clock and sleep are injectable (tests never sleep).
 """
+
 from __future__ import annotations
 
 import logging
@@ -80,8 +81,10 @@ def default_timeout(recipients: int) -> float:
 
     The old script formula ``max(n / 10 * 90, 300)`` gave 9 s per recipient (9,000 s for
     1,000 addresses, while its comment said 90 minutes) and had no upper bound."""
-    return min(DEFAULT_TIMEOUT_BASE + DEFAULT_TIMEOUT_PER_RECIPIENT * max(recipients, 0),
-               DEFAULT_TIMEOUT_CAP)
+    return min(
+        DEFAULT_TIMEOUT_BASE + DEFAULT_TIMEOUT_PER_RECIPIENT * max(recipients, 0),
+        DEFAULT_TIMEOUT_CAP,
+    )
 
 
 # -- policies ------------------------------------------------------------------------------
@@ -264,9 +267,13 @@ class WatchResult:
         """``delivered``, ``bounce``, ``dropped`` (settled there), ``deferred`` (latest
         status deferred), ``unsettled`` (deferred, processed only, or never seen)."""
         c = Counter(o.status for o in self.outcomes.values())
-        return {"delivered": c["delivered"], "bounce": c["bounce"], "dropped": c["dropped"],
-                "deferred": c["deferred"],
-                "unsettled": sum(n for s, n in c.items() if s not in SETTLED)}
+        return {
+            "delivered": c["delivered"],
+            "bounce": c["bounce"],
+            "dropped": c["dropped"],
+            "deferred": c["deferred"],
+            "unsettled": sum(n for s, n in c.items() if s not in SETTLED),
+        }
 
     @property
     def bounce_classes(self) -> dict[str, int]:
@@ -311,13 +318,17 @@ class WatchResult:
             f"{len(self.never_seen)}, accepted only {len(self.pending)})",
         ]
         if self.timed_out and self.never_reported:
-            lines.append(f"  never reported {len(self.never_reported)}{_pct_of(self, len(self.never_reported))}"
-                         "  (sent, never reported by the provider: no event at all by the "
-                         "timeout)")
+            lines.append(
+                f"  never reported {len(self.never_reported)}{_pct_of(self, len(self.never_reported))}"
+                "  (sent, never reported by the provider: no event at all by the "
+                "timeout)"
+            )
         if self.send_id:
-            lines.append(f"  send id     {self.send_id}"
-                         + ("" if self.send_recorded else "  (not in the send log)")
-                         + f"  (resume: mailpulse watch --send-id {self.send_id})")
+            lines.append(
+                f"  send id     {self.send_id}"
+                + ("" if self.send_recorded else "  (not in the send log)")
+                + f"  (resume: mailpulse watch --send-id {self.send_id})"
+            )
         reasons = self.top_reasons()
         if reasons:
             lines.append("  top reasons:")
@@ -325,33 +336,47 @@ class WatchResult:
         if self.hint:
             lines.append(f"  note: {self.hint}")
         if self.timed_out:
-            lines.append("  timed out: the counts above are what was known at the timeout; "
-                         "rerun the watch later to see where the unsettled recipients ended")
+            lines.append(
+                "  timed out: the counts above are what was known at the timeout; "
+                "rerun the watch later to see where the unsettled recipients ended"
+            )
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (``mailpulse watch --json``)."""
+
         def outcome(o: RecipientOutcome) -> dict[str, Any]:
             d = asdict(o)
             d["event_ts"] = _iso(o.event_ts) if o.event_ts else None
             return d
+
         return {
-            "category": self.category, "since": _iso(self.since),
-            "recipients": self.recipients, "counts": self.counts,
+            "category": self.category,
+            "since": _iso(self.since),
+            "recipients": self.recipients,
+            "counts": self.counts,
             "bounce_classes": self.bounce_classes,
             "rates": {k: self.rate(k) for k in COUNT_KEYS},
-            "state": self.state, "settled": self.settled, "timed_out": self.timed_out,
-            "elapsed_seconds": round(self.elapsed, 3), "timeout_seconds": self.timeout,
-            "polls": self.polls, "transient_errors": self.transient_errors,
+            "state": self.state,
+            "settled": self.settled,
+            "timed_out": self.timed_out,
+            "elapsed_seconds": round(self.elapsed, 3),
+            "timeout_seconds": self.timeout,
+            "polls": self.polls,
+            "transient_errors": self.transient_errors,
             "duplicates_in_list": self.duplicates_in_list,
             "top_reasons": [{"reason": r, "recipients": k} for r, k in self.top_reasons()],
             "bounced": [outcome(o) for o in self.bounced],
             "dropped": [outcome(o) for o in self.dropped],
-            "deferred": self.deferred, "pending": self.pending, "never_seen": self.never_seen,
-            "warehouse_ready": self.warehouse_ready, "hint": self.hint,
+            "deferred": self.deferred,
+            "pending": self.pending,
+            "never_seen": self.never_seen,
+            "warehouse_ready": self.warehouse_ready,
+            "hint": self.hint,
             "other_categories": dict(self.other_categories),
             "uncategorized": self.uncategorized,
-            "send_id": self.send_id, "send_recorded": self.send_recorded,
+            "send_id": self.send_id,
+            "send_recorded": self.send_recorded,
             "by_hash": self.by_hash,
             "never_reported": len(self.never_reported),
             "not_yet_reported": len(self.not_yet_reported),
@@ -374,7 +399,8 @@ class WatchTimeout(TimeoutError):
             f"category {result.category!r}: {c['unsettled']} of {result.recipients} recipients "
             f"not settled after {format_duration(result.elapsed)} (timeout "
             f"{format_duration(result.timeout)}); counts so far {c}. Pass a longer timeout, "
-            "or check that the load job is running if nothing was seen.")
+            "or check that the load job is running if nothing was seen."
+        )
 
     @property
     def counts(self) -> dict[str, int]:
@@ -404,8 +430,10 @@ _iso = rfc3339
 
 def _addresses(email_list: Iterable[str]) -> list[str]:
     if isinstance(email_list, (str, bytes)):
-        raise TypeError("email_list must be a list of addresses, not one string "
-                        "(wrap a single address in a list)")
+        raise TypeError(
+            "email_list must be a list of addresses, not one string "
+            "(wrap a single address in a list)"
+        )
     out = []
     for a in email_list:
         if not isinstance(a, str):
@@ -447,7 +475,7 @@ class _Recipients:
 
 def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(items), size):
-        yield items[i:i + size]
+        yield items[i : i + size]
 
 
 # -- the queries (BigQuery SQL; the DuckDB backend translates) ------------------------------
@@ -463,13 +491,13 @@ STATUS_SQL = f"""
 SELECT email_hash, status, event_type, bounce_class, reason, smtp_status, event_ts, provider
 FROM (
   SELECT email_hash, event_type, bounce_class, reason, smtp_status, event_ts, provider,
-    {status_case_sql('event_type')} AS status,
+    {status_case_sql("event_type")} AS status,
     ROW_NUMBER() OVER (
       PARTITION BY email_hash
-      ORDER BY {rank_case_sql('event_type')} DESC, event_ts DESC, event_id DESC) AS rn
+      ORDER BY {rank_case_sql("event_type")} DESC, event_ts DESC, event_id DESC) AS rn
   FROM events
   WHERE {_FILTER}
-    AND {rank_case_sql('event_type')} > 0
+    AND {rank_case_sql("event_type")} > 0
 ) AS ranked
 WHERE rn = 1
 """
@@ -480,7 +508,7 @@ ALREADY_SENT_SQL = f"""
 SELECT DISTINCT email_hash
 FROM events
 WHERE {_FILTER}
-  AND {rank_case_sql('event_type')} > 0
+  AND {rank_case_sql("event_type")} > 0
 """
 
 
@@ -501,20 +529,21 @@ HINT_MAX_CATEGORIES = 5
 
 
 def _params(category: str, since: datetime, hashes: list[str]) -> dict[str, Any]:
-    return {"category": category, "since": since, "since_date": since.date(),
-            "hashes": hashes}
+    return {"category": category, "since": since, "since_date": since.date(), "hashes": hashes}
 
 
-def _run_query(wh: Warehouse, sql: str, category: str, since: datetime,
-               hashes: list[str]) -> list[dict[str, Any]]:
+def _run_query(
+    wh: Warehouse, sql: str, category: str, since: datetime, hashes: list[str]
+) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for chunk in _chunks(hashes, MAX_HASHES_PER_QUERY):
         rows += wh.query(sql, _params(category, since, chunk)).to_pylist()
     return rows
 
 
-def _other_categories(wh: Warehouse, since: datetime,
-                      hashes: list[str]) -> tuple[dict[str, int], int]:
+def _other_categories(
+    wh: Warehouse, since: datetime, hashes: list[str]
+) -> tuple[dict[str, int], int]:
     """(category -> recipients, recipients with uncategorized events) since ``since``.
     Over several chunks a recipient is in one chunk only, so counts add up."""
     per: Counter = Counter()
@@ -526,8 +555,9 @@ def _other_categories(wh: Warehouse, since: datetime,
     return dict(sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))), uncategorized
 
 
-def category_hint(category: str, recipients: int, other: Mapping[str, int],
-                  uncategorized: int) -> str | None:
+def category_hint(
+    category: str, recipients: int, other: Mapping[str, int], uncategorized: int
+) -> str | None:
     """The sentence a user needs when nothing is seen in ``category``: where these
     recipients' events are instead (None when they have no event at all)."""
     if not other and not uncategorized:
@@ -537,24 +567,36 @@ def category_hint(category: str, recipients: int, other: Mapping[str, int],
         named = list(other.items())[:HINT_MAX_CATEGORIES]
         more = len(other) - len(named)
         listed = ", ".join(f"{c!r} ({n})" for c, n in named) + (
-            f" and {more} more" if more > 0 else "")
-        parts.append(f"their events are in other categories: {listed}; check the "
-                     f"category name (--category)")
+            f" and {more} more" if more > 0 else ""
+        )
+        parts.append(
+            f"their events are in other categories: {listed}; check the category name (--category)"
+        )
     if uncategorized:
-        parts.append(f"{uncategorized} have events without any category (CMC mail loaded "
-                     "without --cmc-category-field? SES mail without the category tag?)")
-    return (f"no event in category {category!r} for any of the {recipients} recipients "
-            "since the send, but " + "; ".join(parts))
+        parts.append(
+            f"{uncategorized} have events without any category (CMC mail loaded "
+            "without --cmc-category-field? SES mail without the category tag?)"
+        )
+    return (
+        f"no event in category {category!r} for any of the {recipients} recipients "
+        "since the send, but " + "; ".join(parts)
+    )
 
 
 def missing_warehouse_hint(wh: Warehouse) -> str:
-    return (f"no events in {getattr(wh, 'uri', '') or wh!r} yet (nothing loaded so far); "
-            "waiting for the first load: run `mailpulse load --follow` beside the collector, "
-            "or the intraday DAG on BigQuery")
+    return (
+        f"no events in {getattr(wh, 'uri', '') or wh!r} yet (nothing loaded so far); "
+        "waiting for the first load: run `mailpulse load --follow` beside the collector, "
+        "or the intraday DAG on BigQuery"
+    )
 
 
-def _with_retries(fn: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[float], None],
-                  on_error: Callable[[BaseException], None]) -> Any:
+def _with_retries(
+    fn: Callable[[], Any],
+    policy: RetryPolicy,
+    sleep: Callable[[float], None],
+    on_error: Callable[[BaseException], None],
+) -> Any:
     """Run ``fn``, retrying transient errors per ``policy``; other errors propagate."""
     delays = policy.delays()
     while True:
@@ -572,17 +614,20 @@ def _with_retries(fn: Callable[[], Any], policy: RetryPolicy, sleep: Callable[[f
 
 
 # -- entry-point resolution -------------------------------------------------------------
-def _resolve_warehouse(warehouse: "str | Warehouse | None",
-                       environ: Mapping[str, str]) -> tuple[Warehouse, bool]:
+def _resolve_warehouse(
+    warehouse: "str | Warehouse | None", environ: Mapping[str, str]
+) -> tuple[Warehouse, bool]:
     if warehouse is None:
         from .config import default_warehouse_uri
+
         warehouse = default_warehouse_uri(environ)
     owned = not isinstance(warehouse, Warehouse)
     return open_warehouse(warehouse), owned
 
 
-def _resolve_hasher(hasher: EmailHasher | None, wh: Warehouse,
-                    environ: Mapping[str, str]) -> EmailHasher:
+def _resolve_hasher(
+    hasher: EmailHasher | None, wh: Warehouse, environ: Mapping[str, str]
+) -> EmailHasher:
     if hasher is not None:
         return hasher
     return EmailHasher(resolve_key(environ, embedded=wh.dialect == "duckdb"))
@@ -590,8 +635,9 @@ def _resolve_hasher(hasher: EmailHasher | None, wh: Warehouse,
 
 def _check_category(category: str) -> str:
     if not isinstance(category, str) or not category.strip():
-        raise ValueError("category must be a non-empty string (the category the mail was "
-                         "sent with)")
+        raise ValueError(
+            "category must be a non-empty string (the category the mail was sent with)"
+        )
     return category
 
 
@@ -610,10 +656,20 @@ class _SendRecorder:
     retries is tried again at the next poll, anything else (a read-only warehouse, a
     BigQuery viewer) is logged once and the watch goes on unrecorded."""
 
-    def __init__(self, addresses: list[str], send_id: str, category: str, since: datetime,
-                 hasher: EmailHasher):
+    def __init__(
+        self,
+        addresses: list[str],
+        send_id: str,
+        category: str,
+        since: datetime,
+        hasher: EmailHasher,
+    ):
         self.addresses, self.send_id, self.category, self.since = (
-            addresses, send_id, category, since)
+            addresses,
+            send_id,
+            category,
+            since,
+        )
         self.hasher = hasher
         self.recorded = False
         self.gave_up = False
@@ -627,31 +683,54 @@ class _SendRecorder:
         if not self.pending:
             return
         from .sends import record_sends
+
         try:
-            self.outcome = record_sends(self.addresses, send_id=self.send_id,
-                                        category=self.category, sent_at=self.since,
-                                        warehouse=wh, hasher=self.hasher)
+            self.outcome = record_sends(
+                self.addresses,
+                send_id=self.send_id,
+                category=self.category,
+                sent_at=self.since,
+                warehouse=wh,
+                hasher=self.hasher,
+            )
         except Exception as exc:  # recording is a side effect: it must not stop the watch
             if is_transient(exc):
-                log.warning("watch %r: the send log is busy (%s); recording send %r again "
-                            "at the next poll", self.category, exc, self.send_id)
+                log.warning(
+                    "watch %r: the send log is busy (%s); recording send %r again at the next poll",
+                    self.category,
+                    exc,
+                    self.send_id,
+                )
                 return
             self.gave_up = True
-            log.error("watch %r: cannot record send %r in the send log (%s: %s); the watch "
-                      "goes on, but it cannot be resumed with --send-id. Make the warehouse "
-                      "writable, or record the list with `mailpulse sends import FILE`",
-                      self.category, self.send_id, type(exc).__name__, exc)
+            log.error(
+                "watch %r: cannot record send %r in the send log (%s: %s); the watch "
+                "goes on, but it cannot be resumed with --send-id. Make the warehouse "
+                "writable, or record the list with `mailpulse sends import FILE`",
+                self.category,
+                self.send_id,
+                type(exc).__name__,
+                exc,
+            )
             return
         self.recorded = True
-        log.info("watch %r: send %r in the send log (%d new, %d already there)",
-                 self.category, self.send_id, self.outcome.recorded,
-                 self.outcome.already_recorded)
+        log.info(
+            "watch %r: send %r in the send log (%d new, %d already there)",
+            self.category,
+            self.send_id,
+            self.outcome.recorded,
+            self.outcome.already_recorded,
+        )
 
     def finish(self) -> None:
         if self.pending:
-            log.warning("watch %r: send %r not recorded in the send log (the warehouse did "
-                        "not exist before the watch ended); record it with `mailpulse sends "
-                        "import FILE` to resume it later", self.category, self.send_id)
+            log.warning(
+                "watch %r: send %r not recorded in the send log (the warehouse did "
+                "not exist before the watch ended); record it with `mailpulse sends "
+                "import FILE` to resume it later",
+                self.category,
+                self.send_id,
+            )
 
 
 #: The log rows of one send (BigQuery SQL; the DuckDB backend translates).
@@ -678,25 +757,33 @@ def logged_send(wh: Warehouse, send_id: str, category: str | None = None) -> Log
     if not isinstance(send_id, str) or not send_id.strip():
         raise ValueError("send_id must be a non-empty string")
     if not wh.table_exists("sends"):
-        raise WarehouseError(f"no send log in {getattr(wh, 'uri', '') or wh!r}; a watch "
-                             "records its list there (watch --emails ... --send-id ID), or "
-                             "record it with `mailpulse sends import FILE`")
-    rows = wh.query(SEND_LOG_SQL, {"send_id": send_id, "since": date(2000, 1, 1),
-                                   "until": date(9999, 12, 31)}).to_pylist()
+        raise WarehouseError(
+            f"no send log in {getattr(wh, 'uri', '') or wh!r}; a watch "
+            "records its list there (watch --emails ... --send-id ID), or "
+            "record it with `mailpulse sends import FILE`"
+        )
+    rows = wh.query(
+        SEND_LOG_SQL, {"send_id": send_id, "since": date(2000, 1, 1), "until": date(9999, 12, 31)}
+    ).to_pylist()
     if not rows:
-        raise WarehouseError(f"send {send_id!r} is not in the send log of "
-                             f"{getattr(wh, 'uri', '') or wh!r}; check the id (printed by "
-                             "`mailpulse watch`) or record the send first")
+        raise WarehouseError(
+            f"send {send_id!r} is not in the send log of "
+            f"{getattr(wh, 'uri', '') or wh!r}; check the id (printed by "
+            "`mailpulse watch`) or record the send first"
+        )
     cats = sorted({r["category"] for r in rows if r["category"]})
     if category is not None:
         rows = [r for r in rows if r["category"] in (category, None)]
         if not rows:
-            raise WarehouseError(f"send {send_id!r} has no recipient in category "
-                                 f"{category!r}; its categories: {', '.join(cats) or 'none'}")
+            raise WarehouseError(
+                f"send {send_id!r} has no recipient in category "
+                f"{category!r}; its categories: {', '.join(cats) or 'none'}"
+            )
     elif len(cats) != 1:
         raise WarehouseError(
             f"send {send_id!r} has {'no category' if not cats else 'categories ' + ', '.join(cats)}"
-            " in the log; pass --category (category= in Python) to say which to watch")
+            " in the log; pass --category (category= in Python) to say which to watch"
+        )
     else:
         category = cats[0]
     hashes = tuple(dict.fromkeys(r["email_hash"] for r in rows))
@@ -705,20 +792,25 @@ def logged_send(wh: Warehouse, send_id: str, category: str | None = None) -> Log
 
 
 # -- the public API ------------------------------------------------------------------------
-def watch(email_list: Iterable[str], category: str, timestamp, *,
-          timeout: float | None = None,
-          warehouse: "str | Warehouse | None" = None,
-          notify: bool = True,
-          raise_on_timeout: bool = False,
-          hasher: EmailHasher | None = None,
-          notifier=None,
-          poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
-          retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-          clock: Callable[[], float] = time.monotonic,
-          sleep: Callable[[float], None] = time.sleep,
-          environ: Mapping[str, str] | None = None,
-          send_id: str | None = None,
-          record: bool = True) -> WatchResult:
+def watch(
+    email_list: Iterable[str],
+    category: str,
+    timestamp,
+    *,
+    timeout: float | None = None,
+    warehouse: "str | Warehouse | None" = None,
+    notify: bool = True,
+    raise_on_timeout: bool = False,
+    hasher: EmailHasher | None = None,
+    notifier=None,
+    poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    environ: Mapping[str, str] | None = None,
+    send_id: str | None = None,
+    record: bool = True,
+) -> WatchResult:
     """Wait until every recipient of a send is settled (or the timeout), then report.
 
     Args:
@@ -752,18 +844,32 @@ def watch(email_list: Iterable[str], category: str, timestamp, *,
         raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
     if notify and notifier is None:
         from .slack import notifier_from_env
+
         notifier = notifier_from_env(environ)  # configuration errors surface now, not later
     wh, owned = _resolve_warehouse(warehouse, environ)
     try:
         hasher = _resolve_hasher(hasher, wh, environ)
         addresses = _addresses(email_list)
         recipients = _Recipients(addresses, hasher)
-        recorder = (_SendRecorder(addresses, send_id, category, since, hasher)
-                    if record and recipients else None)
+        recorder = (
+            _SendRecorder(addresses, send_id, category, since, hasher)
+            if record and recipients
+            else None
+        )
         limit = default_timeout(len(recipients)) if timeout is None else float(timeout)
         try:
-            result = _poll_until_settled(wh, recipients, category, since, limit,
-                                         poll_policy, retry_policy, clock, sleep, recorder)
+            result = _poll_until_settled(
+                wh,
+                recipients,
+                category,
+                since,
+                limit,
+                poll_policy,
+                retry_policy,
+                clock,
+                sleep,
+                recorder,
+            )
         finally:
             if recorder is not None:
                 recorder.finish()
@@ -775,17 +881,21 @@ def watch(email_list: Iterable[str], category: str, timestamp, *,
     return _finish(result, notify, notifier, raise_on_timeout)
 
 
-def resume(send_id: str, *, category: str | None = None,
-           timeout: float | None = None,
-           warehouse: "str | Warehouse | None" = None,
-           notify: bool = True,
-           raise_on_timeout: bool = False,
-           notifier=None,
-           poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
-           retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-           clock: Callable[[], float] = time.monotonic,
-           sleep: Callable[[float], None] = time.sleep,
-           environ: Mapping[str, str] | None = None) -> WatchResult:
+def resume(
+    send_id: str,
+    *,
+    category: str | None = None,
+    timeout: float | None = None,
+    warehouse: "str | Warehouse | None" = None,
+    notify: bool = True,
+    raise_on_timeout: bool = False,
+    notifier=None,
+    poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+    environ: Mapping[str, str] | None = None,
+) -> WatchResult:
     """Watch a send recorded in the send log (by a watch in another process, earlier, or
     ``mailpulse sends import``): the recipients, category and send time come from the
     log, so no address is needed, and the result names recipients by hash (the
@@ -796,15 +906,30 @@ def resume(send_id: str, *, category: str | None = None,
         raise ValueError(f"timeout must be >= 0 seconds, not {timeout}")
     if notify and notifier is None:
         from .slack import notifier_from_env
+
         notifier = notifier_from_env(environ)
     wh, owned = _resolve_warehouse(warehouse, environ)
     try:
-        send = _with_retries(lambda: logged_send(wh, send_id.strip(), category),
-                             retry_policy, sleep, lambda exc: None)
+        send = _with_retries(
+            lambda: logged_send(wh, send_id.strip(), category),
+            retry_policy,
+            sleep,
+            lambda exc: None,
+        )
         recipients = _Recipients.from_hashes(send.hashes)
         limit = default_timeout(len(recipients)) if timeout is None else float(timeout)
-        result = _poll_until_settled(wh, recipients, send.category, send.since, limit,
-                                     poll_policy, retry_policy, clock, sleep, None)
+        result = _poll_until_settled(
+            wh,
+            recipients,
+            send.category,
+            send.since,
+            limit,
+            poll_policy,
+            retry_policy,
+            clock,
+            sleep,
+            None,
+        )
         result.send_id, result.send_recorded, result.by_hash = send.send_id, True, True
     finally:
         if owned:
@@ -812,8 +937,7 @@ def resume(send_id: str, *, category: str | None = None,
     return _finish(result, notify, notifier, raise_on_timeout)
 
 
-def _finish(result: WatchResult, notify: bool, notifier, raise_on_timeout: bool
-            ) -> WatchResult:
+def _finish(result: WatchResult, notify: bool, notifier, raise_on_timeout: bool) -> WatchResult:
     if notify:
         result.notification = _notify(notifier, result)
     if result.timed_out and raise_on_timeout:
@@ -826,31 +950,52 @@ def _notify(notifier, result: WatchResult):
     try:
         return notifier.post_watch_summary(result)
     except Exception as exc:  # a custom notifier's bug must not lose an hour's watch
-        log.error("posting the watch summary failed (%s: %s); the result is returned "
-                  "anyway", type(exc).__name__, exc)
+        log.error(
+            "posting the watch summary failed (%s: %s); the result is returned anyway",
+            type(exc).__name__,
+            exc,
+        )
         return None
 
 
-def wait_for_events(email_list: Iterable[str], category: str, timestamp, *,
-                    timeout: float | None = None,
-                    warehouse: "str | Warehouse | None" = None,
-                    notify: bool = True,
-                    raise_on_timeout: bool = False,
-                    **options: Any) -> dict[str, int]:
+def wait_for_events(
+    email_list: Iterable[str],
+    category: str,
+    timestamp,
+    *,
+    timeout: float | None = None,
+    warehouse: "str | Warehouse | None" = None,
+    notify: bool = True,
+    raise_on_timeout: bool = False,
+    **options: Any,
+) -> dict[str, int]:
     """Counts per outcome for the recipients of a send, once settled or at the timeout:
     ``{'delivered', 'bounce', 'dropped', 'deferred', 'unsettled'}`` (recipients, not
     events). Same arguments as :func:`watch`; on timeout the counts so far are returned
     (``raise_on_timeout=True``: :class:`WatchTimeout`, a TimeoutError, with ``.result``)."""
-    return watch(email_list, category, timestamp, timeout=timeout, warehouse=warehouse,
-                 notify=notify, raise_on_timeout=raise_on_timeout, **options).counts
+    return watch(
+        email_list,
+        category,
+        timestamp,
+        timeout=timeout,
+        warehouse=warehouse,
+        notify=notify,
+        raise_on_timeout=raise_on_timeout,
+        **options,
+    ).counts
 
 
-def already_sent(email_list: Iterable[str], category: str, since, *,
-                 warehouse: "str | Warehouse | None" = None,
-                 hasher: EmailHasher | None = None,
-                 retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-                 sleep: Callable[[float], None] = time.sleep,
-                 environ: Mapping[str, str] | None = None) -> set[str]:
+def already_sent(
+    email_list: Iterable[str],
+    category: str,
+    since,
+    *,
+    warehouse: "str | Warehouse | None" = None,
+    hasher: EmailHasher | None = None,
+    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    sleep: Callable[[float], None] = time.sleep,
+    environ: Mapping[str, str] | None = None,
+) -> set[str]:
     """The addresses of ``email_list`` (as given) that already have mail of ``category``
     since ``since``: any processed, deferred, delivered, dropped, bounce or engagement
     event. Use it before a send to avoid sending twice."""
@@ -864,18 +1009,28 @@ def already_sent(email_list: Iterable[str], category: str, since, *,
             return set()
         rows = _with_retries(
             lambda: _run_query(wh, ALREADY_SENT_SQL, category, since_ts, recipients.hashes),
-            retry_policy, sleep, lambda exc: None)
+            retry_policy,
+            sleep,
+            lambda exc: None,
+        )
     finally:
         if owned:
             wh.close()
     return {recipients.by_hash[r["email_hash"]] for r in rows}
 
 
-def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
-                        since: datetime, timeout: float, poll_policy: PollPolicy,
-                        retry_policy: RetryPolicy, clock: Callable[[], float],
-                        sleep: Callable[[float], None],
-                        recorder: _SendRecorder | None = None) -> WatchResult:
+def _poll_until_settled(
+    wh: Warehouse,
+    recipients: _Recipients,
+    category: str,
+    since: datetime,
+    timeout: float,
+    poll_policy: PollPolicy,
+    retry_policy: RetryPolicy,
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+    recorder: _SendRecorder | None = None,
+) -> WatchResult:
     start = clock()
     deadline = start + timeout
     delays = poll_policy.delays()
@@ -924,11 +1079,13 @@ def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
                 f"errors; last: {exc}); the watch stopped after {polls} successful polls. "
                 "Check the warehouse (a long load holding the DuckDB file? BigQuery "
                 "outage?) and rerun the watch; the result so far is in .result",
-                last) from exc
+                last,
+            ) from exc
         polls += 1
         now = clock()
-        result = _build_result(recipients, rows, category, since, now - start, timeout,
-                               polls, errors)
+        result = _build_result(
+            recipients, rows, category, since, now - start, timeout, polls, errors
+        )
         result.warehouse_ready = ready or not hashes
         if not result.warehouse_ready:
             result.hint = missing_warehouse_hint(wh)
@@ -947,9 +1104,16 @@ def _poll_until_settled(wh: Warehouse, recipients: _Recipients, category: str,
         sleep(max(0.0, min(next(delays), deadline - now)))
 
 
-def _build_result(recipients: _Recipients, rows: list[dict[str, Any]], category: str,
-                  since: datetime, elapsed: float, timeout: float, polls: int,
-                  errors: int) -> WatchResult:
+def _build_result(
+    recipients: _Recipients,
+    rows: list[dict[str, Any]],
+    category: str,
+    since: datetime,
+    elapsed: float,
+    timeout: float,
+    polls: int,
+    errors: int,
+) -> WatchResult:
     by_hash = {r["email_hash"]: r for r in rows}
     outcomes: dict[str, RecipientOutcome] = {}
     for h, email in recipients.by_hash.items():
@@ -958,18 +1122,49 @@ def _build_result(recipients: _Recipients, rows: list[dict[str, Any]], category:
             outcomes[email] = RecipientOutcome(email=email, status=None)
         else:
             outcomes[email] = RecipientOutcome(
-                email=email, status=r["status"], event_type=r["event_type"],
-                bounce_class=r["bounce_class"], reason=r["reason"],
-                smtp_status=r["smtp_status"], event_ts=r["event_ts"], provider=r["provider"])
+                email=email,
+                status=r["status"],
+                event_type=r["event_type"],
+                bounce_class=r["bounce_class"],
+                reason=r["reason"],
+                smtp_status=r["smtp_status"],
+                event_ts=r["event_ts"],
+                provider=r["provider"],
+            )
     settled = all(o.settled for o in outcomes.values())
-    return WatchResult(category=category, since=since, recipients=len(recipients),
-                       outcomes=outcomes, elapsed=elapsed, settled=settled, timed_out=False,
-                       timeout=timeout, polls=polls, transient_errors=errors,
-                       duplicates_in_list=recipients.duplicates)
+    return WatchResult(
+        category=category,
+        since=since,
+        recipients=len(recipients),
+        outcomes=outcomes,
+        elapsed=elapsed,
+        settled=settled,
+        timed_out=False,
+        timeout=timeout,
+        polls=polls,
+        transient_errors=errors,
+        duplicates_in_list=recipients.duplicates,
+    )
 
 
-__all__ = ["wait_for_events", "watch", "resume", "already_sent", "default_send_id",
-           "logged_send", "LoggedSend", "WatchResult", "RecipientOutcome",
-           "WatchTimeout", "WatchFailed", "PollPolicy", "RetryPolicy", "DEFAULT_POLL_POLICY",
-           "category_hint",
-           "DEFAULT_RETRY_POLICY", "default_timeout", "is_transient", "COUNT_KEYS"]
+__all__ = [
+    "wait_for_events",
+    "watch",
+    "resume",
+    "already_sent",
+    "default_send_id",
+    "logged_send",
+    "LoggedSend",
+    "WatchResult",
+    "RecipientOutcome",
+    "WatchTimeout",
+    "WatchFailed",
+    "PollPolicy",
+    "RetryPolicy",
+    "DEFAULT_POLL_POLICY",
+    "category_hint",
+    "DEFAULT_RETRY_POLICY",
+    "default_timeout",
+    "is_transient",
+    "COUNT_KEYS",
+]

@@ -1,4 +1,5 @@
 """``mailpulse watch``: wait for a send to settle and print (and post) the summary."""
+
 from __future__ import annotations
 
 import sys
@@ -37,25 +38,57 @@ EXIT_TIMED_OUT = 3
 
 def add_arguments(p):
     from ._common import parse_timestamp
-    p.add_argument("--category", default=None,
-                   help="the category the mail was sent with (required with --emails)")
-    p.add_argument("--since", default=None, type=parse_timestamp, metavar="TIMESTAMP",
-                   help="when the send started: ISO 8601 (2026-11-23T10:00:00Z; no offset "
-                        "means UTC) or epoch seconds (required with --emails)")
-    p.add_argument("--emails", default=None, metavar="FILE",
-                   help="the recipients, one address per line ('-' for stdin)")
-    p.add_argument("--send-id", default=None, metavar="ID",
-                   help="the send's id in the send log: with --emails, record the list "
-                        "under it (default CATEGORY@SINCE); without, resume that watch")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
-                   help="seconds to wait (default: 15 min + 1 s per 10 recipients, at most 3 h)")
-    p.add_argument("--warehouse", default=None, metavar="URI",
-                   help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
-                        "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)")
-    p.add_argument("--no-notify", action="store_true",
-                   help="do not post to Slack (the summary is still printed)")
-    p.add_argument("--json", action="store_true",
-                   help="print the result as one JSON object instead of the text summary")
+
+    p.add_argument(
+        "--category",
+        default=None,
+        help="the category the mail was sent with (required with --emails)",
+    )
+    p.add_argument(
+        "--since",
+        default=None,
+        type=parse_timestamp,
+        metavar="TIMESTAMP",
+        help="when the send started: ISO 8601 (2026-11-23T10:00:00Z; no offset "
+        "means UTC) or epoch seconds (required with --emails)",
+    )
+    p.add_argument(
+        "--emails",
+        default=None,
+        metavar="FILE",
+        help="the recipients, one address per line ('-' for stdin)",
+    )
+    p.add_argument(
+        "--send-id",
+        default=None,
+        metavar="ID",
+        help="the send's id in the send log: with --emails, record the list "
+        "under it (default CATEGORY@SINCE); without, resume that watch",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds to wait (default: 15 min + 1 s per 10 recipients, at most 3 h)",
+    )
+    p.add_argument(
+        "--warehouse",
+        default=None,
+        metavar="URI",
+        help="duckdb:///path/file.duckdb or bigquery://PROJECT/DATASET "
+        "(default: the embedded warehouse under $MAILPULSE_DATA_DIR)",
+    )
+    p.add_argument(
+        "--no-notify",
+        action="store_true",
+        help="do not post to Slack (the summary is still printed)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as one JSON object instead of the text summary",
+    )
 
 
 def read_addresses(path: str) -> list[str]:
@@ -64,22 +97,28 @@ def read_addresses(path: str) -> list[str]:
     import io
 
     from ..errors import UsageError
+
     try:
         text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8-sig").read()
     except OSError as exc:
-        raise UsageError(f"cannot read --emails {path}: {exc.strerror}; pass a file with "
-                         "one address per line") from None
+        raise UsageError(
+            f"cannot read --emails {path}: {exc.strerror}; pass a file with one address per line"
+        ) from None
     except UnicodeDecodeError as exc:
-        raise UsageError(f"--emails {path} is not UTF-8 text ({exc.reason}); pass a text "
-                         "file with one address per line") from None
+        raise UsageError(
+            f"--emails {path} is not UTF-8 text ({exc.reason}); pass a text "
+            "file with one address per line"
+        ) from None
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
     if lines and "," in lines[0]:
         rows = list(csv.reader(io.StringIO("\n".join(lines))))
         header = [h.strip().lower() for h in rows[0]]
         col = header.index("email") if "email" in header else None
         if col is None:
-            raise UsageError(f"--emails {path} looks like CSV but has no 'email' column; "
-                             "add a header 'email' or pass one address per line")
+            raise UsageError(
+                f"--emails {path} looks like CSV but has no 'email' column; "
+                "add a header 'email' or pass one address per line"
+            )
         return [r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()]
     addresses = [ln.strip() for ln in lines]
     if addresses and addresses[0].lower() == "email":
@@ -99,22 +138,29 @@ def run(args) -> int:
 
     if args.emails is None:
         if not args.send_id:
-            raise UsageError("pass --emails FILE with --category and --since to watch a "
-                             "send, or --send-id ID to resume one from the send log")
+            raise UsageError(
+                "pass --emails FILE with --category and --since to watch a "
+                "send, or --send-id ID to resume one from the send log"
+            )
         if args.since is not None:
-            raise UsageError("--since comes from the send log when resuming with --send-id; "
-                             "drop --since (or pass --emails to watch a new list)")
+            raise UsageError(
+                "--since comes from the send log when resuming with --send-id; "
+                "drop --since (or pass --emails to watch a new list)"
+            )
         addresses = None
     else:
-        missing = [f for f, v in (("--category", args.category), ("--since", args.since))
-                   if v is None]
+        missing = [
+            f for f, v in (("--category", args.category), ("--since", args.since)) if v is None
+        ]
         if missing:
-            raise UsageError(f"--emails needs {' and '.join(missing)} (the category and "
-                             "start time of the send)")
+            raise UsageError(
+                f"--emails needs {' and '.join(missing)} (the category and start time of the send)"
+            )
         addresses = read_addresses(args.emails)
         if not addresses:
-            raise UsageError(f"--emails {args.emails} holds no address; pass a file with one "
-                             "address per line")
+            raise UsageError(
+                f"--emails {args.emails} holds no address; pass a file with one address per line"
+            )
     if args.send_id is not None and not args.send_id.strip():
         raise UsageError("--send-id must not be empty")
     if args.timeout is not None and args.timeout < 0:
@@ -132,16 +178,31 @@ def run(args) -> int:
     try:
         if args.warehouse is None:
             from ..config import default_warehouse_uri
+
             args.warehouse = default_warehouse_uri(os.environ)
         wh = open_warehouse(args.warehouse)
         if addresses is None:
-            result = resume(args.send_id, category=args.category, timeout=args.timeout,
-                            warehouse=wh, notify=notifier is not None, notifier=notifier)
+            result = resume(
+                args.send_id,
+                category=args.category,
+                timeout=args.timeout,
+                warehouse=wh,
+                notify=notifier is not None,
+                notifier=notifier,
+            )
         else:
             hasher = hasher_from_env(embedded=wh.dialect == "duckdb")
-            result = watch(addresses, args.category, args.since, timeout=args.timeout,
-                           warehouse=wh, notify=notifier is not None, notifier=notifier,
-                           hasher=hasher, send_id=args.send_id)
+            result = watch(
+                addresses,
+                args.category,
+                args.since,
+                timeout=args.timeout,
+                warehouse=wh,
+                notify=notifier is not None,
+                notifier=notifier,
+                hasher=hasher,
+                send_id=args.send_id,
+            )
     except WatchFailed as exc:
         print(f"mailpulse watch: error: {exc}", file=sys.stderr)
         if exc.result is not None:
@@ -154,8 +215,12 @@ def run(args) -> int:
         out = result.as_dict()
         if result.notification is not None:
             n = result.notification
-            out["slack"] = {"ts": n.ts, "channel": n.channel, "file_id": n.file_id,
-                            "errors": n.errors}
+            out["slack"] = {
+                "ts": n.ts,
+                "channel": n.channel,
+                "file_id": n.file_id,
+                "errors": n.errors,
+            }
         print(json.dumps(out, default=str))
     else:
         print(result.summary())
