@@ -1,5 +1,6 @@
 """``mailpulse watch`` as a shell script runs it (a subprocess), against a real DuckDB
 file and the local Slack-compatible server."""
+
 from __future__ import annotations
 
 import csv
@@ -21,9 +22,14 @@ NO_SLACK = {"SLACK_BOT_TOKEN": "", "MAILPULSE_SLACK_CHANNEL": "", "MAILPULSE_SLA
 def setup(tmp_path, hasher):
     wh = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
     ev = EventFactory(hasher, CAT)
-    load_events(wh, [ev(EMAILS[0], "delivered", 5),
-                     ev(EMAILS[1], "bounce", 5, bounce_class="hard", reason="550 unknown user")],
-                tmp_path)
+    load_events(
+        wh,
+        [
+            ev(EMAILS[0], "delivered", 5),
+            ev(EMAILS[1], "bounce", 5, bounce_class="hard", reason="550 unknown user"),
+        ],
+        tmp_path,
+    )
     emails = tmp_path / "emails.txt"
     emails.write_text("# recipients of the weekly digest\n" + "\n".join(EMAILS) + "\n\n")
     return wh, emails, ev
@@ -32,20 +38,48 @@ def setup(tmp_path, hasher):
 def test_settled_prints_json_and_exits_0(cli, setup, tmp_path):
     wh, emails, ev = setup
     load_events(wh, [ev(EMAILS[2], "dropped", 5, reason="Invalid")], tmp_path)
-    p = cli("watch", "--category", CAT, "--since", SINCE, "--emails", emails,
-            "--warehouse", wh.uri, "--json", env=NO_SLACK)
+    p = cli(
+        "watch",
+        "--category",
+        CAT,
+        "--since",
+        SINCE,
+        "--emails",
+        emails,
+        "--warehouse",
+        wh.uri,
+        "--json",
+        env=NO_SLACK,
+    )
     assert p.returncode == 0, p.stderr
     out = json.loads(p.stdout)
-    assert out["counts"] == {"delivered": 1, "bounce": 1, "dropped": 1, "deferred": 0,
-                             "unsettled": 0}
+    assert out["counts"] == {
+        "delivered": 1,
+        "bounce": 1,
+        "dropped": 1,
+        "deferred": 0,
+        "unsettled": 0,
+    }
     assert out["state"] == "settled" and out["recipients"] == 3
     assert [b["email"] for b in out["bounced"]] == ["bob@example.org"]
 
 
 def test_timeout_exits_3_and_prints_what_is_known(cli, setup):
     wh, emails, _ = setup
-    p = cli("watch", "--category", CAT, "--since", SINCE, "--emails", emails,
-            "--warehouse", wh.uri, "--timeout", "0", env=NO_SLACK)
+    p = cli(
+        "watch",
+        "--category",
+        CAT,
+        "--since",
+        SINCE,
+        "--emails",
+        emails,
+        "--warehouse",
+        wh.uri,
+        "--timeout",
+        "0",
+        env=NO_SLACK,
+    )
     assert p.returncode == 3, p.stderr
     assert "timed out" in p.stdout and "delivered   1 (33.3%)" in p.stdout
     assert "unsettled   1 (33.3%)  (never seen 1" in p.stdout
@@ -53,8 +87,20 @@ def test_timeout_exits_3_and_prints_what_is_known(cli, setup):
 
 def test_posts_to_slack_from_the_environment(cli, setup, slack_server):
     wh, emails, _ = setup
-    p = cli("watch", "--category", CAT, "--since", SINCE, "--emails", emails,
-            "--warehouse", wh.uri, "--timeout", "0", env=slack_server.env())
+    p = cli(
+        "watch",
+        "--category",
+        CAT,
+        "--since",
+        SINCE,
+        "--emails",
+        emails,
+        "--warehouse",
+        wh.uri,
+        "--timeout",
+        "0",
+        env=slack_server.env(),
+    )
     assert p.returncode == 3, p.stderr
     assert "posted to Slack" in p.stdout
     (msg,) = slack_server.messages
@@ -69,8 +115,20 @@ def test_no_notify_and_a_csv_list(cli, setup, slack_server, tmp_path):
     wh, _, _ = setup
     listing = tmp_path / "list.csv"
     listing.write_text("name,email\nAnn,Ann@Example.com\nBob,bob@example.org\n")
-    p = cli("watch", "--category", CAT, "--since", SINCE, "--emails", listing,
-            "--warehouse", wh.uri, "--no-notify", "--json", env=slack_server.env())
+    p = cli(
+        "watch",
+        "--category",
+        CAT,
+        "--since",
+        SINCE,
+        "--emails",
+        listing,
+        "--warehouse",
+        wh.uri,
+        "--no-notify",
+        "--json",
+        env=slack_server.env(),
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["recipients"] == 2
     assert slack_server.requests == []
@@ -79,23 +137,26 @@ def test_no_notify_and_a_csv_list(cli, setup, slack_server, tmp_path):
 def _main(*args):
     """In process (fast): ``pipelines.cli.main`` returns the exit code, argparse exits 2."""
     from pipelines.cli import main
+
     try:
         return main([str(a) for a in args])
     except SystemExit as exc:
         return exc.code
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--emails", "/nonexistent/list.txt"], "cannot read --emails /nonexistent/list.txt"),
-    (["--since", "last tuesday"], "is not a timestamp; use ISO 8601"),
-    (["--timeout", "-5"], "--timeout must be 0 or more"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--emails", "/nonexistent/list.txt"], "cannot read --emails /nonexistent/list.txt"),
+        (["--since", "last tuesday"], "is not a timestamp; use ISO 8601"),
+        (["--timeout", "-5"], "--timeout must be 0 or more"),
+    ],
+)
 def test_usage_errors_exit_2_and_say_what_to_do(setup, args, message, capsys, monkeypatch):
     wh, emails, _ = setup
     for k, v in NO_SLACK.items():
         monkeypatch.setenv(k, v)
-    base = {"--category": CAT, "--since": SINCE, "--emails": str(emails),
-            "--warehouse": wh.uri}
+    base = {"--category": CAT, "--since": SINCE, "--emails": str(emails), "--warehouse": wh.uri}
     for flag, value in zip(args[::2], args[1::2]):
         base[flag] = value
     assert _main("watch", *[x for kv in base.items() for x in kv]) == 2
@@ -103,13 +164,27 @@ def test_usage_errors_exit_2_and_say_what_to_do(setup, args, message, capsys, mo
 
 
 def test_an_unreadable_warehouse_and_half_configured_slack_are_usage_errors(
-        setup, tmp_path, capsys, monkeypatch):
+    setup, tmp_path, capsys, monkeypatch
+):
     # (a warehouse that does not exist yet is waited for: see the test below)
     _, emails, _ = setup
     garbage = tmp_path / "garbage.duckdb"
     garbage.write_bytes(b"not a DuckDB file" * 100)
-    assert _main("watch", "--category", CAT, "--since", SINCE, "--emails", emails,
-                 "--warehouse", f"duckdb://{garbage}", "--no-notify") == 2
+    assert (
+        _main(
+            "watch",
+            "--category",
+            CAT,
+            "--since",
+            SINCE,
+            "--emails",
+            emails,
+            "--warehouse",
+            f"duckdb://{garbage}",
+            "--no-notify",
+        )
+        == 2
+    )
     assert "cannot open" in capsys.readouterr().err
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-1")
     monkeypatch.setenv("MAILPULSE_SLACK_CHANNEL", "")
@@ -119,6 +194,7 @@ def test_an_unreadable_warehouse_and_half_configured_slack_are_usage_errors(
 
 def test_reading_the_list(tmp_path):
     from pipelines.commands.watch import read_addresses
+
     f = tmp_path / "l.txt"
     f.write_text("email\n a@x.example \n\n# comment\nb@x.example\n")
     assert read_addresses(str(f)) == ["a@x.example", "b@x.example"]
@@ -126,6 +202,7 @@ def test_reading_the_list(tmp_path):
     assert read_addresses(str(f)) == ["a@x.example"]
     f.write_text("id,name\n1,a\n")
     from pipelines.cli import UsageError
+
     with pytest.raises(UsageError, match="no 'email' column"):
         read_addresses(str(f))
 
@@ -140,15 +217,38 @@ def test_a_misspelled_category_is_named_on_stderr_within_seconds(setup, tmp_path
     import time
 
     from conftest import ROOT
+
     wh, emails, _ = setup
-    env = {**os.environ, **NO_SLACK,
-           "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {
+        **os.environ,
+        **NO_SLACK,
+        "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    }
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "pipelines", "watch", "--category", "weekly-digset",
-         "--since", SINCE, "--emails", str(emails), "--warehouse", wh.uri,
-         "--timeout", "20", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "watch",
+            "--category",
+            "weekly-digset",
+            "--since",
+            SINCE,
+            "--emails",
+            str(emails),
+            "--warehouse",
+            wh.uri,
+            "--timeout",
+            "20",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
     seen: list[tuple[float, str]] = []
 
     def read():
@@ -178,8 +278,20 @@ def test_a_warehouse_not_created_yet_waits_and_says_so(cli, tmp_path):
     emails = tmp_path / "emails.txt"
     emails.write_text("\n".join(EMAILS) + "\n")
     missing = tmp_path / "not-yet" / "warehouse.duckdb"
-    p = cli("watch", "--category", CAT, "--since", SINCE, "--emails", emails,
-            "--warehouse", f"duckdb://{missing}", "--timeout", "0", env=NO_SLACK)
+    p = cli(
+        "watch",
+        "--category",
+        CAT,
+        "--since",
+        SINCE,
+        "--emails",
+        emails,
+        "--warehouse",
+        f"duckdb://{missing}",
+        "--timeout",
+        "0",
+        env=NO_SLACK,
+    )
     assert p.returncode == 3, p.stderr  # timed out (nothing seen), not an error
     assert "nothing loaded so far" in p.stderr and "load --follow" in p.stderr
     assert "note: no events in" in p.stdout and "unsettled   3 (100.0%)" in p.stdout
