@@ -120,10 +120,17 @@ def ship_hint(exc: BaseException, dest_root: str) -> str:
     """What to do about a failed upload to ``dest_root``, from the error's text (the
     boto3 / google-cloud errors arrive wrapped in Beam's own exceptions)."""
     text = f"{type(exc).__name__}: {exc}"
-    low = text.lower()
+    # URLs are dropped first: a port or an object name such as :57403 is not an HTTP status
+    low = re.sub(r"\w+://\S+", " ", text.lower())
     bucket = dest_root.split("/")[2] if "://" in dest_root else dest_root
     s3 = dest_root.startswith("s3://")
-    if "nosuchbucket" in low or "bucket does not exist" in low or "notfound" in low or "404" in low:
+    status = set(re.findall(r"\b(40[34])\b", low))
+    if (
+        "nosuchbucket" in low
+        or "bucket does not exist" in low
+        or "notfound" in low
+        or "404" in status
+    ):
         # an upload that gets 404 writes into a bucket that is not there
         return f"the bucket {bucket!r} does not exist (HTTP 404): create it, or fix --archive"
     if (
@@ -137,17 +144,19 @@ def ship_hint(exc: BaseException, dest_root: str) -> str:
             if s3
             else "run `gcloud auth application-default login` or set GOOGLE_APPLICATION_CREDENTIALS"
         )
-    if any(
-        k in low
-        for k in (
-            "accessdenied",
-            "access denied",
-            "invalidaccesskeyid",
-            "403",
-            "signaturedoesnotmatch",
-            "forbidden",
-            "expiredtoken",
+    if (
+        any(
+            k in low
+            for k in (
+                "accessdenied",
+                "access denied",
+                "invalidaccesskeyid",
+                "signaturedoesnotmatch",
+                "forbidden",
+                "expiredtoken",
+            )
         )
+        or "403" in status
     ):
         return (
             f"access to {bucket!r} was refused: check the credentials and that they may write "
