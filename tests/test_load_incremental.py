@@ -389,3 +389,23 @@ def test_progress_line_shows_while_the_load_runs(tmp_path, capsys):
     assert int(ticks[-1].group(3).replace(",", "")) <= 3 * 48000 / elapsed
     if elapsed > 3:
         assert len(ticks) >= 2  # it updated while running
+
+
+def test_a_load_facing_a_held_file_fails_naming_the_holder(tmp_path):
+    """Without --follow, a DuckDB file held past the lock retries is a clear error (exit
+    2, who holds it, nothing committed), not a traceback."""
+    root, wh = tmp_path / "a", f"duckdb://{tmp_path}/w.duckdb"
+    sg_file(root, DAY, 10, "x.json.gz", range(10))
+    run_load(str(root), DAY, wh, config=config())
+    sg_file(root, DAY, 11, "y.json.gz", range(10, 20))
+    holder = duckdb.connect(str(tmp_path / "w.duckdb"))  # a writer: blocks every other process
+    try:
+        r = run_cli(
+            "load", "--archive", root, "--date", DAY.isoformat(), "--warehouse", wh, timeout=300
+        )
+    finally:
+        holder.close()
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert str(os.getpid()) in r.stderr and "Traceback" not in r.stderr
+    assert "rerun the load" in r.stderr
+    assert events(wh) == 10

@@ -151,6 +151,3 @@ class RecordingWarehouse(Warehouse):
 
     def table_exists(self, name):
         return self.inner.table_exists(name)
-
-    def loaded_files(self, first, last):
-        return self.inner.loaded_files(first, last)

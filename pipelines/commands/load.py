@@ -217,9 +217,14 @@ def run(args) -> int:
     )
     if args.follow:
         return follow(args, warehouse, kwargs)
-    report = _load_once(
-        warehouse, args.date, kwargs, progress=(not args.json) and sys.stderr.isatty()
-    )
+    from ..warehouse import TransientWarehouseError
+
+    try:
+        report = _load_once(
+            warehouse, args.date, kwargs, progress=(not args.json) and sys.stderr.isatty()
+        )
+    except TransientWarehouseError as exc:  # the file stayed locked: say who holds it
+        raise UsageError(f"{exc} Nothing was committed; rerun the load.") from None
     if args.json:
         print(json.dumps(report.as_dict(), sort_keys=True))
     else:
