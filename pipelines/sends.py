@@ -332,7 +332,7 @@ def _append_bigquery(wh, rows: pa.Table) -> int:
     table.description = "The send log: one row per (send, recipient, message)"
     table.labels = {"app": "mailpulse"}
     try:
-        wh.client.create_table(table, exists_ok=True, retry=wh.retry.api_retry())
+        wh.client.create_table(table, exists_ok=True, retry=wh.api_retry())
     except Exception as exc:  # noqa: BLE001 - the backend's own error mapping says what to do
         raise WarehouseError(f"cannot create {TABLE} in {wh.uri}: {exc}") from exc
     stage = f"_mp_stage_sends_{uuid.uuid4().hex[:16]}"

@@ -13,8 +13,9 @@ Configuration comes from the environment **once**, at the entry point
 Slack failures never lose a result: every call here logs the error and returns
 (``None`` / a :class:`NotifyReport` with ``errors``). Rate limits (HTTP 429) are honoured
 by waiting the ``Retry-After`` seconds; server errors (500, 503) and connection errors are
-retried a bounded number of times with exponential backoff (slack_sdk retry handlers,
-with the sleep injectable so tests never wait).
+retried a bounded number of times with exponential backoff (slack_sdk retry handlers
+taking their delays from :class:`~pipelines.backoff.Backoff` policies, with the sleep
+injectable so tests never wait).
 
 Slack never holds the result: one notification (the message and its CSV, with every
 retry and wait) has a total time budget, :attr:`SlackRetryPolicy.total_budget` (30 s by
@@ -29,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,7 +44,9 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
-from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
+
+from .backoff import Backoff
 
 if TYPE_CHECKING:  # pragma: no cover
     from .watcher import WatchResult
@@ -92,27 +96,55 @@ def _with_slash(url: str) -> str:
 
 
 # -- retries -------------------------------------------------------------------------------
+#: HTTP 429: wait the ``Retry-After`` seconds Slack asks for (this policy's delay when it
+#: names none), at most 3 times per call (4 attempts); a ``Retry-After`` longer than
+#: ``maximum`` (120 s) is not waited for: the call gives up at once.
+RATE_LIMIT_RETRY = Backoff(initial=1.0, maximum=120.0, multiplier=1.0, attempts=4)
+#: HTTP 500 / 503: retried twice, 0.5 s then 1 s apart (``0.5 * 2**retry``, as slack_sdk's
+#: own backoff), plus up to 1 s of jitter.
+SERVER_ERROR_RETRY = Backoff(initial=0.5, maximum=30.0, multiplier=2.0, attempts=3, jitter=1.0)
+#: Connection errors (reset, refused, DNS): as server errors.
+CONNECTION_ERROR_RETRY = SERVER_ERROR_RETRY
+#: Seconds per HTTP request (cut to what is left of the notification budget).
+REQUEST_TIMEOUT = 30
+#: Seconds one notification may take in all (every call, retry and wait).
+TOTAL_BUDGET = 30.0
+
+
 @dataclass(frozen=True)
 class SlackRetryPolicy:
-    """Bounded retries for Slack calls (one named, overridable value)."""
+    """Bounded retries for Slack calls (one named, overridable value): a
+    :class:`~pipelines.backoff.Backoff` per kind of failure, the per-request timeout and
+    the notification's total budget. The ``deadline`` of these backoffs is not used:
+    ``total_budget`` bounds the time."""
 
-    #: HTTP 429: wait ``Retry-After`` seconds, at most this many times per call...
-    rate_limit_retries: int = 3
-    #: ...and give up at once when Slack asks for a longer wait than this.
-    max_retry_after: float = 120.0
-    #: HTTP 500 / 503, and connection errors (reset, refused, DNS): exponential backoff
-    #: ``backoff_factor * 2**attempt`` seconds (plus up to 1 s of jitter).
-    server_error_retries: int = 2
-    connection_error_retries: int = 2
-    backoff_factor: float = 0.5
+    rate_limit: Backoff = RATE_LIMIT_RETRY
+    server_errors: Backoff = SERVER_ERROR_RETRY
+    connection_errors: Backoff = CONNECTION_ERROR_RETRY
     #: seconds per HTTP request (cut to what is left of ``total_budget``)
-    request_timeout: int = 30
+    request_timeout: int = REQUEST_TIMEOUT
     #: seconds one notification may take in all (every call, retry and wait); after
     #: that the result returns and the failure is logged
-    total_budget: float = 30.0
+    total_budget: float = TOTAL_BUDGET
 
 
 DEFAULT_SLACK_RETRY_POLICY = SlackRetryPolicy()
+
+
+class BackoffIntervalCalculator(RetryIntervalCalculator):
+    """slack_sdk's interval calculator, taking its delays from a :class:`Backoff`
+    (``current_attempt`` 0 is the first retry; jitter from ``rand``)."""
+
+    def __init__(self, policy: Backoff, rand: Callable[[], float] = random.random):
+        self.policy = policy
+        self.rand = rand
+
+    def calculate_sleep_duration(self, current_attempt: int) -> float:
+        return self.policy.delay(current_attempt, self.rand)
+
+
+def _max_retry_count(policy: Backoff) -> int:
+    return sys.maxsize if policy.retries is None else policy.retries
 
 
 class NotifyBudget:
@@ -173,19 +205,29 @@ def _retry_after(response) -> float | None:
 
 class RetryAfterHandler(RateLimitErrorRetryHandler):
     """slack_sdk's 429 handler, waiting exactly ``Retry-After`` through an injectable
-    sleep, and giving up when Slack asks for more than ``max_retry_after`` seconds."""
+    sleep (``policy``'s delay when Slack names none), at most ``policy.attempts - 1``
+    times, and giving up when Slack asks for more than ``policy.maximum`` seconds."""
 
     def __init__(
         self,
-        max_retry_count: int,
-        max_retry_after: float,
+        policy: Backoff = RATE_LIMIT_RETRY,
         sleep: Callable[[float], None] = time.sleep,
         budget: NotifyBudget | None = None,
     ):
-        super().__init__(max_retry_count=max_retry_count)
-        self.max_retry_after = max_retry_after
+        super().__init__(
+            max_retry_count=_max_retry_count(policy),
+            interval_calculator=BackoffIntervalCalculator(policy),
+        )
+        self.policy = policy
+        self.max_retry_after = policy.maximum
         self._sleep = sleep
         self._budget = budget
+
+    def _wait(self, state, response) -> float:
+        wait = _retry_after(response)
+        if wait is None:
+            return self.interval_calculator.calculate_sleep_duration(state.current_attempt)
+        return wait
 
     def _can_retry(self, *, state, request, response=None, error=None) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
@@ -198,11 +240,13 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
                 self.max_retry_after,
             )
             return False
-        if self._budget is not None and not self._budget.fits(1.0 if wait is None else wait):
+        if wait is None:  # the shortest wait of the next attempt (without jitter)
+            wait = self.policy.base_delay(state.current_attempt)
+        if self._budget is not None and not self._budget.fits(wait):
             log.error(
                 "Slack rate limit: asked to wait %.0fs, more than the %.1fs left of the "
                 "notification budget (%.0fs); giving up so the result is not held",
-                1.0 if wait is None else wait,
+                wait,
                 self._budget.remaining(),
                 self._budget.seconds,
             )
@@ -212,8 +256,7 @@ class RetryAfterHandler(RateLimitErrorRetryHandler):
     def prepare_for_next_attempt(self, *, state, request, response=None, error=None) -> None:
         if response is None:  # pragma: no cover - _can_retry needs a response
             raise error  # type: ignore[misc]
-        wait = _retry_after(response)
-        wait = 1.0 if wait is None else wait
+        wait = self._wait(state, response)
         log.warning("Slack rate limit on %s: waiting %.1fs (Retry-After)", request.url, wait)
         state.next_attempt_requested = True
         self._sleep(wait)
@@ -230,14 +273,14 @@ class _SleepInjected:
 
     _sleep: Callable[[float], None]
     _budget: NotifyBudget | None = None
-    _backoff_factor: float = 0.0
+    policy: Backoff = SERVER_ERROR_RETRY
     request_timeout: float = DEFAULT_SLACK_RETRY_POLICY.request_timeout
 
     def _can_retry(self, *, state, request, response=None, error=None) -> bool:
         if not super()._can_retry(state=state, request=request, response=response, error=error):
             return False
         # the shortest backoff of the next attempt (without jitter) must fit the budget
-        shortest = self._backoff_factor * (2**state.current_attempt)
+        shortest = self.policy.base_delay(state.current_attempt)
         if self._budget is not None and not self._budget.fits(shortest):
             log.error(
                 "Slack error on %s: a retry would exceed the notification budget "
@@ -266,35 +309,33 @@ class _SleepInjected:
 class BackoffServerErrorHandler(_SleepInjected, ServerErrorRetryHandler):
     def __init__(
         self,
-        max_retry_count: int,
-        backoff_factor: float,
+        policy: Backoff = SERVER_ERROR_RETRY,
         sleep: Callable[[float], None] = time.sleep,
         budget: NotifyBudget | None = None,
     ):
         super().__init__(
-            max_retry_count=max_retry_count,
-            interval_calculator=BackoffRetryIntervalCalculator(backoff_factor),
+            max_retry_count=_max_retry_count(policy),
+            interval_calculator=BackoffIntervalCalculator(policy),
         )
+        self.policy = policy
         self._sleep = sleep
         self._budget = budget
-        self._backoff_factor = backoff_factor
 
 
 class BackoffConnectionErrorHandler(_SleepInjected, ConnectionErrorRetryHandler):
     def __init__(
         self,
-        max_retry_count: int,
-        backoff_factor: float,
+        policy: Backoff = CONNECTION_ERROR_RETRY,
         sleep: Callable[[float], None] = time.sleep,
         budget: NotifyBudget | None = None,
     ):
         super().__init__(
-            max_retry_count=max_retry_count,
-            interval_calculator=BackoffRetryIntervalCalculator(backoff_factor),
+            max_retry_count=_max_retry_count(policy),
+            interval_calculator=BackoffIntervalCalculator(policy),
         )
+        self.policy = policy
         self._sleep = sleep
         self._budget = budget
-        self._backoff_factor = backoff_factor
 
 
 def retry_handlers(
@@ -303,13 +344,9 @@ def retry_handlers(
     budget: NotifyBudget | None = None,
 ) -> list:
     handlers = [
-        RetryAfterHandler(policy.rate_limit_retries, policy.max_retry_after, sleep, budget),
-        BackoffServerErrorHandler(
-            policy.server_error_retries, policy.backoff_factor, sleep, budget
-        ),
-        BackoffConnectionErrorHandler(
-            policy.connection_error_retries, policy.backoff_factor, sleep, budget
-        ),
+        RetryAfterHandler(policy.rate_limit, sleep, budget),
+        BackoffServerErrorHandler(policy.server_errors, sleep, budget),
+        BackoffConnectionErrorHandler(policy.connection_errors, sleep, budget),
     ]
     for h in handlers:
         h.request_timeout = policy.request_timeout

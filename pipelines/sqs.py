@@ -27,7 +27,8 @@ Bodies are stored so that each is exactly one line and can be recovered:
   ``json.loads(line)`` gives the body back exactly; the load records it as a dead letter.
 
 Polling and retrying are separate (as in google-api-core): :class:`DrainPolicy` says how
-long to long-poll and how to back off after a transient receive error; botocore's
+long to long-poll and how to back off after a transient receive error (a
+:class:`~pipelines.backoff.Backoff`, :data:`RECEIVE_BACKOFF`); botocore's
 standard retry mode retries throttling and 5xx within each call.
 """
 
@@ -41,6 +42,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
+from .backoff import Backoff
 from .collector.archive import ArchiveError, ArchiveWriter, compact_line
 from .records import parse_json
 
@@ -57,17 +59,24 @@ class DrainError(Exception):
     """Draining cannot go on; the message says what to fix. Nothing undurable was deleted."""
 
 
+#: Waiting after a receive that failed for a transient reason (the endpoint unreachable,
+#: while following): 1 s doubling to 30 s, for as long as it takes; reset by a receive
+#: that works.
+RECEIVE_BACKOFF = Backoff(initial=1.0, maximum=30.0, multiplier=2.0)
+
+
 @dataclass(frozen=True)
 class DrainPolicy:
     """How ``drain-sqs`` polls. ``wait_seconds``: long polling while following;
     ``empty_wait_seconds``: the long poll that decides the queue is empty (without
-    ``--follow``; at least 1 so that every SQS server is asked); ``backoff_*``: waiting
-    after a receive that failed for a transient reason (the endpoint unreachable)."""
+    ``--follow``; at least 1 so that every SQS server is asked); ``receive_backoff``:
+    waiting after a receive that failed for a transient reason (a :class:`Backoff`;
+    given ``attempts`` or a ``deadline``, draining stops with :class:`DrainError` once
+    it is used up)."""
 
     wait_seconds: int = MAX_WAIT_SECONDS
     empty_wait_seconds: int = 2
-    backoff_initial: float = 1.0
-    backoff_max: float = 30.0
+    receive_backoff: Backoff = RECEIVE_BACKOFF
     backlog_interval: float = 30.0  # how often failed uploads are retried
 
 
@@ -231,7 +240,8 @@ class SqsDrainer:
     def run(self) -> DrainStats:
         start = self.clock()
         next_backlog = start + self.policy.backlog_interval
-        backoff = self.policy.backoff_initial
+        delays = self.policy.receive_backoff.delays()
+        failing_since: float | None = None
         try:
             while not self.stop.is_set():
                 wait = self.policy.wait_seconds if self.follow else self.policy.empty_wait_seconds
@@ -247,16 +257,29 @@ class SqsDrainer:
                         raise DrainError(
                             f"receiving from the queue failed: {_explain(exc, self.queue_url)}"
                         ) from exc
+                    now = self.clock()
+                    failing_since = now if failing_since is None else failing_since
+                    backoff = self.policy.receive_backoff
+                    delay = next(delays, None)
+                    if delay is not None and backoff.deadline is not None:
+                        if now + delay > failing_since + backoff.deadline:
+                            delay = None
+                    if delay is None:
+                        raise DrainError(
+                            f"receiving from the queue kept failing for "
+                            f"{now - failing_since:.0f} s (DrainPolicy.receive_backoff "
+                            f"used up): {_explain(exc, self.queue_url)}"
+                        ) from exc
                     log.warning(
                         "receiving from the queue failed (retrying in %.0f s): %s",
-                        backoff,
+                        delay,
                         _explain(exc, self.queue_url),
                     )
-                    self.sleep(backoff, self.stop)
-                    backoff = min(backoff * 2, self.policy.backoff_max)
+                    self.sleep(delay, self.stop)
                     self._maintain(False)
                     continue
-                backoff = self.policy.backoff_initial
+                if failing_since is not None:  # it works again: back off from the start
+                    delays, failing_since = self.policy.receive_backoff.delays(), None
                 if msgs:
                     self._archive_and_delete(msgs)
                 backlog = self.clock() >= next_backlog

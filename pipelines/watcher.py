@@ -36,8 +36,9 @@ weaknesses:
 Addresses are hashed locally (:class:`pipelines.hashing.EmailHasher`); only hashes are
 sent to the warehouse, and hashes are mapped back to the caller's own addresses for the
 report. Polling ("not settled yet") and retrying transient warehouse errors are
-separate, each with one named, overridable policy (:class:`PollPolicy`,
-:class:`RetryPolicy`); clock and sleep are injectable (tests never sleep).
+separate, each with one named, overridable :class:`~pipelines.backoff.Backoff`
+(:data:`DEFAULT_POLL_POLICY`, :data:`DEFAULT_RETRY_POLICY`); clock and sleep are
+injectable (tests never sleep).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from .backoff import Backoff, retry_call
 from .hashing import EmailHasher, resolve_key
 from .status import SETTLED, rank_case_sql, status_case_sql
 from .timeutil import format_duration, rfc3339, to_utc  # noqa: F401 (re-exported)
@@ -88,46 +90,17 @@ def default_timeout(recipients: int) -> float:
 
 
 # -- policies ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class PollPolicy:
-    """When to look again while recipients are not settled yet.
-
-    The first poll runs at once (a watch started late may already be settled); the next
-    after ``initial_delay``, each later one ``multiplier`` times later, at most
-    ``max_delay`` apart. The last poll happens at the deadline."""
-
-    initial_delay: float = 5.0
-    multiplier: float = 1.5
-    max_delay: float = 60.0
-
-    def delays(self) -> Iterator[float]:
-        delay = self.initial_delay
-        while True:
-            yield delay
-            delay = min(delay * self.multiplier, self.max_delay)
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How one poll retries a transient warehouse error (a lock held by a loader beyond
-    the backend's own lock retries, a BigQuery 5xx, a dropped connection). Separate from
-    polling: a poll that fails is retried at most ``max_attempts - 1`` times, then the
-    watch fails with :class:`WatchFailed` (carrying what was known)."""
-
-    max_attempts: int = 5
-    initial_delay: float = 1.0
-    multiplier: float = 2.0
-    max_delay: float = 30.0
-
-    def delays(self) -> Iterator[float]:
-        delay = self.initial_delay
-        for _ in range(self.max_attempts - 1):
-            yield delay
-            delay = min(delay * self.multiplier, self.max_delay)
-
-
-DEFAULT_POLL_POLICY = PollPolicy()
-DEFAULT_RETRY_POLICY = RetryPolicy()
+#: When to look again while recipients are not settled yet. The first poll runs at once
+#: (a watch started late may already be settled); the next after 5 s, each later one
+#: 1.5 times later, at most 60 s apart; the last poll happens at the watch's deadline
+#: (the timeout bounds polling; a policy given ``attempts`` also ends the watch, timed
+#: out, after that many polls).
+DEFAULT_POLL_POLICY = Backoff(initial=5.0, maximum=60.0, multiplier=1.5)
+#: How one poll retries a transient warehouse error (a lock held by a loader beyond the
+#: backend's own lock retries, a BigQuery 5xx, a dropped connection). Separate from
+#: polling: a poll that fails is tried 5 times in all (1 s, 2 s, 4 s, 8 s apart), then
+#: the watch fails with :class:`WatchFailed` (carrying what was known).
+DEFAULT_RETRY_POLICY = Backoff(initial=1.0, maximum=30.0, multiplier=2.0, attempts=5)
 
 #: Hashes per query: keeps a BigQuery request well under its size limit (65 bytes each).
 MAX_HASHES_PER_QUERY = 20_000
@@ -593,24 +566,19 @@ def missing_warehouse_hint(wh: Warehouse) -> str:
 
 def _with_retries(
     fn: Callable[[], Any],
-    policy: RetryPolicy,
+    policy: Backoff,
     sleep: Callable[[float], None],
     on_error: Callable[[BaseException], None],
+    clock: Callable[[], float] = time.monotonic,
 ) -> Any:
     """Run ``fn``, retrying transient errors per ``policy``; other errors propagate."""
-    delays = policy.delays()
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            if not is_transient(exc):
-                raise
-            on_error(exc)
-            delay = next(delays, None)
-            if delay is None:
-                raise
+
+    def told(exc: BaseException, delay: float | None) -> None:
+        on_error(exc)
+        if delay is not None:
             log.warning("transient warehouse error (retrying in %.1fs): %s", delay, exc)
-            sleep(delay)
+
+    return retry_call(fn, policy, predicate=is_transient, sleep=sleep, clock=clock, on_error=told)
 
 
 # -- entry-point resolution -------------------------------------------------------------
@@ -803,8 +771,8 @@ def watch(
     raise_on_timeout: bool = False,
     hasher: EmailHasher | None = None,
     notifier=None,
-    poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
-    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    poll_policy: Backoff = DEFAULT_POLL_POLICY,
+    retry_policy: Backoff = DEFAULT_RETRY_POLICY,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     environ: Mapping[str, str] | None = None,
@@ -890,8 +858,8 @@ def resume(
     notify: bool = True,
     raise_on_timeout: bool = False,
     notifier=None,
-    poll_policy: PollPolicy = DEFAULT_POLL_POLICY,
-    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    poll_policy: Backoff = DEFAULT_POLL_POLICY,
+    retry_policy: Backoff = DEFAULT_RETRY_POLICY,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
     environ: Mapping[str, str] | None = None,
@@ -915,6 +883,7 @@ def resume(
             retry_policy,
             sleep,
             lambda exc: None,
+            clock,
         )
         recipients = _Recipients.from_hashes(send.hashes)
         limit = default_timeout(len(recipients)) if timeout is None else float(timeout)
@@ -992,7 +961,7 @@ def already_sent(
     *,
     warehouse: "str | Warehouse | None" = None,
     hasher: EmailHasher | None = None,
-    retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+    retry_policy: Backoff = DEFAULT_RETRY_POLICY,
     sleep: Callable[[float], None] = time.sleep,
     environ: Mapping[str, str] | None = None,
 ) -> set[str]:
@@ -1025,8 +994,8 @@ def _poll_until_settled(
     category: str,
     since: datetime,
     timeout: float,
-    poll_policy: PollPolicy,
-    retry_policy: RetryPolicy,
+    poll_policy: Backoff,
+    retry_policy: Backoff,
     clock: Callable[[], float],
     sleep: Callable[[float], None],
     recorder: _SendRecorder | None = None,
@@ -1070,7 +1039,7 @@ def _poll_until_settled(
 
     while True:
         try:
-            rows = _with_retries(poll, retry_policy, sleep, count_error)
+            rows = _with_retries(poll, retry_policy, sleep, count_error, clock)
         except Exception as exc:
             if not is_transient(exc):
                 raise
@@ -1101,7 +1070,11 @@ def _poll_until_settled(
             result.timed_out = True
             return result
         last = result
-        sleep(max(0.0, min(next(delays), deadline - now)))
+        delay = next(delays, None)
+        if delay is None:  # a poll policy with an attempts limit: that was the last poll
+            result.timed_out = True
+            return result
+        sleep(max(0.0, min(delay, deadline - now)))
 
 
 def _build_result(
@@ -1159,8 +1132,6 @@ __all__ = [
     "RecipientOutcome",
     "WatchTimeout",
     "WatchFailed",
-    "PollPolicy",
-    "RetryPolicy",
     "DEFAULT_POLL_POLICY",
     "category_hint",
     "DEFAULT_RETRY_POLICY",

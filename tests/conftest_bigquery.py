@@ -131,7 +131,8 @@ class BigQueryEndpoint:
 
     def new_warehouse(self):
         """A BigQueryWarehouse on a fresh, empty dataset (the emulator is per session)."""
-        from pipelines.warehouse.bigquery import BigQueryRetry, BigQueryWarehouse
+        from pipelines.backoff import Backoff
+        from pipelines.warehouse.bigquery import BigQueryWarehouse
 
         name = "t_" + uuid.uuid4().hex[:12]
         client = self.client()
@@ -141,7 +142,8 @@ class BigQueryEndpoint:
             self.project,
             name,
             api_endpoint=self.url,
-            retry=BigQueryRetry(deadline=20, initial=0.1, maximum=1.0, job_timeout=120),
+            retry=Backoff(initial=0.1, maximum=1.0, multiplier=2.0, deadline=20),
+            job_timeout=120,
         )
 
 

@@ -314,7 +314,7 @@ def test_an_unreachable_endpoint_is_transient(tmp_path):
         "test-project",
         "d",
         api_endpoint=f"http://127.0.0.1:{free_port()}",
-        retry=type(TEST_RETRY)(deadline=0.5, initial=0.1, maximum=0.2),
+        retry=TEST_RETRY.replace(deadline=0.5, maximum=0.2),
     )
     with pytest.raises(TransientWarehouseError, match="did not answer"):
         wh.ensure_schema()

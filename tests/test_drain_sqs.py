@@ -460,6 +460,7 @@ def test_follow_backs_off_while_the_endpoint_is_down_then_stops(tmp_path, sqs_qu
     from botocore.config import Config
     from serve_support import TcpProxy
 
+    from pipelines.backoff import Backoff
     from pipelines.collector.archive import ArchiveWriter
     from pipelines.sqs import DrainError, DrainPolicy, SqsDrainer
 
@@ -480,7 +481,7 @@ def test_follow_backs_off_while_the_endpoint_is_down_then_stops(tmp_path, sqs_qu
         writer,
         str(tmp_path),
         follow=True,
-        policy=DrainPolicy(backoff_initial=1, backoff_max=4),
+        policy=DrainPolicy(receive_backoff=Backoff(initial=1, maximum=4)),
     )
 
     def sleep(seconds, stop):
@@ -491,6 +492,22 @@ def test_follow_backs_off_while_the_endpoint_is_down_then_stops(tmp_path, sqs_qu
     d.sleep = sleep
     stats = d.run()
     assert slept == [1, 2, 4, 4] and stats.stopped_by == "signal" and stats.received == 0
+    # a receive backoff with an attempts limit ends the run once it is used up
+    slept.clear()
+    d = SqsDrainer(
+        client,
+        sqs_queue.url,
+        writer,
+        str(tmp_path),
+        follow=True,
+        policy=DrainPolicy(receive_backoff=Backoff(initial=1, maximum=4, attempts=3)),
+    )
+    d.sleep = lambda seconds, stop: slept.append(seconds)
+    with pytest.raises(
+        DrainError, match="kept failing.*receive_backoff used up.*cannot be reached"
+    ):
+        d.run()
+    assert slept == [1, 2]
     # without --follow the same failure ends the run, naming what to check
     d = SqsDrainer(client, sqs_queue.url, writer, str(tmp_path), follow=False)
     with pytest.raises(DrainError, match="endpoint cannot be reached.*AWS_ENDPOINT_URL"):

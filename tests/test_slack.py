@@ -14,7 +14,11 @@ import pytest
 from slack_server import SlackServer
 from watch_support import SENT_AT, EventFactory, FakeClock, load_events
 
+from pipelines.backoff import Backoff
 from pipelines.slack import (
+    CONNECTION_ERROR_RETRY,
+    RATE_LIMIT_RETRY,
+    SERVER_ERROR_RETRY,
     ConsoleNotifier,
     SlackConfig,
     SlackConfigError,
@@ -186,9 +190,9 @@ def test_rate_limit_waits_retry_after_then_posts(slack_server, sleeps, result):
 
 def test_rate_limit_beyond_the_retries_is_logged_not_raised(slack_server, sleeps, result, caplog):
     slack_server.fail("chat.postMessage", status=429, retry_after=1, times=10)
-    report = notifier(slack_server, sleeps, rate_limit_retries=2).post_watch_summary(
-        result["settled"]
-    )
+    report = notifier(
+        slack_server, sleeps, rate_limit=RATE_LIMIT_RETRY.replace(attempts=3)
+    ).post_watch_summary(result["settled"])
     assert not report.ok and report.ts is None
     assert sleeps == [1, 1] and len(slack_server.calls("chat.postMessage")) == 3
     assert "ratelimited" in caplog.text
@@ -197,28 +201,52 @@ def test_rate_limit_beyond_the_retries_is_logged_not_raised(slack_server, sleeps
 
 def test_a_retry_after_longer_than_allowed_gives_up_at_once(slack_server, sleeps, result):
     slack_server.fail("chat.postMessage", status=429, retry_after=3600)
-    report = notifier(slack_server, sleeps, max_retry_after=60).post_watch_summary(
-        result["settled"]
-    )
+    report = notifier(
+        slack_server, sleeps, rate_limit=RATE_LIMIT_RETRY.replace(maximum=60)
+    ).post_watch_summary(result["settled"])
     assert not report.ok and sleeps == []
 
 
 def test_server_errors_are_retried_then_succeed(slack_server, sleeps, result):
     slack_server.fail("chat.postMessage", status=500, times=2)
-    report = notifier(
-        slack_server, sleeps, server_error_retries=2, backoff_factor=0.5
-    ).post_watch_summary(result["settled"])
+    assert SERVER_ERROR_RETRY == Backoff(
+        initial=0.5, maximum=30.0, multiplier=2.0, attempts=3, jitter=1.0
+    )
+    report = notifier(slack_server, sleeps).post_watch_summary(result["settled"])
     assert report.ok and len(slack_server.messages) == 1
     assert [q.status for q in slack_server.calls("chat.postMessage")] == [500, 500, 200]
     # exponential backoff 0.5 * 2**attempt, plus up to 1 s of jitter
     assert len(sleeps) == 2 and 0.5 <= sleeps[0] < 1.5 and 1.0 <= sleeps[1] < 2.0
 
 
+def test_the_handlers_take_their_delays_from_the_backoff_policy(slack_server, sleeps, result):
+    """slack_sdk's handlers wait exactly what the shared Backoff says (no jitter here):
+    server errors back off, a 429 without Retry-After waits the policy's delay."""
+    slack_server.fail("chat.postMessage", status=500, times=3)
+    report = notifier(
+        slack_server,
+        sleeps,
+        server_errors=Backoff(initial=0.25, maximum=1.0, multiplier=3.0, attempts=4),
+    ).post_watch_summary(result["settled"])
+    assert report.ok and sleeps == [0.25, 0.75, 1.0]
+    assert [q.status for q in slack_server.calls("chat.postMessage")] == [500, 500, 500, 200]
+
+    slack_server.reset()
+    sleeps.clear()
+    slack_server.fail("chat.postMessage", status=429, times=2)  # no Retry-After header
+    report = notifier(
+        slack_server,
+        sleeps,
+        rate_limit=Backoff(initial=2.0, maximum=120.0, multiplier=2.0, attempts=4),
+    ).post_watch_summary(result["settled"])
+    assert report.ok and sleeps == [2.0, 4.0]
+
+
 def test_server_errors_beyond_the_retries_are_logged(slack_server, sleeps, result, caplog):
     slack_server.fail("chat.postMessage", status=503, times=5)
-    report = notifier(slack_server, sleeps, server_error_retries=1).post_watch_summary(
-        result["settled"]
-    )
+    report = notifier(
+        slack_server, sleeps, server_errors=SERVER_ERROR_RETRY.replace(attempts=2)
+    ).post_watch_summary(result["settled"])
     assert not report.ok and len(slack_server.calls("chat.postMessage")) == 2
     assert "HTTP 503" in caplog.text
 
@@ -282,7 +310,9 @@ def test_connection_errors_are_retried_a_bounded_number_of_times(sleeps, result,
         port = s.getsockname()[1]
     cfg = SlackConfig(token="xoxb-x", channel="C1", api_url=f"http://127.0.0.1:{port}/api/")
     n = SlackNotifier(
-        cfg, policy=SlackRetryPolicy(connection_error_retries=2, backoff_factor=0.01), sleep=sleeps
+        cfg,
+        policy=SlackRetryPolicy(connection_errors=CONNECTION_ERROR_RETRY.replace(initial=0.01)),
+        sleep=sleeps,
     )
     report = n.post_watch_summary(result["settled"])
     assert not report.ok and len(sleeps) == 2
@@ -393,7 +423,7 @@ def test_waits_stop_at_the_budget_and_later_calls_are_skipped(slack_server, resu
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
     n = SlackNotifier(
         cfg,
-        policy=SlackRetryPolicy(rate_limit_retries=5, total_budget=30),
+        policy=SlackRetryPolicy(rate_limit=RATE_LIMIT_RETRY.replace(attempts=6), total_budget=30),
         sleep=clock.sleep,
         clock=clock,
     )
@@ -430,7 +460,10 @@ def test_a_slow_slack_is_cut_off_at_the_budget_in_real_time(slack_server, result
     slack_server.fail("chat.postMessage", delay=20)
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
     n = SlackNotifier(
-        cfg, policy=SlackRetryPolicy(total_budget=2, connection_error_retries=3, backoff_factor=0.5)
+        cfg,
+        policy=SlackRetryPolicy(
+            total_budget=2, connection_errors=CONNECTION_ERROR_RETRY.replace(attempts=4)
+        ),
     )
     t0 = time.monotonic()
     report = n.post_watch_summary(result["settled"])

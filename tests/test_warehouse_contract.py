@@ -10,12 +10,14 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.backoff import Backoff
 from pipelines.events import dead_letters_to_arrow, events_to_arrow
 from pipelines.warehouse.base import LoadBatch
-from pipelines.warehouse.bigquery import BigQueryRetry, BigQueryWarehouse
+from pipelines.warehouse.bigquery import BigQueryWarehouse
 from pipelines.warehouse.duckdb import DuckDBWarehouse
 
-TEST_RETRY = BigQueryRetry(deadline=20, initial=0.1, maximum=1.0, job_timeout=120)
+#: short API retries against the emulator (jobs keep the default timeout)
+TEST_RETRY = Backoff(initial=0.1, maximum=1.0, multiplier=2.0, deadline=20)
 D1, D2, D3 = date(2026, 1, 5), date(2026, 1, 6), date(2026, 1, 7)
 SPAN = {"lo": date(2026, 1, 1), "hi": date(2026, 1, 31)}
 

@@ -18,8 +18,14 @@ import pytest
 from watch_support import SENT_AT, EventFactory, FakeClock, load_events
 
 from pipelines.events import events_to_arrow
-from pipelines.warehouse.duckdb import DuckDBWarehouse, LockRetry
-from pipelines.watcher import PollPolicy, RetryPolicy, WatchTimeout, wait_for_events, watch
+from pipelines.warehouse.duckdb import DEFAULT_LOCK_RETRY, DuckDBWarehouse
+from pipelines.watcher import (
+    DEFAULT_POLL_POLICY,
+    DEFAULT_RETRY_POLICY,
+    WatchTimeout,
+    wait_for_events,
+    watch,
+)
 
 CAT = "black-friday-2026"
 
@@ -124,7 +130,7 @@ def test_a_send_settles_and_is_summarised_on_slack(tmp_path, hasher, slack_env, 
         hasher=hasher,
         clock=clock,
         sleep=clock.sleep,
-        poll_policy=PollPolicy(initial_delay=10, multiplier=2, max_delay=60),
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=10, multiplier=2, maximum=60),
     )
     n = len(emails)
     if settled:  # polls at 0, 10, 30, 70, 130: settled once the third batch is in
@@ -271,7 +277,7 @@ def test_events_arriving_in_the_archive_while_the_load_job_runs(tmp_path, hasher
         hasher=hasher,
         clock=clock,
         sleep=clock.sleep,
-        poll_policy=PollPolicy(initial_delay=10, multiplier=2, max_delay=60),
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=10, multiplier=2, maximum=60),
     )
     assert counts == {"delivered": 3, "bounce": 2, "dropped": 1, "deferred": 0, "unsettled": 0}
     assert clock.sleeps == [10, 20, 40]  # settled at the poll after the third load
@@ -326,7 +332,7 @@ def test_readers_retry_while_another_process_holds_the_write_lock(tmp_path, hash
     wh = DuckDBWarehouse(
         seed.path,
         sleep=lock_sleeps,
-        lock_retry=LockRetry(attempts=200, initial_delay=0.02, max_delay=0.05),
+        lock_retry=DEFAULT_LOCK_RETRY.replace(attempts=200, initial=0.02, maximum=0.05),
     )
     proc = _hold_lock(tmp_path, wh, [ev(e, "delivered", 60) for e in emails], hold=1.0)
     try:
@@ -357,7 +363,7 @@ def test_a_lock_beyond_the_backend_retries_is_a_transient_error_the_watcher_retr
     emails = [f"r{i}@x.example" for i in range(3)]
     seed = DuckDBWarehouse(str(tmp_path / "warehouse.duckdb"))
     load_events(seed, [ev(e, "processed", 1) for e in emails], tmp_path)
-    wh = DuckDBWarehouse(seed.path, lock_retry=LockRetry(attempts=2, initial_delay=0.01))
+    wh = DuckDBWarehouse(seed.path, lock_retry=DEFAULT_LOCK_RETRY.replace(attempts=2, initial=0.01))
     proc = _hold_lock(tmp_path, wh, [ev(e, "delivered", 60) for e in emails], hold=1.0)
     retry_sleeps = RealSleeps()
     try:
@@ -373,7 +379,7 @@ def test_a_lock_beyond_the_backend_retries_is_a_transient_error_the_watcher_retr
             notify=False,
             clock=clock,
             sleep=lambda s: retry_sleeps(s) if s < 1 else clock.sleep(s),
-            retry_policy=RetryPolicy(max_attempts=50, initial_delay=0.1, multiplier=1),
+            retry_policy=DEFAULT_RETRY_POLICY.replace(attempts=50, initial=0.1, multiplier=1),
         )
     finally:
         assert proc.wait(timeout=30) == 0

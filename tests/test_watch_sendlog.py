@@ -17,7 +17,14 @@ from watch_support import SENT_AT, EventFactory, FakeClock, RecordingWarehouse, 
 from pipelines import report
 from pipelines.warehouse import TransientWarehouseError, WarehouseError
 from pipelines.warehouse.duckdb import DuckDBWarehouse
-from pipelines.watcher import PollPolicy, RetryPolicy, WatchFailed, default_send_id, resume, watch
+from pipelines.watcher import (
+    DEFAULT_POLL_POLICY,
+    DEFAULT_RETRY_POLICY,
+    WatchFailed,
+    default_send_id,
+    resume,
+    watch,
+)
 
 CAT = "spring-sale"
 EMAILS = ["Ann@Example.com", "bob@example.org", "cho@example.net", "dee@docomo.ne.jp"]
@@ -118,8 +125,8 @@ def test_while_waiting_silent_recipients_are_not_yet_reported(wh, hasher, ev, tm
             hasher,
             clock,
             timeout=600,
-            retry_policy=RetryPolicy(max_attempts=2),
-            poll_policy=PollPolicy(initial_delay=1),
+            retry_policy=DEFAULT_RETRY_POLICY.replace(attempts=2),
+            poll_policy=DEFAULT_POLL_POLICY.replace(initial=1),
         )
     last = info.value.result
     assert last is not None and not last.timed_out and not last.settled
@@ -140,7 +147,7 @@ def test_recorded_once_the_warehouse_exists(tmp_path, hasher, ev, caplog):
     clock = FakeClock()
     clock.at(30, lambda: load_events(wh, [ev(e, "delivered", 5) for e in EMAILS], tmp_path))
     caplog.set_level(logging.INFO, logger="pipelines.watcher")
-    r = run(wh, hasher, clock, timeout=600, poll_policy=PollPolicy(initial_delay=10))
+    r = run(wh, hasher, clock, timeout=600, poll_policy=DEFAULT_POLL_POLICY.replace(initial=10))
     assert r.settled and r.send_recorded and r.polls >= 4
     assert len(log_rows(wh)) == len(EMAILS)
 
@@ -177,7 +184,13 @@ class _WriteFaults(DuckDBWarehouse):
 
 def test_a_warehouse_that_is_not_writable_does_not_break_the_watch(wh, hasher, caplog):
     ro = _WriteFaults(wh.path, [WarehouseError("cannot open: read-only file system")] * 5)
-    r = run(ro, hasher, timeout=600, poll_policy=PollPolicy(initial_delay=1), clock=FakeClock())
+    r = run(
+        ro,
+        hasher,
+        timeout=600,
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=1),
+        clock=FakeClock(),
+    )
     assert r.timed_out and r.counts["delivered"] == 1 and not r.send_recorded
     assert ro.writes == 1  # tried once, logged, gone on
     assert "cannot record send" in caplog.text and "mailpulse sends import" in caplog.text
@@ -186,7 +199,13 @@ def test_a_warehouse_that_is_not_writable_does_not_break_the_watch(wh, hasher, c
 
 def test_a_busy_file_is_recorded_at_the_next_poll(wh, hasher):
     busy = _WriteFaults(wh.path, [TransientWarehouseError("held by PID 1234")])
-    r = run(busy, hasher, timeout=30, poll_policy=PollPolicy(initial_delay=10), clock=FakeClock())
+    r = run(
+        busy,
+        hasher,
+        timeout=30,
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=10),
+        clock=FakeClock(),
+    )
     assert r.send_recorded and busy.writes == 2 and len(log_rows(wh)) == len(EMAILS)
 
 

@@ -16,8 +16,8 @@ from pipelines.sql import to_duckdb
 from pipelines.warehouse import TransientWarehouseError, WarehouseError
 from pipelines.warehouse.duckdb import DuckDBWarehouse
 from pipelines.watcher import (
-    PollPolicy,
-    RetryPolicy,
+    DEFAULT_POLL_POLICY,
+    DEFAULT_RETRY_POLICY,
     WatchFailed,
     WatchTimeout,
     already_sent,
@@ -107,7 +107,10 @@ def test_deferred_then_delivered_counts_once_as_delivered(wh, ev, clock, hasher,
     watcher_mod._build_result = spy
     try:
         r = run(
-            wh, clock, hasher, poll_policy=PollPolicy(initial_delay=20, multiplier=2, max_delay=60)
+            wh,
+            clock,
+            hasher,
+            poll_policy=DEFAULT_POLL_POLICY.replace(initial=20, multiplier=2, maximum=60),
         )
     finally:
         watcher_mod._build_result = orig
@@ -173,7 +176,7 @@ def test_never_seen_and_processed_only_are_unsettled_and_timeout_returns_what_is
         clock,
         hasher,
         timeout=100,
-        poll_policy=PollPolicy(initial_delay=5, multiplier=1.5, max_delay=60),
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=5, multiplier=1.5, maximum=60),
     )
     assert r.timed_out and not r.settled and r.state == "timed out"
     assert r.counts == {"delivered": 1, "bounce": 0, "dropped": 0, "deferred": 1, "unsettled": 3}
@@ -192,7 +195,7 @@ def test_poll_delays_are_capped(wh, clock, hasher):
         hasher,
         emails=["x@example.com"],
         timeout=400,
-        poll_policy=PollPolicy(initial_delay=30, multiplier=3, max_delay=100),
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=30, multiplier=3, maximum=100),
     )
     assert clock.sleeps == [30, 90, 100, 100, 80]  # the last sleep ends at the deadline
     assert r.timed_out and r.polls == 6
@@ -242,8 +245,8 @@ def test_transient_errors_are_retried_apart_from_polls(wh, ev, clock, hasher, tm
         flaky,
         clock,
         hasher,
-        poll_policy=PollPolicy(initial_delay=10, multiplier=2, max_delay=60),
-        retry_policy=RetryPolicy(max_attempts=4, initial_delay=0.5, multiplier=2),
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=10, multiplier=2, maximum=60),
+        retry_policy=DEFAULT_RETRY_POLICY.replace(attempts=4, initial=0.5, multiplier=2),
     )
     # poll 1 at 0; sleep 10 (poll); poll 2 fails, retried after 0.5 and 1 (retry policy);
     # sleep 20 (poll delay goes on from 10, unaffected by the retries); poll 3 settles
@@ -262,8 +265,8 @@ def test_transient_errors_beyond_the_policy_fail_with_what_was_known(
             flaky,
             clock,
             hasher,
-            poll_policy=PollPolicy(initial_delay=10),
-            retry_policy=RetryPolicy(max_attempts=3, initial_delay=1, multiplier=2),
+            poll_policy=DEFAULT_POLL_POLICY.replace(initial=10),
+            retry_policy=DEFAULT_RETRY_POLICY.replace(attempts=3, initial=1, multiplier=2),
         )
     assert clock.sleeps == [10, 1, 2]
     assert isinstance(info.value.__cause__, TransientWarehouseError)
@@ -394,7 +397,7 @@ def test_the_default_timeout_is_used_when_none_given(wh, clock, hasher):
         hasher,
         emails=["x@example.com", "y@example.com"],
         timeout=None,
-        poll_policy=PollPolicy(initial_delay=60, max_delay=600),
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=60, maximum=600),
     )
     assert r.timeout == default_timeout(2) == 900.2 and r.elapsed == pytest.approx(900.2)
 
@@ -507,7 +510,7 @@ def test_a_warehouse_that_does_not_exist_yet_is_nothing_seen_yet(
         DuckDBWarehouse(str(path)),
         clock,
         hasher,
-        poll_policy=PollPolicy(initial_delay=10, multiplier=1, max_delay=10),
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=10, multiplier=1, maximum=10),
     )
     assert r.settled and r.warehouse_ready and r.hint is None
     assert r.counts["delivered"] == 4 and r.polls == 5  # at 0, 10, 20, 30 nothing; at 40 all
@@ -601,3 +604,17 @@ def test_recipients_with_no_event_at_all_get_no_hint(wh, hasher, clock, tmp_path
     load_events(wh, [EventFactory(hasher, "promo")("zed@example.com", "delivered", 5)], tmp_path)
     r = run(wh, clock, hasher, timeout=30)
     assert r.timed_out and r.hint is None and r.warehouse_ready
+
+
+def test_a_poll_policy_with_an_attempts_limit_ends_the_watch_timed_out(wh, clock, hasher):
+    """The poll policy is a Backoff: given ``attempts``, that many polls and no more,
+    although the timeout is far away."""
+    r = run(
+        wh,
+        clock,
+        hasher,
+        timeout=3600,
+        poll_policy=DEFAULT_POLL_POLICY.replace(initial=10, multiplier=2, attempts=3),
+    )
+    assert r.timed_out and not r.settled and r.polls == 3
+    assert clock.sleeps == [10, 20] and r.counts["unsettled"] == len(EMAILS)

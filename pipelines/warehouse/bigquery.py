@@ -62,7 +62,6 @@ import os
 import re
 import tempfile
 import uuid
-from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable
 from urllib.parse import parse_qs, urlsplit
@@ -70,6 +69,7 @@ from urllib.parse import parse_qs, urlsplit
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ..backoff import Backoff
 from ..events import (
     DEAD_LETTER_FIELDS,
     EVENT_FIELDS,
@@ -121,34 +121,42 @@ _PROJECT = re.compile(r"^[a-z][a-z0-9.:-]{2,62}$|^[a-z0-9-]+$")
 _DATASET = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 
 
-@dataclass(frozen=True)
-class BigQueryRetry:
-    """How long to retry transient API errors (5xx, 429, dropped connections) and how
-    long to wait for a job (named, overridable; tests pass a short one)."""
-
-    deadline: float = 600.0
-    initial: float = 1.0
-    maximum: float = 32.0
-    multiplier: float = 2.0
-    job_timeout: float | None = 3600.0
-    #: commit_load recounts and retries this often when another load changed ``events``
-    #: between counting and committing.
-    commit_attempts: int = 3
-
-    def api_retry(self):
-        from google.api_core import retry as gretry
-        from google.cloud.bigquery.retry import _should_retry
-
-        return gretry.Retry(
-            predicate=_should_retry,
-            initial=self.initial,
-            maximum=self.maximum,
-            multiplier=self.multiplier,
-            timeout=self.deadline,
-        )
+#: How long to retry transient API errors (5xx, 429, dropped connections): 1 s doubling
+#: to 32 s, for up to 10 minutes per call (named, overridable; tests pass a short one).
+DEFAULT_API_RETRY = Backoff(initial=1.0, maximum=32.0, multiplier=2.0, deadline=600.0)
+#: How long to wait for a query or load job.
+DEFAULT_JOB_TIMEOUT = 3600.0
+#: commit_load recounts and retries this often when another load changed ``events``
+#: between counting and committing.
+DEFAULT_COMMIT_ATTEMPTS = 3
 
 
-DEFAULT_RETRY = BigQueryRetry()
+def api_retry(policy: Backoff):
+    """``policy`` as a ``google.api_core.retry.Retry`` for the client's calls, retrying
+    what google-cloud-bigquery deems transient. ``initial``, ``maximum``, ``multiplier``
+    and ``deadline`` map one to one (api_core adds its own jitter, so ``policy.jitter``
+    is not used); ``attempts``, which api_core lacks, is counted in the predicate."""
+    from google.api_core import retry as gretry
+    from google.cloud.bigquery.retry import _should_retry
+
+    predicate = _should_retry
+    if policy.retries is not None:
+        left = policy.retries
+
+        def predicate(exc: BaseException) -> bool:
+            nonlocal left
+            if left <= 0 or not _should_retry(exc):
+                return False
+            left -= 1
+            return True
+
+    return gretry.Retry(
+        predicate=predicate,
+        initial=policy.initial,
+        maximum=policy.maximum,
+        multiplier=policy.multiplier,
+        timeout=policy.deadline,
+    )
 
 
 def _quote(name: str) -> str:
@@ -169,7 +177,9 @@ class BigQueryWarehouse(Warehouse):
         api_endpoint: str | None = None,
         location: str | None = None,
         maximum_bytes_billed: int | None = None,
-        retry: BigQueryRetry = DEFAULT_RETRY,
+        retry: Backoff = DEFAULT_API_RETRY,
+        job_timeout: float | None = DEFAULT_JOB_TIMEOUT,
+        commit_attempts: int = DEFAULT_COMMIT_ATTEMPTS,
         client=None,
         before_commit: Callable[[], None] | None = None,
     ):
@@ -187,6 +197,8 @@ class BigQueryWarehouse(Warehouse):
         self.location = location
         self.maximum_bytes_billed = maximum_bytes_billed
         self.retry = retry
+        self.job_timeout = job_timeout
+        self.commit_attempts = commit_attempts
         self.uri = f"bigquery://{project}/{dataset}"
         self._client = client
         self._schema_ready = False
@@ -228,6 +240,11 @@ class BigQueryWarehouse(Warehouse):
         return f"BigQueryWarehouse({self.project}.{self.dataset}{where})"
 
     # -- connection ---------------------------------------------------------------------
+    def api_retry(self):
+        """A fresh ``google.api_core`` Retry from :attr:`retry` (one per call: it counts
+        the call's attempts)."""
+        return api_retry(self.retry)
+
     @property
     def client(self):
         if self._client is None:
@@ -348,10 +365,10 @@ class BigQueryWarehouse(Warehouse):
                 self._wire_sql(sql, params),
                 job_config=self._job_config(params, **extra),
                 location=self.location,
-                retry=self.retry.api_retry(),
+                retry=self.api_retry(),
                 job_retry=None,
             )
-            rows = job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
+            rows = job.result(retry=self.api_retry(), timeout=self.job_timeout)
         return job, rows
 
     def query(self, sql: str, params: dict[str, Any] | None = None) -> pa.Table:
@@ -366,7 +383,7 @@ class BigQueryWarehouse(Warehouse):
                 self._wire_sql(sql, params),
                 job_config=self._job_config(params, dry_run=True, use_query_cache=False),
                 location=self.location,
-                retry=self.retry.api_retry(),
+                retry=self.api_retry(),
                 job_retry=None,
             )
         return int(job.total_bytes_processed or 0)
@@ -377,9 +394,7 @@ class BigQueryWarehouse(Warehouse):
 
         with self._errors("checking the dataset"):
             try:
-                self.client.get_dataset(
-                    f"{self.project}.{self.dataset}", retry=self.retry.api_retry()
-                )
+                self.client.get_dataset(f"{self.project}.{self.dataset}", retry=self.api_retry())
             except gexc.NotFound:
                 raise WarehouseError(self._missing_dataset_message()) from None
 
@@ -449,7 +464,7 @@ class BigQueryWarehouse(Warehouse):
         self._check_dataset()
         with self._errors("creating tables"):
             for t in self.table_definitions():
-                got = self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
+                got = self.client.create_table(t, exists_ok=True, retry=self.api_retry())
                 self._add_missing_columns(got, t)
         self._schema_ready = True
 
@@ -466,7 +481,7 @@ class BigQueryWarehouse(Warehouse):
                 "was made by another version of mailpulse"
             )
         existing.schema = list(existing.schema) + extra
-        self.client.update_table(existing, ["schema"], retry=self.retry.api_retry())
+        self.client.update_table(existing, ["schema"], retry=self.api_retry())
 
     def table_exists(self, name: str) -> bool:
         return self._get_table(name) is not None
@@ -490,7 +505,7 @@ class BigQueryWarehouse(Warehouse):
     def _create_stage(self, name: str, fields) -> None:
         with self._errors("creating a staging table"):
             self.client.delete_table(
-                self._table_id(name), not_found_ok=True, retry=self.retry.api_retry()
+                self._table_id(name), not_found_ok=True, retry=self.api_retry()
             )
             self.client.create_table(
                 self._table(
@@ -499,7 +514,7 @@ class BigQueryWarehouse(Warehouse):
                     expires=datetime.now(timezone.utc) + STAGE_EXPIRY,
                     description="mailpulse staging (per load; expires)",
                 ),
-                retry=self.retry.api_retry(),
+                retry=self.api_retry(),
             )
 
     def _load_config(self, fields):
@@ -536,9 +551,9 @@ class BigQueryWarehouse(Warehouse):
                     self._table_id(name),
                     job_config=self._load_config(fields),
                     location=self.location,
-                    retry=self.retry.api_retry(),
+                    retry=self.api_retry(),
                 )
-                job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
+                job.result(retry=self.api_retry(), timeout=self.job_timeout)
         if local:
             # One load job for all local files (BigQuery limits load jobs per table per day).
             with tempfile.TemporaryDirectory(prefix="mailpulse-bq-") as tmp:
@@ -556,14 +571,14 @@ class BigQueryWarehouse(Warehouse):
                         location=self.location,
                     )  # resumable upload (the emulator
                     # rejects the multipart one's content type)
-                    job.result(retry=self.retry.api_retry(), timeout=self.retry.job_timeout)
+                    job.result(retry=self.api_retry(), timeout=self.job_timeout)
 
     def _drop(self, name: str) -> None:
         from google.api_core import exceptions as gexc
 
         try:
             self.client.delete_table(
-                self._table_id(name), not_found_ok=True, retry=self.retry.api_retry()
+                self._table_id(name), not_found_ok=True, retry=self.api_retry()
             )
         except gexc.GoogleAPIError as exc:  # it expires by itself
             log.warning("could not drop staging table %s (it expires in a day): %s", name, exc)
@@ -584,7 +599,7 @@ class BigQueryWarehouse(Warehouse):
                 LOADED_FILE_SCHEMA,
                 [{**r, "loaded_at": datetime.now(timezone.utc)} for r in batch.files],
             )
-            for attempt in range(1, self.retry.commit_attempts + 1):
+            for attempt in range(1, self.commit_attempts + 1):
                 per = self._count_new_events(ev)
                 for prov, n in self._count_new_dead_letters(dl).items():
                     per.setdefault(prov, {})["dead_letters_stored"] = n
@@ -597,7 +612,7 @@ class BigQueryWarehouse(Warehouse):
                         self._commit_script(ev, dl, ld, lf, new_events), what="committing the load"
                     )
                 except WarehouseError as exc:
-                    if CONCURRENT_MARKER in str(exc) and attempt < self.retry.commit_attempts:
+                    if CONCURRENT_MARKER in str(exc) and attempt < self.commit_attempts:
                         log.warning(
                             "events changed while committing load %s; recounting", batch.load_id
                         )
@@ -810,7 +825,7 @@ COMMIT TRANSACTION;
                             bigquery.SchemaField("end_date", "DATE"),
                         ],
                     ),
-                    retry=self.retry.api_retry(),
+                    retry=self.api_retry(),
                 )
             targets = []
             for i, it in enumerate(items):
@@ -831,7 +846,7 @@ COMMIT TRANSACTION;
                 stages.append(stage)
                 with self._errors("creating a staging table"):
                     self.client.create_table(
-                        self._plain_stage(stage, list(target.schema)), retry=self.retry.api_retry()
+                        self._plain_stage(stage, list(target.schema)), retry=self.api_retry()
                     )
                 self._run(
                     f"INSERT INTO {_quote(stage)} ({cols}) SELECT {cols} FROM ({body}) AS S",
@@ -892,7 +907,7 @@ COMMIT TRANSACTION;
 
         with self._errors(f"looking up {name}"):
             try:
-                return self.client.get_table(self._table_id(name), retry=self.retry.api_retry())
+                return self.client.get_table(self._table_id(name), retry=self.api_retry())
             except gexc.NotFound:
                 return None
 
@@ -907,7 +922,7 @@ COMMIT TRANSACTION;
                 self._wire_sql(body, params),
                 job_config=self._job_config(params, dry_run=True, use_query_cache=False),
                 location=self.location,
-                retry=self.retry.api_retry(),
+                retry=self.api_retry(),
                 job_retry=None,
             )
         schema = list(job.schema or [])
@@ -929,4 +944,4 @@ COMMIT TRANSACTION;
             t.clustering_fields = list(cluster_by)
         t.labels = {"app": "mailpulse"}
         with self._errors(f"creating {table}"):
-            return self.client.create_table(t, exists_ok=True, retry=self.retry.api_retry())
+            return self.client.create_table(t, exists_ok=True, retry=self.api_retry())

@@ -16,13 +16,13 @@ import logging
 import os
 import re
 import time
-from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterator
 
 import duckdb
 import pyarrow as pa
 
+from ..backoff import Backoff, retry_call
 from ..events import (
     DEAD_LETTER_FIELDS,
     EVENT_FIELDS,
@@ -65,17 +65,9 @@ def ddl_columns(fields: tuple[Field, ...]) -> str:
     return ", ".join(cols)
 
 
-@dataclass(frozen=True)
-class LockRetry:
-    """How long to wait for another process's lock on the file (named, overridable)."""
-
-    attempts: int = 60
-    initial_delay: float = 0.05
-    max_delay: float = 1.0
-    multiplier: float = 1.6
-
-
-DEFAULT_LOCK_RETRY = LockRetry()
+#: How long to wait for another process's lock on the file (named, overridable): 60
+#: tries, 0.05 s apart at first, growing 1.6 times up to 1 s (54 s of waiting in all).
+DEFAULT_LOCK_RETRY = Backoff(initial=0.05, maximum=1.0, multiplier=1.6, attempts=60)
 
 
 def _is_lock_error(exc: Exception) -> bool:
@@ -107,7 +99,7 @@ class DuckDBWarehouse(Warehouse):
         self,
         path: str,
         *,
-        lock_retry: LockRetry = DEFAULT_LOCK_RETRY,
+        lock_retry: Backoff = DEFAULT_LOCK_RETRY,
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.path = os.path.abspath(path)
@@ -136,34 +128,47 @@ class DuckDBWarehouse(Warehouse):
             )
         if not read_only:
             os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-        policy, delay = self.lock_retry, self.lock_retry.initial_delay
-        for attempt in range(1, policy.attempts + 1):
+        fix = (
+            "DuckDB lets one process write at a time, and no process open the "
+            "file while another writes: close that connection (a notebook "
+            "kernel, `mailpulse watch`, a duckdb shell) or wait for it to finish"
+        )
+        attempts = 0
+
+        def open_file() -> duckdb.DuckDBPyConnection:
+            nonlocal read_only
             try:
-                con = duckdb.connect(self.path, read_only=read_only)
-                break
+                return duckdb.connect(self.path, read_only=read_only)
             except duckdb.ConnectionException as exc:
                 if read_only and "different configuration" in str(exc):
                     # This process already has the file open for writing: share that.
                     read_only = False
-                    continue
+                    return duckdb.connect(self.path, read_only=False)
                 raise
-            except duckdb.IOException as exc:
-                if not _is_lock_error(exc):
-                    raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
-                holder = lock_holder(exc)
-                fix = (
-                    "DuckDB lets one process write at a time, and no process open the "
-                    "file while another writes: close that connection (a notebook "
-                    "kernel, `mailpulse watch`, a duckdb shell) or wait for it to finish"
+
+        def waiting(exc: BaseException, delay: float | None) -> None:
+            nonlocal attempts
+            attempts += 1
+            if attempts == 1:
+                log.warning(
+                    "waiting for %s: it is held by %s. %s", self.path, lock_holder(exc), fix
                 )
-                if attempt == 1:
-                    log.warning("waiting for %s: it is held by %s. %s", self.path, holder, fix)
-                if attempt == policy.attempts:
-                    raise TransientWarehouseError(
-                        f"{self.path} is held by {holder}; gave up after {attempt} attempts. {fix}."
-                    ) from exc
-                self._sleep(delay)
-                delay = min(delay * policy.multiplier, policy.max_delay)
+
+        try:
+            con = retry_call(
+                open_file,
+                self.lock_retry,
+                predicate=_is_lock_error,
+                sleep=self._sleep,
+                on_error=waiting,
+            )
+        except duckdb.IOException as exc:
+            if not _is_lock_error(exc):
+                raise WarehouseError(f"cannot open {self.path}: {exc}") from exc
+            raise TransientWarehouseError(
+                f"{self.path} is held by {lock_holder(exc)}; gave up after {attempts} "
+                f"attempts. {fix}."
+            ) from exc
         try:
             con.execute("SET TimeZone='UTC'")
             yield con
