@@ -193,16 +193,13 @@ def clean_list(
 
 def _retrying(fn, policy, sleep, is_transient):
     """``fn()``, retrying transient errors per ``policy``; other errors propagate."""
-    delays = policy.delays()
-    while True:
-        try:
-            return fn()
-        except Exception as exc:
-            delay = next(delays, None) if is_transient(exc) else None
-            if delay is None:
-                raise
+    from .backoff import retry_call
+
+    def warn(exc, delay):
+        if delay is not None:
             log.warning("transient warehouse error (retrying in %.1fs): %s", delay, exc)
-            sleep(delay)
+
+    return retry_call(fn, policy, predicate=is_transient, sleep=sleep, on_error=warn)
 
 
 def _suppressed_rows(
