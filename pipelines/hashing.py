@@ -8,7 +8,6 @@ and flows down as an argument.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import os
 from email.utils import parseaddr
@@ -77,8 +76,12 @@ class EmailHasher:
         if not key:
             raise MissingHashKey(f"empty hash key; set {HASH_KEY_ENV}")
         self._key = key
-        self._base = hmac.new(key, digestmod=hashlib.sha256)
         self._cache: dict[str, str] = {}
+        block = (key if len(key) <= 64 else hashlib.sha256(key).digest()).ljust(64, b"\0")
+        self._pads = (
+            hashlib.sha256(bytes(b ^ 0x36 for b in block)),
+            hashlib.sha256(bytes(b ^ 0x5C for b in block)),
+        )
 
     def __repr__(self) -> str:  # never show the key
         return "EmailHasher(<key hidden>)"
@@ -89,12 +92,32 @@ class EmailHasher:
     def hash(self, address: str) -> str:
         h = self._cache.get(address)
         if h is None:
-            m = self._base.copy()
-            m.update(normalize_address(address).encode("utf-8"))
-            h = m.hexdigest()
+            inner, outer = self._pads
+            i = inner.copy()
+            i.update(normalize_address(address).encode("utf-8"))
+            o = outer.copy()
+            o.update(i.digest())
+            h = o.hexdigest()
             if len(self._cache) >= self._CACHE_MAX:
                 self._cache.clear()
             self._cache[address] = h
         return h
 
     __call__ = hash
+
+    def hash_plain(self, addresses: list[str]) -> list[str]:
+        """:meth:`hash` of each of ``addresses``, which the caller knows to be *plain*:
+        printable ASCII with nothing to trim and no display name, so that
+        ``normalize_address`` is ``lower()`` (``normalizers.columns`` checks with a
+        kernel). HMAC from the key's two pads (RFC 2104) with no per-address cache:
+        about twice as fast as :meth:`hash`; the tests hold the two equal."""
+        inner, outer = self._pads
+        out = []
+        append = out.append
+        for a in addresses:
+            i = inner.copy()
+            i.update(a.lower().encode("ascii"))
+            o = outer.copy()
+            o.update(i.digest())
+            append(o.hexdigest())
+        return out

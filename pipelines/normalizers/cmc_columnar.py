@@ -31,6 +31,58 @@ _US = timedelta(microseconds=1)
 _TIME = pa.struct([("us", pa.int64()), ("iso", pa.string())])
 
 
+#: The documented ``created`` shape (``YYYY-MM-DD HH:MM:SS``, or with ``/``), nothing to trim.
+_LOCAL_SHAPE = r"^[0-9]{4}(-[0-9]{2}-[0-9]{2}|/[0-9]{2}/[0-9]{2}) [0-9]{2}:[0-9]{2}:[0-9]{2}$"
+
+
+def _hour_start(hour: str, ctx) -> tuple[int, str] | None:
+    """(UTC microseconds, UTC ``YYYY-MM-DDTHH`` text) of local ``hour:00:00`` when the
+    whole local hour maps to UTC at one whole-hour offset, by ``cmc.parse_created`` itself
+    at both ends (it holds no zone transition and lies in range); else None."""
+    try:
+        first = cmc.parse_created(hour + ":00:00", ctx)
+        last = cmc.parse_created(hour + ":59:59", ctx)
+    except RecordError:
+        return None
+    if (last - first).total_seconds() != 3599 or first.minute or first.second:
+        return None
+    return (first - _EPOCH) // _US, first.strftime("%Y-%m-%dT%H")
+
+
+def created_times(created: pa.Array, one_time, ctx) -> pa.Array:
+    """``per_distinct(created, one_time)`` ({us, iso} of each local ``created`` time, null
+    when unreadable): for the documented shape, the provider's parser runs once per local
+    hour and minutes and seconds are added by kernels; every other value through
+    ``one_time`` (the provider's parser), once per distinct value."""
+    n = len(created)
+    shape = pc.fill_null(pc.match_substring_regex(created, _LOCAL_SHAPE), False)
+    if n == 0 or not pc.any(shape).as_py():
+        return per_distinct(created, one_time, _TIME)
+    shaped = pc.if_else(shape, created, None)
+    hours = pc.dictionary_encode(pc.utf8_slice_codeunits(shaped, 0, 13))
+    starts = [None if h is None else _hour_start(h, ctx) for h in hours.dictionary.to_pylist()]
+    base = pc.take(
+        pa.array([None if s is None else s[0] for s in starts], pa.int64()), hours.indices
+    )
+    head = pc.take(
+        pa.array([None if s is None else s[1] for s in starts], pa.string()), hours.indices
+    )
+    mm = pc.utf8_slice_codeunits(shaped, 14, 16).cast(pa.int64())
+    ss = pc.utf8_slice_codeunits(shaped, 17, 19).cast(pa.int64())
+    fast = pc.and_(pc.is_valid(base), pc.and_(pc.less(mm, 60), pc.less(ss, 60)))
+    fast = pc.fill_null(fast, False)
+    us = pc.add(base, pc.multiply(pc.add(pc.multiply(mm, 60), ss), 1_000_000))
+    iso = pc.binary_join_element_wise(
+        head, ":", pc.utf8_slice_codeunits(shaped, 14, 19), "+00:00", ""
+    )
+    slow = pc.invert(fast)
+    if pc.any(slow).as_py():
+        rest_us, rest_iso = per_distinct(pc.filter(created, slow), one_time, _TIME).flatten()
+        us = pc.replace_with_mask(pc.if_else(fast, us, None), slow, rest_us)
+        iso = pc.replace_with_mask(pc.if_else(fast, iso, None), slow, rest_iso)
+    return pa.StructArray.from_arrays([us, iso], fields=list(_TIME), mask=pc.is_null(us))
+
+
 def select(records, taken) -> tuple[list[int], list[dict]]:
     """Positions of the CMC ``deliveries`` bodies (as the dispatcher detects them)."""
     pos: list[int] = []
@@ -120,7 +172,7 @@ def _events(
             return None
         return {"us": (ts - _EPOCH) // _US, "iso": ts.isoformat()}
 
-    times = per_distinct(created_a, one_time, _TIME)
+    times = created_times(created_a, one_time, ctx)
     bad[ev_doc_a[pc.is_null(times).to_numpy(zero_copy_only=False)]] = True
     h, dom, unusable = recipient_columns(to_a, ctx)
     bad[ev_doc_a[unusable]] = True

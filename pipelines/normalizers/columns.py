@@ -84,7 +84,33 @@ def redact_column(arr: pa.Array) -> pa.Array:
 
 #: Addresses whose domain Arrow kernels derive as hashing.recipient_domain does: printable
 #: ASCII without ``<``/``>`` (no display name to parse) and nothing to trim.
-_PLAIN_ADDRESS = r"^[\x21-\x3b\x3d\x3f-\x7e]+$"
+PLAIN_ADDRESS = r"^[\x21-\x3b\x3d\x3f-\x7e]+$"
+
+
+def address_hashes(addresses: pa.Array, hasher) -> pa.Array:
+    """``hasher(a)`` once per distinct string address (blank or null: null). Plain
+    addresses go to the hasher's vectorized ``hash_plain`` when it has one (an
+    ``EmailHasher``), the rest one by one."""
+    if len(addresses) == 0:
+        return pa.array([], _STR)
+    enc = pc.dictionary_encode(addresses)
+    uniq = enc.dictionary
+
+    def one(a):
+        return hasher(a) if a.strip() else None
+
+    hash_plain = getattr(hasher, "hash_plain", None)
+    plain = pc.fill_null(pc.match_substring_regex(uniq, PLAIN_ADDRESS), False)
+    plain = plain.to_numpy(zero_copy_only=False)
+    values = uniq.to_pylist()
+    if hash_plain is None:
+        values = [one(a) for a in values]
+    elif plain.all():
+        values = hash_plain(values)
+    else:
+        fast = iter(hash_plain([a for a, p in zip(values, plain) if p]))
+        values = [next(fast) if p else one(a) for a, p in zip(values, plain)]
+    return pc.take(pa.array(values, _STR), enc.indices)
 
 
 def recipient_columns(
@@ -97,9 +123,8 @@ def recipient_columns(
     from ..hashing import recipient_domain
 
     addresses = as_array(addresses)
-    hasher = ctx.hasher
-    h = per_distinct(addresses, lambda a: hasher(a) if a.strip() else None, _STR)
-    plain = pc.fill_null(pc.match_substring_regex(addresses, _PLAIN_ADDRESS), False)
+    h = address_hashes(addresses, ctx.hasher)
+    plain = pc.fill_null(pc.match_substring_regex(addresses, PLAIN_ADDRESS), False)
     dom = pc.struct_field(pc.extract_regex(pc.utf8_lower(addresses), r"@(?P<d>[^@]*)$"), "d")
     dom = pc.if_else(pc.equal(pc.utf8_length(dom), 0), pa.scalar(None, _STR), dom)
     if not pc.all(pc.or_(plain, pc.is_null(addresses))).as_py():
