@@ -58,6 +58,9 @@ EXTRAS = {
 EXTRAS["test"] = (
     [
         "pytest>=8",
+        # the suite runs on every core (scripts/test.sh): most slow tests wait on real
+        # servers and subprocesses
+        "pytest-xdist>=3.6",
         "hypothesis>=6.100",
         # real S3 + SQS and GCS servers on loopback, started by tests/storage_servers.py
         "moto[server]==5.2.5",
