@@ -1,6 +1,6 @@
 """The watch report: what a finished watch looks like as one line of text, as Slack Block
 Kit, and as the CSV of failed recipients. Rendering only; the transport (pipelines/slack.py)
-posts it, the watcher (pipelines/watcher.py) produces the result."""
+posts it, the watcher (pipelines/watcher.py) produces the result (pipelines/watch_result.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from .timeutil import format_duration, rfc3339
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .watcher import WatchResult
+    from .watch_result import WatchResult
 
 
 def _pct(result: "WatchResult", key: str) -> str:

@@ -39,29 +39,56 @@ report. Polling ("not settled yet") and retrying transient warehouse errors are
 separate, each with one named, overridable :class:`~pipelines.backoff.Backoff`
 (:data:`DEFAULT_POLL_POLICY`, :data:`DEFAULT_RETRY_POLICY`); clock and sleep are
 injectable (tests never sleep).
+
+This module is the public API and the polling loop; the result model is
+:mod:`pipelines.watch_result`, the SQL, hints and query retries
+:mod:`pipelines.watch_queries`, the send log :mod:`pipelines.watch_sendlog` and the
+hashed list :mod:`pipelines.watch_recipients` (their names are importable from here).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from datetime import datetime
+from typing import Any, Callable, Iterable, Mapping
 
-from .backoff import Backoff, retry_call
+from .backoff import Backoff
 from .hashing import EmailHasher, resolve_key
-from .status import SETTLED, rank_case_sql, status_case_sql
 from .timeutil import format_duration, rfc3339, to_utc  # noqa: F401 (re-exported)
-from .warehouse import TransientWarehouseError, Warehouse, WarehouseError, open_warehouse
+from .warehouse import Warehouse, open_warehouse
+from .watch_queries import (
+    ALREADY_SENT_SQL,
+    HINT_MAX_CATEGORIES,
+    MAX_HASHES_PER_QUERY,
+    OTHER_CATEGORIES_SQL,
+    STATUS_SQL,
+    _other_categories,
+    _run_query,
+    _with_retries,
+    category_hint,
+    is_transient,
+    missing_warehouse_hint,
+)
+from .watch_recipients import _addresses, _Recipients
+from .watch_result import (
+    COUNT_KEYS,
+    RecipientOutcome,
+    WatchFailed,
+    WatchResult,
+    WatchTimeout,
+    mask_addresses,
+)
+from .watch_sendlog import (
+    SEND_LOG_SQL,
+    LoggedSend,
+    _SendRecorder,
+    default_send_id,
+    logged_send,
+)
 
 log = logging.getLogger(__name__)
-
-#: The keys of :func:`wait_for_events`' result, in order (DESIGN.md, "Watcher counts").
-COUNT_KEYS = ("delivered", "bounce", "dropped", "deferred", "unsettled")
 
 # -- the default timeout -------------------------------------------------------------------
 #: 15 minutes for any send: SendGrid / SES / CMC report the first delivery attempt of most
@@ -102,484 +129,6 @@ DEFAULT_POLL_POLICY = Backoff(initial=5.0, maximum=60.0, multiplier=1.5)
 #: the watch fails with :class:`WatchFailed` (carrying what was known).
 DEFAULT_RETRY_POLICY = Backoff(initial=1.0, maximum=30.0, multiplier=2.0, attempts=5)
 
-#: Hashes per query: keeps a BigQuery request well under its size limit (65 bytes each).
-MAX_HASHES_PER_QUERY = 20_000
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Worth retrying: TransientWarehouseError, BigQuery 5xx / 429, connection errors."""
-    if isinstance(exc, TransientWarehouseError):
-        return True
-    if isinstance(exc, WarehouseError):
-        return False
-    if isinstance(exc, (ConnectionError, TimeoutError)):
-        return True
-    try:  # google-api-core is present whenever the BigQuery backend is used
-        from google.api_core import exceptions as gexc
-    except ImportError:  # pragma: no cover - core dependency
-        return False
-    if isinstance(exc, (gexc.ServerError, gexc.TooManyRequests)):
-        return True
-    try:
-        import requests
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout))
-
-
-# -- results -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class RecipientOutcome:
-    """A recipient's status and the event that set it (None fields when never seen)."""
-
-    email: str
-    status: str | None  # delivered | bounce | dropped | deferred | processed | None
-    event_type: str | None = None
-    bounce_class: str | None = None
-    reason: str | None = None
-    smtp_status: str | None = None
-    event_ts: datetime | None = None
-    provider: str | None = None
-
-    @property
-    def settled(self) -> bool:
-        return self.status in SETTLED
-
-
-@dataclass
-class WatchResult:
-    """What is known about a send at the end of a watch (settled or timed out)."""
-
-    category: str
-    since: datetime
-    recipients: int
-    outcomes: dict[str, RecipientOutcome]  # caller's address -> outcome, in list order
-    elapsed: float
-    settled: bool
-    timed_out: bool
-    timeout: float
-    polls: int = 0
-    transient_errors: int = 0
-    duplicates_in_list: int = 0
-    #: what notifying did (pipelines.slack.NotifyReport), None when not notified
-    notification: Any = None
-    #: False while the warehouse has no ``events`` table (nothing loaded yet)
-    warehouse_ready: bool = True
-    #: while no recipient has an event in ``category``: the categories these recipients
-    #: do have events in since the send (category -> recipients) ...
-    other_categories: dict[str, int] = field(default_factory=dict)
-    #: ... and how many have events without any category
-    uncategorized: int = 0
-    #: one sentence saying what the above means and what to check (None when all is well)
-    hint: str | None = None
-    #: the send's id in the send log (given, derived from category + time, or resumed)
-    send_id: str | None = None
-    #: True once the list is in the send log (recorded now or resumed from it)
-    send_recorded: bool = False
-    #: resumed from the log: recipients (``outcomes`` keys, ``email``) are hashes
-    by_hash: bool = False
-
-    # -- views -------------------------------------------------------------------------
-    def _with(self, status) -> list[RecipientOutcome]:
-        return [o for o in self.outcomes.values() if o.status == status]
-
-    @property
-    def bounced(self) -> list[RecipientOutcome]:
-        return self._with("bounce")
-
-    @property
-    def dropped(self) -> list[RecipientOutcome]:
-        return self._with("dropped")
-
-    @property
-    def failed(self) -> list[RecipientOutcome]:
-        """Bounced and dropped recipients (the CSV posted to Slack)."""
-        return [o for o in self.outcomes.values() if o.status in ("bounce", "dropped")]
-
-    @property
-    def delivered(self) -> list[str]:
-        return [o.email for o in self._with("delivered")]
-
-    @property
-    def deferred(self) -> list[str]:
-        """Recipients whose latest status is deferred (not settled)."""
-        return [o.email for o in self._with("deferred")]
-
-    @property
-    def pending(self) -> list[str]:
-        """Recipients the provider accepted (``processed``) with no outcome yet."""
-        return [o.email for o in self._with("processed")]
-
-    @property
-    def never_seen(self) -> list[str]:
-        """Recipients with no event at all in this category since the send."""
-        return [o.email for o in self._with(None)]
-
-    @property
-    def never_reported(self) -> list[str]:
-        """Sent, never reported by the provider: at the timeout, recipients with no event
-        at all in this category since the send (empty while still waiting: they are then
-        :attr:`not_yet_reported`)."""
-        return self.never_seen if self.timed_out else []
-
-    @property
-    def not_yet_reported(self) -> list[str]:
-        """While waiting (no timeout yet): recipients with no event so far."""
-        return [] if self.timed_out else self.never_seen
-
-    @property
-    def unsettled(self) -> list[str]:
-        return [o.email for o in self.outcomes.values() if not o.settled]
-
-    @property
-    def statuses(self) -> dict[str, str | None]:
-        return {e: o.status for e, o in self.outcomes.items()}
-
-    @property
-    def counts(self) -> dict[str, int]:
-        """``delivered``, ``bounce``, ``dropped`` (settled there), ``deferred`` (latest
-        status deferred), ``unsettled`` (deferred, processed only, or never seen)."""
-        c = Counter(o.status for o in self.outcomes.values())
-        return {
-            "delivered": c["delivered"],
-            "bounce": c["bounce"],
-            "dropped": c["dropped"],
-            "deferred": c["deferred"],
-            "unsettled": sum(n for s, n in c.items() if s not in SETTLED),
-        }
-
-    @property
-    def bounce_classes(self) -> dict[str, int]:
-        """Bounced recipients per class: hard, soft, block, undetermined."""
-        c = Counter(o.bounce_class or "undetermined" for o in self.bounced)
-        return {k: c[k] for k in ("hard", "soft", "block", "undetermined")}
-
-    def rate(self, key: str) -> float | None:
-        """``counts[key]`` divided by recipients (None for an empty list)."""
-        return self.counts[key] / self.recipients if self.recipients else None
-
-    def top_reasons(self, n: int = 5) -> list[tuple[str, int]]:
-        """The most common reasons of bounced and dropped recipients, addresses masked so
-        the same reason groups together (``550 5.1.1 <x@y>: unknown`` -> ``<address>``)."""
-        c = Counter(mask_addresses(o.reason or "(no reason given)") for o in self.failed)
-        return c.most_common(n)
-
-    @property
-    def state(self) -> str:
-        return "settled" if self.settled else ("timed out" if self.timed_out else "unsettled")
-
-    def summary(self) -> str:
-        """A few lines of plain text (the console summary and the CLI output)."""
-        c, n = self.counts, self.recipients
-
-        def pct(k):
-            r = self.rate(k)
-            return "" if r is None else f" ({r:.1%})"
-
-        bc = self.bounce_classes
-        lines = [
-            f"mailpulse watch: category {self.category!r} since {_iso(self.since)}: "
-            f"{self.state} after {format_duration(self.elapsed)}"
-            + (f" (timeout {format_duration(self.timeout)})" if self.timed_out else ""),
-            f"  recipients  {n}",
-            f"  delivered   {c['delivered']}{pct('delivered')}",
-            f"  bounced     {c['bounce']}{pct('bounce')}  hard {bc['hard']} / soft {bc['soft']}"
-            f" / block {bc['block']} / undetermined {bc['undetermined']}",
-            f"  dropped     {c['dropped']}{pct('dropped')}",
-            f"  deferred    {c['deferred']}{pct('deferred')}",
-            f"  unsettled   {c['unsettled']}{pct('unsettled')}  (never seen "
-            f"{len(self.never_seen)}, accepted only {len(self.pending)})",
-        ]
-        if self.timed_out and self.never_reported:
-            lines.append(
-                f"  never reported {len(self.never_reported)}{_pct_of(self, len(self.never_reported))}"
-                "  (sent, never reported by the provider: no event at all by the "
-                "timeout)"
-            )
-        if self.send_id:
-            lines.append(
-                f"  send id     {self.send_id}"
-                + ("" if self.send_recorded else "  (not in the send log)")
-                + f"  (resume: mailpulse watch --send-id {self.send_id})"
-            )
-        reasons = self.top_reasons()
-        if reasons:
-            lines.append("  top reasons:")
-            lines += [f"    {k:>4}  {r}" for r, k in reasons]
-        if self.hint:
-            lines.append(f"  note: {self.hint}")
-        if self.timed_out:
-            lines.append(
-                "  timed out: the counts above are what was known at the timeout; "
-                "rerun the watch later to see where the unsettled recipients ended"
-            )
-        return "\n".join(lines)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready (``mailpulse watch --json``)."""
-
-        def outcome(o: RecipientOutcome) -> dict[str, Any]:
-            d = asdict(o)
-            d["event_ts"] = _iso(o.event_ts) if o.event_ts else None
-            return d
-
-        return {
-            "category": self.category,
-            "since": _iso(self.since),
-            "recipients": self.recipients,
-            "counts": self.counts,
-            "bounce_classes": self.bounce_classes,
-            "rates": {k: self.rate(k) for k in COUNT_KEYS},
-            "state": self.state,
-            "settled": self.settled,
-            "timed_out": self.timed_out,
-            "elapsed_seconds": round(self.elapsed, 3),
-            "timeout_seconds": self.timeout,
-            "polls": self.polls,
-            "transient_errors": self.transient_errors,
-            "duplicates_in_list": self.duplicates_in_list,
-            "top_reasons": [{"reason": r, "recipients": k} for r, k in self.top_reasons()],
-            "bounced": [outcome(o) for o in self.bounced],
-            "dropped": [outcome(o) for o in self.dropped],
-            "deferred": self.deferred,
-            "pending": self.pending,
-            "never_seen": self.never_seen,
-            "warehouse_ready": self.warehouse_ready,
-            "hint": self.hint,
-            "other_categories": dict(self.other_categories),
-            "uncategorized": self.uncategorized,
-            "send_id": self.send_id,
-            "send_recorded": self.send_recorded,
-            "by_hash": self.by_hash,
-            "never_reported": len(self.never_reported),
-            "not_yet_reported": len(self.not_yet_reported),
-        }
-
-    to_json = as_dict
-
-
-def _pct_of(result: WatchResult, k: int) -> str:
-    return f" ({k / result.recipients:.1%})" if result.recipients else ""
-
-
-class WatchTimeout(TimeoutError):
-    """Raised with ``raise_on_timeout=True``; ``.result`` holds what was known."""
-
-    def __init__(self, result: WatchResult):
-        self.result = result
-        c = result.counts
-        super().__init__(
-            f"category {result.category!r}: {c['unsettled']} of {result.recipients} recipients "
-            f"not settled after {format_duration(result.elapsed)} (timeout "
-            f"{format_duration(result.timeout)}); counts so far {c}. Pass a longer timeout, "
-            "or check that the load job is running if nothing was seen."
-        )
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return self.result.counts
-
-
-class WatchFailed(WarehouseError):
-    """The warehouse kept failing beyond the retry policy; ``.result`` holds what the
-    last successful poll knew (None when no poll succeeded)."""
-
-    def __init__(self, message: str, result: WatchResult | None):
-        super().__init__(message)
-        self.result = result
-
-
-# -- helpers -------------------------------------------------------------------------------
-_ADDRESS = re.compile(r"<?[^\s<>\"'(),;:]+@[^\s<>\"'(),;:]+>?")
-
-
-def mask_addresses(text: str) -> str:
-    return _ADDRESS.sub("<address>", text)
-
-
-# (shared with the Slack report and the commands: pipelines/timeutil.py)
-_iso = rfc3339
-
-
-def _addresses(email_list: Iterable[str]) -> list[str]:
-    if isinstance(email_list, (str, bytes)):
-        raise TypeError(
-            "email_list must be a list of addresses, not one string "
-            "(wrap a single address in a list)"
-        )
-    out = []
-    for a in email_list:
-        if not isinstance(a, str):
-            raise TypeError(f"email_list holds {type(a).__name__} {a!r}; addresses are strings")
-        if a.strip():
-            out.append(a)
-    return out
-
-
-class _Recipients:
-    """The caller's list, hashed locally: hash -> the caller's own address (first form)."""
-
-    def __init__(self, email_list: Iterable[str], hasher: EmailHasher):
-        self.by_hash: dict[str, str] = {}
-        self.duplicates = 0
-        for address in _addresses(email_list):
-            h = hasher.hash(address)
-            if h in self.by_hash:
-                self.duplicates += 1
-            else:
-                self.by_hash[h] = address
-
-    @classmethod
-    def from_hashes(cls, hashes: Iterable[str]) -> "_Recipients":
-        """Recipients known by hash only (a watch resumed from the send log): results
-        then name hashes, never addresses."""
-        self = cls([], None)  # type: ignore[arg-type]
-        for h in hashes:
-            self.by_hash.setdefault(h, h)
-        return self
-
-    @property
-    def hashes(self) -> list[str]:
-        return list(self.by_hash)
-
-    def __len__(self) -> int:
-        return len(self.by_hash)
-
-
-def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-# -- the queries (BigQuery SQL; the DuckDB backend translates) ------------------------------
-_FILTER = """
-  event_date >= @since_date
-  AND event_ts >= @since
-  AND @category IN UNNEST(categories)
-  AND email_hash IN UNNEST(@hashes)"""
-
-#: Each recipient's most final event across all their messages in the category since
-#: the send (forward-only: highest rank, ties to the latest).
-STATUS_SQL = f"""
-SELECT email_hash, status, event_type, bounce_class, reason, smtp_status, event_ts, provider
-FROM (
-  SELECT email_hash, event_type, bounce_class, reason, smtp_status, event_ts, provider,
-    {status_case_sql("event_type")} AS status,
-    ROW_NUMBER() OVER (
-      PARTITION BY email_hash
-      ORDER BY {rank_case_sql("event_type")} DESC, event_ts DESC, event_id DESC) AS rn
-  FROM events
-  WHERE {_FILTER}
-    AND {rank_case_sql("event_type")} > 0
-) AS ranked
-WHERE rn = 1
-"""
-
-#: Recipients with any event of a sent message (processed, deferred, delivered, dropped,
-#: bounce, or engagement) in the category since ``since``.
-ALREADY_SENT_SQL = f"""
-SELECT DISTINCT email_hash
-FROM events
-WHERE {_FILTER}
-  AND {rank_case_sql("event_type")} > 0
-"""
-
-
-#: While nothing is seen in the category: which categories these recipients have events
-#: in since the send (NULL: events without any category, e.g. CMC mail loaded without
-#: ``--cmc-category-field``).
-OTHER_CATEGORIES_SQL = """
-SELECT c AS category, COUNT(DISTINCT email_hash) AS recipients
-FROM events LEFT JOIN UNNEST(categories) AS c
-WHERE event_date >= @since_date
-  AND event_ts >= @since
-  AND email_hash IN UNNEST(@hashes)
-GROUP BY category
-"""
-
-#: How many other categories a hint names (the rest are counted).
-HINT_MAX_CATEGORIES = 5
-
-
-def _params(category: str, since: datetime, hashes: list[str]) -> dict[str, Any]:
-    return {"category": category, "since": since, "since_date": since.date(), "hashes": hashes}
-
-
-def _run_query(
-    wh: Warehouse, sql: str, category: str, since: datetime, hashes: list[str]
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for chunk in _chunks(hashes, MAX_HASHES_PER_QUERY):
-        rows += wh.query(sql, _params(category, since, chunk)).to_pylist()
-    return rows
-
-
-def _other_categories(
-    wh: Warehouse, since: datetime, hashes: list[str]
-) -> tuple[dict[str, int], int]:
-    """(category -> recipients, recipients with uncategorized events) since ``since``.
-    Over several chunks a recipient is in one chunk only, so counts add up."""
-    per: Counter = Counter()
-    for chunk in _chunks(hashes, MAX_HASHES_PER_QUERY):
-        params = {"since": since, "since_date": since.date(), "hashes": chunk}
-        for r in wh.query(OTHER_CATEGORIES_SQL, params).to_pylist():
-            per[r["category"]] += int(r["recipients"])
-    uncategorized = per.pop(None, 0)
-    return dict(sorted(per.items(), key=lambda kv: (-kv[1], kv[0]))), uncategorized
-
-
-def category_hint(
-    category: str, recipients: int, other: Mapping[str, int], uncategorized: int
-) -> str | None:
-    """The sentence a user needs when nothing is seen in ``category``: where these
-    recipients' events are instead (None when they have no event at all)."""
-    if not other and not uncategorized:
-        return None
-    parts = []
-    if other:
-        named = list(other.items())[:HINT_MAX_CATEGORIES]
-        more = len(other) - len(named)
-        listed = ", ".join(f"{c!r} ({n})" for c, n in named) + (
-            f" and {more} more" if more > 0 else ""
-        )
-        parts.append(
-            f"their events are in other categories: {listed}; check the category name (--category)"
-        )
-    if uncategorized:
-        parts.append(
-            f"{uncategorized} have events without any category (CMC mail loaded "
-            "without --cmc-category-field? SES mail without the category tag?)"
-        )
-    return (
-        f"no event in category {category!r} for any of the {recipients} recipients "
-        "since the send, but " + "; ".join(parts)
-    )
-
-
-def missing_warehouse_hint(wh: Warehouse) -> str:
-    return (
-        f"no events in {getattr(wh, 'uri', '') or wh!r} yet (nothing loaded so far); "
-        "waiting for the first load: run `mailpulse load --follow` beside the collector, "
-        "or the intraday DAG on BigQuery"
-    )
-
-
-def _with_retries(
-    fn: Callable[[], Any],
-    policy: Backoff,
-    sleep: Callable[[float], None],
-    on_error: Callable[[BaseException], None],
-    clock: Callable[[], float] = time.monotonic,
-) -> Any:
-    """Run ``fn``, retrying transient errors per ``policy``; other errors propagate."""
-
-    def told(exc: BaseException, delay: float | None) -> None:
-        on_error(exc)
-        if delay is not None:
-            log.warning("transient warehouse error (retrying in %.1fs): %s", delay, exc)
-
-    return retry_call(fn, policy, predicate=is_transient, sleep=sleep, clock=clock, on_error=told)
-
 
 # -- entry-point resolution -------------------------------------------------------------
 def _resolve_warehouse(
@@ -607,156 +156,6 @@ def _check_category(category: str) -> str:
             "category must be a non-empty string (the category the mail was sent with)"
         )
     return category
-
-
-# -- the send log ---------------------------------------------------------------------------
-def default_send_id(category: str, since: datetime) -> str:
-    """The send id of a watch not given one: category and send time, so the same watch
-    rerun (or another process watching the same send) names the same send."""
-    return f"{category}@{rfc3339(since)}"
-
-
-class _SendRecorder:
-    """Records the watched list in the send log once the warehouse exists, at most once.
-
-    Recording never breaks a watch: a warehouse not created yet is waited for (tried again
-    at the next poll once it exists), a file held by a loader beyond the backend's lock
-    retries is tried again at the next poll, anything else (a read-only warehouse, a
-    BigQuery viewer) is logged once and the watch goes on unrecorded."""
-
-    def __init__(
-        self,
-        addresses: list[str],
-        send_id: str,
-        category: str,
-        since: datetime,
-        hasher: EmailHasher,
-    ):
-        self.addresses, self.send_id, self.category, self.since = (
-            addresses,
-            send_id,
-            category,
-            since,
-        )
-        self.hasher = hasher
-        self.recorded = False
-        self.gave_up = False
-        self.outcome = None  # pipelines.sends.Recorded
-
-    @property
-    def pending(self) -> bool:
-        return not self.recorded and not self.gave_up
-
-    def attempt(self, wh: Warehouse) -> None:
-        if not self.pending:
-            return
-        from .sends import record_sends
-
-        try:
-            self.outcome = record_sends(
-                self.addresses,
-                send_id=self.send_id,
-                category=self.category,
-                sent_at=self.since,
-                warehouse=wh,
-                hasher=self.hasher,
-            )
-        except Exception as exc:  # recording is a side effect: it must not stop the watch
-            if is_transient(exc):
-                log.warning(
-                    "watch %r: the send log is busy (%s); recording send %r again at the next poll",
-                    self.category,
-                    exc,
-                    self.send_id,
-                )
-                return
-            self.gave_up = True
-            log.error(
-                "watch %r: cannot record send %r in the send log (%s: %s); the watch "
-                "goes on, but it cannot be resumed with --send-id. Make the warehouse "
-                "writable, or record the list with `mailpulse sends import FILE`",
-                self.category,
-                self.send_id,
-                type(exc).__name__,
-                exc,
-            )
-            return
-        self.recorded = True
-        log.info(
-            "watch %r: send %r in the send log (%d new, %d already there)",
-            self.category,
-            self.send_id,
-            self.outcome.recorded,
-            self.outcome.already_recorded,
-        )
-
-    def finish(self) -> None:
-        if self.pending:
-            log.warning(
-                "watch %r: send %r not recorded in the send log (the warehouse did "
-                "not exist before the watch ended); record it with `mailpulse sends "
-                "import FILE` to resume it later",
-                self.category,
-                self.send_id,
-            )
-
-
-#: The log rows of one send (BigQuery SQL; the DuckDB backend translates).
-SEND_LOG_SQL = """
-SELECT email_hash, category, sent_at
-FROM sends
-WHERE sent_date BETWEEN @since AND @until
-  AND send_id = @send_id
-"""
-
-
-@dataclass(frozen=True)
-class LoggedSend:
-    """A send as the log knows it: its recipients' hashes, category and start time."""
-
-    send_id: str
-    hashes: tuple[str, ...]
-    category: str
-    since: datetime
-
-
-def logged_send(wh: Warehouse, send_id: str, category: str | None = None) -> LoggedSend:
-    """Read a send back from the log; errors name the fix."""
-    if not isinstance(send_id, str) or not send_id.strip():
-        raise ValueError("send_id must be a non-empty string")
-    if not wh.table_exists("sends"):
-        raise WarehouseError(
-            f"no send log in {getattr(wh, 'uri', '') or wh!r}; a watch "
-            "records its list there (watch --emails ... --send-id ID), or "
-            "record it with `mailpulse sends import FILE`"
-        )
-    rows = wh.query(
-        SEND_LOG_SQL, {"send_id": send_id, "since": date(2000, 1, 1), "until": date(9999, 12, 31)}
-    ).to_pylist()
-    if not rows:
-        raise WarehouseError(
-            f"send {send_id!r} is not in the send log of "
-            f"{getattr(wh, 'uri', '') or wh!r}; check the id (printed by "
-            "`mailpulse watch`) or record the send first"
-        )
-    cats = sorted({r["category"] for r in rows if r["category"]})
-    if category is not None:
-        rows = [r for r in rows if r["category"] in (category, None)]
-        if not rows:
-            raise WarehouseError(
-                f"send {send_id!r} has no recipient in category "
-                f"{category!r}; its categories: {', '.join(cats) or 'none'}"
-            )
-    elif len(cats) != 1:
-        raise WarehouseError(
-            f"send {send_id!r} has {'no category' if not cats else 'categories ' + ', '.join(cats)}"
-            " in the log; pass --category (category= in Python) to say which to watch"
-        )
-    else:
-        category = cats[0]
-    hashes = tuple(dict.fromkeys(r["email_hash"] for r in rows))
-    since = min(to_utc(r["sent_at"]) for r in rows)
-    return LoggedSend(send_id, hashes, category, since)
 
 
 # -- the public API ------------------------------------------------------------------------
@@ -1120,6 +519,8 @@ def _build_result(
     )
 
 
+#: The public API, and what moved out of this module (pipelines/watch_*.py) stays importable
+#: from here.
 __all__ = [
     "wait_for_events",
     "watch",
@@ -1138,4 +539,13 @@ __all__ = [
     "default_timeout",
     "is_transient",
     "COUNT_KEYS",
+    # re-exported from pipelines/watch_result.py, watch_queries.py, watch_sendlog.py
+    "mask_addresses",
+    "missing_warehouse_hint",
+    "ALREADY_SENT_SQL",
+    "HINT_MAX_CATEGORIES",
+    "MAX_HASHES_PER_QUERY",
+    "OTHER_CATEGORIES_SQL",
+    "SEND_LOG_SQL",
+    "STATUS_SQL",
 ]

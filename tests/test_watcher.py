@@ -10,6 +10,7 @@ from datetime import timedelta
 import pytest
 from watch_support import SENT_AT, EventFactory, FakeClock, RecordingWarehouse, load_events
 
+from pipelines import watch_queries
 from pipelines import watcher as watcher_mod
 from pipelines.slack import ConsoleNotifier
 from pipelines.sql import to_duckdb
@@ -343,7 +344,7 @@ def test_duplicates_and_case_variants_are_one_recipient(wh, ev, clock, hasher, t
 
 
 def test_large_lists_are_queried_in_chunks(wh, ev, clock, hasher, tmp_path, monkeypatch):
-    monkeypatch.setattr(watcher_mod, "MAX_HASHES_PER_QUERY", 2)
+    monkeypatch.setattr(watch_queries, "MAX_HASHES_PER_QUERY", 2)
     emails = [f"user{i}@example.com" for i in range(5)]
     load_events(
         wh,
