@@ -49,7 +49,7 @@ from slack_sdk.http_retry.interval_calculator import RetryIntervalCalculator
 from .backoff import Backoff
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .watcher import WatchResult
+    from .watch_result import WatchResult
 
 log = logging.getLogger(__name__)
 
