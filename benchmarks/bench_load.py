@@ -163,7 +163,7 @@ from pipelines.sources import archive_sources, list_days
 from pipelines.warehouse import LoadBatch, open_warehouse
 archive, workdir = sys.argv[1], sys.argv[2]
 day = date.fromisoformat(sys.argv[3])
-cfg = L.NormalizeConfig(hasher=EmailHasher(os.environ["MAILPULSE_HASH_KEY"]))
+cfg = L.NormalizeSettings(hasher=EmailHasher(os.environ["MAILPULSE_HASH_KEY"]))
 T = dict.fromkeys(["list", "read+decompress", "parse", "normalize", "dedupe", "stage",
                    "commit"], 0.0)
 t = time.perf_counter()

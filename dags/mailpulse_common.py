@@ -1,5 +1,7 @@
-"""Shared by the mailpulse DAGs (mailpulse_daily, mailpulse_intraday): settings, the
-hasher, Slack credentials and the failure callback.
+"""Shared by the mailpulse DAGs (mailpulse_daily, mailpulse_intraday): the run's settings
+(resolved from params, Variables, Connections and the environment, then turned into one
+:class:`pipelines.settings.Settings` by each task that loads), Slack credentials and the
+failure callback.
 
 Parsing does no I/O: Variables, Connections, the warehouse and the archive are read only
 when a task runs, and the ``pipelines`` package is imported inside the functions. This
@@ -27,8 +29,15 @@ VARIABLES = {
     "min_volume": "mailpulse_min_volume",
     "alert_mode": "mailpulse_alert_mode",
     "slack_channel": "mailpulse_slack_channel",
+    "ses_category_tag": "mailpulse_ses_category_tag",
+    "cmc_timezone": "mailpulse_cmc_timezone",
+    "cmc_category_field": "mailpulse_cmc_category_field",
+    "max_record_bytes": "mailpulse_max_record_bytes",
     "hash_key": "mailpulse_hash_secret",
 }
+#: How the load reads provider records (``mailpulse load --ses-category-tag`` ...): a run
+#: param or the Variable of the same name; unset: pipelines.settings' defaults.
+NORMALIZE_SETTINGS = ("ses_category_tag", "cmc_timezone", "cmc_category_field", "max_record_bytes")
 #: Old Variable names still read (with a warning) when the new one is not set.
 RENAMED_VARIABLES = {"window_days": "mailpulse_lookback_days"}
 #: Connections the DAGs read when they exist.
@@ -37,7 +46,7 @@ SLACK_CONN_ID = "mailpulse_slack"
 
 #: What applies when neither the run, a Variable nor a Connection says otherwise.
 #: ``None``: the package's own default, looked up when the task runs
-#: (window_days: pipelines.outcomes.WINDOW_DAYS; days: pipelines.load.DEFAULT_DAYS).
+#: (window_days: pipelines.outcomes.WINDOW_DAYS; days: pipelines.settings.DEFAULT_DAYS).
 DEFAULTS = {
     "runner": "DirectRunner",
     "beam_args": [],
@@ -55,6 +64,37 @@ DEFAULTS = {
     # thresholds only for categories without enough history; "fixed": the thresholds.
     "alert_mode": "baseline",
 }
+
+
+def normalize_params() -> dict:
+    """The run params that say how the load reads provider records (both DAGs), the same
+    settings as ``mailpulse load``'s flags."""
+    from airflow.sdk import Param
+
+    return {
+        "ses_category_tag": Param(
+            None,
+            type=["null", "string"],
+            description="SES mail tag whose values are the categories (default: category)",
+        ),
+        "cmc_timezone": Param(
+            None,
+            type=["null", "string"],
+            description="time zone of Customers Mail Cloud 'created' times (default: Asia/Tokyo)",
+        ),
+        "cmc_category_field": Param(
+            None,
+            type=["null", "string"],
+            description="CMC record field whose value becomes the category, e.g. apiData "
+            "(default: none)",
+        ),
+        "max_record_bytes": Param(
+            None,
+            type=["null", "integer"],
+            minimum=1,
+            description="a longer record becomes a dead letter unread (default: 10485760)",
+        ),
+    }
 
 
 def _variable(name: str):
@@ -129,8 +169,9 @@ def resolve_settings_for(
 
     from pipelines.analysis import ConfigurationError
     from pipelines.config import default_archive, default_warehouse_uri
-    from pipelines.load import DEFAULT_DAYS
+    from pipelines.errors import UsageError
     from pipelines.outcomes import WINDOW_DAYS, window_ending
+    from pipelines.settings import DEFAULT_DAYS, Settings
 
     def pick(name):
         """(value, where it came from) from the run's params or the Variable."""
@@ -215,6 +256,16 @@ def resolve_settings_for(
             f"alert_mode {s['alert_mode']!r} must be 'baseline' or 'fixed' "
             f"(run param 'alert_mode' or Variable {VARIABLES['alert_mode']!r})"
         )
+    for name in NORMALIZE_SETTINGS:
+        value, src = pick(name)
+        s[name], sources[name] = value, src or "default"
+    try:  # every setting the load uses checked now, in the first task (the key is not read)
+        Settings.from_params(s, os.environ, hash_key=False)
+    except UsageError as exc:
+        raise ConfigurationError(
+            f"{exc}; set it in the run's conf or its Airflow Variable "
+            "(VARIABLES in dags/mailpulse_common.py)"
+        ) from None
     s["slack_channel"], sources["slack_channel"] = slack_channel(params)
     # the window: window_days partitions ending at the interval's last day, and at least
     # every day of the interval
@@ -244,22 +295,20 @@ def slack_channel(params: dict | None = None) -> tuple[str | None, str]:
     return None, "unset"
 
 
-def sources_for(settings: dict) -> list:
-    """The pipelines.sources.Source list of the settings (archive and/or source specs)."""
-    from pipelines.sources import resolve_sources
-
-    return resolve_sources(settings.get("archive"), settings.get("source_specs") or [])
-
-
-def hasher_for(warehouse: str):
-    """The email hasher: env MAILPULSE_HASH_KEY, else the Variable mailpulse_hash_secret;
-    the development key only on the embedded default."""
+def settings_for(resolved: dict):
+    """The :class:`pipelines.settings.Settings` of a run, from the settings the first task
+    resolved (:func:`resolve_settings_for`) and the environment; the hash key from env
+    MAILPULSE_HASH_KEY, else the Variable mailpulse_hash_secret (the development key only
+    on the embedded default). A missing key is a UsageError naming both."""
     import os
 
-    from pipelines.hashing import HASH_KEY_ENV, EmailHasher, resolve_key
+    from pipelines.hashing import HASH_KEY_ENV
+    from pipelines.settings import Settings
 
-    environ = {HASH_KEY_ENV: os.environ.get(HASH_KEY_ENV) or _variable("hash_key") or ""}
-    return EmailHasher(resolve_key(environ, embedded=warehouse.startswith("duckdb:")))
+    environ = dict(os.environ)
+    if not environ.get(HASH_KEY_ENV):
+        environ[HASH_KEY_ENV] = _variable("hash_key") or ""
+    return Settings.from_params(resolved, environ)
 
 
 def slack_credentials() -> tuple[str | None, str | None]:

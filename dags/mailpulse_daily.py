@@ -86,6 +86,10 @@ callback): which task, which day, the error, the log URL and how to rerun.
 | Slack channel | `slack_channel` | `mailpulse_slack_channel` | conn `mailpulse_slack` extra `channel`, env `MAILPULSE_SLACK_CHANNEL` | none (log only) |
 | Slack token | | | conn `mailpulse_slack` password, env `SLACK_BOT_TOKEN` | none (log only) |
 | hash key | | `mailpulse_hash_secret` | env `MAILPULSE_HASH_KEY` | development key (DuckDB only) |
+| SES category tag | `ses_category_tag` | `mailpulse_ses_category_tag` | | `category` (as `mailpulse load --ses-category-tag`) |
+| CMC time zone | `cmc_timezone` | `mailpulse_cmc_timezone` | | `Asia/Tokyo` |
+| CMC category field | `cmc_category_field` | `mailpulse_cmc_category_field` | | none (CMC events carry no category), e.g. `apiData` |
+| record size limit | `max_record_bytes` | `mailpulse_max_record_bytes` | | 10485760 (longer records become dead letters) |
 
 BigQuery + GCS needs no code change: set `mailpulse_warehouse` to
 `bigquery://PROJECT/DATASET`, `mailpulse_archive` to `gs://BUCKET/archive`, the hash key,
@@ -120,6 +124,7 @@ RETRY_POLICY = ExceptionRetryPolicy(
             exception=[
                 "pipelines.warehouse.base.WarehouseError",
                 "pipelines.hashing.MissingHashKey",
+                "pipelines.errors.UsageError",
             ],
             action=RetryAction.FAIL,
             reason="configuration problem: fix the setting named in the error, then clear the task",
@@ -171,6 +176,7 @@ PARAMS = {
         "default) or fixed (the thresholds)",
     ),
     "slack_channel": Param(None, type=["null", "string"], description="channel for alerts"),
+    **common.normalize_params(),
 }
 
 
@@ -218,21 +224,12 @@ def mailpulse_daily():
     def load_archive(settings: dict) -> dict:
         from datetime import date
 
-        from pipelines.load import NormalizeConfig, run_load
+        from pipelines.load import run_load
 
-        config = NormalizeConfig(hasher=common.hasher_for(settings["warehouse"]))
-        sources = common.sources_for(settings)
+        run = common.settings_for(settings)
         per_day = []
         for day in settings["interval_days"]:
-            report = run_load(
-                None,
-                date.fromisoformat(day),
-                settings["warehouse"],
-                config=config,
-                sources=sources,
-                runner=settings["runner"],
-                beam_args=settings["beam_args"],
-            )
+            report = run_load(None, date.fromisoformat(day), run.warehouse, **run.load_kwargs())
             result = report.as_dict()
             if not report.adds_up():
                 raise RuntimeError(f"load counts do not add up (a bug; nothing to rerun): {result}")

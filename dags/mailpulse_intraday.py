@@ -45,7 +45,9 @@ within `--rotate-seconds` (60 s), and in the warehouse after the next run: at mo
 
 Configuration: the same Variables, Connections and environment as mailpulse_daily
 (warehouse, archive or `MAILPULSE_SOURCES`, runner, Beam options, hash key, Slack for the
-failure callback), plus `days` (run param) / `mailpulse_intraday_days` (Variable).
+failure callback, how records are read: `ses_category_tag`, `cmc_timezone`,
+`cmc_category_field`, `max_record_bytes`), plus `days` (run param) /
+`mailpulse_intraday_days` (Variable).
 """
 
 PARAMS = {
@@ -66,6 +68,7 @@ PARAMS = {
         description="archive days scanned for new files, ending today (default 4)",
     ),
     "slack_channel": Param(None, type=["null", "string"], description="channel for failures"),
+    **common.normalize_params(),
 }
 
 
@@ -115,18 +118,15 @@ def mailpulse_intraday():
     def load_new_files(settings: dict) -> dict:
         from datetime import date
 
-        from pipelines.load import NormalizeConfig, run_load
+        from pipelines.load import run_load
 
+        run = common.settings_for(settings)
         report = run_load(
             None,
             None,
-            settings["warehouse"],
-            config=NormalizeConfig(hasher=common.hasher_for(settings["warehouse"])),
-            sources=common.sources_for(settings),
-            days=settings["days"],
+            run.warehouse,
+            **run.load_kwargs(),
             today=date.fromisoformat(settings["today"]),
-            runner=settings["runner"],
-            beam_args=settings["beam_args"],
             record_idle=False,
         )
         result = report.as_dict()

@@ -33,7 +33,6 @@ from .load_transforms import (  # noqa: F401 (the graph: re-exported, callers im
     DropDuplicatesFn,
     ListArchiveFiles,
     NormalizeChunkFn,
-    NormalizeConfig,
     NormalizedChunk,
     NormalizeRecords,
     ReadArchives,
@@ -44,6 +43,7 @@ from .load_transforms import (  # noqa: F401 (the graph: re-exported, callers im
     drop_duplicate_rows,
     staged_name,
 )
+from .normalizers.base import NormalizeSettings  # noqa: F401 (re-exported)
 from .records import (  # noqa: F401 (split_chunks)
     DEFAULT_MAX_RECORD_BYTES,
     SkippedRecord,
@@ -52,6 +52,7 @@ from .records import (  # noqa: F401 (split_chunks)
     read_chunks,
     split_chunks,
 )
+from .settings import DEFAULT_DAYS
 from .sources import (  # noqa: F401
     ARCHIVE_SUFFIXES,
     PROVIDERS,
@@ -71,10 +72,6 @@ PROVIDER_DIRS = PROVIDERS
 #: Beam's DirectRunner first tries Prism, which downloads a binary (not possible offline)
 #: before falling back; naming the in-process FnApiRunner skips that attempt.
 RUNNER_ALIASES = {"directrunner": "FnApiRunner", "direct": "FnApiRunner"}
-
-
-#: ``load`` without ``--date`` reads the new files of this many archive days, ending today.
-DEFAULT_DAYS = 4
 
 
 @dataclass
@@ -307,7 +304,7 @@ def run_load(
     archive_date: date | None,
     warehouse,
     *,
-    config: NormalizeConfig,
+    config: NormalizeSettings,
     sources: Iterable[Source] | None = None,
     days: int = DEFAULT_DAYS,
     full: bool = False,

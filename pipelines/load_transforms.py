@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, NamedTuple
 
@@ -30,8 +29,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from .events import EVENT_SCHEMA, dead_letters_to_arrow, events_to_arrow
-from .hashing import EmailHasher
-from .normalizers import NormalizeContext, normalize_record, sendgrid, sendgrid_columnar, vectorized
+from .normalizers import (
+    NormalizeSettings,
+    normalize_record,
+    sendgrid,
+    sendgrid_columnar,
+    vectorized,
+)
 from .normalizers.base import redacted_preview
 from .records import DEFAULT_MAX_RECORD_BYTES, SkippedRecord, iter_records, read_blocks, read_chunks
 from .sources import ArchiveFile
@@ -39,29 +43,6 @@ from .sources import ArchiveFile
 #: Records per chunk: large enough to amortise Beam's per-element cost, small enough
 #: to keep memory flat.
 DEFAULT_CHUNK_LINES = 5_000
-
-
-@dataclass(frozen=True)
-class NormalizeConfig:
-    """What the normalizers need on a worker (picklable; the key stays inside the hasher)."""
-
-    hasher: EmailHasher
-    ses_category_tag: str = "category"
-    cmc_timezone: str = "Asia/Tokyo"
-    cmc_category_field: str | None = None
-    #: A record longer than this becomes a dead letter without being read whole or parsed
-    #: (``--max-record-bytes``; default: the collector's body limit).
-    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
-
-    def context(self, source_uri: str, ingested_at: datetime) -> NormalizeContext:
-        return NormalizeContext(
-            hasher=self.hasher,
-            source_uri=source_uri,
-            ingested_at=ingested_at,
-            ses_category_tag=self.ses_category_tag,
-            cmc_timezone=self.cmc_timezone,
-            cmc_category_field=self.cmc_category_field,
-        )
 
 
 class ListArchiveFiles(beam.PTransform):
@@ -137,13 +118,16 @@ class NormalizedChunk(NamedTuple):
 
 
 class NormalizeChunkFn(beam.DoFn):
-    def __init__(self, config: NormalizeConfig, load_id: str, ingested_at: datetime):
+    """A line chunk -> :class:`NormalizedChunk`, with the run's normalizer settings
+    (:class:`pipelines.normalizers.base.NormalizeSettings`) set to the chunk's file."""
+
+    def __init__(self, config: NormalizeSettings, load_id: str, ingested_at: datetime):
         self.config = config
         self.load_id, self.ingested_at = load_id, ingested_at
 
     def process(self, element):
         uri, dir_provider, index, first_line, chunk, archive_day = element
-        ctx = self.config.context(uri, self.ingested_at)
+        ctx = self.config.for_file(uri, self.ingested_at)
         acc = _ChunkAccumulator(uri, dir_provider, archive_day, self.load_id, self.ingested_at)
         # SendGrid POST bodies (JSON arrays) take the columnar fast path item by item;
         # everything else, and every item the fast path rejects, the exact path.
@@ -258,7 +242,7 @@ class _ChunkAccumulator:
 class NormalizeRecords(beam.PTransform):
     """Line chunks -> canonical events, dead letters and per-provider counts."""
 
-    def __init__(self, config: NormalizeConfig, load_id: str, ingested_at: datetime):
+    def __init__(self, config: NormalizeSettings, load_id: str, ingested_at: datetime):
         super().__init__()
         self.fn = NormalizeChunkFn(config, load_id, ingested_at)
 
@@ -376,7 +360,7 @@ def build_pipeline(
     *,
     files: Iterable[ArchiveFile],
     staging: str,
-    config: NormalizeConfig,
+    config: NormalizeSettings,
     load_id: str,
     ingested_at: datetime,
     chunk_lines: int = DEFAULT_CHUNK_LINES,

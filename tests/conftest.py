@@ -38,9 +38,9 @@ def hasher():
 
 @pytest.fixture
 def ctx(hasher):
-    from pipelines.normalizers import NormalizeContext
+    from pipelines.normalizers import NormalizeSettings
 
-    return NormalizeContext(hasher=hasher, source_uri="test://payload")
+    return NormalizeSettings(hasher=hasher, source_uri="test://payload")
 
 
 def run_cli(*args, env=None, input=None, cwd=None, timeout=600):

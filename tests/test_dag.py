@@ -171,7 +171,14 @@ def test_dagbag_imports_the_dag_without_errors_and_without_io(tmp_path):
         "bounce_rate_threshold",
         "spam_report_rate_threshold",
         "slack_channel",
+        "ses_category_tag",
+        "cmc_timezone",
+        "cmc_category_field",
+        "max_record_bytes",
     } <= set(out["params"])
+    assert {"ses_category_tag", "cmc_timezone", "cmc_category_field", "max_record_bytes"} <= set(
+        intraday["params"]
+    )
     assert "airflow dags test mailpulse_daily 2026-11-21" in out["doc_md"]
     assert "data interval" in out["doc_md"]
     assert "airflow tasks clear" in out["doc_md"]
@@ -488,3 +495,47 @@ def test_intraday_runs_load_only_new_files(tmp_path):
     ]
     # nothing new: nothing written (no loads row for the idle run)
     assert query(warehouse, "SELECT count(*) FROM loads") == [(2,)]
+
+
+@pytest.mark.slow
+def test_intraday_run_params_set_how_records_are_read(tmp_path):
+    """A run's conf sets the CMC category field and time zone (run params, as
+    `mailpulse load --cmc-category-field/--cmc-timezone`): the load uses them. A time zone
+    that does not exist fails the first task, before anything is read."""
+    archive = tmp_path / "archive"
+    cmc_file = archive / "cmc" / "2026/11/26/10" / "webhook-1.json"
+    cmc_file.parent.mkdir(parents=True)
+    cmc_file.write_bytes((ROOT / "tests" / "payloads" / "cmc" / "v2_deliveries.json").read_bytes())
+    warehouse = tmp_path / "wh" / "warehouse.duckdb"
+    env = airflow_env(
+        tmp_path,
+        AIRFLOW_VAR_MAILPULSE_WAREHOUSE=f"duckdb://{warehouse}",
+        AIRFLOW_VAR_MAILPULSE_ARCHIVE=str(archive),
+    )
+    bad, good = run_driver(
+        tmp_path,
+        [
+            {"date": "2026-11-26T10:10:00", "conf": {"cmc_timezone": "Mars/Base"}},
+            {
+                "date": "2026-11-26T10:20:00",
+                "conf": {"cmc_category_field": "apiData", "cmc_timezone": "UTC"},
+            },
+        ],
+        env,
+        dag_id="mailpulse_intraday",
+    )
+    assert bad["state"] == "failed"
+    assert "success" not in bad["tasks"].values()
+    assert good["state"] == "success", good["tasks"]
+    settings = good["xcom"]["resolve_settings"]
+    assert (settings["cmc_category_field"], settings["cmc_timezone"]) == ("apiData", "UTC")
+    assert settings["sources"]["cmc_category_field"] == "param"
+    assert good["xcom"]["load_new_files"]["events_loaded"] == 2
+    rows = query(
+        warehouse,
+        "SELECT categories, strftime(event_ts, '%Y-%m-%d %H:%M:%S') FROM events ORDER BY event_ts",
+    )
+    assert rows == [
+        (["CMC00123"], "2015-12-14 10:53:52"),  # "created" read as UTC, not Japan time
+        (["CMC00123"], "2015-12-14 10:53:53"),
+    ]

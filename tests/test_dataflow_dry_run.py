@@ -38,7 +38,7 @@ from conftest import ROOT, TEST_HASH_KEY
 from pipelines import __version__
 from pipelines.cli import build_parser, check_command_line
 from pipelines.hashing import EmailHasher
-from pipelines.load import NormalizeConfig, build_pipeline, default_staging, resolve_runner
+from pipelines.load import NormalizeSettings, build_pipeline, default_staging, resolve_runner
 from pipelines.sources import ArchiveFile, archive_sources
 from pipelines.warehouse import open_warehouse
 
@@ -124,7 +124,7 @@ def test_readme_dataflow_command_builds_a_dataflow_job(project_copy, caplog):
         pipeline,
         files=files,
         staging=f"{staging}/{load_id}",
-        config=NormalizeConfig(hasher=EmailHasher(TEST_HASH_KEY)),
+        config=NormalizeSettings(hasher=EmailHasher(TEST_HASH_KEY)),
         load_id=load_id,
         ingested_at=started,
     )

@@ -22,8 +22,8 @@ from pipelines.hashing import EmailHasher
 from pipelines.load import (
     DropDuplicates,
     ListArchiveFiles,
-    NormalizeConfig,
     NormalizeRecords,
+    NormalizeSettings,
     ReadArchives,
     run_load,
     split_chunks,
@@ -123,7 +123,7 @@ def archive(tmp_path):
 
 
 def config():
-    return NormalizeConfig(hasher=EmailHasher(TEST_HASH_KEY))
+    return NormalizeSettings(hasher=EmailHasher(TEST_HASH_KEY))
 
 
 def test_load_accounts_for_every_record(archive, tmp_path):

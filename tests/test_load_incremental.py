@@ -23,7 +23,7 @@ from conftest import ROOT, TEST_HASH_KEY, run_cli
 from test_load import sg, write_lines
 
 from pipelines.hashing import EmailHasher
-from pipelines.load import NormalizeConfig, load_days, run_load
+from pipelines.load import NormalizeSettings, load_days, run_load
 from pipelines.warehouse import open_warehouse
 
 DAY = date(2026, 11, 20)
@@ -31,7 +31,7 @@ T0 = int(datetime(2026, 11, 20, 10, tzinfo=timezone.utc).timestamp())
 
 
 def config():
-    return NormalizeConfig(hasher=EmailHasher(TEST_HASH_KEY))
+    return NormalizeSettings(hasher=EmailHasher(TEST_HASH_KEY))
 
 
 def sg_file(root: Path, day: date, hour: int, name: str, ids: range) -> Path:

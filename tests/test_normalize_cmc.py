@@ -20,7 +20,7 @@ import pytest
 from conftest import SAMPLES, TEST_HASH_KEY
 
 from pipelines.events import FIELD_NAMES, deterministic_event_id
-from pipelines.normalizers import NormalizeContext, normalize_bytes, normalize_document
+from pipelines.normalizers import NormalizeSettings, normalize_bytes, normalize_document
 
 CMC_SAMPLES = SAMPLES / "cmc"
 PAYLOADS = Path(__file__).resolve().parent / "payloads" / "cmc"
@@ -201,12 +201,12 @@ def test_api_v2_reads_the_same_as_v1(ctx):
 def test_cmc_category_field(hasher):
     # The v2 example carries ``"apiData": "CMC00123"``; configured, it is the category.
     raw = (PAYLOADS / "v2_deliveries.json").read_bytes()
-    ctx = NormalizeContext(hasher=hasher, cmc_category_field="apiData")
+    ctx = NormalizeSettings(hasher=hasher, cmc_category_field="apiData")
     res = normalize_bytes(raw, ctx)
     assert [e["categories"] for e in res.events] == [["CMC00123"], ["CMC00123"]]
     # Unconfigured: empty. Configured but empty ("apiData": "" in the samples): empty.
     assert [
-        e["categories"] for e in normalize_bytes(raw, NormalizeContext(hasher=hasher)).events
+        e["categories"] for e in normalize_bytes(raw, NormalizeSettings(hasher=hasher)).events
     ] == [[], []]
     res = normalize_bytes(sample("deliveries_queued.json"), ctx)
     assert res.events[0]["categories"] == []
@@ -285,7 +285,7 @@ def test_created_is_japan_time(ctx, created, want):
 )
 def test_created_in_a_configured_zone(hasher, zone, created, want):
     # CMC's console lets a customer choose the zone of event times.
-    ctx = NormalizeContext(hasher=hasher, cmc_timezone=zone)
+    ctx = NormalizeSettings(hasher=hasher, cmc_timezone=zone)
     item = dict(
         json.loads(sample("bounces_host_unknown.json"))["event"]["bounces"][0], created=created
     )
@@ -294,9 +294,9 @@ def test_created_in_a_configured_zone(hasher, zone, created, want):
 
 
 def test_the_zone_changes_the_id_only_through_the_time(hasher):
-    tokyo = normalize_bytes(sample("bounces_host_unknown.json"), NormalizeContext(hasher=hasher))
+    tokyo = normalize_bytes(sample("bounces_host_unknown.json"), NormalizeSettings(hasher=hasher))
     utc = normalize_bytes(
-        sample("bounces_host_unknown.json"), NormalizeContext(hasher=hasher, cmc_timezone="UTC")
+        sample("bounces_host_unknown.json"), NormalizeSettings(hasher=hasher, cmc_timezone="UTC")
     )
     assert tokyo.events[0]["event_ts"] != utc.events[0]["event_ts"]
     assert tokyo.events[0]["event_id"] != utc.events[0]["event_id"]

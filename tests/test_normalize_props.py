@@ -27,7 +27,7 @@ from pipelines.events import (
 from pipelines.hashing import EmailHasher
 from pipelines.normalizers import (
     PROVIDER_CHOICES,
-    NormalizeContext,
+    NormalizeSettings,
     normalize_bytes,
     normalize_document,
 )
@@ -36,7 +36,7 @@ from pipelines.normalizers import sendgrid as sg_module
 SETTINGS = settings(
     max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
 )
-CTX = NormalizeContext(
+CTX = NormalizeSettings(
     hasher=EmailHasher("prop-test-key"), source_uri="prop://x", cmc_category_field="apiData"
 )
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -295,7 +295,7 @@ def cmc_bodies(draw):
 )
 def test_cmc_shaped_bodies(body, zone):
     doc, plain = body
-    ctx = NormalizeContext(hasher=CTX.hasher, cmc_timezone=zone, cmc_category_field="apiData")
+    ctx = NormalizeSettings(hasher=CTX.hasher, cmc_timezone=zone, cmc_category_field="apiData")
     res = normalize_document(doc, ctx, "auto")
     check(res, [a for a in plain if len(a.split("@")[0]) >= 3])
     for ev in res.events:

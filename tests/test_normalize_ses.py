@@ -22,7 +22,7 @@ from conftest import TEST_HASH_KEY
 from pipelines.events import FIELD_NAMES, deterministic_event_id, event_to_json
 from pipelines.hashing import EmailHasher
 from pipelines.normalizers import (
-    NormalizeContext,
+    NormalizeSettings,
     detect_provider,
     normalize_bytes,
     normalize_document,
@@ -49,8 +49,8 @@ def utc(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
 
-def make_ctx(**kw) -> NormalizeContext:
-    return NormalizeContext(hasher=EmailHasher(TEST_HASH_KEY), source_uri=SOURCE, **kw)
+def make_ctx(**kw) -> NormalizeSettings:
+    return NormalizeSettings(hasher=EmailHasher(TEST_HASH_KEY), source_uri=SOURCE, **kw)
 
 
 def run(doc, ctx=None, provider="ses"):
@@ -461,7 +461,7 @@ def test_bounce_class(bounce_type, expected):
 
 def test_lineage_fields_come_from_the_context():
     at = datetime(2026, 1, 5, 3, 0, tzinfo=timezone.utc)
-    ctx = NormalizeContext(
+    ctx = NormalizeSettings(
         hasher=EmailHasher(TEST_HASH_KEY),
         source_uri="archive/ses/2026/01/05/03/a.json.gz",
         ingested_at=at,
@@ -471,7 +471,7 @@ def test_lineage_fields_come_from_the_context():
     assert ev["ingested_at"] == at
     assert (
         only_event(
-            run(load("event_open.json"), NormalizeContext(hasher=EmailHasher(TEST_HASH_KEY)))
+            run(load("event_open.json"), NormalizeSettings(hasher=EmailHasher(TEST_HASH_KEY)))
         )["source_uri"]
         is None
     )

@@ -26,10 +26,10 @@ from pipelines.events import (
     events_to_arrow,
 )
 from pipelines.hashing import EmailHasher
-from pipelines.normalizers import NormalizeContext, base, normalize_bytes, normalize_document, ses
+from pipelines.normalizers import NormalizeSettings, base, normalize_bytes, normalize_document, ses
 from pipelines.records import parse_json
 
-CTX = NormalizeContext(
+CTX = NormalizeSettings(
     hasher=EmailHasher(TEST_HASH_KEY), source_uri="prop://ses", ses_category_tag="category"
 )
 SETTINGS = settings(

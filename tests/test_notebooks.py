@@ -33,7 +33,7 @@ KERNEL = "mailpulse-test-python"
 @pytest.fixture(scope="module")
 def synthetic_warehouse(tmp_path_factory):
     from pipelines.hashing import EmailHasher
-    from pipelines.load import NormalizeConfig, run_load
+    from pipelines.load import NormalizeSettings, run_load
     from pipelines.outcomes import compute_outcomes
     from pipelines.synth import generate
 
@@ -42,7 +42,7 @@ def synthetic_warehouse(tmp_path_factory):
     days = [FIRST_DAY + timedelta(days=i) for i in range(DAYS)]
     for d in days:
         generate(archive, d, messages=400, seed=d.day, categories=5)
-    config = NormalizeConfig(hasher=EmailHasher(TEST_HASH_KEY))
+    config = NormalizeSettings(hasher=EmailHasher(TEST_HASH_KEY))
     # late events of the last day land in the next day's directories
     for d in [*days, days[-1] + timedelta(days=1)]:
         assert run_load(str(archive), d, uri, config=config).adds_up()

@@ -617,12 +617,12 @@ def test_poisoned_days_never_leak_never_crash_and_always_add_up(spec, limit, chu
     from datetime import date
 
     from pipelines.hashing import EmailHasher
-    from pipelines.load import NormalizeChunkFn, NormalizeConfig
+    from pipelines.load import NormalizeChunkFn, NormalizeSettings
 
     lines, good = spec
     data = b"\n".join(lines) + b"\n"
     fn = NormalizeChunkFn(
-        NormalizeConfig(hasher=EmailHasher("prop-key-0123456789"), max_record_bytes=limit),
+        NormalizeSettings(hasher=EmailHasher("prop-key-0123456789"), max_record_bytes=limit),
         "load-1",
         datetime(2026, 11, 20, tzinfo=timezone.utc),
     )
@@ -652,9 +652,9 @@ def test_poisoned_days_never_leak_never_crash_and_always_add_up(spec, limit, chu
 def test_the_default_limit_is_the_collectors_body_limit():
     """Anything the collector accepted fits a record (the default of --max-record-bytes)."""
     from pipelines.collector.app import DEFAULT_MAX_BODY_BYTES
-    from pipelines.load import NormalizeConfig
+    from pipelines.load import NormalizeSettings
 
     assert DEFAULT_MAX_RECORD_BYTES == DEFAULT_MAX_BODY_BYTES
     assert (
-        NormalizeConfig.__dataclass_fields__["max_record_bytes"].default == DEFAULT_MAX_BODY_BYTES
+        NormalizeSettings.__dataclass_fields__["max_record_bytes"].default == DEFAULT_MAX_BODY_BYTES
     )

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pipelines.events import EVENT_SCHEMA, events_to_arrow
 from pipelines.hashing import EmailHasher
 from pipelines.normalizers import sendgrid
-from pipelines.normalizers.base import NormalizeContext
+from pipelines.normalizers.base import NormalizeSettings
 from pipelines.normalizers.sendgrid_columnar import normalize_items
 
 INGESTED = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
@@ -137,7 +137,7 @@ def _rows(table):
 @given(st.lists(sg_items(), min_size=1, max_size=12))
 def test_columnar_path_equals_exact_path(items):
     hasher = EmailHasher(TEST_HASH_KEY)
-    ctx = NormalizeContext(hasher=hasher, source_uri="s://f", ingested_at=INGESTED)
+    ctx = NormalizeSettings(hasher=hasher, source_uri="s://f", ingested_at=INGESTED)
     fast, rejected = normalize_items(items, ctx)
     assert fast.schema == EVENT_SCHEMA
     exact_events = []
@@ -152,7 +152,7 @@ def test_columnar_path_equals_exact_path(items):
 
 
 def test_clean_batch_takes_the_fast_path_entirely(hasher):
-    ctx = NormalizeContext(hasher=hasher, source_uri="s://f", ingested_at=INGESTED)
+    ctx = NormalizeSettings(hasher=hasher, source_uri="s://f", ingested_at=INGESTED)
     items = [
         {
             "email": f"u{i}@x.com",

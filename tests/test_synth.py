@@ -18,7 +18,7 @@ import pytest
 from conftest import TEST_HASH_KEY  # tests/ is on sys.path (no package)
 
 from pipelines.hashing import EmailHasher
-from pipelines.normalizers import NormalizeContext, normalize_bytes
+from pipelines.normalizers import NormalizeSettings, normalize_bytes
 from pipelines.records import decompress, iter_records
 from pipelines.status import STATUS_OF_EVENT, STATUS_RANK
 from pipelines.synth import METRICS, SynthConfig, generate
@@ -39,7 +39,7 @@ def _read(root: Path):
     """(events, dead letters, per-file events) of a whole archive, through the normalizers."""
     events, dead, per_file = [], [], {}
     for path in _files(root):
-        ctx = NormalizeContext(hasher=HASHER, source_uri=str(path), cmc_category_field="apiData")
+        ctx = NormalizeSettings(hasher=HASHER, source_uri=str(path), cmc_category_field="apiData")
         res = normalize_bytes(decompress(path.read_bytes()), ctx)
         for ev in res.events:
             ev["_file"] = path.relative_to(root).as_posix()

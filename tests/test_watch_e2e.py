@@ -217,7 +217,7 @@ def _sg(email, event, after, i, **extra):
 
 
 def test_events_arriving_in_the_archive_while_the_load_job_runs(tmp_path, hasher, slack_env):
-    from pipelines.load import NormalizeConfig, run_load
+    from pipelines.load import NormalizeSettings, run_load
 
     emails = [f"Buyer{i}@shop.example" for i in range(6)]
     archive = tmp_path / "archive"
@@ -259,7 +259,7 @@ def test_events_arriving_in_the_archive_while_the_load_job_runs(tmp_path, hasher
     def land_and_load(t):
         (hour / f"post-{t:03d}.json").write_text(json.dumps(posts[t]))
         report = run_load(
-            str(archive), SENT_AT.date(), wh_uri, config=NormalizeConfig(hasher=hasher)
+            str(archive), SENT_AT.date(), wh_uri, config=NormalizeSettings(hasher=hasher)
         )
         assert report.adds_up()
         loads.append(report.totals)

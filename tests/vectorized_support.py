@@ -19,15 +19,15 @@ from hypothesis import strategies as st
 
 from pipelines.events import events_to_arrow
 from pipelines.hashing import EmailHasher
-from pipelines.normalizers import NormalizeContext, normalize_record, vectorized
+from pipelines.normalizers import NormalizeSettings, normalize_record, vectorized
 from pipelines.records import iter_records
 
 PAYLOADS = ROOT / "tests" / "payloads"
 INGESTED = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
 
 
-def context(**kw) -> NormalizeContext:
-    return NormalizeContext(
+def context(**kw) -> NormalizeSettings:
+    return NormalizeSettings(
         hasher=EmailHasher(TEST_HASH_KEY), source_uri="s://chunk", ingested_at=INGESTED, **kw
     )
 

@@ -1,4 +1,4 @@
-"""Options several subcommands share, and turning them into configuration objects."""
+"""Options several subcommands share (turned into configuration by :mod:`pipelines.settings`)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import argparse
 import os
 from datetime import date, datetime
 
-from ..hashing import EmailHasher, MissingHashKey, resolve_key
-from ..normalizers.base import NormalizeContext
+from ..hashing import EmailHasher
 from ..records import DEFAULT_MAX_RECORD_BYTES
 
 
@@ -55,36 +54,11 @@ def _positive_bytes(value: str) -> int:
 
 
 def hasher_from_env(embedded: bool = True) -> EmailHasher:
-    from ..errors import UsageError
+    """The hasher for commands that hash without reading records (the key from
+    ``MAILPULSE_HASH_KEY``; :func:`pipelines.settings.hasher_from`)."""
+    from ..settings import hasher_from
 
-    try:
-        return EmailHasher(resolve_key(os.environ, embedded=embedded))
-    except MissingHashKey as exc:
-        raise UsageError(str(exc)) from None
-
-
-def context_from_args(
-    args: argparse.Namespace,
-    hasher: EmailHasher,
-    source_uri: str = "",
-    ingested_at: datetime | None = None,
-) -> NormalizeContext:
-    from ..errors import UsageError
-
-    try:
-        return NormalizeContext(
-            hasher=hasher,
-            source_uri=source_uri,
-            ingested_at=ingested_at,
-            ses_category_tag=args.ses_category_tag,
-            cmc_timezone=args.cmc_timezone,
-            cmc_category_field=args.cmc_category_field,
-        )
-    except Exception as exc:  # ZoneInfoNotFoundError and friends
-        raise UsageError(
-            f"--cmc-timezone {args.cmc_timezone!r} is not a known time zone "
-            f"(use an IANA name such as Asia/Tokyo): {exc}"
-        ) from None
+    return hasher_from(os.environ, embedded=embedded)
 
 
 def parse_date(value: str) -> date:

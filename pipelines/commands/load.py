@@ -75,7 +75,7 @@ def add_source_options(p) -> None:
 
 def add_arguments(p):
     from ..config import default_warehouse_uri
-    from ..load import DEFAULT_DAYS
+    from ..settings import DEFAULT_DAYS
     from ._common import add_normalize_options, parse_date
 
     add_source_options(p)
@@ -142,79 +142,19 @@ def add_arguments(p):
     add_normalize_options(p)
 
 
-def sources_from_args(args):
-    """The Source list for --archive/--source/$MAILPULSE_SOURCES (UsageError when bad)."""
-    from ..config import default_archive
-    from ..errors import UsageError
-    from ..sources import SourceError, archive_sources, resolve_sources
-
-    try:
-        srcs = resolve_sources(args.archive, args.source, default_archive=default_archive())
-    except SourceError as exc:
-        raise UsageError(str(exc)) from None
-    from_archive = set()
-    for root in {args.archive} | ({default_archive()} if not args.archive else set()):
-        if root:
-            from_archive |= set(archive_sources(root))
-    for s in srcs:
-        if not s.is_local():
-            continue
-        where = s.root.rsplit("/", 1)[0] if s in from_archive else s.root
-        if not _exists(where):
-            raise UsageError(
-                f"archive {where} does not exist; pass --archive DIR or "
-                "--source PROVIDER=URI (or create sample data with "
-                "`mailpulse synth --out DIR`)"
-            )
-    return srcs
-
-
-def check_storage(srcs, beam_args) -> None:
-    """Fail at start when a source's storage cannot be used (library, credentials)."""
-    from ..errors import UsageError
-    from ..storage import StorageError, configure
-
-    try:
-        configure([s.root for s in srcs], beam_args)
-    except StorageError as exc:
-        raise UsageError(str(exc)) from None
-
-
 def run(args) -> int:
-    from ..config import default_warehouse_uri
-    from ..errors import UsageError
-    from ..load import DEFAULT_CHUNK_LINES, NormalizeConfig
-    from ._common import context_from_args, hasher_from_env
+    import os
 
-    warehouse = args.warehouse or default_warehouse_uri()
-    embedded = warehouse.startswith("duckdb:")
-    srcs = sources_from_args(args)
-    hasher = hasher_from_env(embedded=embedded)
-    context_from_args(args, hasher)  # validates --cmc-timezone early
-    if args.chunk_lines is not None and args.chunk_lines < 1:
-        raise UsageError("--chunk-lines must be a positive number")
-    if args.days < 1:
-        raise UsageError("--days must be at least 1")
+    from ..errors import UsageError
+    from ..settings import Settings
+
+    settings = Settings.from_args(args, os.environ)
+    settings.check_local_sources()
     if args.follow and args.interval <= 0:
         raise UsageError("--interval must be a positive number of seconds")
-    check_storage(srcs, args.extra)
-    config = NormalizeConfig(
-        hasher=hasher,
-        ses_category_tag=args.ses_category_tag,
-        cmc_timezone=args.cmc_timezone,
-        cmc_category_field=args.cmc_category_field,
-        max_record_bytes=args.max_record_bytes,
-    )
-    kwargs = dict(
-        config=config,
-        sources=srcs,
-        days=args.days,
-        full=args.full,
-        runner=args.runner,
-        staging=args.staging,
-        beam_args=args.extra,
-        chunk_lines=args.chunk_lines or DEFAULT_CHUNK_LINES,
-    )
+    settings.check_storage()
+    kwargs = dict(settings.load_kwargs(), full=args.full)
+    warehouse = settings.warehouse
     if args.follow:
         return follow(args, warehouse, kwargs)
     from ..warehouse import TransientWarehouseError
@@ -307,12 +247,6 @@ def follow_line(report, now: datetime) -> str:
             f"duplicates in {report.seconds:.1f} s"
         )
     return f"{_now()} load {report.load_id}: {what}; newest file {lag} old"
-
-
-def _exists(path: str) -> bool:
-    import os
-
-    return os.path.isdir(path)
 
 
 def format_report(report) -> str:

@@ -45,7 +45,7 @@ def run(args) -> int:
     from ..normalizers import normalize_records
     from ..normalizers.base import redact_addresses, redacted_preview
     from ..records import read_blocks, read_records
-    from ._common import context_from_args, hasher_from_env
+    from ..settings import Settings
 
     # Check every path before printing anything, so a typo in the last path does not
     # leave half an output behind.
@@ -54,7 +54,7 @@ def run(args) -> int:
             what = "is a directory" if os.path.isdir(path) else "does not exist"
             raise UsageError(f"{path} {what}; pass payload files (or '-' for standard input)")
 
-    hasher = hasher_from_env(embedded=True)
+    settings = Settings.from_args(args, os.environ).normalize
     out, err = sys.stdout.buffer, sys.stderr.buffer
     dead = 0
 
@@ -69,12 +69,12 @@ def run(args) -> int:
 
     for path in args.paths:
         source = "<stdin>" if path == "-" else path
-        ctx = context_from_args(args, hasher, source_uri=source)
+        ctx = settings.for_file(source)
         # Streamed like a load: a record over --max-record-bytes is skipped, not held.
         last_line = [0]
 
         def records(blocks, last_line=last_line):
-            for rec in read_records(blocks, args.max_record_bytes):
+            for rec in read_records(blocks, settings.max_record_bytes):
                 last_line[0] = rec.line
                 yield rec
 

@@ -134,10 +134,14 @@ def latest_day(wh, table: str):
 
 
 def run(args) -> int:
-    from ..config import default_warehouse_uri
+    import os
+
     from ..errors import UsageError
     from ..outcomes import compute_outcomes, read_outcomes
+    from ..settings import Settings
     from ..warehouse import WarehouseError, open_warehouse
+
+    settings = Settings.from_args(args, os.environ)
 
     params = {}
     for flag, name in (
@@ -159,10 +163,10 @@ def run(args) -> int:
         raise UsageError(f"--end {args.end} is before --start {args.start}; swap them")
     written = None
     try:
-        wh = open_warehouse(args.warehouse or default_warehouse_uri())
+        wh = open_warehouse(settings.warehouse)
         if not wh.table_exists("events"):
             raise UsageError(
-                f"no events in {wh.uri or args.warehouse}; run `mailpulse load` "
+                f"no events in {wh.uri or settings.warehouse}; run `mailpulse load` "
                 "first, or point --warehouse at a loaded warehouse"
             )
         if not recompute and not wh.table_exists("delivery_outcomes"):
@@ -178,7 +182,7 @@ def run(args) -> int:
                 latest_day(wh, "events" if recompute else "delivery_outcomes") or args.start,
                 args.start,
             )
-        start, end = resolve_range(args.start, end, window_days=getattr(args, "window_days", None))
+        start, end = resolve_range(args.start, end, window_days=settings.window_days)
         if recompute:
             written = compute_outcomes(wh, start, end, **params)
         by = getattr(args, "by", None)

@@ -73,9 +73,8 @@ def run(args) -> int:
     from datetime import datetime, timedelta, timezone
     from pathlib import Path
 
-    from ..config import default_archive, default_warehouse_uri
     from ..errors import UsageError
-    from ..load import NormalizeConfig, run_load
+    from ..load import run_load
     from ..outcomes import (
         WINDOW_DAYS,
         compute_outcomes,
@@ -83,24 +82,20 @@ def run(args) -> int:
         read_outcomes,
         window_ending,
     )
+    from ..settings import Settings
     from ..storage import StorageError
     from ..warehouse import WarehouseError
-    from ._common import context_from_args, hasher_from_env
-    from .load import EXIT_EMPTY, check_storage, format_report, sources_from_args
+    from .load import EXIT_EMPTY, format_report
     from .outcomes import print_outcomes, rows_for_json
 
+    settings = Settings.from_args(args, os.environ)
     day = args.date or (datetime.now(timezone.utc).date() - timedelta(days=1))
-    archive = args.archive or default_archive()
-    warehouse = args.warehouse or default_warehouse_uri()
-    hasher = hasher_from_env(embedded=warehouse.startswith("duckdb:"))
-    context_from_args(args, hasher)
+    archive = settings.archive or settings.default_archive
+    warehouse = settings.warehouse
     out = sys.stdout if args.format == "table" else sys.stderr
 
-    explicit_sources = bool(args.source) or (
-        args.archive is None and bool(os.environ.get("MAILPULSE_SOURCES"))
-    )
     if (
-        not explicit_sources
+        not settings.explicit_sources
         and "://" not in archive
         and not args.no_sample
         and not _has_files(Path(archive))
@@ -117,32 +112,22 @@ def run(args) -> int:
             f"  wrote {summary.files:,} files, {sum(summary.events_by_provider.values()):,} events",
             file=out,
         )
-    srcs = sources_from_args(args)
-    check_storage(srcs, args.extra)
+    settings.check_local_sources()
+    settings.check_storage()
 
-    config = NormalizeConfig(
-        hasher=hasher,
-        ses_category_tag=args.ses_category_tag,
-        cmc_timezone=args.cmc_timezone,
-        cmc_category_field=args.cmc_category_field,
-        max_record_bytes=args.max_record_bytes,
-    )
     try:
         report = run_load(
             None,
             day,
             warehouse,
-            config=config,
-            sources=srcs,
-            runner=args.runner,
-            beam_args=args.extra,
+            **settings.load_kwargs(),
             progress=args.format == "table" and sys.stderr.isatty(),
         )
         print(format_report(report), file=out)
         if report.empty and not args.allow_empty:
             print(f"mailpulse run: {report.message}", file=sys.stderr)
             return EXIT_EMPTY
-        start, _ = window_ending(day, args.window_days or WINDOW_DAYS)
+        start, _ = window_ending(day, settings.window_days or WINDOW_DAYS)
         written = compute_outcomes(
             warehouse, start, day, status_partitions=late_status_partitions(warehouse, start, day)
         )

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 from ..events import DeadLetter  # noqa: F401 (re-exported)
 from ..records import RawRecord, iter_records, parse_json  # noqa: F401 (re-exported)
 from . import cmc, sendgrid, ses
-from .base import NormalizeContext, Result, raw_text  # noqa: F401 (re-exported)
+from .base import NormalizeSettings, Result, raw_text  # noqa: F401 (re-exported)
 
 PROVIDER_MODULES = {"sendgrid": sendgrid, "ses": ses, "cmc": cmc}
 PROVIDER_CHOICES = ("auto",) + tuple(PROVIDER_MODULES)
@@ -21,7 +21,7 @@ PROVIDER_CHOICES = ("auto",) + tuple(PROVIDER_MODULES)
 _DETECT_ORDER = (ses, cmc, sendgrid)
 
 __all__ = [
-    "NormalizeContext",
+    "NormalizeSettings",
     "Result",
     "detect_provider",
     "normalize_record",
@@ -38,7 +38,7 @@ def detect_provider(doc: Any) -> str | None:
 
 
 def normalize_document(
-    doc: Any, ctx: NormalizeContext, provider: str = "auto", raw: Any = None
+    doc: Any, ctx: NormalizeSettings, provider: str = "auto", raw: Any = None
 ) -> Result:
     """One parsed JSON record to a Result (no line numbers set)."""
     if provider == "auto":
@@ -61,7 +61,7 @@ def normalize_document(
         )
 
 
-def normalize_record(record: RawRecord, ctx: NormalizeContext, provider: str = "auto") -> Result:
+def normalize_record(record: RawRecord, ctx: NormalizeSettings, provider: str = "auto") -> Result:
     """A record from :func:`iter_records` to a Result whose dead letters carry source and line."""
     if record.error is not None:
         res = Result().dead(record.error, record.raw, None if provider == "auto" else provider)
@@ -74,7 +74,7 @@ def normalize_record(record: RawRecord, ctx: NormalizeContext, provider: str = "
 
 
 def normalize_records(
-    records: Iterable[RawRecord], ctx: NormalizeContext, provider: str = "auto"
+    records: Iterable[RawRecord], ctx: NormalizeSettings, provider: str = "auto"
 ) -> Result:
     total = Result()
     for rec in records:
@@ -82,7 +82,7 @@ def normalize_records(
     return total
 
 
-def normalize_bytes(data: bytes, ctx: NormalizeContext, provider: str = "auto") -> Result:
+def normalize_bytes(data: bytes, ctx: NormalizeSettings, provider: str = "auto") -> Result:
     """A whole (already decompressed) file."""
     return normalize_records(iter_records(data), ctx, provider)
 

@@ -1,8 +1,8 @@
-"""What every provider normalizer shares: the context it runs in and what it returns.
+"""What every provider normalizer shares: the settings it runs with and what it returns.
 
-A normalizer is a pure function ``normalize(doc, ctx) -> Result`` from one parsed
-provider record (a JSON value) to canonical events, dead letters, or a count of
-records that carry no event. It never raises: every record ends somewhere, and
+A normalizer is a pure function ``normalize(doc, ctx) -> Result`` (``ctx``: the
+:class:`NormalizeSettings` of the file being read) from one parsed provider record (a
+JSON value) to canonical events, dead letters, or a count of records that carry no event. It never raises: every record ends somewhere, and
 
     result.records == len(result.events) + len(result.dead_letters) + result.without_event
 
@@ -13,7 +13,7 @@ recipient it reports on, so the identity holds for SES multi-recipient records t
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
@@ -22,28 +22,43 @@ import orjson
 
 from ..events import DeadLetter
 from ..hashing import EmailHasher, recipient_domain
+from ..records import DEFAULT_MAX_RECORD_BYTES
 
 
-@dataclass
-class NormalizeContext:
-    """Configuration a normalizer needs; built once at the entry point."""
+@dataclass(frozen=True)
+class NormalizeSettings:
+    """Everything a normalizer reads, in one picklable value (Beam ships it to the workers;
+    the key stays inside the hasher).
+
+    Built once at the entry point (:class:`pipelines.settings.Settings` from the flags,
+    the environment or a DAG's params) and passed down. The lineage of the file being read
+    (``source_uri``, ``ingested_at``) is set per file with :meth:`for_file`, which returns
+    a copy; everything else is the run's.
+    """
 
     hasher: EmailHasher
+    #: SES: which mail tag holds the categories (``--ses-category-tag``).
+    ses_category_tag: str = "category"
+    #: CMC: the time zone of ``created`` (the service runs in Japan time; ``--cmc-timezone``).
+    cmc_timezone: str = "Asia/Tokyo"
+    #: CMC: a record field whose (non-empty) value becomes the category, e.g. ``apiData``
+    #: (``--cmc-category-field``).
+    cmc_category_field: str | None = None
+    #: A record longer than this becomes a dead letter without being read whole or parsed
+    #: (``--max-record-bytes``; default: the collector's body limit).
+    max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    #: Lineage of the file being read: set per file (:meth:`for_file`).
     source_uri: str = ""
     ingested_at: datetime | None = None
-    #: SES: which mail tag holds the categories.
-    ses_category_tag: str = "category"
-    #: CMC: the time zone of ``created`` (the service runs in Japan time).
-    cmc_timezone: str = "Asia/Tokyo"
-    #: CMC: a record field whose (non-empty) value becomes the category, e.g. ``apiData``.
-    cmc_category_field: str | None = None
+    #: ``cmc_timezone`` looked up once (an unknown name fails here, at the entry point).
+    cmc_tz: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        self._cmc_tz = ZoneInfo(self.cmc_timezone)
+        object.__setattr__(self, "cmc_tz", ZoneInfo(self.cmc_timezone))
 
-    @property
-    def cmc_tz(self):
-        return self._cmc_tz
+    def for_file(self, source_uri: str, ingested_at: datetime | None = None) -> NormalizeSettings:
+        """These settings for reading one file: its URI and the load's time as lineage."""
+        return replace(self, source_uri=source_uri, ingested_at=ingested_at)
 
 
 @dataclass
@@ -89,7 +104,7 @@ class RecordError(ValueError):
     """Raised inside a normalizer for one record; turned into a dead letter by its caller."""
 
 
-Normalizer = Callable[[Any, NormalizeContext], Result]
+Normalizer = Callable[[Any, NormalizeSettings], Result]
 
 
 def raw_text(raw: Any) -> str:
@@ -132,14 +147,14 @@ def text(value: Any) -> str | None:
     return raw_text(value)
 
 
-def recipient_fields(ctx: NormalizeContext, address: Any) -> tuple[str, str | None]:
+def recipient_fields(ctx: NormalizeSettings, address: Any) -> tuple[str, str | None]:
     """(email_hash, recipient_domain) for an address; RecordError when there is none."""
     if not isinstance(address, str) or not address.strip():
         raise RecordError("missing recipient address")
     return ctx.hasher(address), recipient_domain(address)
 
 
-def base_event(ctx: NormalizeContext, **fields: Any) -> dict[str, Any]:
+def base_event(ctx: NormalizeSettings, **fields: Any) -> dict[str, Any]:
     ts: datetime = fields["event_ts"]
     ev = {
         "event_id": None,

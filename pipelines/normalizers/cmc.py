@@ -36,7 +36,7 @@ from typing import Any
 
 from ..events import deterministic_event_id
 from .base import (
-    NormalizeContext,
+    NormalizeSettings,
     RecordError,
     Result,
     as_utc,
@@ -91,7 +91,7 @@ def looks_like(doc: Any) -> bool:
     return isinstance(doc, dict) and "event_type" in doc and isinstance(doc.get("event"), dict)
 
 
-def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
+def normalize(doc: dict[str, Any], ctx: NormalizeSettings) -> Result:
     res = Result()
     raw_kind = doc.get("event_type")
     kind = text(raw_kind) if isinstance(raw_kind, (str, int, float)) else None
@@ -126,7 +126,7 @@ def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
     return res
 
 
-def parse_created(value: Any, ctx: NormalizeContext) -> datetime:
+def parse_created(value: Any, ctx: NormalizeSettings) -> datetime:
     """``2023-01-25 14:05:15`` in the configured zone (Japan time) -> UTC.
 
     ``2023/01/25 14:05:15`` and ISO 8601 are read too; an ISO time with an offset keeps
@@ -230,7 +230,7 @@ def smtp_class(reason: str | None) -> str:
     return "undetermined"
 
 
-def _event(kind: str, item: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
+def _event(kind: str, item: dict[str, Any], ctx: NormalizeSettings) -> dict[str, Any]:
     ts = parse_created(item.get("created"), ctx)
     # API v2 names the recipient ``to``; API v1 named it ``envelopeTo``; the Blocks API
     # (and so possibly ``blocks`` events, whose webhook shape is not published) ``email``.

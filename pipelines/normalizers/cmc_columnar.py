@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import cmc, ses
-from .base import NormalizeContext, RecordError
+from .base import NormalizeSettings, RecordError
 from .columns import event_ids, finish, per_distinct, recipient_columns, redact_column, text_column
 
 PROVIDER = cmc.PROVIDER
@@ -103,7 +103,7 @@ def select(records, taken) -> tuple[list[int], list[dict]]:
     return pos, docs
 
 
-def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, np.ndarray]:
+def normalize_docs(docs: list[dict], ctx: NormalizeSettings) -> tuple[pa.Table, np.ndarray]:
     """(events of the clean bodies, with ``_pos`` = index into ``docs``; their indices)."""
     cat_field = ctx.cmc_category_field
     ev_doc: list[int] = []
@@ -240,7 +240,7 @@ def arrow_sniff(chunk: bytes) -> bool:
     return b'"event_type"' in chunk
 
 
-def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
+def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
     s = pa.string()
     fields = [("created", s), ("to", s), ("messageId", s), ("status", s), ("reason", s)]
     cat = ctx.cmc_category_field
@@ -266,7 +266,7 @@ def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
     return pc.invert(bad).to_numpy(zero_copy_only=False)
 
 
-def normalize_table(t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray):
+def normalize_table(t: pa.Table, ctx: NormalizeSettings, allowed: np.ndarray):
     """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
     from .columns import as_array, text_array
 

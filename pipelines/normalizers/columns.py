@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA
-from .base import NormalizeContext, redact_addresses, text
+from .base import NormalizeSettings, redact_addresses, text
 
 #: Every character Python's str.strip() removes (RE2's \\s is ASCII only).
 #: (a literal: computing it walks every code point, about 0.5 s per process;
@@ -114,7 +114,7 @@ def address_hashes(addresses: pa.Array, hasher) -> pa.Array:
 
 
 def recipient_columns(
-    addresses: pa.Array, ctx: NormalizeContext
+    addresses: pa.Array, ctx: NormalizeSettings
 ) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """(email_hash, recipient_domain, unusable) for string addresses: the configured
     hasher once per distinct address, and ``hashing.recipient_domain`` (in kernels for
@@ -170,7 +170,7 @@ def event_ids(provider: str, parts: Iterable[pa.Array]) -> pa.Array:
 
 
 def finish(
-    cols: dict[str, Any], n: int, ctx: NormalizeContext, provider: str, pos: pa.Array
+    cols: dict[str, Any], n: int, ctx: NormalizeSettings, provider: str, pos: pa.Array
 ) -> pa.Table:
     """The canonical table from per-event columns (missing ones null), with provider,
     event_date, source_uri and ingested_at filled in and ``_pos`` appended."""

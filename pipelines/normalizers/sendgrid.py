@@ -27,7 +27,7 @@ from typing import Any
 
 from ..events import deterministic_event_id
 from .base import (
-    NormalizeContext,
+    NormalizeSettings,
     RecordError,
     Result,
     base_event,
@@ -79,7 +79,7 @@ def looks_like(doc: Any) -> bool:
     )
 
 
-def normalize(doc: Any, ctx: NormalizeContext) -> Result:
+def normalize(doc: Any, ctx: NormalizeSettings) -> Result:
     if isinstance(doc, list):
         if not doc:
             return Result().skip()  # an empty POST body carries no event
@@ -92,7 +92,7 @@ def normalize(doc: Any, ctx: NormalizeContext) -> Result:
     return _one(doc, ctx, 0)
 
 
-def _one(item: Any, ctx: NormalizeContext, index: int) -> Result:
+def _one(item: Any, ctx: NormalizeSettings, index: int) -> Result:
     res = Result()
     if not isinstance(item, dict):
         return res.dead(f"batch item {index} is not an event object", item, PROVIDER, index)
@@ -178,7 +178,7 @@ def message_id(ev: dict[str, Any]) -> str | None:
     return sg
 
 
-def _event(ev: dict[str, Any], ctx: NormalizeContext) -> dict[str, Any]:
+def _event(ev: dict[str, Any], ctx: NormalizeSettings) -> dict[str, Any]:
     word = ev.get("event")
     if not isinstance(word, str) or not word.strip():
         raise RecordError("missing event name")

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
 from . import base
-from .base import AT_SIGN_RE2, NormalizeContext, redact_addresses, text
+from .base import AT_SIGN_RE2, NormalizeSettings, redact_addresses, text
 from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
 #: Every character Python's str.strip() removes (RE2's \s is ASCII only).
@@ -102,7 +102,7 @@ def _categories(values: list[Any]) -> tuple[list[list[str]], list[int]]:
 
 
 def normalize_items(
-    items: list[dict[str, Any]], ctx: NormalizeContext
+    items: list[dict[str, Any]], ctx: NormalizeSettings
 ) -> tuple[pa.Table, list[int]]:
     """(events for the clean rows, positions of rows the exact path must handle)."""
     n = len(items)
@@ -221,7 +221,7 @@ def arrow_input(chunk: bytes) -> bytes:
     return b'{"a":' + body[:-1].replace(b"\n", b'}\n{"a":') + b"}\n"
 
 
-def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
+def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
     s = pa.string()
     item = pa.struct(
         [
@@ -266,7 +266,7 @@ def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
 
 
 def normalize_table(
-    t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
+    t: pa.Table, ctx: NormalizeSettings, allowed: np.ndarray
 ) -> tuple[pa.Table | None, np.ndarray]:
     """(events with ``_row``, the lines taken) for a chunk read with :func:`arrow_schema`."""
     import re

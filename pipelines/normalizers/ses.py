@@ -38,7 +38,7 @@ from typing import Any
 from ..events import deterministic_event_id
 from ..records import parse_json
 from .base import (
-    NormalizeContext,
+    NormalizeSettings,
     RecordError,
     Result,
     base_event,
@@ -117,7 +117,7 @@ def looks_like(doc: Any) -> bool:
     )
 
 
-def normalize(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
+def normalize(doc: dict[str, Any], ctx: NormalizeSettings) -> Result:
     if not isinstance(doc, dict):
         return Result().dead(f"not an SES record: {_json_type(doc)}", doc, PROVIDER)
     if _is_receive_dump(doc):
@@ -135,7 +135,7 @@ def _is_receive_dump(doc: dict[str, Any]) -> bool:
     )
 
 
-def _receive_dump(messages: list[Any], ctx: NormalizeContext) -> Result:
+def _receive_dump(messages: list[Any], ctx: NormalizeSettings) -> Result:
     res = Result()
     if not messages:
         return res.skip()  # an empty receive (the queue was drained): no event
@@ -154,7 +154,7 @@ def _receive_dump(messages: list[Any], ctx: NormalizeContext) -> Result:
     return res
 
 
-def _one(doc: dict[str, Any], ctx: NormalizeContext) -> Result:
+def _one(doc: dict[str, Any], ctx: NormalizeSettings) -> Result:
     """One SES record, bare or in its envelopes; dead letters keep the outer record as raw."""
     try:
         inner, envelope_ts = _unwrap(doc)
@@ -216,7 +216,7 @@ def _embedded_object(value: Any, what: str) -> dict[str, Any]:
 
 
 def _record(
-    doc: dict[str, Any], ctx: NormalizeContext, raw: Any, envelope_ts: Any = None
+    doc: dict[str, Any], ctx: NormalizeSettings, raw: Any, envelope_ts: Any = None
 ) -> Result:
     res = Result()
     field = "eventType" if "eventType" in doc else "notificationType"

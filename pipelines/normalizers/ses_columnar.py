@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import ses
-from .base import NormalizeContext, text
+from .base import NormalizeSettings, text
 from .columns import (
     as_array,
     event_ids,
@@ -94,7 +94,7 @@ def _words() -> frozenset[str]:
     )
 
 
-def normalize_docs(docs: list[dict], ctx: NormalizeContext) -> tuple[pa.Table, np.ndarray]:
+def normalize_docs(docs: list[dict], ctx: NormalizeSettings) -> tuple[pa.Table, np.ndarray]:
     """(events of the clean records, with ``_pos`` = index into ``docs``; their indices)."""
     words_ok = _words()
     payload_key, list_key_of = ses.PAYLOAD_KEY, ses.RECIPIENT_LIST
@@ -273,7 +273,7 @@ def _key(word: str) -> str:
     return ses.PAYLOAD_KEY[word] if word in ses.PAYLOAD_KEY else ses._lower_first(word)
 
 
-def arrow_schema(ctx: NormalizeContext) -> pa.Schema:
+def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
     s = pa.string()
     rc = pa.struct([("emailAddress", s), ("status", s), ("diagnosticCode", s)])
     payloads: dict[str, dict[str, pa.DataType]] = {}
@@ -327,7 +327,7 @@ def _micros(ts_s: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def normalize_table(
-    t: pa.Table, ctx: NormalizeContext, allowed: np.ndarray
+    t: pa.Table, ctx: NormalizeSettings, allowed: np.ndarray
 ) -> tuple[pa.Table, np.ndarray]:
     """(events with ``_row``, the rows taken) for a chunk read with :func:`arrow_schema`."""
     from .columns import text_array

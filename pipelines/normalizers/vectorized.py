@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA
 from ..records import RawRecord
-from .base import NormalizeContext
+from .base import NormalizeSettings
 from .columns import (  # noqa: F401
     _STR,
     _TS,
@@ -94,7 +94,7 @@ def _modules():
 
 def normalize_chunk(
     chunk: bytes,
-    ctx: NormalizeContext,
+    ctx: NormalizeSettings,
     *,
     min_records: int = MIN_RECORDS,
     modules=None,
@@ -140,7 +140,7 @@ def normalize_chunk(
 
 def normalize_records(
     records: list[RawRecord],
-    ctx: NormalizeContext,
+    ctx: NormalizeSettings,
     *,
     min_records: int = MIN_RECORDS,
     modules=None,
@@ -241,7 +241,7 @@ def split_lines(data: bytes) -> Lines | None:
 
 
 def _arrow_tier(
-    chunk: bytes, ctx: NormalizeContext, module, opener: bytes, min_lines: int = MIN_RECORDS
+    chunk: bytes, ctx: NormalizeSettings, module, opener: bytes, min_lines: int = MIN_RECORDS
 ):
     """(events with ``_row``, taken rows, Lines) or None when the chunk is not provably
     read by Arrow as orjson reads it."""
@@ -292,7 +292,7 @@ def _arrow_tier(
 
 def normalize_chunk_arrow(
     chunk: bytes,
-    ctx: NormalizeContext,
+    ctx: NormalizeSettings,
     *,
     modules=None,
     with_lines: bool = False,

@@ -90,7 +90,7 @@ class GroundTruth:
 
     CMC carries a category only in a field the normalizer must be told about: the
     generator puts the (first) category in ``apiData``; read with
-    ``NormalizeContext(cmc_category_field="apiData")`` (``--cmc-category-field apiData``).
+    ``NormalizeSettings(cmc_category_field="apiData")`` (``--cmc-category-field apiData``).
     A CMC failed delivery is reported twice; its ``deliveries`` event's reason is written
     so that its own class is the same as the ``bounces`` event's or ``undetermined``.
     """
