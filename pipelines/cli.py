@@ -197,6 +197,15 @@ def check_command_line(args: argparse.Namespace, extra: list[str]) -> None:
             raise UsageError(f"argument --warehouse: {exc}") from None
 
 
+class _BeamWorkerNoise(logging.Filter):
+    """Beam's local worker processes warn at every start that they have no
+    ``semi_persistent_directory`` (a Dataflow worker setting, meaningless here): that one
+    message is dropped; every other worker log passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No semi_persistent_directory found" not in record.getMessage()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
@@ -211,6 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="mailpulse: %(levelname)s: %(message)s",
         stream=sys.stderr,
+    )
+    logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(
+        _BeamWorkerNoise()
     )
     try:
         return int(args._run(args) or 0)

@@ -411,3 +411,17 @@ def test_staging_left_by_a_killed_load_is_removed_by_a_later_load(archive, tmp_p
     assert not old.exists()  # a killed load's leftovers
     assert fresh.exists()  # may belong to a load still running
     assert [p.name for p in staging.iterdir()] == [fresh.name]  # this load cleaned up too
+
+
+@pytest.mark.slow
+def test_worker_processes_load_without_beams_start_up_warnings(archive, tmp_path):
+    """Beam's local workers warn at each start about a Dataflow-only setting; a user sees
+    none of it on a load that runs on two worker processes (as large archives do)."""
+    wh = f"duckdb://{tmp_path}/w.duckdb"
+    r = run_cli(
+        "load", "--archive", archive, "--date", "2026-11-20", "--warehouse", wh, "--json",
+        "--direct_num_workers", "2", "--direct_running_mode", "multi_processing",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["adds_up"] is True
+    assert "semi_persistent_directory" not in r.stderr, r.stderr[-2000:]
