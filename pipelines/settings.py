@@ -219,13 +219,9 @@ class Settings:
         window_days = getattr(args, "window_days", None)
         if window_days is not None and window_days < 1:
             raise UsageError(f"--window-days must be at least 1, got {window_days}")
-        return cls(
-            warehouse=warehouse,
-            sources=sources,
-            archive=archive,
-            default_archive=default_archive,
-            explicit_sources=bool(specs)
-            or (archive is None and bool(environ.get(SOURCES_ENV, "").strip())),
+        return cls._where(
+            environ,
+            (warehouse, archive, default_archive, specs, sources),
             hasher=hasher,
             normalize=normalize,
             runner=getattr(args, "runner", None) or "DirectRunner",
@@ -306,13 +302,9 @@ class Settings:
             max_record_bytes=number("max_record_bytes"),
             names={"cmc_timezone": "param 'cmc_timezone'"},
         )
-        return cls(
-            warehouse=warehouse,
-            sources=sources,
-            archive=archive,
-            default_archive=default_archive,
-            explicit_sources=bool(specs)
-            or (archive is None and bool(environ.get(SOURCES_ENV, "").strip())),
+        return cls._where(
+            environ,
+            (warehouse, archive, default_archive, specs, sources),
             hasher=hasher,
             normalize=normalize,
             runner=given("runner") or "DirectRunner",
@@ -321,6 +313,22 @@ class Settings:
             days=number("days") or DEFAULT_DAYS,
             chunk_lines=number("chunk_lines"),
             window_days=number("window_days"),
+        )
+
+    @classmethod
+    def _where(cls, environ, where: tuple, **fields) -> Settings:
+        """Both builders end here: (warehouse, archive, default archive, source specs,
+        resolved sources), and whether the sources were named (flags, params or
+        ``MAILPULSE_SOURCES``) rather than the default archive."""
+        warehouse, archive, default_archive, specs, sources = where
+        named = bool(specs) or (archive is None and bool(environ.get(SOURCES_ENV, "").strip()))
+        return cls(
+            warehouse=warehouse,
+            sources=sources,
+            archive=archive,
+            default_archive=default_archive,
+            explicit_sources=named,
+            **fields,
         )
 
     # -- using ------------------------------------------------------------------------

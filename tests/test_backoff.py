@@ -7,29 +7,22 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from watch_support import FakeClock as SleepClock
 
 from pipelines.backoff import Backoff, retry_call
 
 
-class FakeClock:
-    """Monotonic seconds that move only when ``sleep`` (or ``advance``) is called."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
+def FakeClock() -> SleepClock:
+    """The watcher tests' clock (moves only when slept on), started at 100 s."""
+    clock = SleepClock()
+    clock.now = 100.0
+    return clock
 
 
 class Flaky:
     """Raises the given errors in turn, then returns ``value``; counts its calls."""
 
-    def __init__(self, errors, value="ok", clock: FakeClock | None = None, cost: float = 0.0):
+    def __init__(self, errors, value="ok", clock: SleepClock | None = None, cost: float = 0.0):
         self.errors, self.value, self.calls = list(errors), value, 0
         self.clock, self.cost = clock, cost
 

@@ -386,26 +386,11 @@ def test_blocks_stay_within_slack_limits(result):
 # -- the notification's total time budget (Slack never holds the result) -------------------
 
 
-class BudgetClock:
-    """A clock that only moves when the injected sleep is called."""
-
-    def __init__(self):
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-
 def test_retry_after_beyond_the_budget_is_not_waited_for(slack_server, result, caplog):
     """The measured case: a 429 with Retry-After: 60. Before, the watch result was held
     for 186 s (three waits of 60 s); now the default 30 s budget gives up at once."""
     slack_server.fail("chat.postMessage", status=429, retry_after=60, times=10)
-    clock = BudgetClock()
+    clock = FakeClock()
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
     n = SlackNotifier(cfg, sleep=clock.sleep, clock=clock)
     assert n.policy.total_budget == 30.0
@@ -419,7 +404,7 @@ def test_retry_after_beyond_the_budget_is_not_waited_for(slack_server, result, c
 def test_waits_stop_at_the_budget_and_later_calls_are_skipped(slack_server, result, caplog):
     slack_server.fail("chat.postMessage", status=429, retry_after=10, times=2)
     slack_server.fail("files.getUploadURLExternal", status=429, retry_after=10, times=5)
-    clock = BudgetClock()
+    clock = FakeClock()
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
     n = SlackNotifier(
         cfg,
@@ -441,7 +426,7 @@ def test_waits_stop_at_the_budget_and_later_calls_are_skipped(slack_server, resu
 
 
 def test_nothing_left_skips_the_call(slack_server, result):
-    clock = BudgetClock()
+    clock = FakeClock()
     cfg = SlackConfig(slack_server.token, slack_server.channel, slack_server.base_url)
     n = SlackNotifier(cfg, policy=SlackRetryPolicy(total_budget=0), sleep=clock.sleep, clock=clock)
     report = n.post_watch_summary(result["settled"])
