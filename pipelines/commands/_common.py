@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from datetime import date, datetime
+from typing import Any
 
 from ..hashing import EmailHasher
 from ..records import DEFAULT_MAX_RECORD_BYTES
@@ -53,12 +54,19 @@ def _positive_bytes(value: str) -> int:
     return n
 
 
-def hasher_from_env(embedded: bool = True) -> EmailHasher:
-    """The hasher for commands that hash without reading records (the key from
-    ``MAILPULSE_HASH_KEY``; :func:`pipelines.settings.hasher_from`)."""
-    from ..settings import hasher_from
+def warehouse_and_hasher(args, *, hash_key: bool = True) -> tuple[Any, EmailHasher | None]:
+    """(the warehouse ``--warehouse`` or the environment names, the hasher keyed by
+    ``MAILPULSE_HASH_KEY``) for commands that hash addresses without reading records, by
+    the rules of :class:`pipelines.settings.Settings`. ``hash_key=False``: no hasher (and
+    no key needed). A Warehouse object given in-process is used as it is."""
+    from ..settings import Settings, hasher_from
 
-    return hasher_from(os.environ, embedded=embedded)
+    target = getattr(args, "warehouse", None)
+    if target is not None and not isinstance(target, str):
+        embedded = getattr(target, "dialect", "") == "duckdb"
+        return target, hasher_from(os.environ, embedded=embedded) if hash_key else None
+    settings = Settings.from_args(args, hash_key=hash_key)
+    return settings.warehouse, settings.hasher
 
 
 def parse_date(value: str) -> date:

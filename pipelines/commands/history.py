@@ -172,17 +172,14 @@ def run(args) -> int:
     import json
     from datetime import date, datetime, timedelta, timezone
 
-    from ..config import default_warehouse_uri
     from ..errors import UsageError
-    from ..warehouse import Warehouse, WarehouseError, open_warehouse
-    from ._common import hasher_from_env
+    from ..warehouse import WarehouseError, open_warehouse
+    from ._common import warehouse_and_hasher
 
     address = (args.email or "").strip()
     if "@" not in address:
         raise UsageError(f"--email {args.email!r} is not an email address (name@domain)")
-    target = args.warehouse or default_warehouse_uri()
-    uri = target.uri if isinstance(target, Warehouse) else str(target)
-    hasher = hasher_from_env(embedded=uri.startswith("duckdb"))
+    target, hasher = warehouse_and_hasher(args)
     email_hash = hasher.hash(address)
     today = datetime.now(timezone.utc).date()
     until = args.until or today

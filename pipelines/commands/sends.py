@@ -124,11 +124,10 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..config import default_warehouse_uri
     from ..errors import UsageError
     from ..sends import SendsError, record_sends
     from ..warehouse import WarehouseError
-    from ._common import hasher_from_env
+    from ._common import warehouse_and_hasher
 
     if args.file == "-":
         text, name = sys.stdin.read(), "stdin"
@@ -141,8 +140,7 @@ def run(args) -> int:
             )
         text, name = path.read_text(encoding="utf-8-sig"), str(path)
     records = read_records(text, name)
-    target = args.warehouse or default_warehouse_uri()
-    hasher = hasher_from_env(embedded=str(target).startswith("duckdb"))
+    target, hasher = warehouse_and_hasher(args)
     try:
         done = record_sends(
             records,

@@ -146,11 +146,10 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from ..config import default_warehouse_uri
     from ..errors import UsageError
     from ..suppress import REASON_TEXT, clean_list
     from ..warehouse import WarehouseError
-    from ._common import hasher_from_env
+    from ._common import warehouse_and_hasher
 
     if args.emails == "-":
         text, name = sys.stdin.read(), "stdin"
@@ -163,8 +162,7 @@ def run(args) -> int:
             )
         text, name = path.read_text(encoding="utf-8-sig"), str(path)
     listed = read_list(text, name, args.column)
-    target = args.warehouse or default_warehouse_uri()
-    hasher = hasher_from_env(embedded=str(target).startswith("duckdb"))
+    target, hasher = warehouse_and_hasher(args)
     try:
         result = clean_list(listed.addresses(), warehouse=target, since=args.since, hasher=hasher)
     except (WarehouseError, ValueError) as exc:

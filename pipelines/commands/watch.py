@@ -134,7 +134,7 @@ def run(args) -> int:
     from ..slack import SlackConfig, SlackConfigError, SlackNotifier
     from ..warehouse import WarehouseError, open_warehouse
     from ..watcher import WatchFailed, resume, watch
-    from ._common import hasher_from_env
+    from ._common import warehouse_and_hasher
 
     if args.emails is None:
         if not args.send_id:
@@ -176,11 +176,8 @@ def run(args) -> int:
         # Without a token the summary printed below is the console summary.
         notifier = SlackNotifier(config) if config is not None else None
     try:
-        if args.warehouse is None:
-            from ..config import default_warehouse_uri
-
-            args.warehouse = default_warehouse_uri(os.environ)
-        wh = open_warehouse(args.warehouse)
+        target, hasher = warehouse_and_hasher(args, hash_key=addresses is not None)
+        wh = open_warehouse(target)
         if addresses is None:
             result = resume(
                 args.send_id,
@@ -191,7 +188,6 @@ def run(args) -> int:
                 notifier=notifier,
             )
         else:
-            hasher = hasher_from_env(embedded=wh.dialect == "duckdb")
             result = watch(
                 addresses,
                 args.category,
