@@ -30,7 +30,16 @@ requests (blocks excluded, as in SendGrid), open and click rates divide by deliv
 provider is the sending provider (sendgrid, ses, cmc); mailbox the recipients' mailbox
 provider (Gmail, Microsoft, Yahoo, Yahoo! JAPAN, Apple, docomo, au, SoftBank, other),
 from the recipient domains (pipelines/data/mailbox_providers.csv). --category NAME
-keeps one category (e.g. a campaign: --by mailbox --category spring-sale)."""
+keeps one category (e.g. a campaign: --by mailbox --category spring-sale).
+
+--by send (or --send-id ID) shows the send log instead (pipelines/sends.py): per send,
+recipients sent (in the log), reported (any provider event from their send time to 4
+days after), never reported (sent, no event at all), and how the sent recipients ended
+(each once, at its most final status, as `mailpulse watch`). The range is of send dates
+(default: --window-days ending at the latest send); --send-id ID shows that send,
+whatever its dates, in total or --by mailbox. --recipients lists who did not get it
+(never reported, bounced, dropped, deferred, accepted only) by hash; --emails FILE (your
+list) names them by address, hashed locally. Reads only."""
 
 
 def add_arguments(p):
@@ -78,9 +87,29 @@ def add_arguments(p):
     )
     p.add_argument(
         "--by",
-        choices=("day", "category", "provider", "mailbox"),
+        choices=("day", "category", "provider", "mailbox", "send"),
         default=None,
-        help="sum along one dimension (default: per category; json/csv: every row)",
+        help="sum along one dimension (default: per category; json/csv: every row); "
+        "send: per send of the send log, with never-reported recipients",
+    )
+    p.add_argument(
+        "--send-id",
+        default=None,
+        metavar="ID",
+        help="one send of the send log: sent, reported, never reported (with --by mailbox: "
+        "per mailbox provider)",
+    )
+    p.add_argument(
+        "--recipients",
+        action="store_true",
+        help="with --send-id: list the recipients that did not get it (by hash)",
+    )
+    p.add_argument(
+        "--emails",
+        default=None,
+        metavar="FILE",
+        help="with --recipients: your list (one address per line or a CSV with an email "
+        "column), hashed locally to name those recipients by address",
     )
     p.add_argument(
         "--category", default=None, metavar="NAME", help="only this category (e.g. one campaign)"
@@ -139,6 +168,13 @@ def run(args) -> int:
     from ..outcomes import compute_outcomes, read_outcomes
     from ..warehouse import WarehouseError, open_warehouse
 
+    if getattr(args, "by", None) == "send" or getattr(args, "send_id", None) is not None:
+        from .sends import run_send_view
+
+        return run_send_view(args)
+    for flag in ("recipients", "emails"):
+        if getattr(args, flag, None):
+            raise UsageError(f"--{flag} lists the recipients of one send: add --send-id ID")
     params = {}
     for flag, name in (
         ("soft_bounce_threshold", "soft_bounce_threshold"),
@@ -211,10 +247,10 @@ def rows_for_json(df) -> list[dict]:
                 v = v.item()
             if isinstance(v, float) and math.isnan(v):
                 v = None
+            elif v is not None and type(v).__name__ == "NaTType":  # before date: NaT is one
+                v = None
             elif isinstance(v, date):
                 v = v.isoformat()
-            elif v is not None and type(v).__name__ == "NaTType":
-                v = None
             row[k] = v
         out.append(row)
     return out
