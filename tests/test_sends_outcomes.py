@@ -44,7 +44,7 @@ SPRING = {
     "c@docomo.ne.jp": [("bounce", "2026-11-20T10:00:04Z", {"bounce_class": "block"})],
     "d@docomo.ne.jp": [],  # no event at all: never reported
     # reported only BEFORE the send (an earlier mail): never reported for this send
-    "e@docomo.ne.jp": [("delivered", "2026-11-19T09:00:00Z", {})],
+    "e@docomo.ne.jp": [("delivered", "2026-11-20T09:59:59Z", {})],
     "f@au.com": [("processed", "2026-11-20T10:00:01Z", {})],  # accepted only
     "g@ezweb.ne.jp": [("deferred", "2026-11-20T10:00:05Z", {})],  # still deferred (au)
     "h@gmail.com": [("dropped", "2026-11-20T10:00:01Z", {"reason": "Bounced Address"})],
@@ -200,8 +200,9 @@ def test_one_send_by_mailbox_and_its_recipients(loaded):
         h: (int(o), int(c)) for h, o, c in zip(got["email_hash"], got["opened"], got["clicked"])
     }[HASHER.hash("a@gmail.com")] == (1, 1)
     # category filter and date range: the same send, or nothing outside its dates
-    assert _counts(summarize_sends(read_send_outcomes(loaded, category="sale")).iloc[0]) == (
-        WANT["spring-1"]
+    assert (
+        _counts(summarize_sends(read_send_outcomes(loaded, category="sale")).iloc[0])
+        == (WANT["spring-1"])
     )
     assert read_send_outcomes(loaded, date(2026, 11, 22), date(2026, 11, 22))[
         "send_id"
@@ -239,7 +240,9 @@ def target(loaded, request):
 
 
 def _tables(wh) -> set[str]:
-    return {t for t in ("delivery_outcomes", "domain_outcomes", "sends", "events") if wh.table_exists(t)}
+    return {
+        t for t in ("delivery_outcomes", "domain_outcomes", "sends", "events") if wh.table_exists(t)
+    }
 
 
 def test_cli_send_view_json_and_table_read_only(loaded, target, cli, request, tmp_path):
@@ -313,9 +316,7 @@ def test_cli_send_view_json_and_table_read_only(loaded, target, cli, request, tm
     people = json.loads(res.stdout)
     assert sum(p["never_reported"] for p in people) == 4 and len(people) == 10
     assert not any("@" in str(v) for p in people for v in p.values())  # hashes only
-    assert all(
-        p["status_event_ts"] is None for p in people if p["never_reported"]
-    )
+    assert all(p["status_event_ts"] is None for p in people if p["never_reported"])
 
     # read only: nothing created, nothing written
     assert _tables(loaded) == before and "delivery_outcomes" not in before

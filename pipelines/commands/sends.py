@@ -192,7 +192,9 @@ def run_send_view(args) -> int:
     send_id = getattr(args, "send_id", None)
     by = getattr(args, "by", None) or "send"
     if send_id is not None and not send_id.strip():
-        raise UsageError("--send-id needs the send's id (`mailpulse outcomes --by send` lists them)")
+        raise UsageError(
+            "--send-id needs the send's id (`mailpulse outcomes --by send` lists them)"
+        )
     if by not in ("send", "mailbox"):
         raise UsageError(
             f"--send-id shows one send in total (--by send) or per mailbox provider "
@@ -223,9 +225,7 @@ def run_send_view(args) -> int:
                 "`mailpulse sends import FILE` (or `mailpulse watch`, which records its list)"
             )
         if not wh.table_exists("events"):
-            raise UsageError(
-                f"no events in {wh.uri or args.warehouse}; run `mailpulse load` first"
-            )
+            raise UsageError(f"no events in {wh.uri or args.warehouse}; run `mailpulse load` first")
         start, end = args.start, args.end
         if send_id is not None:
             send_id = send_id.strip()
@@ -326,20 +326,24 @@ def format_send_table(df, start, end, source: str = "", by: str = "send") -> str
         head += ", by mailbox provider"
     if df.empty:
         return head + "\nno sends in the send log for these dates\n"
-    cols = ["send id"] + (["mailbox provider"] if by == "mailbox" else []) + [
-        "category",
-        "sent",
-        "reported",
-        "never reported",
-        "deliv %",
-        "bounce %",
-        "bounced (h/s/b/u)",
-        "dropped",
-        "deferred",
-        "accepted only",
-        "opened",
-        "clicked",
-    ]
+    cols = (
+        ["send id"]
+        + (["mailbox provider"] if by == "mailbox" else [])
+        + [
+            "category",
+            "sent",
+            "reported",
+            "never reported",
+            "deliv %",
+            "bounce %",
+            "bounced (h/s/b/u)",
+            "dropped",
+            "deferred",
+            "accepted only",
+            "opened",
+            "clicked",
+        ]
+    )
     lines, open_windows = [], []
     for r in df.to_dict(orient="records"):
         never = f"{r['never_reported']} ({_pct(r['never_reported_rate'])})"
@@ -381,8 +385,7 @@ def format_send_table(df, start, end, source: str = "", by: str = "send") -> str
         )
     if by == "send" and len(df) == 1:
         notes.append(
-            f"who did not get it: mailpulse outcomes --send-id {df.iloc[0]['send_id']} "
-            "--recipients"
+            f"who did not get it: mailpulse outcomes --send-id {df.iloc[0]['send_id']} --recipients"
         )
     return "\n".join([head, *body, *notes]) + "\n"
 
