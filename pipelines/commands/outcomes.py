@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import sys
 
+# rows_for_json is used by `mailpulse run` as well (commands/run.py imports it from here)
+from ._output import pct as _pct  # noqa: F401
+from ._output import rows_for_json
+
 NAME = "outcomes"
 ORDER = 40
 HELP = "print delivery outcomes per category (--recompute: recompute the derived tables first)"
@@ -234,36 +238,6 @@ def run(args) -> int:
 
 
 # -- output -----------------------------------------------------------------------------
-def rows_for_json(df) -> list[dict]:
-    """DataFrame rows as plain JSON values (dates ISO, NaN as null, numpy ints as int)."""
-    import math
-    from datetime import date
-
-    out = []
-    for rec in df.to_dict(orient="records"):
-        row = {}
-        for k, v in rec.items():
-            if hasattr(v, "item"):  # numpy scalar
-                v = v.item()
-            if isinstance(v, float) and math.isnan(v):
-                v = None
-            elif v is not None and type(v).__name__ == "NaTType":  # before date: NaT is one
-                v = None
-            elif isinstance(v, date):
-                v = v.isoformat()
-            row[k] = v
-        out.append(row)
-    return out
-
-
-def _pct(v) -> str:
-    import math
-
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{100 * v:.1f}%"
-
-
 #: --by -> the first column's title in the table
 _BY_TITLE = {
     "day": "day",

@@ -185,9 +185,9 @@ def run_send_view(args) -> int:
     provider reported for each logged send (pipelines/sends.py). Reads only."""
     from ..config import default_warehouse_uri
     from ..errors import UsageError
+    from ..outcomes import WINDOW_DAYS, window_ending
     from ..sends import read_send_outcomes, read_send_recipients, send_dates, summarize_sends
     from ..warehouse import WarehouseError, open_warehouse
-    from .outcomes import resolve_range
 
     send_id = getattr(args, "send_id", None)
     by = getattr(args, "by", None) or "send"
@@ -247,7 +247,13 @@ def run_send_view(args) -> int:
                 )
             if end is None:
                 end = max(hi, start) if start is not None else hi
-            start, end = resolve_range(start, end, window_days=getattr(args, "window_days", None))
+            days = getattr(args, "window_days", None)
+            days = WINDOW_DAYS if days is None else days
+            if days < 1:
+                raise UsageError(f"--window-days must be at least 1, got {days}")
+            start = start or window_ending(end, days)[0]
+            if end < start:
+                raise UsageError(f"--end {end} is before --start {start}; swap them")
         if recipients:
             df = read_send_recipients(wh, send_id, start=start, end=end)
             df = df[df["status"] != "delivered"].reset_index(drop=True)
@@ -301,7 +307,7 @@ def _addresses_by_hash(emails: str, warehouse) -> dict[str, str]:
 
 
 def _pct(v) -> str:
-    from .outcomes import _pct as pct
+    from ._output import pct
 
     return pct(v)
 
@@ -394,7 +400,7 @@ def print_send_outcomes(df, start, end, fmt: str, out=None, *, by="send", source
     import csv
     import json
 
-    from .outcomes import rows_for_json
+    from ._output import rows_for_json
 
     out = out or sys.stdout
     if fmt == "json":
@@ -429,7 +435,7 @@ def print_send_recipients(df, send_id: str, fmt: str, out=None) -> None:
     import csv
     import json
 
-    from .outcomes import rows_for_json
+    from ._output import rows_for_json
 
     out = out or sys.stdout
     named = "email" in df.columns
