@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import sys
 
-# rows_for_json is used by `mailpulse run` as well (commands/run.py imports it from here)
-from ._output import pct as _pct  # noqa: F401
+# the JSON rows and percentages are shared with `mailpulse run` (which imports
+# rows_for_json from here) and the send view (commands/sends.py)
+from ._output import pct as _pct
 from ._output import rows_for_json
 
 NAME = "outcomes"
