@@ -31,13 +31,14 @@ import re
 import tempfile
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, Callable, Iterable, Mapping
 
 import pyarrow as pa
 
 from .events import Field, arrow_schema, bigquery_schema
 from .hashing import EmailHasher, recipient_domain, resolve_key
+from .status import rank_case_sql, status_case_sql
 from .warehouse import Warehouse, WarehouseError, open_warehouse
 
 TABLE = "sends"
@@ -276,6 +277,303 @@ def read_sends(
     )
 
 
+# -- what happened to a send ----------------------------------------------------------------
+#: Days after a recipient's send time in which the provider's events count as reporting
+#: it (deferrals retry for up to 72 hours, as the outcomes window assumes).
+REPORT_DAYS = 4
+
+#: Each logged recipient of each send in [@start_date, @end_date] (sent_date) with the
+#: most final of its matching events, by the watcher's forward-only rules
+#: (pipelines/status.py; NULL status: no event at all, "sent, never reported by the
+#: provider"). An event matches a log row when it is the same recipient, from the row's
+#: send time to @report_days days after it, and of the row's message id, provider and
+#: category where the row names them. Only events in [@start_date, @events_until] are read.
+SEND_RECIPIENTS_SQL = f"""
+WITH sent AS (
+  SELECT send_id, email_hash, message_id, category, provider, recipient_domain, sent_at
+  FROM sends
+  WHERE sent_date BETWEEN @start_date AND @end_date
+    AND (@send_id = '' OR send_id = @send_id)
+),
+recipients AS (
+  SELECT send_id, email_hash, MIN(recipient_domain) AS recipient_domain,
+    MIN(category) AS category, MIN(provider) AS provider, MIN(sent_at) AS sent_at
+  FROM sent
+  GROUP BY send_id, email_hash
+),
+reported AS (
+  SELECT event_id, email_hash, message_id, provider, categories, event_type, bounce_class,
+    event_ts, {rank_case_sql("event_type")} AS status_rank,
+    {status_case_sql("event_type")} AS status
+  FROM events
+  WHERE event_date BETWEEN @start_date AND @events_until
+    AND email_hash IS NOT NULL
+    AND {rank_case_sql("event_type")} > 0
+),
+matched AS (
+  SELECT s.send_id, s.email_hash, e.event_id, e.event_type, e.bounce_class, e.event_ts,
+    e.status_rank, e.status
+  FROM sent AS s
+  JOIN reported AS e
+    ON e.email_hash = s.email_hash
+    AND e.event_ts >= s.sent_at
+    AND e.event_ts < TIMESTAMP_ADD(s.sent_at, INTERVAL @report_days DAY)
+    AND (s.message_id IS NULL OR e.message_id = s.message_id)
+    AND (s.provider IS NULL OR e.provider = s.provider)
+    AND (s.category IS NULL OR s.category IN UNNEST(e.categories))
+),
+final AS (
+  SELECT send_id, email_hash, status, bounce_class, event_ts AS status_event_ts
+  FROM (
+    SELECT send_id, email_hash, status, bounce_class, event_ts,
+      ROW_NUMBER() OVER (
+        PARTITION BY send_id, email_hash
+        ORDER BY status_rank DESC, event_ts DESC, event_id DESC) AS rn
+    FROM matched
+  ) AS ranked
+  WHERE rn = 1
+),
+engaged AS (
+  SELECT send_id, email_hash,
+    MAX(IF(event_type = 'open', 1, 0)) AS opened,
+    MAX(IF(event_type = 'click', 1, 0)) AS clicked
+  FROM matched
+  GROUP BY send_id, email_hash
+)
+SELECT r.send_id, r.email_hash, r.recipient_domain, r.category, r.provider, r.sent_at,
+  f.status, IF(f.status = 'bounce', IFNULL(f.bounce_class, 'undetermined'), NULL)
+    AS bounce_class,
+  f.status_event_ts, IFNULL(g.opened, 0) AS opened, IFNULL(g.clicked, 0) AS clicked
+FROM recipients AS r
+LEFT JOIN final AS f ON f.send_id = r.send_id AND f.email_hash = r.email_hash
+LEFT JOIN engaged AS g ON g.send_id = r.send_id AND g.email_hash = r.email_hash
+"""
+
+#: SEND_RECIPIENTS_SQL counted per send, category, provider and recipient domain (each
+#: recipient once, at its most final status): delivered + bounces + blocks + drops +
+#: deferred + accepted_only + never_reported = sent. (SUM(IF(...)), not COUNTIF: DuckDB's
+#: COUNT_IF gives NULL, not 0, over a group whose conditions are all NULL.)
+SEND_OUTCOMES_SQL = f"""
+SELECT send_id, category, provider, recipient_domain,
+  MIN(sent_at) AS first_sent_at, MAX(sent_at) AS last_sent_at,
+  TIMESTAMP_ADD(MAX(sent_at), INTERVAL @report_days DAY) AS report_until,
+  COUNT(*) AS sent,
+  SUM(IF(status IS NOT NULL, 1, 0)) AS reported,
+  SUM(IF(status IS NULL, 1, 0)) AS never_reported,
+  SUM(IF(status = 'delivered', 1, 0)) AS delivered,
+  SUM(IF(status = 'bounce' AND bounce_class != 'block', 1, 0)) AS bounces,
+  SUM(IF(bounce_class = 'hard', 1, 0)) AS bounces_hard,
+  SUM(IF(bounce_class = 'soft', 1, 0)) AS bounces_soft,
+  SUM(IF(bounce_class = 'undetermined', 1, 0)) AS bounces_undetermined,
+  SUM(IF(bounce_class = 'block', 1, 0)) AS blocks,
+  SUM(IF(status = 'dropped', 1, 0)) AS drops,
+  SUM(IF(status = 'deferred', 1, 0)) AS deferred,
+  SUM(IF(status = 'processed', 1, 0)) AS accepted_only,
+  SUM(opened) AS opened,
+  SUM(clicked) AS clicked
+FROM ({SEND_RECIPIENTS_SQL}) AS per_recipient
+GROUP BY send_id, category, provider, recipient_domain
+"""
+
+#: The send view's count columns (recipients of the log), in output order.
+SEND_COUNT_COLUMNS = (
+    "sent",
+    "reported",
+    "never_reported",
+    "delivered",
+    "bounces",
+    "bounces_hard",
+    "bounces_soft",
+    "bounces_undetermined",
+    "blocks",
+    "drops",
+    "deferred",
+    "accepted_only",
+    "opened",
+    "clicked",
+)
+#: rate -> (numerator, denominator); the outcomes definitions with ``sent`` (the log's
+#: recipients) as the requests: bounce_rate excludes blocks, engagement divides by delivered.
+SEND_RATES = {
+    "reported_rate": ("reported", "sent"),
+    "never_reported_rate": ("never_reported", "sent"),
+    "delivered_rate": ("delivered", "sent"),
+    "bounce_rate": ("bounces", "sent"),
+    "block_rate": ("blocks", "sent"),
+    "drop_rate": ("drops", "sent"),
+    "open_rate": ("opened", "delivered"),
+    "click_rate": ("clicked", "delivered"),
+}
+#: ``by`` of :func:`summarize_sends` -> the key columns of its rows.
+SEND_BY = {"send": ("send_id",), "mailbox": ("send_id", "mailbox_provider")}
+
+
+def _no_log(wh: Warehouse) -> WarehouseError:
+    return WarehouseError(
+        f"no send log in {wh.uri or wh!r}; record sends first "
+        "(record_sends(...), `mailpulse sends import FILE`, or `mailpulse watch`)"
+    )
+
+
+def send_dates(warehouse: "str | Warehouse", send_id: str | None = None):
+    """(first, last) sent_date of one send, or of the whole log without ``send_id``;
+    (None, None) when there is none."""
+    wh = open_warehouse(warehouse)
+    if not wh.table_exists(TABLE):
+        raise _no_log(wh)
+    row = wh.query(
+        "SELECT MIN(sent_date) AS lo, MAX(sent_date) AS hi FROM sends "
+        "WHERE sent_date BETWEEN @since AND @until AND (@send_id = '' OR send_id = @send_id)",
+        {"since": date(2000, 1, 1), "until": date(9999, 12, 31), "send_id": send_id or ""},
+    ).to_pylist()[0]
+    return row["lo"], row["hi"]
+
+
+def _send_params(wh, start, end, send_id, report_days) -> dict[str, Any]:
+    if isinstance(report_days, bool) or not isinstance(report_days, int) or report_days < 1:
+        raise ValueError(f"report_days must be a whole number >= 1, got {report_days!r}")
+    if send_id is not None and (not isinstance(send_id, str) or not send_id.strip()):
+        raise ValueError("send_id must be a non-empty string (the send's name in the log)")
+    if not wh.table_exists(TABLE):
+        raise _no_log(wh)
+    if start is None or end is None:
+        lo, hi = send_dates(wh, send_id)
+        if lo is None:
+            raise WarehouseError(
+                f"send {send_id!r} is not in the send log of {wh.uri or wh!r}; check the id "
+                "(printed by `mailpulse watch` and `mailpulse sends import`)"
+                if send_id
+                else f"the send log of {wh.uri or wh!r} is empty"
+            )
+        start, end = start or lo, end or hi
+    if end < start:
+        raise ValueError(f"end {end} is before start {start}; swap them")
+    return {
+        "start_date": start,
+        "end_date": end,
+        "events_until": end + timedelta(days=report_days),
+        "report_days": report_days,
+        "send_id": (send_id or "").strip(),
+    }
+
+
+def read_send_outcomes(
+    warehouse: "str | Warehouse",
+    start: date | None = None,
+    end: date | None = None,
+    *,
+    send_id: str | None = None,
+    category: str | None = None,
+    report_days: int = REPORT_DAYS,
+):
+    """What the provider reported for each logged send in [start, end] (sent dates; both
+    default to the send's own dates with ``send_id``, to the whole log without): one row
+    per send_id, category, provider and recipient_domain with SEND_COUNT_COLUMNS and
+    first_sent_at / last_sent_at. Each recipient counts once, at its most final status
+    (the watcher's forward-only rules) over the events from its send time to
+    ``report_days`` days after; ``never_reported``: sent, no event at all (an event before
+    the send time does not count). Reads only; pass to :func:`summarize_sends`."""
+    wh = open_warehouse(warehouse)
+    params = _send_params(wh, start, end, send_id, report_days)
+    if not wh.table_exists("events"):
+        raise WarehouseError(
+            f"no events in {wh.uri or wh!r}; run `mailpulse load` first (every recipient "
+            "would show as never reported)"
+        )
+    df = wh.query_df(SEND_OUTCOMES_SQL, params)
+    if category is not None:
+        df = df[df["category"] == category].reset_index(drop=True)
+    return df
+
+
+def read_send_recipients(
+    warehouse: "str | Warehouse",
+    send_id: str,
+    *,
+    start: date | None = None,
+    end: date | None = None,
+    report_days: int = REPORT_DAYS,
+):
+    """One row per recipient of one send (by hash: email_hash, recipient_domain,
+    mailbox_provider, category, provider, sent_at, status, bounce_class,
+    status_event_ts, opened, clicked); ``status`` None: sent, never reported by the
+    provider. Ordered never reported first, then by status and hash."""
+    from .mailbox import add_mailbox_column
+
+    if not isinstance(send_id, str) or not send_id.strip():
+        raise ValueError("send_id must be a non-empty string (the send's name in the log)")
+    wh = open_warehouse(warehouse)
+    params = _send_params(wh, start, end, send_id, report_days)
+    if not wh.table_exists("events"):
+        raise WarehouseError(f"no events in {wh.uri or wh!r}; run `mailpulse load` first")
+    df = wh.query_df(SEND_RECIPIENTS_SQL, params)
+    df = add_mailbox_column(df)
+    order = df["status"].map(_STATUS_ORDER).fillna(-1)
+    return (
+        df.assign(_o=order)
+        .sort_values(["_o", "email_hash"])
+        .drop(columns="_o")
+        .reset_index(drop=True)
+    )
+
+
+#: the order of recipients in read_send_recipients (never reported first: status None)
+_STATUS_ORDER = {"bounce": 0, "dropped": 1, "deferred": 2, "processed": 3, "delivered": 4}
+
+
+def summarize_sends(df, by: str = "send", *, now: datetime | None = None):
+    """Rows of :func:`read_send_outcomes` summed per send (``by="send"``) or per send and
+    mailbox provider (``"mailbox"``): the key columns, ``categories`` and ``providers``
+    (sorted, comma-separated), first/last_sent_at, ``report_until`` (the last send time +
+    report window), ``window_closed`` (``report_until`` is past: a recipient not reported
+    by then is never reported, before it only not yet), SEND_COUNT_COLUMNS and SEND_RATES.
+    Sends in first-sent order; mailbox rows most sent first, other and (unknown) last."""
+    import pandas as pd
+
+    from .mailbox import OTHER, UNKNOWN, add_mailbox_column
+
+    if by not in SEND_BY:
+        raise ValueError(f"by must be one of {', '.join(SEND_BY)}, got {by!r}")
+    keys = list(SEND_BY[by])
+    head = [*keys, "categories", "providers", "first_sent_at", "last_sent_at"]
+    tail = ["report_until", "window_closed", *SEND_COUNT_COLUMNS, *SEND_RATES]
+    if df.empty:
+        return pd.DataFrame(columns=head + tail)
+    if by == "mailbox":
+        df = add_mailbox_column(df)
+    g = df.groupby(keys, sort=True, dropna=False)
+
+    def names(s):
+        return ",".join(sorted({v for v in s if isinstance(v, str)}))
+
+    out = g[list(SEND_COUNT_COLUMNS)].sum().astype("int64")
+    out.insert(0, "categories", g["category"].agg(names))
+    out.insert(1, "providers", g["provider"].agg(names))
+    out.insert(2, "first_sent_at", g["first_sent_at"].min())
+    out.insert(3, "last_sent_at", g["last_sent_at"].max())
+    out = out.reset_index()
+    # the report window of the whole send (a mailbox row closes with its send)
+    until = df.groupby("send_id")["report_until"].max()
+    out.insert(len(head), "report_until", out["send_id"].map(until))
+    now_ts = pd.Timestamp(now or datetime.now(timezone.utc))
+    out.insert(len(head) + 1, "window_closed", out["report_until"] <= now_ts)
+    for rate, (num, den) in SEND_RATES.items():
+        out[rate] = (out[num] / out[den]).where(out[den] != 0)
+    if by == "mailbox":
+        first = out["send_id"].map(out.groupby("send_id")["first_sent_at"].min())
+        last = out["mailbox_provider"].isin([OTHER, UNKNOWN]).astype(int) + (
+            out["mailbox_provider"] == UNKNOWN
+        ).astype(int)
+        out = out.assign(_f=first, _l=last).sort_values(
+            ["_f", "send_id", "_l", "sent", "mailbox_provider"],
+            ascending=[True, True, True, False, True],
+        )
+        out = out.drop(columns=["_f", "_l"])
+    else:
+        out = out.sort_values(["first_sent_at", "send_id"])
+    return out[head + tail].reset_index(drop=True)
+
+
 # -- the backends ---------------------------------------------------------------------------
 _KEY = ("send_id", "email_hash", "message_id")
 
@@ -367,6 +665,13 @@ def _append_bigquery(wh, rows: pa.Table) -> int:
 __all__ = [
     "record_sends",
     "read_sends",
+    "read_send_outcomes",
+    "read_send_recipients",
+    "summarize_sends",
+    "send_dates",
+    "REPORT_DAYS",
+    "SEND_COUNT_COLUMNS",
+    "SEND_RATES",
     "send_rows",
     "normalize_message_id",
     "Recorded",

@@ -69,6 +69,22 @@ def warehouse_and_hasher(args, *, hash_key: bool = True) -> tuple[Any, EmailHash
     return settings.warehouse, settings.hasher
 
 
+def read_input(value: str, label: str, hint: str) -> tuple[str, str]:
+    """(text, name) of a file argument, ``-`` for stdin; a missing file is a UsageError
+    ``"{label}: no such file; {hint}"``."""
+    import sys
+    from pathlib import Path
+
+    from ..errors import UsageError
+
+    if value == "-":
+        return sys.stdin.read(), "stdin"
+    path = Path(value)
+    if not path.is_file():
+        raise UsageError(f"{label}: no such file; {hint}")
+    return path.read_text(encoding="utf-8-sig"), str(path)
+
+
 def parse_date(value: str) -> date:
     try:
         return date.fromisoformat(value)

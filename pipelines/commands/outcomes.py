@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import sys
 
+# the JSON rows and percentages are shared with `mailpulse run` (which imports
+# rows_for_json from here) and the send view (commands/sends.py)
+from ._output import pct as _pct
+from ._output import rows_for_json
+
 NAME = "outcomes"
 ORDER = 40
 HELP = "print delivery outcomes per category (--recompute: recompute the derived tables first)"
@@ -30,7 +35,16 @@ requests (blocks excluded, as in SendGrid), open and click rates divide by deliv
 provider is the sending provider (sendgrid, ses, cmc); mailbox the recipients' mailbox
 provider (Gmail, Microsoft, Yahoo, Yahoo! JAPAN, Apple, docomo, au, SoftBank, other),
 from the recipient domains (pipelines/data/mailbox_providers.csv). --category NAME
-keeps one category (e.g. a campaign: --by mailbox --category spring-sale)."""
+keeps one category (e.g. a campaign: --by mailbox --category spring-sale).
+
+--by send (or --send-id ID) shows the send log instead (pipelines/sends.py): per send,
+recipients sent (in the log), reported (any provider event from their send time to 4
+days after), never reported (sent, no event at all), and how the sent recipients ended
+(each once, at its most final status, as `mailpulse watch`). The range is of send dates
+(default: --window-days ending at the latest send); --send-id ID shows that send,
+whatever its dates, in total or --by mailbox. --recipients lists who did not get it
+(never reported, bounced, dropped, deferred, accepted only) by hash; --emails FILE (your
+list) names them by address, hashed locally. Reads only."""
 
 
 def add_arguments(p):
@@ -78,9 +92,29 @@ def add_arguments(p):
     )
     p.add_argument(
         "--by",
-        choices=("day", "category", "provider", "mailbox"),
+        choices=("day", "category", "provider", "mailbox", "send"),
         default=None,
-        help="sum along one dimension (default: per category; json/csv: every row)",
+        help="sum along one dimension (default: per category; json/csv: every row); "
+        "send: per send of the send log, with never-reported recipients",
+    )
+    p.add_argument(
+        "--send-id",
+        default=None,
+        metavar="ID",
+        help="one send of the send log: sent, reported, never reported (with --by mailbox: "
+        "per mailbox provider)",
+    )
+    p.add_argument(
+        "--recipients",
+        action="store_true",
+        help="with --send-id: list the recipients that did not get it (by hash)",
+    )
+    p.add_argument(
+        "--emails",
+        default=None,
+        metavar="FILE",
+        help="with --recipients: your list (one address per line or a CSV with an email "
+        "column), hashed locally to name those recipients by address",
     )
     p.add_argument(
         "--category", default=None, metavar="NAME", help="only this category (e.g. one campaign)"
@@ -141,8 +175,14 @@ def run(args) -> int:
     from ..settings import Settings
     from ..warehouse import WarehouseError, open_warehouse
 
-    settings = Settings.from_args(args, os.environ)
+    if getattr(args, "by", None) == "send" or getattr(args, "send_id", None) is not None:
+        from .sends import run_send_view
 
+        return run_send_view(args)
+    for flag in ("recipients", "emails"):
+        if getattr(args, flag, None):
+            raise UsageError(f"--{flag} lists the recipients of one send: add --send-id ID")
+    settings = Settings.from_args(args, os.environ)
     params = {}
     for flag, name in (
         ("soft_bounce_threshold", "soft_bounce_threshold"),
@@ -202,36 +242,6 @@ def run(args) -> int:
 
 
 # -- output -----------------------------------------------------------------------------
-def rows_for_json(df) -> list[dict]:
-    """DataFrame rows as plain JSON values (dates ISO, NaN as null, numpy ints as int)."""
-    import math
-    from datetime import date
-
-    out = []
-    for rec in df.to_dict(orient="records"):
-        row = {}
-        for k, v in rec.items():
-            if hasattr(v, "item"):  # numpy scalar
-                v = v.item()
-            if isinstance(v, float) and math.isnan(v):
-                v = None
-            elif isinstance(v, date):
-                v = v.isoformat()
-            elif v is not None and type(v).__name__ == "NaTType":
-                v = None
-            row[k] = v
-        out.append(row)
-    return out
-
-
-def _pct(v) -> str:
-    import math
-
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return f"{100 * v:.1f}%"
-
-
 #: --by -> the first column's title in the table
 _BY_TITLE = {
     "day": "day",

@@ -122,23 +122,15 @@ def read_records(text: str, name: str) -> list[dict]:
 
 def run(args) -> int:
     import json
-    from pathlib import Path
 
     from ..errors import UsageError
     from ..sends import SendsError, record_sends
     from ..warehouse import WarehouseError
-    from ._common import warehouse_and_hasher
+    from ._common import read_input, warehouse_and_hasher
 
-    if args.file == "-":
-        text, name = sys.stdin.read(), "stdin"
-    else:
-        path = Path(args.file)
-        if not path.is_file():
-            raise UsageError(
-                f"{args.file}: no such file; give the path of a CSV with an "
-                "email column (or JSON lines)"
-            )
-        text, name = path.read_text(encoding="utf-8-sig"), str(path)
+    text, name = read_input(
+        args.file, args.file, "give the path of a CSV with an email column (or JSON lines)"
+    )
     records = read_records(text, name)
     target, hasher = warehouse_and_hasher(args)
     try:
@@ -164,3 +156,304 @@ def run(args) -> int:
         + "\n"
     )
     return 0
+
+
+# -- `mailpulse outcomes --by send` / `--send-id ID` ----------------------------------------
+#: recipient statuses as the table prints them (None: no event at all)
+STATUS_WORDS = {
+    None: "never reported",
+    "bounce": "bounced",
+    "dropped": "dropped",
+    "deferred": "deferred",
+    "processed": "accepted only",
+    "delivered": "delivered",
+}
+
+
+def run_send_view(args) -> int:
+    """``mailpulse outcomes --by send|mailbox --send-id ID [--recipients]``: what the
+    provider reported for each logged send (pipelines/sends.py). Reads only."""
+    from ..errors import UsageError
+    from ..outcomes import WINDOW_DAYS, window_ending
+    from ..sends import read_send_outcomes, read_send_recipients, send_dates, summarize_sends
+    from ..warehouse import WarehouseError, open_warehouse
+    from ._common import warehouse_and_hasher
+
+    send_id = getattr(args, "send_id", None)
+    by = getattr(args, "by", None) or "send"
+    if send_id is not None and not send_id.strip():
+        raise UsageError(
+            "--send-id needs the send's id (`mailpulse outcomes --by send` lists them)"
+        )
+    if by not in ("send", "mailbox"):
+        raise UsageError(
+            f"--send-id shows one send in total (--by send) or per mailbox provider "
+            f"(--by mailbox), not --by {by}"
+        )
+    if getattr(args, "recompute", False):
+        raise UsageError(
+            "the send view reads the send log and the events as they are: there is nothing "
+            "to recompute; drop --recompute"
+        )
+    for flag in ("soft_bounce_threshold", "soft_bounce_days"):
+        if getattr(args, flag, None) is not None:
+            raise UsageError(
+                f"--{flag.replace('_', '-')} applies to --recompute, not to the send view"
+            )
+    recipients = bool(getattr(args, "recipients", False))
+    if recipients and send_id is None:
+        raise UsageError("--recipients lists who did not get one send: add --send-id ID")
+    emails = getattr(args, "emails", None)
+    if emails and not recipients:
+        raise UsageError("--emails names the recipients listed by --recipients: add --recipients")
+    target, hasher = warehouse_and_hasher(args, hash_key=bool(emails))
+    names = _addresses_by_hash(emails, hasher) if emails else None
+    try:
+        wh = open_warehouse(target)
+        if not wh.table_exists("sends"):
+            raise UsageError(
+                f"no send log in {wh.uri or args.warehouse}; record what you send with "
+                "`mailpulse sends import FILE` (or `mailpulse watch`, which records its list)"
+            )
+        if not wh.table_exists("events"):
+            raise UsageError(f"no events in {wh.uri or args.warehouse}; run `mailpulse load` first")
+        start, end = args.start, args.end
+        if send_id is not None:
+            send_id = send_id.strip()
+            lo, hi = send_dates(wh, send_id)
+            if lo is None:
+                raise UsageError(
+                    f"send {send_id!r} is not in the send log of {wh.uri}; check the id "
+                    "(`mailpulse outcomes --by send` lists the sends of the latest days)"
+                )
+            start, end = start or lo, end or hi
+            if end < start:
+                raise UsageError(f"--end {end} is before --start {start}; swap them")
+        else:
+            lo, hi = send_dates(wh)
+            if hi is None:
+                raise UsageError(
+                    f"the send log of {wh.uri} is empty; record sends with "
+                    "`mailpulse sends import FILE`"
+                )
+            if end is None:
+                end = max(hi, start) if start is not None else hi
+            days = getattr(args, "window_days", None)
+            days = WINDOW_DAYS if days is None else days
+            if days < 1:
+                raise UsageError(f"--window-days must be at least 1, got {days}")
+            start = start or window_ending(end, days)[0]
+            if end < start:
+                raise UsageError(f"--end {end} is before --start {start}; swap them")
+        if recipients:
+            df = read_send_recipients(wh, send_id, start=start, end=end)
+            df = df[df["status"] != "delivered"].reset_index(drop=True)
+            category = getattr(args, "category", None)
+            if category is not None:
+                df = df[df["category"] == category].reset_index(drop=True)
+            if names is not None:
+                df = df.assign(email=df["email_hash"].map(names))
+        else:
+            df = summarize_sends(
+                read_send_outcomes(
+                    wh, start, end, send_id=send_id, category=getattr(args, "category", None)
+                ),
+                by,
+            )
+    except WarehouseError as exc:
+        raise UsageError(str(exc)) from None
+    if recipients:
+        print_send_recipients(df, send_id, args.format, sys.stdout)
+    else:
+        print_send_outcomes(df, start, end, args.format, sys.stdout, by=by, source=wh.uri)
+    return 0
+
+
+def _addresses_by_hash(emails: str, hasher) -> dict[str, str]:
+    """The caller's list (--emails FILE), hashed here: hash -> the address as listed."""
+    from ._common import read_input
+    from .suppressions import read_list
+
+    text, name = read_input(
+        emails,
+        f"--emails {emails}",
+        "give the path of your list (one address per line, or a CSV with an email column)",
+    )
+    out: dict[str, str] = {}
+    for address in read_list(text, name).addresses():
+        if address.strip():
+            out.setdefault(hasher.hash(address), address.strip())
+    return out
+
+
+def _pct(v) -> str:
+    from ._output import pct
+
+    return pct(v)
+
+
+def _table(cols: list[str], lines: list[list[str]], texts: int) -> list[str]:
+    widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
+
+    def fmt(cells):
+        return "  ".join(
+            c.ljust(w) if i < texts else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ).rstrip()
+
+    return [fmt(cols), fmt(["-" * w for w in widths])] + [fmt(line) for line in lines]
+
+
+def format_send_table(df, start, end, source: str = "", by: str = "send") -> str:
+    """One line per send (or per send and mailbox provider)."""
+    from ..sends import REPORT_DAYS
+
+    head = f"Sends {start} .. {end}" + (f"  ({source})" if source else "")
+    if by == "mailbox":
+        head += ", by mailbox provider"
+    if df.empty:
+        return head + "\nno sends in the send log for these dates\n"
+    cols = (
+        ["send id"]
+        + (["mailbox provider"] if by == "mailbox" else [])
+        + [
+            "category",
+            "sent",
+            "reported",
+            "never reported",
+            "deliv %",
+            "bounce %",
+            "bounced (h/s/b/u)",
+            "dropped",
+            "deferred",
+            "accepted only",
+            "opened",
+            "clicked",
+        ]
+    )
+    lines, open_windows = [], []
+    for r in df.to_dict(orient="records"):
+        never = f"{r['never_reported']} ({_pct(r['never_reported_rate'])})"
+        if not r["window_closed"]:
+            never += " *"
+            open_windows.append((r["send_id"], r["report_until"]))
+        lines.append(
+            [r["send_id"]]
+            + ([r["mailbox_provider"]] if by == "mailbox" else [])
+            + [
+                r["categories"] or "-",
+                str(r["sent"]),
+                str(r["reported"]),
+                never,
+                _pct(r["delivered_rate"]),
+                _pct(r["bounce_rate"]),
+                f"{r['bounces'] + r['blocks']} ({r['bounces_hard']}/{r['bounces_soft']}/"
+                f"{r['blocks']}/{r['bounces_undetermined']})",
+                str(r["drops"]),
+                str(r["deferred"]),
+                str(r["accepted_only"]),
+                str(r["opened"]),
+                str(r["clicked"]),
+            ]
+        )
+    body = _table(cols, lines, 3 if by == "mailbox" else 2)
+    notes = [
+        "",
+        "sent = recipients in the send log; reported = recipients with any provider event "
+        f"from their send time\nto {REPORT_DAYS} days after; never reported = sent, no event at all "
+        "(an event before the send does not count).\nEach recipient counts once, at its "
+        "most final status (as `mailpulse watch`): deliv % and bounce % divide by sent\n"
+        "(bounce % excludes blocks, as `mailpulse outcomes`); deferred = still deferred.",
+    ]
+    for sid, until in dict(open_windows).items():
+        notes.append(
+            f"* {sid}: the report window is open until {until.isoformat()}: these "
+            "recipients are not reported YET"
+        )
+    if by == "send" and len(df) == 1:
+        notes.append(
+            f"who did not get it: mailpulse outcomes --send-id {df.iloc[0]['send_id']} --recipients"
+        )
+    return "\n".join([head, *body, *notes]) + "\n"
+
+
+def print_send_outcomes(df, start, end, fmt: str, out=None, *, by="send", source="") -> None:
+    import csv
+    import json
+
+    from ._output import rows_for_json
+
+    out = out or sys.stdout
+    if fmt == "json":
+        out.write(json.dumps(rows_for_json(df)) + "\n")
+    elif fmt == "csv":
+        w = csv.DictWriter(out, fieldnames=list(df.columns), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows_for_json(df))
+    else:
+        out.write(format_send_table(df, start, end, source, by=by))
+    out.flush()
+
+
+#: the columns `--recipients` prints (json/csv), in order
+RECIPIENT_COLUMNS = (
+    "email_hash",
+    "recipient_domain",
+    "mailbox_provider",
+    "category",
+    "provider",
+    "sent_at",
+    "status",
+    "never_reported",
+    "bounce_class",
+    "status_event_ts",
+)
+
+
+def print_send_recipients(df, send_id: str, fmt: str, out=None) -> None:
+    """The recipients of one send that did not get it (never reported, bounced, dropped,
+    still deferred, accepted only), by hash."""
+    import csv
+    import json
+
+    from ._output import rows_for_json
+
+    out = out or sys.stdout
+    named = "email" in df.columns
+    cols = (["email"] if named else []) + list(RECIPIENT_COLUMNS)
+    df = df.assign(never_reported=df["status"].isna())[cols]
+    if fmt == "json":
+        out.write(json.dumps(rows_for_json(df)) + "\n")
+    elif fmt == "csv":
+        w = csv.DictWriter(out, fieldnames=list(df.columns), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows_for_json(df))
+    else:
+        head = f"Send {send_id}: {len(df)} recipients did not get it (delivered ones omitted)"
+        if df.empty:
+            out.write(head + "\n")
+            return
+        lines = [
+            ([r["email"] or "(not in --emails)"] if named else [])
+            + [
+                r["email_hash"][:16] if named else r["email_hash"],
+                r["recipient_domain"] or "-",
+                r["mailbox_provider"],
+                STATUS_WORDS.get(r["status"], r["status"])
+                + (f" ({r['bounce_class']})" if r["status"] == "bounce" else ""),
+            ]
+            for r in rows_for_json(df)
+        ]
+        cols = (["email"] if named else []) + [
+            "recipient (hash)",
+            "domain",
+            "mailbox provider",
+            "status",
+        ]
+        body = _table(cols, lines, len(cols))
+        note = (
+            "addresses from your --emails list, hashed here (the warehouse holds hashes only)"
+            if named
+            else "the warehouse holds hashes only: add --emails FILE (your list) to see addresses"
+        )
+        out.write("\n".join([head, *body, "", note]) + "\n")
+    out.flush()

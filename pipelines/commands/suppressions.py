@@ -149,18 +149,13 @@ def run(args) -> int:
     from ..errors import UsageError
     from ..suppress import REASON_TEXT, clean_list
     from ..warehouse import WarehouseError
-    from ._common import warehouse_and_hasher
+    from ._common import read_input, warehouse_and_hasher
 
-    if args.emails == "-":
-        text, name = sys.stdin.read(), "stdin"
-    else:
-        path = Path(args.emails)
-        if not path.is_file():
-            raise UsageError(
-                f"--emails {args.emails}: no such file; give the path of your "
-                "list (one address per line, or a CSV with an email column)"
-            )
-        text, name = path.read_text(encoding="utf-8-sig"), str(path)
+    text, name = read_input(
+        args.emails,
+        f"--emails {args.emails}",
+        "give the path of your list (one address per line, or a CSV with an email column)",
+    )
     listed = read_list(text, name, args.column)
     target, hasher = warehouse_and_hasher(args)
     try:
