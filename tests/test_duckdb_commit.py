@@ -3,6 +3,7 @@ staged file holds it, and ids stored by an earlier load are not inserted again."
 
 from __future__ import annotations
 
+import pytest
 from test_warehouse_contract import D1, D2, ev, make_batch
 
 from pipelines.warehouse.duckdb import DuckDBWarehouse
@@ -43,3 +44,31 @@ def test_repeated_ids_keep_the_earliest_occurrence_across_files(tmp_path):
     assert wh.query("SELECT reason FROM events WHERE event_id = 'x'").to_pylist() == [
         {"reason": "early copy"}
     ]
+
+
+def test_schema_creation_is_all_or_nothing(tmp_path, monkeypatch):
+    """A process stopped while creating the tables (kill -9 found it: events existed, the
+    others not) leaves no table: the next run creates them all."""
+    import duckdb as _duckdb
+
+    from pipelines.warehouse import duckdb as backend
+
+    path = tmp_path / "w.duckdb"
+    real = backend.ddl_columns
+    made: list[str] = []
+
+    def failing(fields):
+        made.append("x")
+        if len(made) == 2:  # the second table
+            raise KeyboardInterrupt("stopped between two CREATE TABLEs")
+        return real(fields)
+
+    monkeypatch.setattr(backend, "ddl_columns", failing)
+    with pytest.raises(KeyboardInterrupt):
+        backend.DuckDBWarehouse(str(path)).ensure_schema()
+    with _duckdb.connect(str(path)) as con:
+        assert con.execute("SELECT count(*) FROM duckdb_tables()").fetchone()[0] == 0
+    monkeypatch.setattr(backend, "ddl_columns", real)
+    wh = backend.DuckDBWarehouse(str(path))
+    wh.ensure_schema()
+    assert all(wh.table_exists(t) for t, _ in wh.TABLES)

@@ -181,7 +181,15 @@ class DuckDBWarehouse(Warehouse):
         if self._schema_ready:
             return
         with self.connect() as con:
-            self._create_tables(con)
+            # one transaction: a process killed here leaves all tables or none
+            con.execute("BEGIN TRANSACTION")
+            try:
+                self._create_tables(con)
+                con.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
+                raise
         self._schema_ready = True
 
     TABLES = (
@@ -228,11 +236,11 @@ class DuckDBWarehouse(Warehouse):
     def commit_load(self, batch: LoadBatch) -> CommitResult:
         result = CommitResult()
         with self.connect() as con:
-            self._create_tables(con)
             con.execute(f"SET memory_limit = '{self.COMMIT_MEMORY_LIMIT}'")
             con.execute("SET preserve_insertion_order = false")
             con.execute("BEGIN TRANSACTION")
             try:
+                self._create_tables(con)
                 per = self._merge_events(con, batch.event_files)
                 stored = self._merge_dead_letters(con, batch.dead_letter_files)
                 for prov, n in stored.items():
