@@ -108,31 +108,20 @@ def normalize_message_id(value: Any, provider: str | None = None) -> str | None:
 
 
 def _utc(value: Any, what: str) -> datetime:
-    if isinstance(value, datetime):
-        ts = value
-    elif isinstance(value, date):
-        ts = datetime(value.year, value.month, value.day)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        return datetime.fromtimestamp(float(value), tz=timezone.utc)
-    elif isinstance(value, str) and value.strip():
-        v = value.strip()
-        try:
-            return datetime.fromtimestamp(float(v), tz=timezone.utc)
-        except ValueError:
-            pass
-        v = v[:-1] + "+00:00" if v.endswith(("Z", "z")) else v
-        try:
-            ts = datetime.fromisoformat(v)
-        except ValueError:
-            raise SendsError(
-                f"{what}: {value!r} is not a time; use ISO 8601 "
-                "(2026-11-23T10:00:00Z) or epoch seconds"
-            ) from None
-    else:
+    """A send time as aware UTC (:func:`pipelines.timeutil.to_utc`'s rules: ISO 8601, epoch
+    seconds, a datetime or a date; without an offset, UTC)."""
+    from .timeutil import to_utc
+
+    if isinstance(value, str) and not value.strip():
         raise SendsError(f"{what}: {value!r} is not a time")
-    if ts.tzinfo is None:  # a time without an offset is UTC, as everywhere in mailpulse
-        ts = ts.replace(tzinfo=timezone.utc)
-    return ts.astimezone(timezone.utc)
+    try:
+        return to_utc(value)
+    except (ValueError, OverflowError, OSError):
+        raise SendsError(
+            f"{what}: {value!r} is not a time; use ISO 8601 (2026-11-23T10:00:00Z) or epoch seconds"
+        ) from None
+    except TypeError:
+        raise SendsError(f"{what}: {value!r} is not a time") from None
 
 
 def send_rows(
