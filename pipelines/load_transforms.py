@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import uuid
 from datetime import datetime
 from typing import Iterable, NamedTuple
@@ -39,6 +40,8 @@ from .normalizers import (
 from .normalizers.base import redacted_preview
 from .records import DEFAULT_MAX_RECORD_BYTES, SkippedRecord, iter_records, read_blocks, read_chunks
 from .sources import ArchiveFile
+
+log = logging.getLogger(__name__)
 
 #: Records per chunk: large enough to amortise Beam's per-element cost, small enough
 #: to keep memory flat.
@@ -136,11 +139,7 @@ class NormalizeChunkFn(beam.DoFn):
         # Records in their provider's clean shape take the vectorized path
         # (normalizers/vectorized.py); every record it leaves, the loop below, as before.
         # (a record skipped for its size is only a preview: the exact path records it)
-        vec = (
-            vectorized.normalize_chunk(chunk, ctx)
-            if isinstance(chunk, bytes)
-            else vectorized.FastResult(EVENT_SCHEMA.empty_table(), {}, list(iter_records(chunk)))
-        )
+        vec = _fast_or_exact(chunk, ctx, uri)
         for prov, n in vec.counts.items():
             acc.count(prov, records_read=n, events_normalized=n)
         for rec in vec.residual:
@@ -154,7 +153,15 @@ class NormalizeChunkFn(beam.DoFn):
                         acc.add(sendgrid.normalize_item(item, ctx, i), line)
             else:
                 acc.add(normalize_record(rec._replace(line=line), ctx), line)
-        table, rejected = sendgrid_columnar.normalize_items(fast_items, ctx)
+        try:
+            table, rejected = sendgrid_columnar.normalize_items(fast_items, ctx)
+        except Exception as exc:  # noqa: BLE001 - as in _fast_or_exact: the exact path
+            log.warning(
+                "the SendGrid columnar path failed on a chunk of %s (%s); the exact path reads it",
+                uri,
+                type(exc).__name__,
+            )
+            table, rejected = EVENT_SCHEMA.empty_table(), range(len(fast_items))
         if table.num_rows:
             acc.count("sendgrid", records_read=table.num_rows, events_normalized=table.num_rows)
         for j in rejected:
@@ -165,6 +172,22 @@ class NormalizeChunkFn(beam.DoFn):
         yield NormalizedChunk(
             uri, index, acc.events_table(table), acc.dead_letters_table(), acc.stats, index == 0
         )
+
+
+def _fast_or_exact(chunk, ctx: NormalizeSettings, uri: str) -> vectorized.FastResult:
+    """The vectorized path's result for a chunk, or, when it fails (a bug it has, never a
+    record's fault), the whole chunk left to the exact path: a fast-path error costs speed,
+    never a load. The exact path turns each record it cannot read into a dead letter."""
+    if isinstance(chunk, bytes):
+        try:
+            return vectorized.normalize_chunk(chunk, ctx)
+        except Exception as exc:  # noqa: BLE001 - the exact path is the reference
+            log.warning(
+                "the fast path failed on a chunk of %s (%s); the exact path reads it",
+                uri,
+                type(exc).__name__,
+            )
+    return vectorized.FastResult(EVENT_SCHEMA.empty_table(), {}, list(iter_records(chunk)))
 
 
 class _ChunkAccumulator:

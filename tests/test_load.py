@@ -425,3 +425,34 @@ def test_worker_processes_load_without_beams_start_up_warnings(archive, tmp_path
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["adds_up"] is True
     assert "semi_persistent_directory" not in r.stderr, r.stderr[-2000:]
+
+
+def test_a_failing_fast_path_costs_speed_not_the_load(archive, tmp_path, monkeypatch, caplog):
+    """A bug in the vectorized path (here: it raises on every chunk) must not stop a
+    load: each chunk is read by the exact path instead, giving the same warehouse."""
+    from pipelines import load_transforms
+    from pipelines.normalizers import sendgrid_columnar, vectorized
+
+    def stored(wh):
+        w = open_warehouse(wh)
+        return sorted(
+            tuple(r.values())
+            for r in w.query(
+                "SELECT event_id, event_type, email_hash, event_ts FROM events"
+            ).to_pylist()
+        )
+
+    good = f"duckdb://{tmp_path}/good.duckdb"
+    run_load(str(archive), DAY, good, config=config())
+
+    def broken(*a, **k):
+        raise TypeError("unhashable type: 'list'")
+
+    monkeypatch.setattr(vectorized, "normalize_chunk", broken)
+    monkeypatch.setattr(sendgrid_columnar, "normalize_items", broken)
+    assert load_transforms.vectorized.normalize_chunk is broken
+    wh = f"duckdb://{tmp_path}/w.duckdb"
+    with caplog.at_level("WARNING", logger="pipelines.load_transforms"):
+        report = run_load(str(archive), DAY, wh, config=config())
+    assert report.adds_up and stored(wh) == stored(good) and stored(wh)
+    assert "the exact path reads it" in caplog.text

@@ -141,3 +141,23 @@ def test_the_whitespace_set_is_pythons():
 
     every = "".join(chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace())
     assert columns._PY_SPACE == every == sendgrid_columnar._PY_SPACE
+
+
+@pytest.mark.parametrize("word", [["Delivery", "Delivery"], {"a": 1}, 7, None])
+def test_an_sns_wrapped_record_with_an_odd_event_name_is_a_dead_letter_not_a_crash(word):
+    """Found by the property test: an SNS envelope whose record's eventType is a list
+    crashed the chunk (an unhashable look-up) instead of becoming the dead letter the exact
+    path makes of it; the chunk's other records still load."""
+    inner = orjson.loads(SYNTH[0]) if SYNTH else {}
+    inner = {k: v for k, v in inner.items() if k != "notificationType"}
+    inner["eventType"] = word
+    envelope = {
+        "Type": "Notification",
+        "MessageId": "m-1",
+        "Timestamp": "2026-11-20T00:00:00.000Z",
+        "TopicArn": "arn:aws:sns:x",
+        "Message": orjson.dumps(inner).decode(),
+    }
+    lines = [orjson.dumps(envelope)] + list(SYNTH[1:40])
+    fast = assert_same(chunk_of(lines), context(), MODULES)
+    assert fast.records_fast >= 30  # the good records still took the fast path

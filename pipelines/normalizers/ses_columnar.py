@@ -75,9 +75,9 @@ def select(records, taken) -> tuple[list[int], list[dict]]:
 def _own_time(d: dict) -> bool:
     """Whether a record carries its own time, so an SNS envelope's Timestamp is not used."""
     word = d.get("eventType") or d.get("notificationType")
-    payload = (
-        d.get(ses.PAYLOAD_KEY.get(word, ses._lower_first(word))) if isinstance(word, str) else None
-    )
+    if not isinstance(word, str):  # e.g. a list: the exact path makes it a dead letter
+        return False
+    payload = d.get(ses.PAYLOAD_KEY.get(word, ses._lower_first(word)))
     if type(payload) is dict and payload.get("timestamp") not in (None, ""):
         return True
     mail = d.get("mail")
