@@ -217,7 +217,8 @@ def test_cli_import_csv_twice(cli, tmp_path):
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout == (
-        f"{f}: recorded 2 sends (spring-1); 0 already in the log, 1 repeated in the file\n"
+        f"{f}: recorded 2 recipients of send spring-1; 0 already in the log, 1 repeated in the "
+        "file\n"
     )
     res = cli("sends", "import", f, "--send-id", "spring-1", "--warehouse", uri, "--format", "json")
     assert json.loads(res.stdout) == {

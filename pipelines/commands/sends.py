@@ -148,9 +148,9 @@ def run(args) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps({"file": name, **done.as_dict()}) + "\n")
         return 0
-    sends = ", ".join(done.send_ids)
+    sends = ("send " if len(done.send_ids) == 1 else "sends ") + ", ".join(done.send_ids)
     sys.stdout.write(
-        f"{name}: recorded {done.recorded} sends ({sends}); "
+        f"{name}: recorded {done.recorded} recipients of {sends}; "
         f"{done.already_recorded} already in the log"
         + (f", {done.duplicates} repeated in the file" if done.duplicates else "")
         + "\n"
