@@ -26,6 +26,23 @@ def rows_for_json(df) -> list[dict]:
     return out
 
 
+def write_rows(df, fmt: str, out) -> bool:
+    """A frame's rows as one JSON array (``json``) or CSV with a header (``csv``) on
+    ``out``; False for any other format (the caller prints its table)."""
+    import csv
+    import json
+
+    if fmt == "json":
+        out.write(json.dumps(rows_for_json(df)) + "\n")
+    elif fmt == "csv":
+        w = csv.DictWriter(out, fieldnames=list(df.columns), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows_for_json(df))
+    else:
+        return False
+    return True
+
+
 def pct(v) -> str:
     """A rate as a percentage with one decimal ('-' for none)."""
     import math

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import sys
 
-# the JSON rows and percentages are shared with `mailpulse run` (which imports
-# rows_for_json from here) and the send view (commands/sends.py)
+# the percentages (and the JSON/CSV rows, commands/_output.py) are shared with
+# `mailpulse run` and the send view (commands/sends.py)
 from ._output import pct as _pct
-from ._output import rows_for_json
 
 NAME = "outcomes"
 ORDER = 40
@@ -333,22 +332,14 @@ def print_outcomes(
 ) -> None:
     """Print outcomes rows as ``table``, ``csv`` or ``json`` (also used by `mailpulse run`).
     With ``by``, json and csv print the rows summed along it (pipelines/breakdown.py)."""
-    import csv
-    import json
+    from ._output import write_rows
 
     out = out or sys.stdout
     if by is not None and fmt != "table":
         from ..breakdown import summarize_by
 
         df = summarize_by(df, by)
-    if fmt == "json":
-        out.write(json.dumps(rows_for_json(df)) + "\n")
-    elif fmt == "csv":
-        rows = rows_for_json(df)
-        w = csv.DictWriter(out, fieldnames=list(df.columns), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    else:
+    if not write_rows(df, fmt, out):
         out.write(format_table(df, start, end, source, by=by))
         if written:
             out.write(

@@ -85,8 +85,9 @@ def run(args) -> int:
     from ..settings import Settings
     from ..storage import StorageError
     from ..warehouse import WarehouseError
+    from ._output import rows_for_json
     from .load import EXIT_EMPTY, format_report
-    from .outcomes import print_outcomes, rows_for_json
+    from .outcomes import print_outcomes
 
     settings = Settings.from_args(args, os.environ)
     day = args.date or (datetime.now(timezone.utc).date() - timedelta(days=1))

@@ -377,19 +377,10 @@ def format_send_table(df, start, end, source: str = "", by: str = "send") -> str
 
 
 def print_send_outcomes(df, start, end, fmt: str, out=None, *, by="send", source="") -> None:
-    import csv
-    import json
-
-    from ._output import rows_for_json
+    from ._output import write_rows
 
     out = out or sys.stdout
-    if fmt == "json":
-        out.write(json.dumps(rows_for_json(df)) + "\n")
-    elif fmt == "csv":
-        w = csv.DictWriter(out, fieldnames=list(df.columns), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows_for_json(df))
-    else:
+    if not write_rows(df, fmt, out):
         out.write(format_send_table(df, start, end, source, by=by))
     out.flush()
 
@@ -412,22 +403,13 @@ RECIPIENT_COLUMNS = (
 def print_send_recipients(df, send_id: str, fmt: str, out=None) -> None:
     """The recipients of one send that did not get it (never reported, bounced, dropped,
     still deferred, accepted only), by hash."""
-    import csv
-    import json
-
-    from ._output import rows_for_json
+    from ._output import rows_for_json, write_rows
 
     out = out or sys.stdout
     named = "email" in df.columns
     cols = (["email"] if named else []) + list(RECIPIENT_COLUMNS)
     df = df.assign(never_reported=df["status"].isna())[cols]
-    if fmt == "json":
-        out.write(json.dumps(rows_for_json(df)) + "\n")
-    elif fmt == "csv":
-        w = csv.DictWriter(out, fieldnames=list(df.columns), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows_for_json(df))
-    else:
+    if not write_rows(df, fmt, out):
         head = f"Send {send_id}: {len(df)} recipients did not get it (delivered ones omitted)"
         if df.empty:
             out.write(head + "\n")
