@@ -91,21 +91,19 @@ def address_hashes(addresses: pa.Array, hasher) -> pa.Array:
     """``hasher(a)`` once per distinct string address (blank or null: null). Plain
     addresses go to the hasher's vectorized ``hash_plain`` when it has one (an
     ``EmailHasher``), the rest one by one."""
-    if len(addresses) == 0:
-        return pa.array([], _STR)
-    enc = pc.dictionary_encode(addresses)
-    uniq = enc.dictionary
 
     def one(a):
         return hasher(a) if a.strip() else None
 
     hash_plain = getattr(hasher, "hash_plain", None)
+    if hash_plain is None or len(addresses) == 0:
+        return per_distinct(addresses, one, _STR)
+    enc = pc.dictionary_encode(addresses)
+    uniq = enc.dictionary
     plain = pc.fill_null(pc.match_substring_regex(uniq, PLAIN_ADDRESS), False)
     plain = plain.to_numpy(zero_copy_only=False)
     values = uniq.to_pylist()
-    if hash_plain is None:
-        values = [one(a) for a in values]
-    elif plain.all():
+    if plain.all():
         values = hash_plain(values)
     else:
         fast = iter(hash_plain([a for a, p in zip(values, plain) if p]))
