@@ -14,7 +14,7 @@ case " $* " in *" -n "* | *" -n"[0-9]* | *" --numprocesses"*) ;; *)
     [ "$workers" = 1 ] || dist=(-n "$workers") ;;
 esac
 set +e
-.venv/bin/python -m pytest "${dist[@]}" "$@"
+.venv/bin/python -m pytest ${dist[@]+"${dist[@]}"} "$@"
 rc=$?
 set -e
 # pytest exits 5 when it collected no test (e.g. a -k that matches nothing): say so

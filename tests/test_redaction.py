@@ -232,3 +232,36 @@ def test_the_columnar_path_redacts_every_encoding(at, ctx):
     assert not rejected and "ZQ" not in _json.dumps(table.to_pylist(), default=str)
     (exact,) = normalize_bytes(_json.dumps([ev]).encode(), ctx).events
     assert exact["url"] == table.to_pylist()[0]["url"]
+
+
+@pytest.mark.parametrize("at", AT_FORMS)
+def test_the_arrow_tier_redacts_every_encoding_for_every_provider(at):
+    """A review found the Arrow tier's prefilter looked for ``@``/``%40`` only, so
+    ``&#64;`` or a full-width at-sign in a SendGrid url or an SES link was stored plain.
+    Whole chunks through the load's fast path, against the exact path."""
+    import orjson
+    from vectorized_support import assert_same, chunk_of, context, synth_lines
+
+    from pipelines.normalizers import ses_columnar, vectorized
+
+    secret = f"ZQjo{at}example.com"
+    sg = [
+        orjson.dumps(
+            [{"email": f"a{i}@x.com", "timestamp": 1795165200, "event": "click",
+              "sg_event_id": f"e{i}", "sg_message_id": f"m{i}.filter1",
+              "url": f"https://t.example/?to={secret}"}]
+        )
+        for i in range(40)
+    ]  # fmt: skip
+    ses = []
+    for line in synth_lines("ses"):
+        doc = orjson.loads(line)
+        if doc.get("eventType") == "Click":
+            doc["click"]["link"] = f"https://t.example/?to={secret}"
+            ses.append(orjson.dumps(doc))
+    assert len(ses) >= 20
+    for lines, modules in ((sg, None), (ses, (ses_columnar,))):
+        fast = vectorized.normalize_chunk(chunk_of(lines), context(), modules=modules)
+        assert fast.events.num_rows == len(lines)  # all on the fast path
+        assert "ZQjo" not in str(fast.events.to_pylist())
+        assert_same(chunk_of(lines), context(), modules)

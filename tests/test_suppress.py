@@ -292,6 +292,19 @@ def test_cli_column_and_headerless_csv(duck, cli, tmp_path):
 def test_cli_errors_name_the_fix(duck, cli, tmp_path):
     res = cli("suppressions", "--emails", tmp_path / "nope.txt", "--warehouse", duck)
     assert res.returncode == 2 and "no such file" in res.stderr
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("ren\xe9@example.com\n".encode("latin-1"))
+    res = cli("suppressions", "--emails", latin, "--warehouse", duck)
+    assert res.returncode == 2 and "not UTF-8 text" in res.stderr
+    assert "Traceback" not in res.stderr
+    ok = tmp_path / "ok.txt"
+    ok.write_text("a@example.com\n")
+    res = cli(
+        "suppressions", "--emails", ok, "--out", tmp_path / "missing" / "clean.txt",
+        "--warehouse", duck,
+    )  # fmt: skip
+    assert res.returncode == 2 and "cannot write --out" in res.stderr, res.stderr[-800:]
+    assert "Traceback" not in res.stderr
     f = tmp_path / "l.txt"
     f.write_text("a@example.com\n")
     empty = f"duckdb:///{tmp_path / 'empty.duckdb'}"

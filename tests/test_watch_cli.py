@@ -200,6 +200,11 @@ def test_reading_the_list(tmp_path):
     assert read_addresses(str(f)) == ["a@x.example", "b@x.example"]
     f.write_text("id,Email\n1,a@x.example\n2,\n")
     assert read_addresses(str(f)) == ["a@x.example"]
+    # a list `mailpulse suppressions --out` wrote from a TSV / ;-separated list
+    f.write_text("e-mail\tname\nA@x.example\tAnn\nb@x.example\tBob\n")
+    assert read_addresses(str(f)) == ["A@x.example", "b@x.example"]
+    f.write_text("name;email_address\nAnn;a@x.example\n")
+    assert read_addresses(str(f)) == ["a@x.example"]
     f.write_text("id,name\n1,a\n")
     from pipelines.cli import UsageError
 

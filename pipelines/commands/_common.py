@@ -77,12 +77,17 @@ def read_input(value: str, label: str, hint: str) -> tuple[str, str]:
 
     from ..errors import UsageError
 
-    if value == "-":
-        return sys.stdin.read(), "stdin"
-    path = Path(value)
-    if not path.is_file():
-        raise UsageError(f"{label}: no such file; {hint}")
-    return path.read_text(encoding="utf-8-sig"), str(path)
+    try:
+        if value == "-":
+            return sys.stdin.read(), "stdin"
+        path = Path(value)
+        if not path.is_file():
+            raise UsageError(f"{label}: no such file; {hint}")
+        return path.read_text(encoding="utf-8-sig"), str(path)
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{label} is not UTF-8 text ({exc.reason}); {hint}") from None
+    except OSError as exc:
+        raise UsageError(f"cannot read {label}: {exc.strerror}; {hint}") from None
 
 
 def parse_date(value: str) -> date:

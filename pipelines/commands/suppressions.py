@@ -144,6 +144,7 @@ def _ts(v) -> str:
 def run(args) -> int:
     import csv
     import json
+    import os
     from pathlib import Path
 
     from ..errors import UsageError
@@ -171,6 +172,14 @@ def run(args) -> int:
             if args.dropped
             else out_path.with_name(out_path.stem + ".dropped" + (out_path.suffix or ".csv"))
         )
+        for flag, path in (("--out", out_path), ("--dropped", dropped_path)):
+            folder = path.parent if str(path.parent) else Path(".")
+            if not folder.is_dir() or not os.access(folder, os.W_OK) or path.is_dir():
+                raise UsageError(
+                    f"cannot write {flag} {path}: {folder} is not a writable folder"
+                    + (" (it is a folder)" if path.is_dir() else "")
+                    + "; pick a file in a folder you can write to"
+                )
         keep = set(result.keep)
         done: set[str] = set()
         with out_path.open("w", encoding="utf-8", newline="") as f:

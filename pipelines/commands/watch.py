@@ -109,11 +109,16 @@ def read_addresses(path: str) -> list[str]:
             f"--emails {path} is not UTF-8 text ({exc.reason}); pass a text "
             "file with one address per line"
         ) from None
+    from .suppressions import EMAIL_COLUMNS
+
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-    if lines and "," in lines[0]:
-        rows = list(csv.reader(io.StringIO("\n".join(lines))))
+    # the separators and header names `mailpulse suppressions` reads and writes, so a
+    # cleaned list (CSV, TSV or ;-separated) can be watched as it is
+    delimiter = next((d for d in (",", "\t", ";") if lines and d in lines[0]), None)
+    if delimiter is not None:
+        rows = list(csv.reader(io.StringIO("\n".join(lines)), delimiter=delimiter))
         header = [h.strip().lower() for h in rows[0]]
-        col = header.index("email") if "email" in header else None
+        col = next((i for i, h in enumerate(header) if h in EMAIL_COLUMNS), None)
         if col is None:
             raise UsageError(
                 f"--emails {path} looks like CSV but has no 'email' column; "
@@ -121,7 +126,7 @@ def read_addresses(path: str) -> list[str]:
             )
         return [r[col].strip() for r in rows[1:] if len(r) > col and r[col].strip()]
     addresses = [ln.strip() for ln in lines]
-    if addresses and addresses[0].lower() == "email":
+    if addresses and addresses[0].lower() in EMAIL_COLUMNS:
         addresses = addresses[1:]
     return addresses
 

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA
-from .base import NormalizeSettings, redact_addresses, text
+from .base import AT_SIGN_RE2, NormalizeSettings, redact_addresses, text
 
 #: Every character Python's str.strip() removes (RE2's \\s is ASCII only).
 #: (a literal: computing it walks every code point, about 0.5 s per process;
@@ -76,7 +76,7 @@ def per_distinct(arr: pa.Array, fn: Callable[[Any], Any], type_: pa.DataType) ->
 def redact_column(arr: pa.Array) -> pa.Array:
     """``base.redact_addresses`` on the values that may hold an address."""
     arr = as_array(arr)
-    may = pc.fill_null(pc.match_substring_regex(arr, "@|%40", ignore_case=True), False)
+    may = pc.fill_null(pc.match_substring_regex(arr, AT_SIGN_RE2, ignore_case=True), False)
     if not pc.any(may).as_py():
         return arr
     return pc.if_else(may, per_distinct(arr, redact_addresses, _STR), arr)

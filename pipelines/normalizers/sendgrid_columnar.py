@@ -19,7 +19,8 @@ import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
 from . import base
-from .base import AT_SIGN_RE2, NormalizeSettings, redact_addresses, text
+from .base import NormalizeSettings, text
+from .columns import redact_column as _redact_column
 from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
 #: Every character Python's str.strip() removes (RE2's \s is ASCII only).
@@ -49,17 +50,6 @@ def text_column(values: list[Any]) -> pa.Array:
         fixed = [text(v) if n else v for v, n in zip(arr.to_pylist(), needs.to_pylist())]
         arr = pa.array(fixed, type=pa.string())
     return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, pa.string()), arr)
-
-
-def redacted(arr: pa.Array) -> pa.Array:
-    """``base.redact_addresses`` on the values that may hold an address."""
-    may = pc.fill_null(pc.match_substring_regex(arr, AT_SIGN_RE2, ignore_case=True), False)
-    if not pc.any(may).as_py():
-        return arr
-    return pa.array(
-        [redact_addresses(v) if m else v for v, m in zip(arr.to_pylist(), may.to_pylist())],
-        type=pa.string(),
-    )
 
 
 def _per_distinct(arr: pa.Array, fn) -> pa.Array:
@@ -162,7 +152,7 @@ def normalize_items(
     bclass = pc.if_else(
         pc.fill_null(pc.is_in(btype, value_set=_BLOCK_WORDS), False), "block", "hard"
     )
-    reason = redacted(
+    reason = _redact_column(
         pc.coalesce(kept(text_column(get("reason"))), kept(text_column(get("response"))))
     )
     cats_k = pa.array([c for c, m in zip(cats, mask) if m], type=pa.list_(pa.string()))
@@ -181,7 +171,7 @@ def normalize_items(
         "categories": cats_k,
         "reason": reason,
         "smtp_status": kept(text_column(get("status"))),
-        "url": redacted(kept(text_column(get("url")))),
+        "url": _redact_column(kept(text_column(get("url")))),
         "attempt": kept(text_column(get("attempt"))),
         "source_uri": pa.array([ctx.source_uri or None] * m, pa.string()),
         "ingested_at": pa.array([ctx.ingested_at] * m, pa.timestamp("us", tz="UTC")),

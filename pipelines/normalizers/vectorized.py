@@ -160,10 +160,14 @@ def normalize_records(
             continue
         try:
             table, ok = module.normalize_docs(docs, ctx)
-        except Exception:  # noqa: BLE001 - a fast-path bug must not lose records: they
-            log.exception(
-                "vectorized %s path failed; records take the exact path", module.PROVIDER
-            )  # all take the exact path instead
+        except Exception as exc:  # noqa: BLE001 - a fast-path bug must not lose records:
+            # they all take the exact path instead (the error's type only: its text may
+            # quote a value, i.e. an address)
+            log.warning(
+                "vectorized %s path failed (%s); records take the exact path",
+                module.PROVIDER,
+                type(exc).__name__,
+            )
             continue
         if table is None or not len(ok):
             continue
@@ -311,10 +315,13 @@ def normalize_chunk_arrow(
             continue
         try:
             got = _arrow_tier(chunk, ctx, module, opener, min_lines)
-        except Exception:  # noqa: BLE001 - a fast-path bug must not lose records: the
-            log.exception(
-                "Arrow tier for %s failed; the chunk takes the record path", module.PROVIDER
-            )  # chunk takes the record path instead
+        except Exception as exc:  # noqa: BLE001 - a fast-path bug must not lose records:
+            # the chunk takes the record path instead (the error's type only, as above)
+            log.warning(
+                "Arrow tier for %s failed (%s); the chunk takes the record path",
+                module.PROVIDER,
+                type(exc).__name__,
+            )
             return None
         if got is None:
             return None
