@@ -130,6 +130,25 @@ DEFAULT_POLL_POLICY = Backoff(initial=5.0, maximum=60.0, multiplier=1.5)
 DEFAULT_RETRY_POLICY = Backoff(initial=1.0, maximum=30.0, multiplier=2.0, attempts=5)
 
 
+def PollPolicy(initial_delay: float = 5.0, multiplier: float = 1.5, max_delay: float = 60.0):  # noqa: N802
+    """The watch's polling as earlier versions spelled it (kept for scripts that pass
+    ``poll_policy=PollPolicy(...)``): a :class:`~pipelines.backoff.Backoff`."""
+    return Backoff(initial=initial_delay, multiplier=multiplier, maximum=max_delay)
+
+
+def RetryPolicy(  # noqa: N802
+    max_attempts: int = 5,
+    initial_delay: float = 1.0,
+    multiplier: float = 2.0,
+    max_delay: float = 30.0,
+):
+    """A poll's retries as earlier versions spelled them (``retry_policy=RetryPolicy(...)``):
+    a :class:`~pipelines.backoff.Backoff` with ``attempts=max_attempts``."""
+    return Backoff(
+        initial=initial_delay, multiplier=multiplier, maximum=max_delay, attempts=max_attempts
+    )
+
+
 # -- entry-point resolution -------------------------------------------------------------
 def _resolve_warehouse(
     warehouse: "str | Warehouse | None", environ: Mapping[str, str]
@@ -536,6 +555,8 @@ __all__ = [
     "DEFAULT_POLL_POLICY",
     "category_hint",
     "DEFAULT_RETRY_POLICY",
+    "PollPolicy",
+    "RetryPolicy",
     "default_timeout",
     "is_transient",
     "COUNT_KEYS",

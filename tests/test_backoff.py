@@ -267,3 +267,14 @@ def test_backoff_imports_nothing_from_pipelines():
     ]
     relative = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
     assert not relative and not any((m or "").startswith("pipelines") for m in imported)
+
+
+def test_the_watchers_earlier_policy_names_still_build_its_policies():
+    """Scripts written against earlier versions pass ``poll_policy=PollPolicy(...)`` and
+    ``retry_policy=RetryPolicy(...)``; both now give the one Backoff type, same defaults."""
+    from pipelines.watcher import DEFAULT_POLL_POLICY, DEFAULT_RETRY_POLICY, PollPolicy, RetryPolicy
+
+    assert PollPolicy() == DEFAULT_POLL_POLICY and RetryPolicy() == DEFAULT_RETRY_POLICY
+    assert list(RetryPolicy(max_attempts=3, initial_delay=0.5).delays()) == [0.5, 1.0]
+    fast = PollPolicy(initial_delay=0.1, multiplier=2, max_delay=0.3)
+    assert [d for d, _ in zip(fast.delays(), range(4))] == [0.1, 0.2, 0.3, 0.3]
