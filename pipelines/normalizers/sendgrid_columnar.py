@@ -18,44 +18,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
-from . import base
-from .base import NormalizeSettings, text
+from .base import NormalizeSettings
+from .columns import per_distinct, text_column, ts_ok
 from .columns import redact_column as _redact_column
 from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
-#: Every character Python's str.strip() removes (RE2's \s is ASCII only).
-#: (a literal: computing it walks every code point, about 0.5 s per process;
-#: tests/test_vectorized_ses.py checks it against str.isspace)
-_PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-_SPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
-_NEEDS_TRIM = f"^{_SPACE_CLASS}|{_SPACE_CLASS}$"
 #: Ids as SendGrid writes them: no whitespace, no control characters.
 _ID_RE = r"^[A-Za-z0-9+/=_\-.:@]+$"
-_MIN_US = int(base._MIN_TS.timestamp()) * 1_000_000
-_MAX_US = int(base._MAX_TS.timestamp()) * 1_000_000
 _KNOWN = pa.array(sorted(EVENT_MAP))
 _BLOCK_WORDS = pa.array(sorted(k for k, v in BOUNCE_TYPE_CLASS.items() if v == "block"))
-
-
-def text_column(values: list[Any]) -> pa.Array:
-    """``base.text`` applied to a column: trimmed strings, empty -> null, numbers as text."""
-    try:
-        arr = pa.array(values, type=pa.string())
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array([text(v) for v in values], type=pa.string())
-    if arr.null_count == len(arr):
-        return arr
-    needs = pc.fill_null(pc.match_substring_regex(arr, _NEEDS_TRIM), False)
-    if pc.any(needs).as_py():
-        fixed = [text(v) if n else v for v, n in zip(arr.to_pylist(), needs.to_pylist())]
-        arr = pa.array(fixed, type=pa.string())
-    return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, pa.string()), arr)
-
-
-def _per_distinct(arr: pa.Array, fn) -> pa.Array:
-    """``fn`` applied once per distinct value (ids repeat across a message's events)."""
-    enc = arr.dictionary_encode()
-    return pc.take(pa.array([fn(v) for v in enc.dictionary.to_pylist()], pa.string()), enc.indices)
 
 
 def _int_column(values: list[Any]) -> tuple[pa.Array, list[int]]:
@@ -114,15 +85,13 @@ def normalize_items(
     ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(eid, _ID_RE), False))
     # message ids exactly as the per-record path derives them from sg_message_id alone;
     # ids that need smtp-id (no message part) take the exact path
-    mid = _per_distinct(mid_raw, lambda v: message_id({"sg_message_id": v}))
+    mid = per_distinct(mid_raw, lambda v: message_id({"sg_message_id": v}), pa.string())
     ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(mid_raw, _ID_RE), False))
     ok = pc.and_(ok, pc.is_valid(mid))
     # seconds, or milliseconds above the threshold (as the exact path reads them)
     is_ms = pc.greater_equal(pc.abs(ts), _MS_THRESHOLD)
     ts_us = pc.if_else(is_ms, pc.multiply(ts, 1000), pc.multiply(ts, 1_000_000))
-    ok = pc.and_(
-        ok, pc.fill_null(pc.and_(pc.greater_equal(ts_us, _MIN_US), pc.less(ts_us, _MAX_US)), False)
-    )
+    ok = pc.and_(ok, ts_ok(ts_us))
     # addresses: hash each distinct value once; blank ones go the exact way
     enc = email.dictionary_encode()
     uniq = enc.dictionary.to_pylist()
@@ -323,9 +292,7 @@ def normalize_table(
     )
     is_ms = pc.greater_equal(pc.abs(ts), _MS_THRESHOLD)
     ts_us = pc.if_else(is_ms, pc.multiply(ts, 1000), pc.multiply(ts, 1_000_000))
-    ok = pc.and_(
-        ok, pc.fill_null(pc.and_(pc.greater_equal(ts_us, _MIN_US), pc.less(ts_us, _MAX_US)), False)
-    )
+    ok = pc.and_(ok, ts_ok(ts_us))
     # categories: a clean string, or a list of distinct clean strings, or none
     cs, cl = f["category_s"], f["category_l"]
     cs_ok = pc.or_kleene(
