@@ -136,13 +136,6 @@ class LoadReport:
 # -- archive layout: see pipelines/sources.py --------------------------------------------
 
 
-def list_archive_files(archive: str, day: date, with_sizes: bool = False):
-    """Archive files of one day in the mailpulse layout, sorted (a convenience for
-    scripts; loads list through :mod:`pipelines.sources`)."""
-    files = list_days(archive_sources(archive), [day]).files
-    return [(f.uri, f.size) for f in files] if with_sizes else [f.uri for f in files]
-
-
 #: Above this many archive bytes (compressed) a local load runs Beam workers in several
 #: processes, one per core (up to 4): normalization is CPU-bound Python. Smaller loads
 #: stay in one process, where starting workers would cost more than it saves.

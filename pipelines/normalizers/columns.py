@@ -56,13 +56,6 @@ def text_column(values: Sequence[Any]) -> pa.Array:
     return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, _STR), arr)
 
 
-def str_column(values: Sequence[Any]) -> tuple[pa.Array, np.ndarray]:
-    """Strings as they are; (column, mask of positions that hold something else)."""
-    arr = pa.array([v if type(v) is str else None for v in values], type=_STR)
-    other = np.fromiter((v is not None and type(v) is not str for v in values), bool, len(values))
-    return arr, other
-
-
 def per_distinct(arr: pa.Array, fn: Callable[[Any], Any], type_: pa.DataType) -> pa.Array:
     """``fn`` applied once per distinct value of ``arr`` (nulls stay null)."""
     arr = as_array(arr)

@@ -56,7 +56,6 @@ from .columns import (  # noqa: F401
     per_distinct,
     recipient_columns,
     redact_column,
-    str_column,
     text_array,
     text_column,
     ts_ok,
