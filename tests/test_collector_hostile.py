@@ -211,6 +211,50 @@ def test_connection_bound_sheds_the_oldest_slow_connection(tmp_path, key):
     assert "bad_request" not in log  # a shed connection is not counted as a bad request
 
 
+def test_a_client_that_has_not_sent_yet_is_not_shed_for_room(tmp_path, key):
+    """A client descheduled between connect() and its send (a busy machine) looks idle;
+    a newer slow head must be shed for room, not it."""
+    priv, pub = key
+    server = Serve(tmp_path, "--workers", "1", "--max-connections", "1", pub=pub, cmc=False)
+    body, headers = signed_batch(priv, "late")
+    request = (
+        "POST /webhooks/sendgrid HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+    slow = []
+    try:
+        slow.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        slow[-1].sendall(SLOW_HEAD)
+        time.sleep(0.2)
+        late = socket.create_connection(("127.0.0.1", server.port), timeout=5)  # sends nothing yet
+        time.sleep(0.2)  # the first slow head is shed for it
+        slow.append(socket.create_connection(("127.0.0.1", server.port), timeout=5))
+        slow[-1].sendall(SLOW_HEAD)
+        time.sleep(0.3)  # room is made again: the newer slow head goes, the silent one stays
+        answer = b""
+        try:
+            late.sendall(request)
+            while chunk := late.recv(65536):
+                answer += chunk
+        except OSError as exc:
+            answer = type(exc).__name__.encode()
+        late.close()
+        shed = []
+        for s in slow:
+            s.settimeout(0.5)
+            try:
+                shed.append(s.recv(100) == b"")
+            except OSError:
+                shed.append(True)
+    finally:
+        for s in slow:
+            s.close()
+        server.stop()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert archived(server.archive) and shed == [True, True]
+
+
 def test_a_flood_far_past_the_bound_gets_503_never_a_reset(tmp_path, key):
     priv, pub = key
     server = Serve(tmp_path, "--workers", "1", "--max-connections", "10", pub=pub, cmc=False)

@@ -248,11 +248,17 @@ class CollectorWorker(base.Worker):
         """The connection to close for room: the oldest waiting one that has no bytes in
         its socket which the loop has not read yet. One that has is making progress (or
         has not been looked at yet): typically a genuine post whose head came with its
-        connection, accepted in the same burst as a flood of new connections."""
+        connection, accepted in the same burst as a flood of new connections. A connection
+        that has sent nothing yet is spared for ``SHED_GRACE_SECONDS`` after its accept:
+        a client that was descheduled between ``connect()`` and its first send (a busy
+        machine) looks idle, but it is about to send its request."""
+        now = time.monotonic()
         for i, c in enumerate(self.waiting):
             if i >= 256:
                 break
-            if c.unread_bytes() == 0 and not c.buffered_unparsed():
+            if c.unread_bytes() or c.buffered_unparsed():
+                continue
+            if c.heard or now - c.accepted >= SHED_GRACE_SECONDS:
                 return c
         return None
 
@@ -344,6 +350,7 @@ class _Connection:
         self.writer.transport.abort()
 
     closed_by_us = False
+    heard = False  # any byte of a request read from this connection yet
 
     def buffered_unparsed(self) -> bool:
         """Bytes read from the socket that this connection's task has not taken yet
@@ -427,6 +434,7 @@ class _Connection:
                     if head_deadline is None and data:
                         head_deadline = loop.time() + self.lim.header_timeout
                     eof = not data
+                    self.heard = self.heard or not eof
                     self.conn.receive_data(data)
                     continue
                 if isinstance(event, h11.Request):
@@ -733,6 +741,9 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
         return str(peer[0]), int(peer[1])
     return "-", 0
 
+
+#: A connection that has sent nothing is not shed for room this long after its accept.
+SHED_GRACE_SECONDS = 1.0
 
 #: A refused newcomer may still be sending its request: read and drop this much, for at
 #: most this long, before closing, so that it reads the 503 instead of a connection reset.
