@@ -22,7 +22,15 @@ import pyarrow.compute as pc
 
 from . import cmc, ses
 from .base import NormalizeSettings, RecordError
-from .columns import event_ids, finish, per_distinct, recipient_columns, redact_column, text_column
+from .columns import (
+    event_ids,
+    finish,
+    per_distinct,
+    recipient_columns,
+    redact_column,
+    single_lists,
+    text_column,
+)
 
 PROVIDER = cmc.PROVIDER
 KIND = "deliveries"
@@ -201,11 +209,7 @@ def _events(
         pc.fill_null(reason_r, ""), lambda r: cmc.smtp_class(r or None), pa.string()
     )
     email_hash = kept(h)
-    if cats_t is not None:
-        c = kept(cats_t).to_pylist()
-        categories = pa.array([[x] if x else [] for x in c], pa.list_(pa.string()))
-    else:
-        categories = pa.array([[]] * n, pa.list_(pa.string()))
+    categories = single_lists(kept(cats_t) if cats_t is not None else pa.nulls(n, pa.string()))
     cols = {
         # deterministic_event_id(PROVIDER, mid, type, hash, ts) with no ``extra``: ""
         "event_id": event_ids(

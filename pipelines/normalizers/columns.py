@@ -56,6 +56,15 @@ def text_column(values: Sequence[Any]) -> pa.Array:
     return pc.if_else(pc.equal(pc.utf8_length(arr), 0), pa.scalar(None, _STR), arr)
 
 
+def single_lists(arr: pa.Array) -> pa.Array:
+    """``[x]`` for each non-empty string ``x`` of ``arr``, ``[]`` for null or empty ones
+    (a list column without a Python object per row)."""
+    arr = as_array(arr)
+    one = pc.fill_null(pc.greater(pc.utf8_length(arr), 0), False).to_numpy(zero_copy_only=False)
+    offsets = np.concatenate(([0], np.cumsum(one, dtype=np.int32))).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets), pc.filter(arr, pa.array(one)))
+
+
 def per_distinct(arr: pa.Array, fn: Callable[[Any], Any], type_: pa.DataType) -> pa.Array:
     """``fn`` applied once per distinct value of ``arr`` (nulls stay null)."""
     arr = as_array(arr)
@@ -152,9 +161,10 @@ def event_ids(provider: str, parts: Iterable[pa.Array]) -> pa.Array:
     """``deterministic_event_id(provider, *parts)`` for each row (parts are the key fields
     in order, nulls meaning empty)."""
     cols = [pc.fill_null(as_array(p), "") for p in parts]
-    keys = pc.binary_join_element_wise(provider, *cols, "\x1f").to_pylist()
+    # as bytes: the UTF-8 the digest is over, without a str object per row
+    keys = pc.binary_join_element_wise(provider, *cols, "\x1f").cast(pa.binary()).to_pylist()
     sha = hashlib.sha256
-    return pa.array([sha(k.encode("utf-8")).hexdigest()[:32] for k in keys], _STR)
+    return pa.array([sha(k).hexdigest()[:32] for k in keys], _STR)
 
 
 # -- the chunk ------------------------------------------------------------------------------
@@ -167,11 +177,11 @@ def finish(
     event_date, source_uri and ingested_at filled in and ``_pos`` appended."""
     ts = as_array(cols["event_ts"]).cast(_TS)
     fixed = {
-        "provider": pa.array([provider] * n, _STR),
+        "provider": pa.repeat(pa.scalar(provider, _STR), n),
         "event_ts": ts,
         "event_date": ts.cast(pa.date32()),
-        "source_uri": pa.array([ctx.source_uri or None] * n, _STR),
-        "ingested_at": pa.array([ctx.ingested_at] * n, _TS),
+        "source_uri": pa.repeat(pa.scalar(ctx.source_uri or None, _STR), n),
+        "ingested_at": pa.repeat(pa.scalar(ctx.ingested_at, _TS), n),
     }
     out = []
     for f in EVENT_SCHEMA:

@@ -238,6 +238,7 @@ def normalize_table(
         per_distinct,
         recipient_columns,
         redact_column,
+        single_lists,
         text_array,
     )
 
@@ -351,11 +352,10 @@ def normalize_table(
         s,
     )
     cs_k, cl_k = kept(cs), kept(cl)
-    cats = pc.if_else(pc.is_valid(cs_k), pa.array([[]] * len(cs_k), pa.list_(s)), cl_k)
-    cats = pc.fill_null(cats, pa.scalar([], pa.list_(s)))
-    if pc.any(pc.is_valid(cs_k)).as_py():
-        singles = pa.array([[c] if c is not None else None for c in cs_k.to_pylist()], pa.list_(s))
-        cats = pc.if_else(pc.is_valid(cs_k), singles, cats)
+    # a clean category string (non-empty, checked above) as a list of one
+    cats = pc.if_else(
+        pc.is_valid(cs_k), single_lists(cs_k), pc.fill_null(cl_k, pa.scalar([], pa.list_(s)))
+    )
     reason = redact_column(
         pc.coalesce(text_array(kept(f["reason"])), text_array(kept(f["response"])))
     )

@@ -209,6 +209,33 @@ def normalize_records(
 _RAPIDJSON_ONLY = r"[:,\[][ \t\r\n]*-?(?:NaN|Inf)"
 
 
+_TOKEN_BEFORE = frozenset(b":,[")
+_JSON_SPACE = frozenset(b" \t\r\n")
+
+
+def _rapidjson_only_lines(chunk: bytes, lines: Lines) -> np.ndarray:
+    """Indices of the lines where ``_RAPIDJSON_ONLY`` matches: a ``NaN`` / ``Inf`` (or
+    ``-NaN`` / ``-Inf``) right after ``:``, ``,`` or ``[`` and JSON whitespace. Found by
+    scanning for the two words (rare in a chunk: a few random ids contain them) instead
+    of running the pattern over every line. A match across a line break counts for the
+    line of the word, which can only leave a line to the record path, never take one."""
+    found = []
+    for word in (b"NaN", b"Inf"):
+        i = chunk.find(word)
+        while i >= 0:
+            j = i - 1
+            if j >= 0 and chunk[j] == 45:  # "-"
+                j -= 1
+            while j >= 0 and chunk[j] in _JSON_SPACE:
+                j -= 1
+            if j >= 0 and chunk[j] in _TOKEN_BEFORE:
+                found.append(i)
+            i = chunk.find(word, i + 1)
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    return np.unique(np.searchsorted(lines.ends, np.asarray(found, dtype=np.int64)))
+
+
 @dataclass
 class Lines:
     """A chunk's lines (no copy): ``starts[i]`` .. ``ends[i]`` (newline excluded)."""
@@ -282,11 +309,8 @@ def _arrow_tier(
         PARSE_SECONDS[0] += time.perf_counter() - t0
     if table.num_rows != len(lines):
         return None
-    if b"NaN" in chunk or b"Inf" in chunk:
-        allowed = pc.invert(pc.match_substring_regex(lines.array(), _RAPIDJSON_ONLY))
-        allowed = allowed.to_numpy(zero_copy_only=False)
-    else:
-        allowed = np.ones(len(lines), dtype=bool)
+    allowed = np.ones(len(lines), dtype=bool)
+    allowed[_rapidjson_only_lines(chunk, lines)] = False
     if hasattr(module, "arrow_allowed"):
         allowed = allowed & module.arrow_allowed(lines.array(), chunk)
     events, rows = module.normalize_table(table, ctx, allowed)
