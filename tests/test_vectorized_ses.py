@@ -35,9 +35,24 @@ def ses_lines(draw):
     if kind == "payload":
         return orjson.dumps(draw(st.sampled_from(PAYLOADS)))
     if kind == "sns":
-        return orjson.dumps(sns_wrapped(draw(mutated(SYNTH_DOCS + PAYLOADS))))
+        return draw(sns_lines())
     base = SYNTH_DOCS if kind == "mutated-synth" else PAYLOADS
     return orjson.dumps(draw(mutated(base)))
+
+
+@st.composite
+def sns_lines(draw):
+    """An SES record in an SNS envelope: the record mutated as the others are, its text
+    compact or pretty-printed (a line break inside the Message) or padded, and the
+    envelope's own fields (Type, Timestamp, Message, ...) replaced, removed or renamed."""
+    inner = draw(mutated(SYNTH_DOCS + PAYLOADS))
+    message = orjson.dumps(inner, option=draw(st.sampled_from([0, 0, 0, orjson.OPT_INDENT_2])))
+    message = message.decode()
+    if draw(st.integers(0, 9)) == 0:
+        message = " " + message
+    envelope = sns_wrapped(inner)
+    envelope["Message"] = message
+    return orjson.dumps(draw(mutated([envelope])))
 
 
 @settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -56,13 +71,99 @@ def test_synth_records_take_the_fast_path():
     assert fast.events.num_rows > len(SYNTH)  # multi-recipient records fan out
 
 
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(raw_mutated(sns_lines()), min_size=1, max_size=25))
+def test_chunks_of_sns_envelopes_equal_the_exact_path(lines):
+    """An archive drained from an SQS queue holds nothing but SNS envelopes."""
+    assert_same(chunk_of(lines), context(), MODULES)
+
+
 def test_synth_chunks_take_the_arrow_reader():
-    """Tier 1: a chunk of bare event-publishing records is read by Arrow's JSON reader
-    (no Python object per record); the SNS-wrapped ones are left to the record path."""
-    bare = [ln for ln in SYNTH if ln.startswith(b'{"eventType"')]
+    """Tier 1: a chunk of event-publishing records, bare or in SNS envelopes, is read by
+    Arrow's JSON reader (no Python object per record)."""
+    wrapped = [ln for ln in SYNTH if ln.startswith(b'{"Type"')]
+    assert wrapped and len(wrapped) < len(SYNTH)
     t1 = vectorized.normalize_chunk_arrow(chunk_of(list(SYNTH)), context(), modules=MODULES)
-    assert t1 is not None and t1.records_fast == len(bare)
-    assert all(not r.raw.startswith(b'{"eventType"') for r in t1.residual)
+    assert t1 is not None and t1.records_fast == len(SYNTH) and not t1.residual
+    only_sns = vectorized.normalize_chunk_arrow(chunk_of(wrapped), context(), modules=MODULES)
+    assert only_sns is not None and only_sns.records_fast == len(wrapped)
+
+
+def _envelope(inner: dict | str, **fields) -> bytes:
+    env = {
+        "Type": "Notification",
+        "MessageId": "m-1",
+        "Timestamp": "2026-11-20T00:00:00.000Z",
+        "TopicArn": "arn:aws:sns:x",
+        "Message": inner if isinstance(inner, str) else orjson.dumps(inner).decode(),
+    }
+    env.update(fields)
+    return orjson.dumps({k: v for k, v in env.items() if v is not ...})
+
+
+def _no_own_time(doc: dict) -> dict:
+    """An SES Open record without its own time (the exact path then takes the envelope's)."""
+    doc = orjson.loads(orjson.dumps(doc))
+    doc["eventType"] = "Open"
+    doc["open"] = {"ipAddress": "192.0.2.1", "userAgent": "x"}
+    return doc
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        "no own time",
+        "no own time, no envelope time",
+        "subscription",
+        "setup message",
+        "message is an object",
+        "pretty-printed message",
+        "an eventType key on the envelope",
+        "NaN in the message",
+        "an envelope in the envelope",
+    ],
+)
+def test_odd_envelopes_read_as_the_exact_path_reads_them(odd):
+    base = orjson.loads(next(ln for ln in SYNTH if ln.startswith(b'{"eventType"')))
+    line = {
+        "no own time": lambda: _envelope(_no_own_time(base)),
+        "no own time, no envelope time": lambda: _envelope(_no_own_time(base), Timestamp=...),
+        "subscription": lambda: _envelope(base, Type="SubscriptionConfirmation"),
+        "setup message": lambda: _envelope(
+            "Successfully validated SNS topic for Amazon SES event publishing."
+        ),
+        "message is an object": lambda: (
+            _envelope(base).replace(b'"Message":"', b'"M":"')[:-1]
+            + b',"Message":'
+            + orjson.dumps(base)
+            + b"}"
+        ),
+        "pretty-printed message": lambda: _envelope(
+            orjson.dumps(base, option=orjson.OPT_INDENT_2).decode()
+        ),
+        "an eventType key on the envelope": lambda: _envelope(base, eventType=None),
+        "NaN in the message": lambda: _envelope(orjson.dumps(base).decode()[:-1] + ',"x":NaN}'),
+        "an envelope in the envelope": lambda: _envelope(_envelope(base).decode()),
+    }[odd]()
+    clean = [ln for ln in SYNTH if ln.startswith(b'{"Type"')][:20]
+    fast = assert_same(chunk_of(clean[:10] + [line] + clean[10:]), context(), MODULES)
+    assert fast.records_fast >= 20  # the clean envelopes around it still took the fast path
+
+
+def test_the_envelope_time_rule_is_what_keeps_the_paths_equal(monkeypatch):
+    """Mutation check: a record without its own time in an envelope with a Timestamp has
+    the envelope's time on the exact path; a tier 1 that ignored the rule would differ."""
+    base = orjson.loads(next(ln for ln in SYNTH if ln.startswith(b'{"eventType"')))
+    lines = [_envelope(_no_own_time(base))] + [ln for ln in SYNTH if ln.startswith(b'{"Type"')][:20]
+    assert_same(chunk_of(lines), context(), MODULES)
+    real = ses_columnar.normalize_table
+    monkeypatch.setattr(
+        ses_columnar,
+        "normalize_table",
+        lambda t, ctx, allowed, own_time=None: real(t, ctx, allowed),
+    )
+    with pytest.raises(AssertionError):
+        assert_same(chunk_of(lines), context(), MODULES)
 
 
 def test_chunks_arrow_cannot_read_as_orjson_does_take_the_record_path():

@@ -25,6 +25,7 @@ from .base import NormalizeSettings, RecordError
 from .columns import (
     event_ids,
     finish,
+    may_hold_u00,
     per_distinct,
     recipient_columns,
     redact_column,
@@ -257,7 +258,7 @@ def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
 def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
     if (
         chunk
-        and b"\\u00" not in chunk
+        and not may_hold_u00(chunk)
         and not any(
             k in chunk
             for k in (b'"eventType"', b'"notificationType"', b'"Type"', b'"Body"', b'"Messages"')

@@ -19,7 +19,7 @@ import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
 from .base import NormalizeSettings
-from .columns import per_distinct, text_column, ts_ok
+from .columns import may_hold_u00, per_distinct, text_column, ts_ok
 from .columns import redact_column as _redact_column
 from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
@@ -207,10 +207,10 @@ def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
     the renamed spellings already, nor a letter written as an escape)."""
     if (
         chunk
-        and b"\\u00" not in chunk
-        and b'"category_' not in chunk
-        and chunk.count(b'"category"')
+        # every '"category' (the key, or one spelled like a renamed key) is renamed
+        and chunk.count(b'"category')
         == (chunk.count(b'"category":"') + chunk.count(b'"category":['))
+        and not may_hold_u00(chunk)
     ):
         return np.ones(len(lines), dtype=bool)  # every line: the common case, checked at once
     renamed = pc.add(

@@ -254,8 +254,58 @@ _PER_RECIPIENT = frozenset({"Bounce", "DeliveryDelay"})
 _ADDRESS_LISTS = frozenset({"Delivery"})
 
 
+#: How an SNS notification envelope starts its type, compact (as SNS, SQS and the archive
+#: write it): lines with it are the candidates for :func:`arrow_envelopes`.
+_SNS_NOTIFICATION = b'"Type":"Notification"'
+
+
 def arrow_sniff(chunk: bytes) -> bool:
-    return b'"eventType"' in chunk
+    return b'"eventType"' in chunk or _SNS_NOTIFICATION in chunk
+
+
+def arrow_envelopes(chunk: bytes, lines) -> dict[int, tuple[bytes, dict, bool]]:
+    """SNS notification envelopes whose SES record tier 1 can read in their place:
+    ``{line: (the record's text, the envelope as parse_json read it, whether the record
+    must carry its own time)}``.
+
+    A line qualifies only when the exact path would open it the same way
+    (:func:`.ses._unwrap`): one JSON object, parsed with the exact path's parser, that
+    is not itself a record (no ``eventType`` / ``notificationType``), of ``Type``
+    ``Notification``, whose ``Message`` is a string that is not the SNS set-up message
+    and holds one line of JSON text (``{`` .. ``}``, no line break). Tier 1 then reads
+    that text as it reads a bare record's line, with every check it makes on lines; the
+    record must have its own time when the envelope has a ``Timestamp`` (the exact path
+    would otherwise take the envelope's: :func:`select`'s rule). Anything else stays on
+    the record path, as the envelope it is."""
+    from ..records import parse_json
+
+    found = []
+    i = chunk.find(_SNS_NOTIFICATION)
+    while i >= 0:
+        found.append(i)
+        i = chunk.find(_SNS_NOTIFICATION, i + 1)
+    if not found:
+        return {}
+    out: dict[int, tuple[bytes, dict, bool]] = {}
+    setup = ses.SNS_SETUP_MESSAGE_PREFIX
+    for row in np.unique(np.searchsorted(lines.ends, np.asarray(found, dtype=np.int64))):
+        row = int(row)
+        doc, err = parse_json(lines.raw(row))
+        if err is not None or type(doc) is not dict:
+            continue
+        if "eventType" in doc or "notificationType" in doc or doc.get("Type") != "Notification":
+            continue
+        message = doc.get("Message")
+        if type(message) is not str or message.strip().startswith(setup):
+            continue
+        try:
+            inner = message.encode("utf-8")
+        except UnicodeEncodeError:
+            continue
+        if inner[:1] != b"{" or inner[-1:] != b"}" or b"\n" in inner or b"\r" in inner:
+            continue
+        out[row] = (inner, doc, doc.get("Timestamp") is not None)
+    return out
 
 
 def _payload_fields(word: str) -> list[str]:
@@ -327,9 +377,11 @@ def _micros(ts_s: pa.Array) -> tuple[pa.Array, pa.Array]:
 
 
 def normalize_table(
-    t: pa.Table, ctx: NormalizeSettings, allowed: np.ndarray
+    t: pa.Table, ctx: NormalizeSettings, allowed: np.ndarray, own_time: np.ndarray | None = None
 ) -> tuple[pa.Table, np.ndarray]:
-    """(events with ``_row``, the rows taken) for a chunk read with :func:`arrow_schema`."""
+    """(events with ``_row``, the rows taken) for a chunk read with :func:`arrow_schema`.
+    ``own_time``: rows (records from SNS envelopes with a ``Timestamp``) taken only when
+    the record carries its own time (:func:`_own_time`)."""
     from .columns import text_array
 
     s = pa.string()
@@ -358,8 +410,17 @@ def normalize_table(
         if w == "Click":
             link = pc.if_else(masks[w], pc.struct_field(pst, "link"), link)
     own_missing = pc.fill_null(pc.equal(ts_own, ""), True)
-    us, head = _micros(pc.if_else(own_missing, pc.struct_field(mail, "timestamp"), ts_own))
+    mail_ts = pc.struct_field(mail, "timestamp")
+    us, head = _micros(pc.if_else(own_missing, mail_ts, ts_own))
     ok &= pc.is_valid(us).to_numpy(zero_copy_only=False)
+    if own_time is not None and own_time.any():
+        # _own_time: the payload's timestamp, or mail.timestamp for MAIL_TIME_TYPES
+        mail_time = pc.and_(
+            pc.fill_null(pc.is_in(ev, value_set=pa.array(sorted(ses.MAIL_TIME_TYPES), s)), False),
+            pc.fill_null(pc.not_equal(mail_ts, ""), False),
+        )
+        has_own = pc.or_(pc.invert(own_missing), mail_time).to_numpy(zero_copy_only=False)
+        ok &= ~own_time | has_own
 
     # recipients, one group per word: (row, position, address, status, diagnosticCode)
     groups = []

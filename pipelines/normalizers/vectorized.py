@@ -210,15 +210,14 @@ _RAPIDJSON_ONLY = r"[:,\[][ \t\r\n]*-?(?:NaN|Inf)"
 
 
 _TOKEN_BEFORE = frozenset(b":,[")
-_JSON_SPACE = frozenset(b" \t\r\n")
+_JSON_SPACE = frozenset(b" \t\r")  # and \n, which ends the line
 
 
 def _rapidjson_only_lines(chunk: bytes, lines: Lines) -> np.ndarray:
     """Indices of the lines where ``_RAPIDJSON_ONLY`` matches: a ``NaN`` / ``Inf`` (or
     ``-NaN`` / ``-Inf``) right after ``:``, ``,`` or ``[`` and JSON whitespace. Found by
     scanning for the two words (rare in a chunk: a few random ids contain them) instead
-    of running the pattern over every line. A match across a line break counts for the
-    line of the word, which can only leave a line to the record path, never take one."""
+    of running the pattern over every line."""
     found = []
     for word in (b"NaN", b"Inf"):
         i = chunk.find(word)
@@ -273,8 +272,10 @@ def split_lines(data: bytes) -> Lines | None:
 def _arrow_tier(
     chunk: bytes, ctx: NormalizeSettings, module, opener: bytes, min_lines: int = MIN_RECORDS
 ):
-    """(events with ``_row``, taken rows, Lines) or None when the chunk is not provably
-    read by Arrow as orjson reads it."""
+    """(events with ``_row``, taken rows, Lines, {row: envelope document}) or None when
+    the chunk is not provably read by Arrow as orjson reads it. A module with
+    ``arrow_envelopes`` has the records of the envelopes it opens read in place of
+    their lines (the envelopes, parsed on the way, are returned for the residual)."""
     import io
 
     import pyarrow.json as pj
@@ -291,6 +292,15 @@ def _arrow_tier(
         chunk.decode("utf-8")
     except UnicodeDecodeError:
         return None
+    # records in envelopes (SES in SNS) read in place of their envelope's line
+    opened = module.arrow_envelopes(chunk, lines) if hasattr(module, "arrow_envelopes") else {}
+    read_lines, own_time = lines, None
+    if opened:
+        pieces = [opened[i][0] if i in opened else lines.raw(i) for i in range(len(lines))]
+        chunk = b"\n".join(pieces) + b"\n"
+        read_lines = split_lines(chunk)
+        own_time = np.zeros(len(lines), dtype=bool)
+        own_time[[i for i, v in opened.items() if v[2]]] = True
     data = module.arrow_input(chunk) if hasattr(module, "arrow_input") else chunk
     t0 = time.perf_counter()
     try:
@@ -310,11 +320,14 @@ def _arrow_tier(
     if table.num_rows != len(lines):
         return None
     allowed = np.ones(len(lines), dtype=bool)
-    allowed[_rapidjson_only_lines(chunk, lines)] = False
+    allowed[_rapidjson_only_lines(chunk, read_lines)] = False
     if hasattr(module, "arrow_allowed"):
-        allowed = allowed & module.arrow_allowed(lines.array(), chunk)
-    events, rows = module.normalize_table(table, ctx, allowed)
-    return events, rows, lines
+        allowed = allowed & module.arrow_allowed(read_lines.array(), chunk)
+    if own_time is None:
+        events, rows = module.normalize_table(table, ctx, allowed)
+    else:
+        events, rows = module.normalize_table(table, ctx, allowed, own_time)
+    return events, rows, lines, {i: v[1] for i, v in opened.items()}
 
 
 def normalize_chunk_arrow(
@@ -348,7 +361,7 @@ def normalize_chunk_arrow(
             return None
         if got is None:
             return None
-        events, rows, lines = got
+        events, rows, lines, envelopes = got
         if events is None:
             events = EVENT_SCHEMA.empty_table().append_column("_row", pa.array([], pa.int64()))
         taken = np.zeros(len(lines), dtype=bool)
@@ -360,7 +373,10 @@ def normalize_chunk_arrow(
         t0 = time.perf_counter()
         for i in np.flatnonzero(~taken):
             raw = lines.raw(int(i))
-            doc, err = parse_json(raw)
+            if int(i) in envelopes:  # parsed already, by the same parser
+                doc, err = envelopes[int(i)], None
+            else:
+                doc, err = parse_json(raw)
             residual.append(RawRecord(int(i) + 1, raw, doc, err))
         PARSE_SECONDS[0] += time.perf_counter() - t0
         if with_lines:

@@ -1,0 +1,42 @@
+"""The byte-level screens of tier 1 say what the plain checks they replace say."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipelines.normalizers import columns, vectorized
+
+#: bytes that make the screens' cases: backslashes, escapes, the two words, delimiters
+_PIECES = [b"\\", b"u", b"0", b"00", b"\\u00", b"\\u0041", b"NaN", b"Inf", b"-", b" ", b"\t"]
+_PIECES += [b":", b",", b"[", b"{", b"}", b'"', b"a", b"N", b"I", b"x@y.jp", b"\n"]
+
+
+@st.composite
+def texts(draw):
+    return b"".join(draw(st.lists(st.sampled_from(_PIECES), max_size=60)))
+
+
+@settings(max_examples=400, deadline=None)
+@given(texts())
+def test_may_hold_u00_is_the_substring_test(text):
+    assert columns.may_hold_u00(text) == (b"\\u00" in text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(texts(), min_size=1, max_size=8))
+def test_the_nan_screen_finds_every_line_the_pattern_matches(parts):
+    lines = [p.replace(b"\n", b"") or b"{}" for p in parts]
+    chunk = b"\n".join(lines) + b"\n"
+    found = set(vectorized._rapidjson_only_lines(chunk, vectorized.split_lines(chunk)).tolist())
+    pattern = re.compile(vectorized._RAPIDJSON_ONLY.encode())
+    assert found == {i for i, ln in enumerate(lines) if pattern.search(ln)}
+
+
+def test_the_nan_screen_on_a_chunk_without_the_words():
+    chunk = b'{"a":1}\n{"b":"Nat"}\n'
+    got = vectorized._rapidjson_only_lines(chunk, vectorized.split_lines(chunk))
+    assert isinstance(got, np.ndarray) and not len(got)
