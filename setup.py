@@ -29,6 +29,7 @@ CORE = [
     "pyarrow>=17,<26",
     "numpy<2.5",
     "orjson>=3.10",
+    "zlib-ng>=0.5",  # gunzip of archive files, about twice zlib's speed (pipelines/records.py)
     "pyyaml>=6",
     "google-cloud-bigquery>=3.30",
     "db-dtypes>=1.2",

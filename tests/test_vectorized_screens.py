@@ -40,3 +40,16 @@ def test_the_nan_screen_on_a_chunk_without_the_words():
     chunk = b'{"a":1}\n{"b":"Nat"}\n'
     got = vectorized._rapidjson_only_lines(chunk, vectorized.split_lines(chunk))
     assert isinstance(got, np.ndarray) and not len(got)
+
+
+_TEXT = st.text(alphabet=st.sampled_from(list(columns._PY_SPACE[:6]) + list("ab\u3000\x85é\u200b")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), _TEXT), max_size=30))
+def test_needs_trim_is_what_str_strip_changes(values):
+    import pyarrow as pa
+
+    for typ in (pa.string(), pa.large_string()):
+        got = columns.needs_trim(pa.array(values, typ)).to_pylist()
+        assert got == [None if v is None else v != v.strip() for v in values]

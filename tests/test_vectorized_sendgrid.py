@@ -4,6 +4,7 @@ per-record SendGrid normalizer gives."""
 from __future__ import annotations
 
 import orjson
+import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -38,6 +39,7 @@ def sendgrid_lines(draw):
                 "mutated-payload",
                 "spaced-category",
                 "renamed-key",
+                "category-as-a-value",
             ]
         )
     )
@@ -47,8 +49,14 @@ def sendgrid_lines(draw):
         return orjson.dumps(draw(st.sampled_from(PAYLOADS)))
     if kind == "spaced-category":  # the key in a spelling the rename does not see
         return draw(st.sampled_from(SYNTH)).replace(b'"category":', b'"category" :', 1)
-    if kind == "renamed-key":  # a key that is the rename's own spelling
-        return draw(st.sampled_from(SYNTH)).replace(b'"category":"', b'"category_s":"')
+    if kind == "renamed-key":  # a key that is one of the rename's own spellings
+        new = draw(st.sampled_from([b'"category_s":', b'"category_l":', b'"category_x":']))
+        return draw(st.sampled_from(SYNTH)).replace(b'"category":', new)
+    if kind == "category-as-a-value":  # the word, quoted, where the rename must not touch it
+        line = draw(st.sampled_from(SYNTH))
+        return line.replace(b'"event":"', b'"reason":"category","event":"', 1).replace(
+            b'"category":[', b'"category":["category",', 1
+        )
     base = SYNTH_DOCS if kind == "mutated-synth" else PAYLOADS
     return orjson.dumps(draw(mutated(base)))
 
@@ -79,7 +87,7 @@ def test_keys_spelled_like_the_rename_take_the_record_path(monkeypatch):
     assert fast.records_fast == 0
     # without the guard the comparison fails: the guard is what keeps the paths equal
     monkeypatch.setattr(
-        sendgrid_columnar, "arrow_allowed", lambda lines, chunk=b"": np.ones(len(lines), dtype=bool)
+        sendgrid_columnar, "arrow_allowed", lambda lines: np.ones(len(lines), dtype=bool)
     )
     with pytest.raises(AssertionError):
         assert_same(chunk_of(lines), context(), MODULES)
@@ -101,20 +109,28 @@ def test_reads_the_mapping_dicts_of_the_sendgrid_module(monkeypatch):
     assert ("open", "click") in pairs
 
 
-@pytest.mark.parametrize("mutation", ["message_id", "categories", "texts"])
+@pytest.mark.parametrize(
+    "mutation", ["message_id", "message_id, other shapes", "categories", "texts"]
+)
 def test_comparison_fails_when_the_paths_differ(monkeypatch, mutation):
     """Mutation check: a fast path that differs in one field is caught."""
     import pyarrow.compute as pc
 
     lines = list(SYNTH[:200])
-    if mutation == "message_id":  # the whole sg_message_id kept
+    if mutation == "message_id":  # the whole sg_message_id kept (the common shape)
+        monkeypatch.setattr(sendgrid_columnar, "_message_part", lambda m: pa.nulls(len(m), m.type))
+    elif mutation == "message_id, other shapes":  # ids the plain search does not take
+        lines = [ln.replace(b".filter", b".FILTER", 1) for ln in lines]
         monkeypatch.setattr(sendgrid_columnar, "_MESSAGE_PART", r"^(?P<m>.*?)\.never")
     elif mutation == "categories":  # string categories lost
         real = sendgrid_columnar.arrow_input
         monkeypatch.setattr(
             sendgrid_columnar,
             "arrow_input",
-            lambda c: real(c).replace(b'"category_s":', b'"category_x":'),
+            lambda c, lines: (
+                (real(c, lines)[0].replace(b'"category":"', b'"category_y":"'),)
+                + real(c, lines)[1:]
+            ),
         )
     else:  # texts upper-cased
         real_text = columns.text_array

@@ -27,9 +27,17 @@ _STR = pa.string()
 _TS = pa.timestamp("us", tz="UTC")
 
 
+_SPACES = pa.array(list(_PY_SPACE), _STR)
+
+
 def needs_trim(arr: pa.Array) -> pa.Array:
-    """Strings ``str.strip()`` would change; null stays null."""
-    return pc.match_substring_regex(as_array(arr), NEEDS_TRIM)
+    """Strings ``str.strip()`` would change (``NEEDS_TRIM`` matches); null stays null.
+    By their first and last character, not a regex that reads every string to its end."""
+    arr = as_array(arr)
+    spaces = _SPACES if arr.type == _STR else _SPACES.cast(arr.type)
+    first = pc.is_in(pc.utf8_slice_codeunits(arr, 0, 1), value_set=spaces)
+    last = pc.is_in(pc.utf8_slice_codeunits(arr, -1, 2**31 - 1), value_set=spaces)
+    return pc.if_else(pc.is_valid(arr), pc.or_(first, last), pa.scalar(None, pa.bool_()))
 
 
 def as_array(values) -> pa.Array:
@@ -76,6 +84,26 @@ def single_lists(arr: pa.Array) -> pa.Array:
     return pa.ListArray.from_arrays(pa.array(offsets), pc.filter(arr, pa.array(one)))
 
 
+def unclean_lists(lists: pa.Array) -> np.ndarray:
+    """Indices of the lists (of strings) that hold a value that is null, empty or needs
+    trimming, or the same value twice: the lists a provider's exact path cleans."""
+    flat = pc.list_flatten(lists)
+    if not len(flat):
+        return np.zeros(0, dtype=np.int64)
+    parent = pc.list_parent_indices(lists).to_numpy().astype(np.int64)
+    bad = pc.or_(
+        pc.fill_null(needs_trim(flat), True),
+        pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0),
+    ).to_numpy(zero_copy_only=False)
+    # a repeat: the same (list, value) pair twice, as integer keys sorted
+    enc = pc.dictionary_encode(flat)
+    width = len(enc.dictionary) + 1
+    codes = pc.fill_null(enc.indices, width - 1).to_numpy().astype(np.int64)
+    keys = np.sort(parent * width + codes)
+    repeated = keys[1:][keys[1:] == keys[:-1]] // width
+    return np.union1d(parent[bad], repeated)
+
+
 def per_distinct(arr: pa.Array, fn: Callable[[Any], Any], type_: pa.DataType) -> pa.Array:
     """``fn`` applied once per distinct value of ``arr`` (nulls stay null)."""
     arr = as_array(arr)
@@ -104,24 +132,33 @@ def address_hashes(addresses: pa.Array, hasher) -> pa.Array:
     """``hasher(a)`` once per distinct string address (blank or null: null). Plain
     addresses go to the hasher's vectorized ``hash_plain`` when it has one (an
     ``EmailHasher``), the rest one by one."""
+    addresses = as_array(addresses)
+    if len(addresses) == 0:
+        return pa.array([], _STR)
+    enc = pc.dictionary_encode(addresses)
+    return pc.take(_distinct_hashes(enc.dictionary, hasher, _plain(enc.dictionary)), enc.indices)
+
+
+def _plain(uniq: pa.Array) -> np.ndarray:
+    return pc.fill_null(pc.match_substring_regex(uniq, PLAIN_ADDRESS), False).to_numpy(
+        zero_copy_only=False
+    )
+
+
+def _distinct_hashes(uniq: pa.Array, hasher, plain: np.ndarray) -> pa.Array:
+    """The hash of each of the distinct addresses ``uniq`` (``plain``: which are)."""
 
     def one(a):
         return hasher(a) if a.strip() else None
 
-    hash_plain = getattr(hasher, "hash_plain", None)
-    if hash_plain is None or len(addresses) == 0:
-        return per_distinct(addresses, one, _STR)
-    enc = pc.dictionary_encode(addresses)
-    uniq = enc.dictionary
-    plain = pc.fill_null(pc.match_substring_regex(uniq, PLAIN_ADDRESS), False)
-    plain = plain.to_numpy(zero_copy_only=False)
     values = uniq.to_pylist()
+    hash_plain = getattr(hasher, "hash_plain", None)
+    if hash_plain is None:
+        return pa.array([None if a is None else one(a) for a in values], _STR)
     if plain.all():
-        values = hash_plain(values)
-    else:
-        fast = iter(hash_plain([a for a, p in zip(values, plain) if p]))
-        values = [next(fast) if p else one(a) for a, p in zip(values, plain)]
-    return pc.take(pa.array(values, _STR), enc.indices)
+        return pa.array(hash_plain(values), _STR)
+    fast = iter(hash_plain([a for a, p in zip(values, plain) if p]))
+    return pa.array([next(fast) if p else one(a) for a, p in zip(values, plain)], _STR)
 
 
 def recipient_columns(
@@ -129,17 +166,27 @@ def recipient_columns(
 ) -> tuple[pa.Array, pa.Array, np.ndarray]:
     """(email_hash, recipient_domain, unusable) for string addresses: the configured
     hasher once per distinct address, and ``hashing.recipient_domain`` (in kernels for
-    plain ASCII addresses, in Python for the rest). Null or blank addresses are
-    ``unusable`` (the exact path turns them into dead letters)."""
+    plain ASCII addresses, in Python for the rest), both over the distinct addresses.
+    Null or blank addresses are ``unusable`` (the exact path turns them into dead
+    letters)."""
     from ..hashing import recipient_domain
 
     addresses = as_array(addresses)
-    h = address_hashes(addresses, ctx.hasher)
-    plain = pc.fill_null(pc.match_substring_regex(addresses, PLAIN_ADDRESS), False)
-    dom = pc.struct_field(pc.extract_regex(pc.utf8_lower(addresses), r"@(?P<d>[^@]*)$"), "d")
+    if len(addresses) == 0:
+        empty = pa.array([], _STR)
+        return empty, empty, np.zeros(0, dtype=bool)
+    enc = pc.dictionary_encode(addresses)
+    uniq = enc.dictionary
+    plain = _plain(uniq)
+    h = _distinct_hashes(uniq, ctx.hasher, plain)
+    dom = pc.struct_field(pc.extract_regex(pc.utf8_lower(uniq), r"@(?P<d>[^@]*)$"), "d")
     dom = pc.if_else(pc.equal(pc.utf8_length(dom), 0), pa.scalar(None, _STR), dom)
-    if not pc.all(pc.or_(plain, pc.is_null(addresses))).as_py():
-        dom = pc.if_else(plain, dom, per_distinct(addresses, recipient_domain, _STR))
+    if not plain.all():
+        others = pa.array(
+            [None if p else recipient_domain(a) for a, p in zip(uniq.to_pylist(), plain)], _STR
+        )
+        dom = pc.if_else(pa.array(plain), dom, others)
+    h, dom = pc.take(h, enc.indices), pc.take(dom, enc.indices)
     return h, dom, pc.is_null(h).to_numpy(zero_copy_only=False)
 
 

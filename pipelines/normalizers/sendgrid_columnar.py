@@ -159,9 +159,11 @@ def _domain(address: str) -> str | None:
 #
 # A line is a JSON array of event objects; Arrow's reader takes one object per line, so
 # each line is read as ``{"a": <line>}``. ``category`` is a string or an array, which one
-# Arrow column cannot hold: the key is renamed by its value's first character
-# (``"category":"`` -> ``category_s``, ``"category":[`` -> ``category_l``) and a line with
-# any other spelling of the key (spacing, escapes) is left to the record path.
+# Arrow column cannot hold: ``"category":[`` is renamed ``category_l``, and the strings
+# stay under ``category`` when every ``"category`` in the chunk is one of the two
+# (checked by counting). Otherwise the strings are renamed ``category_s``, any other
+# spelling of the key (spacing, escapes) ``category_x`` (not read), and the lines that
+# have one are left to the record path.
 
 ARROW_OPENER = b"["
 #: sendgrid._FILTER_SUFFIX as a prefix extractor: the part before the first match
@@ -173,11 +175,34 @@ def arrow_sniff(chunk: bytes) -> bool:
     return True
 
 
-def arrow_input(chunk: bytes) -> bytes:
-    body = chunk.replace(b'"category":"', b'"category_s":"').replace(
-        b'"category":[', b'"category_l":['
+def _message_part(mid_raw: pa.Array) -> pa.Array:
+    """``_MESSAGE_PART``'s ``m`` of each id (null where it does not match). The common
+    shape by plain searches: when an id's first ``.`` starts ``.filter``, the part is
+    what precedes it; the regex runs only when some id is in another shape."""
+    dot = pc.find_substring(mid_raw, ".")
+    simple = pc.fill_null(
+        pc.and_(pc.equal(dot, pc.find_substring(mid_raw, ".filter")), pc.greater_equal(dot, 0)),
+        False,
     )
-    return b'{"a":' + body[:-1].replace(b"\n", b'}\n{"a":') + b"}\n"
+    if pc.all(pc.or_(simple, pc.is_null(mid_raw))).as_py():
+        return pc.list_element(pc.split_pattern(mid_raw, ".", max_splits=1), 0)
+    return pc.struct_field(pc.extract_regex(mid_raw, _MESSAGE_PART), "m")
+
+
+def arrow_input(chunk: bytes, lines) -> tuple[bytes, np.ndarray]:
+    """(the text Arrow reads, the lines it may take) for a chunk of POST bodies."""
+    data = chunk.replace(b'"category":[', b'"category_l":[')
+    n_lists = (len(data) - len(chunk)) // 2  # the new key is 2 bytes longer
+    if chunk.count(b'"category') == chunk.count(b'"category":"') + n_lists:
+        # every '"category' is the key, with a string or an array (the common case)
+        allowed = None if may_hold_u00(chunk) else np.ones(len(lines), dtype=bool)
+    else:
+        data = data.replace(b'"category":"', b'"category_s":"')
+        data = data.replace(b'"category"', b'"category_x"')
+        allowed = None
+    if allowed is None:
+        allowed = arrow_allowed(lines.array())
+    return b'{"a":' + data.replace(b"\n", b'}\n{"a":')[:-5], allowed
 
 
 def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
@@ -189,6 +214,7 @@ def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
             ("timestamp", pa.int64()),
             ("sg_event_id", s),
             ("sg_message_id", s),
+            ("category", s),
             ("category_s", s),
             ("category_l", pa.list_(s)),
             ("reason", s),
@@ -202,17 +228,10 @@ def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
     return pa.schema([("a", pa.list_(item))])
 
 
-def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
-    """Lines whose ``category`` keys the rename saw, all of them (and that hold no key of
-    the renamed spellings already, nor a letter written as an escape)."""
-    if (
-        chunk
-        # every '"category' (the key, or one spelled like a renamed key) is renamed
-        and chunk.count(b'"category')
-        == (chunk.count(b'"category":"') + chunk.count(b'"category":['))
-        and not may_hold_u00(chunk)
-    ):
-        return np.ones(len(lines), dtype=bool)  # every line: the common case, checked at once
+def arrow_allowed(lines: pa.Array) -> np.ndarray:
+    """Lines whose ``category`` keys are all ``"category":"`` or ``"category":[`` (and
+    that hold no key of the renamed spellings already, nor a letter written as an
+    escape)."""
     renamed = pc.add(
         pc.count_substring(lines, '"category":"'), pc.count_substring(lines, '"category":[')
     )
@@ -240,6 +259,7 @@ def normalize_table(
         redact_column,
         single_lists,
         text_array,
+        unclean_lists,
     )
 
     s = pa.string()
@@ -267,6 +287,7 @@ def normalize_table(
             "timestamp",
             "sg_event_id",
             "sg_message_id",
+            "category",
             "category_s",
             "category_l",
             "reason",
@@ -283,8 +304,7 @@ def normalize_table(
     ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(mid_raw, _ID_RE), False))
     # sendgrid.message_id on ids that passed _ID_RE (no space to trim): the part before
     # the first ".filter" / ".stfilter" (any case), or the whole id
-    part = pc.struct_field(pc.extract_regex(mid_raw, _MESSAGE_PART), "m")
-    mid = pc.coalesce(part, mid_raw)
+    mid = pc.coalesce(_message_part(mid_raw), mid_raw)
     mid = pc.if_else(pc.equal(pc.utf8_length(mid), 0), pa.scalar(None, s), mid)
     # ids that need smtp-id (no message part) are the exact path's
     ok = pc.and_(ok, pc.is_valid(mid))
@@ -295,28 +315,16 @@ def normalize_table(
     ts_us = pc.if_else(is_ms, pc.multiply(ts, 1000), pc.multiply(ts, 1_000_000))
     ok = pc.and_(ok, ts_ok(ts_us))
     # categories: a clean string, or a list of distinct clean strings, or none
-    cs, cl = f["category_s"], f["category_l"]
+    # strings under "category", or "category_s" when they were renamed (never both)
+    cs, cl = pc.coalesce(f["category"], f["category_s"]), f["category_l"]
     cs_ok = pc.or_kleene(
         pc.is_null(cs),
         pc.and_(pc.invert(pc.fill_null(needs_trim(cs), True)), pc.greater(pc.utf8_length(cs), 0)),
     )
     ok = pc.and_(ok, pc.fill_null(cs_ok, False))
     ok = pc.and_(ok, pc.or_(pc.is_null(cs), pc.is_null(cl)))
-    flat = pc.list_flatten(cl)
     ok_np = ok.to_numpy(zero_copy_only=False)
-    if len(flat):
-        parent = pc.list_parent_indices(cl)
-        bad = pc.or_(
-            pc.fill_null(needs_trim(flat), True),
-            pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0),
-        )
-        pairs = (
-            pa.table({"p": parent, "v": flat})
-            .group_by(["p", "v"], use_threads=False)
-            .aggregate([([], "count_all")])
-        )
-        dup = pc.filter(pairs["p"], pc.greater(pairs["count_all"], 1))
-        ok_np[np.union1d(pc.filter(parent, bad).to_numpy(), dup.to_numpy())] = False
+    ok_np[unclean_lists(cl)] = False
     text_ok = [
         pc.invert(pc.fill_null(needs_trim(f[k]), False))
         for k in ("reason", "response", "status", "url", "attempt")

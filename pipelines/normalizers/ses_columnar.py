@@ -511,25 +511,10 @@ def normalize_table(
 def _categories(tags: pa.Array, key: str, rows: pa.Array) -> pa.Array:
     """ses._tag_values per event: the tag's list as it is when its values are distinct
     strings that need no trimming; through ``_tag_values`` itself otherwise."""
-    from .columns import needs_trim
+    from .columns import unclean_lists
 
     tv = pc.take(pc.struct_field(tags, key), rows)
-    flat = pc.list_flatten(tv)
-    if len(flat):
-        parent = pc.list_parent_indices(tv)
-        bad = pc.or_(
-            pc.fill_null(needs_trim(flat), True),
-            pc.equal(pc.utf8_length(pc.fill_null(flat, "")), 0),
-        )
-        pairs = (
-            pa.table({"p": parent, "v": flat})
-            .group_by(["p", "v"], use_threads=False)
-            .aggregate([([], "count_all")])
-        )
-        dup = pc.filter(pairs["p"], pc.greater(pairs["count_all"], 1))
-        unclean = np.union1d(pc.filter(parent, bad).to_numpy(), dup.to_numpy())
-    else:
-        unclean = np.zeros(0, dtype=np.int64)
+    unclean = unclean_lists(tv)
     tv = pc.if_else(pc.is_valid(tv), tv, pa.scalar([], tv.type))
     if len(unclean):
         lists = tv.to_pylist()

@@ -218,10 +218,12 @@ def _rapidjson_only_lines(chunk: bytes, lines: Lines) -> np.ndarray:
     ``-NaN`` / ``-Inf``) right after ``:``, ``,`` or ``[`` and JSON whitespace. Found by
     scanning for the two words (rare in a chunk: a few random ids contain them) instead
     of running the pattern over every line."""
+    buf = np.frombuffer(chunk, np.uint8)
     found = []
     for word in (b"NaN", b"Inf"):
-        i = chunk.find(word)
-        while i >= 0:
+        # the word's first letter by a vector compare (faster than bytes.find here)
+        at = np.flatnonzero(buf[:-2] == word[0])
+        for i in at[(buf[at + 1] == word[1]) & (buf[at + 2] == word[2])].tolist():
             j = i - 1
             if j >= 0 and chunk[j] == 45:  # "-"
                 j -= 1
@@ -229,7 +231,6 @@ def _rapidjson_only_lines(chunk: bytes, lines: Lines) -> np.ndarray:
                 j -= 1
             if j >= 0 and chunk[j] in _TOKEN_BEFORE:
                 found.append(i)
-            i = chunk.find(word, i + 1)
     if not found:
         return np.zeros(0, dtype=np.int64)
     return np.unique(np.searchsorted(lines.ends, np.asarray(found, dtype=np.int64)))
@@ -301,7 +302,12 @@ def _arrow_tier(
         read_lines = split_lines(chunk)
         own_time = np.zeros(len(lines), dtype=bool)
         own_time[[i for i, v in opened.items() if v[2]]] = True
-    data = module.arrow_input(chunk) if hasattr(module, "arrow_input") else chunk
+    if hasattr(module, "arrow_input"):  # the module rewrites the text (and says which lines)
+        data, module_allowed = module.arrow_input(chunk, read_lines)
+    elif hasattr(module, "arrow_allowed"):
+        data, module_allowed = chunk, module.arrow_allowed(read_lines.array(), chunk)
+    else:
+        data, module_allowed = chunk, None
     t0 = time.perf_counter()
     try:
         table = pj.read_json(
@@ -321,8 +327,8 @@ def _arrow_tier(
         return None
     allowed = np.ones(len(lines), dtype=bool)
     allowed[_rapidjson_only_lines(chunk, read_lines)] = False
-    if hasattr(module, "arrow_allowed"):
-        allowed = allowed & module.arrow_allowed(read_lines.array(), chunk)
+    if module_allowed is not None:
+        allowed = allowed & module_allowed
     if own_time is None:
         events, rows = module.normalize_table(table, ctx, allowed)
     else:

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import time
+import uuid
 from datetime import date, datetime, timezone
 from typing import Any, Callable, Iterator
 
@@ -273,11 +274,28 @@ class DuckDBWarehouse(Warehouse):
         if lo is None:
             return per
         p.update(lo=lo, hi=hi)
-        staged = con.execute(
-            "SELECT provider, count(*), count(DISTINCT event_id) "
-            "FROM read_parquet($f) GROUP BY provider",
+        # The ids the batch holds more than once (chunks are deduplicated already, so
+        # few), grouped once: the per-provider counts and the insert below both use them.
+        dup = f"_mailpulse_dup_{uuid.uuid4().hex[:12]}"
+        con.execute(
+            f"CREATE TEMP TABLE {dup} AS SELECT event_id "
+            "FROM read_parquet($f) GROUP BY event_id HAVING count(*) > 1",
             {"f": files},
-        ).fetchall()
+        )
+        # per provider: rows minus distinct ids, which differ only among the repeated ids
+        repeats = dict(
+            con.execute(
+                "SELECT provider, count(*) - count(DISTINCT event_id) FROM read_parquet($f) "
+                f"WHERE event_id IN (SELECT event_id FROM {dup}) GROUP BY provider",
+                {"f": files},
+            ).fetchall()
+        )
+        staged = [
+            (prov, n, n - int(repeats.get(prov) or 0))
+            for prov, n in con.execute(
+                "SELECT provider, count(*) FROM read_parquet($f) GROUP BY provider", {"f": files}
+            ).fetchall()
+        ]
         stored = dict(
             con.execute(
                 """
@@ -289,27 +307,26 @@ class DuckDBWarehouse(Warehouse):
             ).fetchall()
         )
         # One row per event_id (the earliest occurrence), only ids not stored yet. Ids the
-        # batch holds once (nearly all: chunks are deduplicated already) stream straight
-        # from the staged files; only repeated ids go through the window that picks the
-        # earliest (a window over the whole batch cost 2 s per 0.5M events).
+        # batch holds once (nearly all) stream straight from the staged files; only
+        # repeated ids go through the window that picks the earliest (a window over the
+        # whole batch cost 2 s per 0.5M events).
         con.execute(
-            """
+            f"""
             INSERT INTO events
-            WITH dup AS (SELECT event_id FROM read_parquet($f)
-                         GROUP BY event_id HAVING count(*) > 1),
-            stored AS (SELECT event_id FROM events WHERE event_date BETWEEN $lo AND $hi)
+            WITH stored AS (SELECT event_id FROM events WHERE event_date BETWEEN $lo AND $hi)
             SELECT s.* FROM read_parquet($f) s
-            WHERE s.event_id NOT IN (SELECT event_id FROM dup)
+            WHERE s.event_id NOT IN (SELECT event_id FROM {dup})
               AND s.event_id NOT IN (SELECT event_id FROM stored)
             UNION ALL
             SELECT d.* EXCLUDE (_rn) FROM (
                 SELECT *, row_number() OVER (
                     PARTITION BY event_id ORDER BY event_ts, source_uri NULLS LAST) AS _rn
-                FROM read_parquet($f) WHERE event_id IN (SELECT event_id FROM dup)) d
+                FROM read_parquet($f) WHERE event_id IN (SELECT event_id FROM {dup})) d
             WHERE d._rn = 1 AND d.event_id NOT IN (SELECT event_id FROM stored)
         """,
             p,
         )
+        con.execute(f"DROP TABLE {dup}")
         for prov, n, d in staged:
             already = stored.get(prov, 0)
             per[prov] = {
