@@ -53,3 +53,28 @@ def test_needs_trim_is_what_str_strip_changes(values):
     for typ in (pa.string(), pa.large_string()):
         got = columns.needs_trim(pa.array(values, typ)).to_pylist()
         assert got == [None if v is None else v != v.strip() for v in values]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=40) | st.text(max_size=20).map(lambda t: t.encode("utf-8")))
+def test_is_utf8_is_pythons_decoder(data):
+    try:
+        data.decode("utf-8")
+        want = True
+    except UnicodeDecodeError:
+        want = False
+    assert vectorized.is_utf8(data) == want
+
+
+_IDS = st.sampled_from(["<a@b>", "<m1@example.jp>", "a@b", "<a b>", "<<a>>", "<a\\u003cb>", "<>"])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.none(), _IDS, st.text(max_size=8)), max_size=20))
+def test_cmc_message_ids_are_the_providers(values):
+    import pyarrow as pa
+
+    from pipelines.normalizers import cmc, cmc_columnar
+
+    got = cmc_columnar.message_ids(pa.array(values, pa.string())).to_pylist()
+    assert got == [None if v is None else cmc.normalize_message_id(v) for v in values]

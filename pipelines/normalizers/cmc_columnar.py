@@ -44,6 +44,21 @@ _TIME = pa.struct([("us", pa.int64()), ("iso", pa.string())])
 _LOCAL_SHAPE = r"^[0-9]{4}(-[0-9]{2}-[0-9]{2}|/[0-9]{2}/[0-9]{2}) [0-9]{2}:[0-9]{2}:[0-9]{2}$"
 
 
+#: A message id in its documented shape, ``<...>`` around printable ASCII that holds no
+#: angle bracket, backslash or space: cmc.normalize_message_id takes the brackets off.
+_PLAIN_ID = r"^<[\x21-\x3b\x3d\x3f-\x5b\x5d-\x7e]+>$"
+
+
+def message_ids(mids: pa.Array) -> pa.Array:
+    """``cmc.normalize_message_id`` of each value: by a slice for ids in the plain shape,
+    once per distinct value through the provider's function for the rest."""
+    plain = pc.fill_null(pc.match_substring_regex(mids, _PLAIN_ID), False)
+    sliced = pc.utf8_slice_codeunits(mids, 1, -1)
+    if pc.all(pc.or_(plain, pc.is_null(mids))).as_py():
+        return sliced
+    return pc.if_else(plain, sliced, per_distinct(mids, cmc.normalize_message_id, pa.string()))
+
+
 def _hour_start(hour: str, ctx) -> tuple[int, str] | None:
     """(UTC microseconds, UTC ``YYYY-MM-DDTHH`` text) of local ``hour:00:00`` when the
     whole local hour maps to UTC at one whole-hour offset, by ``cmc.parse_created`` itself
@@ -198,7 +213,7 @@ def _events(
     n = int(keep.sum())
     times = kept(times)
     st = kept(status_t)
-    mid = kept(per_distinct(mids_a, cmc.normalize_message_id, pa.string()))
+    mid = kept(message_ids(mids_a))
     reason_r = redact_column(kept(reason_t))
     event_type = per_distinct(
         pc.fill_null(st, ""),

@@ -199,22 +199,6 @@ def ts_ok(us: pa.Array) -> pa.Array:
     return pc.fill_null(pc.and_(pc.greater_equal(us, lo), pc.less(us, hi)), False)
 
 
-def iso_utc(ts: pa.Array, head: pa.Array | None = None) -> pa.Array:
-    """``datetime.isoformat()`` of UTC timestamps (``...+00:00``; microseconds only when
-    not zero), as :func:`pipelines.events.deterministic_event_id` hashes them. ``head``:
-    the ``YYYY-MM-DDTHH:MM:SS`` text of each time when the caller has it (strftime is slow)."""
-    ts = as_array(ts)
-    secs = pc.floor_temporal(ts, unit="second")
-    if head is None:
-        head = pc.utf8_slice_codeunits(
-            pc.strftime(secs.cast(pa.timestamp("us")), format="%Y-%m-%dT%H:%M:%S"), 0, 19
-        )
-    us = pc.subtract(ts.cast(pa.int64()), secs.cast(pa.int64()))
-    frac = pc.utf8_lpad(us.cast(_STR), width=6, padding="0")
-    body = pc.if_else(pc.equal(us, 0), head, pc.binary_join_element_wise(head, ".", frac, ""))
-    return pc.binary_join_element_wise(body, "+00:00", "")
-
-
 def event_ids(provider: str, parts: Iterable[pa.Array]) -> pa.Array:
     """``deterministic_event_id(provider, *parts)`` for each row (parts are the key fields
     in order, nulls meaning empty)."""

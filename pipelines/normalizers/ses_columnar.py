@@ -30,7 +30,6 @@ from .columns import (
     as_array,
     event_ids,
     finish,
-    iso_utc,
     per_distinct,
     recipient_columns,
     redact_column,
@@ -177,7 +176,7 @@ def normalize_docs(docs: list[dict], ctx: NormalizeSettings) -> tuple[pa.Table, 
 
     # -- per record, in columns: time, message id -------------------------------------------
     ts_s = pa.array([v if type(v) is str else None for v in d_ts], pa.string())
-    us, head = _micros(ts_s)
+    us, iso = _micros(ts_s)
     bad |= ~pc.is_valid(us).to_numpy(zero_copy_only=False)
     mid = text_column(d_mid)
 
@@ -209,9 +208,7 @@ def normalize_docs(docs: list[dict], ctx: NormalizeSettings) -> tuple[pa.Table, 
     url = redact_column(pc.take(text_column(d_link), sel))
     cats = pa.array([d_cats[i] for i in ev_doc[keep]], pa.list_(pa.string()))
     cols = {
-        "event_id": event_ids(
-            PROVIDER, [mid_e, words, email_hash, iso_utc(ts, pc.take(head, sel)), url]
-        ),
+        "event_id": event_ids(PROVIDER, [mid_e, words, email_hash, pc.take(iso, sel), url]),
         "event_type": event_type,
         "provider_event_type": words,
         "bounce_class": pc.if_else(is_bounce, bclass, pa.scalar(None, pa.string())),
@@ -351,8 +348,17 @@ def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
     return pa.schema(fields)
 
 
+def _iso_text(head: pa.Array, frac: pa.Array) -> pa.Array:
+    """``datetime.isoformat()`` of the UTC time ``head`` + ``frac`` (six digits), as
+    :func:`pipelines.events.deterministic_event_id` hashes it (the fraction only when not zero), from the text."""
+    body = pc.if_else(
+        pc.equal(frac, "000000"), head, pc.binary_join_element_wise(head, ".", frac, "")
+    )
+    return pc.binary_join_element_wise(body, "+00:00", "")
+
+
 def _micros(ts_s: pa.Array) -> tuple[pa.Array, pa.Array]:
-    """(microseconds since the epoch, the ``YYYY-MM-DDTHH:MM:SS`` head) of ISO times
+    """(microseconds since the epoch, ``datetime.isoformat()`` of the time) of ISO times
     ending in ``Z`` (3 or 6 fraction digits or none), as base.parse_iso_ts reads them;
     null for any other text."""
     shaped = pc.fill_null(pc.match_substring_regex(ts_s, _ISO), False)
@@ -372,7 +378,7 @@ def _micros(ts_s: pa.Array) -> tuple[pa.Array, pa.Array]:
     good = pc.and_(real, ts_ok(us))
     return (
         pc.if_else(good, us, pa.scalar(None, pa.int64())),
-        pc.if_else(good, head, pa.scalar(None, pa.string())),
+        pc.if_else(good, _iso_text(head, frac), pa.scalar(None, pa.string())),
     )
 
 
@@ -411,7 +417,7 @@ def normalize_table(
             link = pc.if_else(masks[w], pc.struct_field(pst, "link"), link)
     own_missing = pc.fill_null(pc.equal(ts_own, ""), True)
     mail_ts = pc.struct_field(mail, "timestamp")
-    us, head = _micros(pc.if_else(own_missing, mail_ts, ts_own))
+    us, iso = _micros(pc.if_else(own_missing, mail_ts, ts_own))
     ok &= pc.is_valid(us).to_numpy(zero_copy_only=False)
     if own_time is not None and own_time.any():
         # _own_time: the payload's timestamp, or mail.timestamp for MAIL_TIME_TYPES
@@ -488,9 +494,7 @@ def normalize_table(
     url = redact_column(per_event(text_array(link)))
     email_hash = pc.filter(h, keep_a)
     cols = {
-        "event_id": event_ids(
-            PROVIDER, [mid, words_e, email_hash, iso_utc(ts, per_event(head)), url]
-        ),
+        "event_id": event_ids(PROVIDER, [mid, words_e, email_hash, per_event(iso), url]),
         "event_type": event_type,
         "provider_event_type": words_e,
         "bounce_class": pc.if_else(pc.equal(event_type, "bounce"), bclass, pa.scalar(None, s)),

@@ -51,7 +51,6 @@ from .columns import (  # noqa: F401
     as_array,
     event_ids,
     finish,
-    iso_utc,
     needs_trim,
     per_distinct,
     recipient_columns,
@@ -236,6 +235,18 @@ def _rapidjson_only_lines(chunk: bytes, lines: Lines) -> np.ndarray:
     return np.unique(np.searchsorted(lines.ends, np.asarray(found, dtype=np.int64)))
 
 
+def is_utf8(data: bytes) -> bool:
+    """Whether ``data`` is UTF-8 as Python's decoder reads it (no surrogates, no overlong
+    forms), checked by Arrow's validator without making a str of it."""
+    if data.isascii():
+        return True
+    try:
+        pa.array([data], pa.binary()).cast(pa.string())
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
 @dataclass
 class Lines:
     """A chunk's lines (no copy): ``starts[i]`` .. ``ends[i]`` (newline excluded)."""
@@ -289,16 +300,17 @@ def _arrow_tier(
     closer = {b"{": ord("}"), b"[": ord("]")}[opener]
     if np.any(lines.ends <= lines.starts) or np.any(first != opener[0]) or np.any(last != closer):
         return None  # blank lines, padding, \r, or a line that is not one value
-    try:
-        chunk.decode("utf-8")
-    except UnicodeDecodeError:
+    if not is_utf8(chunk):
         return None
     # records in envelopes (SES in SNS) read in place of their envelope's line
     opened = module.arrow_envelopes(chunk, lines) if hasattr(module, "arrow_envelopes") else {}
     read_lines, own_time = lines, None
     if opened:
-        pieces = [opened[i][0] if i in opened else lines.raw(i) for i in range(len(lines))]
-        chunk = b"\n".join(pieces) + b"\n"
+        pieces, pos = [], 0
+        for i in sorted(opened):  # the text between the opened lines as it is
+            pieces += [chunk[pos : int(lines.starts[i])], opened[i][0]]
+            pos = int(lines.ends[i])
+        chunk = b"".join(pieces) + chunk[pos:]
         read_lines = split_lines(chunk)
         own_time = np.zeros(len(lines), dtype=bool)
         own_time[[i for i, v in opened.items() if v[2]]] = True
