@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 from pipelines.normalizers import columns, vectorized
 
 #: bytes that make the screens' cases: backslashes, escapes, the two words, delimiters
-_PIECES = [b"\\", b"u", b"0", b"00", b"\\u00", b"\\u0041", b"NaN", b"Inf", b"-", b" ", b"\t"]
+_PIECES = [b"\\", b"u", b"0", b"00", b"\\u00", b"\\u0041", b"\\u003C", b"\\u005f", b"NaN", b"Inf"]
+_PIECES += [b"4", b"5", b"7", b"a", b"A", b"f", b"-", b" ", b"\t"]
 _PIECES += [b":", b",", b"[", b"{", b"}", b'"', b"a", b"N", b"I", b"x@y.jp", b"\n"]
 
 
@@ -22,8 +23,9 @@ def texts(draw):
 
 @settings(max_examples=400, deadline=None)
 @given(texts())
-def test_may_hold_u00_is_the_substring_test(text):
-    assert columns.may_hold_u00(text) == (b"\\u00" in text)
+def test_has_letter_escape_is_the_pattern(text):
+    pattern = re.compile(columns.LETTER_ESCAPE.encode())
+    assert columns.has_letter_escape(text) == bool(pattern.search(text))
 
 
 @settings(max_examples=400, deadline=None)
@@ -78,3 +80,21 @@ def test_cmc_message_ids_are_the_providers(values):
 
     got = cmc_columnar.message_ids(pa.array(values, pa.string())).to_pylist()
     assert got == [None if v is None else cmc.normalize_message_id(v) for v in values]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.one_of(st.none(), st.text(alphabet="ab:@<> é\u3000-", max_size=6)), max_size=20),
+    st.integers(0, 5),
+)
+def test_only_chars_is_the_pattern(values, offset):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arr = pa.array(values, pa.string()).slice(min(offset, len(values)))
+    for pattern, chars in (
+        (columns.PLAIN_ADDRESS, columns._PLAIN_CHARS),
+        (r"^[ab:@\-]+$", b"ab:@-"),
+    ):
+        got = columns.only_chars(arr, pattern, chars)
+        assert got.to_pylist() == pc.match_substring_regex(arr, pattern).to_pylist()

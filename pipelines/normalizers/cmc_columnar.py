@@ -23,9 +23,10 @@ import pyarrow.compute as pc
 from . import cmc, ses
 from .base import NormalizeSettings, RecordError
 from .columns import (
+    LETTER_ESCAPE,
     event_ids,
     finish,
-    may_hold_u00,
+    has_letter_escape,
     per_distinct,
     recipient_columns,
     redact_column,
@@ -253,7 +254,6 @@ ARROW_OPENER = b"{"
 #: such lines are the record path's. So are lines with a letter spelled as an escape
 #: (a key written ``"\u0065ventType"`` is still that key).
 _SES_KEYS = r'"(?:eventType|notificationType|Type|Body|Messages)"\s*:'
-_LETTER_ESCAPE = r"\\u00(?:4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])"
 
 
 def arrow_sniff(chunk: bytes) -> bool:
@@ -273,7 +273,7 @@ def arrow_schema(ctx: NormalizeSettings) -> pa.Schema:
 def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
     if (
         chunk
-        and not may_hold_u00(chunk)
+        and not has_letter_escape(chunk)
         and not any(
             k in chunk
             for k in (b'"eventType"', b'"notificationType"', b'"Type"', b'"Body"', b'"Messages"')
@@ -281,7 +281,7 @@ def arrow_allowed(lines: pa.Array, chunk: bytes = b"") -> np.ndarray:
     ):
         return np.ones(len(lines), dtype=bool)
     bad = pc.or_(
-        pc.match_substring_regex(lines, _SES_KEYS), pc.match_substring_regex(lines, _LETTER_ESCAPE)
+        pc.match_substring_regex(lines, _SES_KEYS), pc.match_substring_regex(lines, LETTER_ESCAPE)
     )
     return pc.invert(bad).to_numpy(zero_copy_only=False)
 

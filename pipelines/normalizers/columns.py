@@ -27,32 +27,54 @@ _STR = pa.string()
 _TS = pa.timestamp("us", tz="UTC")
 
 
-_SPACES = pa.array(list(_PY_SPACE), _STR)
-
-
 def needs_trim(arr: pa.Array) -> pa.Array:
     """Strings ``str.strip()`` would change (``NEEDS_TRIM`` matches); null stays null.
-    By their first and last character, not a regex that reads every string to its end."""
+    By trimming Python's whitespace set off both ends and comparing lengths: no regex
+    that reads every string to its end."""
     arr = as_array(arr)
-    spaces = _SPACES if arr.type == _STR else _SPACES.cast(arr.type)
-    first = pc.is_in(pc.utf8_slice_codeunits(arr, 0, 1), value_set=spaces)
-    last = pc.is_in(pc.utf8_slice_codeunits(arr, -1, 2**31 - 1), value_set=spaces)
-    return pc.if_else(pc.is_valid(arr), pc.or_(first, last), pa.scalar(None, pa.bool_()))
+    trimmed = pc.utf8_trim(arr, characters=_PY_SPACE)
+    return pc.not_equal(pc.binary_length(trimmed), pc.binary_length(arr))
 
 
 def as_array(values) -> pa.Array:
     return values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
 
 
-def may_hold_u00(chunk: bytes) -> bool:
-    """Whether ``\\u00`` occurs in ``chunk`` (a ``\\u00XX`` escape, or text that looks like
-    one): as ``b"\\\\u00" in chunk``, but by finding the backslashes, which most chunks
-    have none or few of (the plain search was the slowest of the tier-1 text checks)."""
+#: ``\\u00XX`` escapes of the letters and ``_`` (what a key may be spelled with to dodge a
+#: text check): the hex digits XX, as ``LETTER_ESCAPE`` lists them.
+LETTER_ESCAPE = r"\\u00(?:4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])"
+_ESCAPED = np.zeros((256, 256), dtype=bool)
+for _hi, _los in (
+    ("4", "123456789abcdefABCDEF"),
+    ("5", "0123456789aAfF"),
+    ("6", "123456789abcdefABCDEF"),
+    ("7", "0123456789aA"),
+):
+    for _lo in _los:
+        _ESCAPED[ord(_hi), ord(_lo)] = True
+
+
+def has_letter_escape(chunk: bytes) -> bool:
+    """Whether ``LETTER_ESCAPE`` occurs in ``chunk``, by finding the backslashes (most
+    chunks have none or few) instead of running the pattern over the text."""
     if b"\\" not in chunk:
         return False
     buf = np.frombuffer(chunk, np.uint8)
-    at = np.flatnonzero(buf[:-3] == 92)
-    return bool(np.any((buf[at + 1] == 117) & (buf[at + 2] == 48) & (buf[at + 3] == 48)))
+    at = np.flatnonzero(buf[:-5] == 92)
+    at = at[(buf[at + 1] == 117) & (buf[at + 2] == 48) & (buf[at + 3] == 48)]
+    return bool(_ESCAPED[buf[at + 4], buf[at + 5]].any())
+
+
+def only_chars(arr: pa.Array, pattern: str, chars: bytes) -> pa.Array:
+    """``match_substring_regex(arr, pattern)`` for a ``pattern`` of the form
+    ``^[class]+$`` whose class is exactly the ASCII ``chars``: when no byte of the
+    column's data is outside ``chars`` (the common case, one ``bytes.translate``), every
+    non-empty value matches; otherwise the pattern itself decides."""
+    arr = as_array(arr)
+    data = arr.buffers()[2] if len(arr) and arr.type == _STR else None
+    if data is None or bytes(memoryview(data)).translate(None, chars):
+        return pc.match_substring_regex(arr, pattern)
+    return pc.greater(pc.utf8_length(arr), 0)
 
 
 # -- columns from values -------------------------------------------------------------------
@@ -139,10 +161,13 @@ def address_hashes(addresses: pa.Array, hasher) -> pa.Array:
     return pc.take(_distinct_hashes(enc.dictionary, hasher, _plain(enc.dictionary)), enc.indices)
 
 
+#: The characters of PLAIN_ADDRESS's class.
+_PLAIN_CHARS = bytes(c for c in range(0x21, 0x7F) if c not in b"<>")
+
+
 def _plain(uniq: pa.Array) -> np.ndarray:
-    return pc.fill_null(pc.match_substring_regex(uniq, PLAIN_ADDRESS), False).to_numpy(
-        zero_copy_only=False
-    )
+    plain = only_chars(uniq, PLAIN_ADDRESS, _PLAIN_CHARS)
+    return pc.fill_null(plain, False).to_numpy(zero_copy_only=False)
 
 
 def _distinct_hashes(uniq: pa.Array, hasher, plain: np.ndarray) -> pa.Array:

@@ -19,12 +19,13 @@ import pyarrow.compute as pc
 
 from ..events import EVENT_SCHEMA, FIELD_NAMES
 from .base import NormalizeSettings
-from .columns import may_hold_u00, per_distinct, text_column, ts_ok
+from .columns import LETTER_ESCAPE, has_letter_escape, per_distinct, text_column, ts_ok
 from .columns import redact_column as _redact_column
 from .sendgrid import _MS_THRESHOLD, BOUNCE_TYPE_CLASS, EVENT_MAP, PROVIDER, message_id
 
 #: Ids as SendGrid writes them: no whitespace, no control characters.
 _ID_RE = r"^[A-Za-z0-9+/=_\-.:@]+$"
+_ID_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=_-.:@"
 _KNOWN = pa.array(sorted(EVENT_MAP))
 _BLOCK_WORDS = pa.array(sorted(k for k, v in BOUNCE_TYPE_CLASS.items() if v == "block"))
 
@@ -168,7 +169,6 @@ def _domain(address: str) -> str | None:
 ARROW_OPENER = b"["
 #: sendgrid._FILTER_SUFFIX as a prefix extractor: the part before the first match
 _MESSAGE_PART = r"^(?P<m>.*?)\.(?i:st)?(?i:filter)"
-_LETTER_ESCAPE = r"\\u00(?:4[1-9a-fA-F]|5[0-9aAfF]|6[1-9a-fA-F]|7[0-9aA])"
 
 
 def arrow_sniff(chunk: bytes) -> bool:
@@ -195,7 +195,7 @@ def arrow_input(chunk: bytes, lines) -> tuple[bytes, np.ndarray]:
     n_lists = (len(data) - len(chunk)) // 2  # the new key is 2 bytes longer
     if chunk.count(b'"category') == chunk.count(b'"category":"') + n_lists:
         # every '"category' is the key, with a string or an array (the common case)
-        allowed = None if may_hold_u00(chunk) else np.ones(len(lines), dtype=bool)
+        allowed = None if has_letter_escape(chunk) else np.ones(len(lines), dtype=bool)
     else:
         data = data.replace(b'"category":"', b'"category_s":"')
         data = data.replace(b'"category"', b'"category_x"')
@@ -237,7 +237,7 @@ def arrow_allowed(lines: pa.Array) -> np.ndarray:
     )
     ok = pc.and_(
         pc.equal(renamed, pc.count_substring(lines, '"category"')),
-        pc.invert(pc.match_substring_regex(lines, _LETTER_ESCAPE)),
+        pc.invert(pc.match_substring_regex(lines, LETTER_ESCAPE)),
     )
     ok = pc.and_(ok, pc.invert(pc.match_substring(lines, '"category_')))
     return ok.to_numpy(zero_copy_only=False)
@@ -254,6 +254,7 @@ def normalize_table(
         as_array,
         finish,
         needs_trim,
+        only_chars,
         per_distinct,
         recipient_columns,
         redact_column,
@@ -300,8 +301,8 @@ def normalize_table(
     }
     event, ts, eid, mid_raw = f["event"], f["timestamp"], f["sg_event_id"], f["sg_message_id"]
     ok = pc.and_(pc.is_valid(items), pc.fill_null(pc.is_in(event, value_set=known), False))
-    ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(eid, _ID_RE), False))
-    ok = pc.and_(ok, pc.fill_null(pc.match_substring_regex(mid_raw, _ID_RE), False))
+    ok = pc.and_(ok, pc.fill_null(only_chars(eid, _ID_RE, _ID_CHARS), False))
+    ok = pc.and_(ok, pc.fill_null(only_chars(mid_raw, _ID_RE, _ID_CHARS), False))
     # sendgrid.message_id on ids that passed _ID_RE (no space to trim): the part before
     # the first ".filter" / ".stfilter" (any case), or the whole id
     mid = pc.coalesce(_message_part(mid_raw), mid_raw)
