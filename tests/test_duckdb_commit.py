@@ -72,3 +72,23 @@ def test_schema_creation_is_all_or_nothing(tmp_path, monkeypatch):
     wh = backend.DuckDBWarehouse(str(path))
     wh.ensure_schema()
     assert all(wh.table_exists(t) for t, _ in wh.TABLES)
+
+
+def test_a_chunk_keeps_the_first_row_of_each_repeated_id_and_counts_the_rest():
+    """drop_duplicate_rows: the first occurrence in chunk order, per provider counts."""
+    import pyarrow as pa
+
+    from pipelines.load_transforms import drop_duplicate_rows
+
+    table = pa.table(
+        {
+            "event_id": ["a", "b", "a", "c", "b", "a"],
+            "provider": ["ses", "sendgrid", "ses", "cmc", "sendgrid", "ses"],
+            "n": [0, 1, 2, 3, 4, 5],
+        }
+    )
+    kept, dropped = drop_duplicate_rows(table)
+    assert kept["n"].to_pylist() == [0, 1, 3]
+    assert dropped == {"ses": 2, "sendgrid": 1}
+    same, none = drop_duplicate_rows(table.slice(0, 2))
+    assert same.num_rows == 2 and none == {}
