@@ -455,3 +455,18 @@ def test_a_failing_fast_path_costs_speed_not_the_load(archive, tmp_path, monkeyp
     assert report.adds_up and stored(wh) == stored(good) and stored(wh)
     assert "the fast path failed on a chunk" in caplog.text
     assert "TypeError" in caplog.text and "unhashable" not in caplog.text  # type only
+
+
+def test_the_pipeline_lists_files_largest_first_so_workers_get_even_shares():
+    """The local runner deals the reshuffled files to its workers in turn: largest first
+    gives each an even share of the bytes (ties by name, so the order is stable)."""
+    from datetime import date
+
+    from pipelines.load_transforms import ListArchiveFiles
+    from pipelines.sources import ArchiveFile
+
+    files = [
+        ArchiveFile(f"/a/{name}", "ses", date(2026, 11, 20), size, "1")
+        for name, size in [("b", 10), ("a", 300), ("c", 10), ("d", 7_000)]
+    ]
+    assert [f.uri for f in ListArchiveFiles(files).files] == ["/a/d", "/a/a", "/a/b", "/a/c"]
