@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +99,33 @@ def test_only_chars_is_the_pattern(values, offset):
     ):
         got = columns.only_chars(arr, pattern, chars)
         assert got.to_pylist() == pc.match_substring_regex(arr, pattern).to_pylist()
+
+
+@pytest.mark.parametrize("provider", ["sendgrid", "ses", "ses in sns", "cmc"])
+def test_a_record_nested_too_deep_is_the_exact_paths_dead_letter(provider, monkeypatch):
+    """Arrow's reader reads a record nested 300 deep (in a field the mapping ignores);
+    the exact path makes it a dead letter. Tier 1 must leave it to the exact path."""
+    import orjson
+    from vectorized_support import assert_same, chunk_of, context, sns_wrapped, synth_lines
+
+    from pipelines.normalizers import cmc_columnar, sendgrid_columnar, ses_columnar
+
+    module = {"sendgrid": sendgrid_columnar, "cmc": cmc_columnar}.get(provider, ses_columnar)
+    opener = b"[" if provider == "sendgrid" else b"{"
+    base = [ln for ln in synth_lines(provider.split()[0]) if ln[:1] == opener]
+    base = [ln for ln in base if not ln.startswith(b'{"Type"')][:30]
+    nest = b"[" * 300 + b"]" * 300
+    if provider == "sendgrid":
+        deep = base[0][:-2] + b',"x":' + nest + b"}]"
+    else:
+        deep = base[0][:-1] + b',"x":' + nest + b"}"
+    if provider == "ses in sns":
+        envelope = sns_wrapped({})
+        envelope["Message"] = deep.decode()
+        deep = orjson.dumps(envelope)
+    chunk = chunk_of(base[:10] + [deep] + base[10:])
+    fast = assert_same(chunk, context(), (module,))
+    assert fast.records_fast >= 29
+    monkeypatch.setattr(vectorized, "_maybe_too_deep", lambda chunk, lines: [])
+    with pytest.raises(AssertionError):  # the check is what keeps the paths equal
+        assert_same(chunk, context(), (module,))

@@ -247,6 +247,18 @@ def is_utf8(data: bytes) -> bool:
     return True
 
 
+def _maybe_too_deep(chunk: bytes, lines: Lines) -> np.ndarray:
+    """Indices of the lines with more than ``records.MAX_JSON_DEPTH`` brackets: only
+    those can nest deeper than the exact path reads (it makes them dead letters; Arrow's
+    reader would read them), so they are left to it, as ``parse_json`` decides."""
+    from ..records import MAX_JSON_DEPTH
+
+    buf = np.frombuffer(chunk, np.uint8)
+    openers = (buf == 91) | (buf == 123)  # "[" and "{"
+    per_line = np.add.reduceat(openers, lines.starts, dtype=np.int32)
+    return np.flatnonzero(per_line > MAX_JSON_DEPTH)
+
+
 @dataclass
 class Lines:
     """A chunk's lines (no copy): ``starts[i]`` .. ``ends[i]`` (newline excluded)."""
@@ -339,6 +351,7 @@ def _arrow_tier(
         return None
     allowed = np.ones(len(lines), dtype=bool)
     allowed[_rapidjson_only_lines(chunk, read_lines)] = False
+    allowed[_maybe_too_deep(chunk, read_lines)] = False
     if module_allowed is not None:
         allowed = allowed & module_allowed
     if own_time is None:
