@@ -50,3 +50,11 @@ def pct(v) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{100 * v:.1f}%"
+
+
+def bounced_cell(r) -> str:
+    """The tables' "bounced (h/s/b/u)" cell: bounces and blocks, then the split."""
+    return (
+        f"{r['bounces'] + r['blocks']} ({r['bounces_hard']}/{r['bounces_soft']}/"
+        f"{r['blocks']}/{r['bounces_undetermined']})"
+    )

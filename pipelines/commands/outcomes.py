@@ -7,6 +7,7 @@ import sys
 
 # the percentages (and the JSON/CSV rows, commands/_output.py) are shared with
 # `mailpulse run` and the send view (commands/sends.py)
+from ._output import bounced_cell
 from ._output import pct as _pct
 
 NAME = "outcomes"
@@ -288,8 +289,7 @@ def format_table(df, start, end, source: str = "", by: str | None = None) -> str
                 str(r["delivered"]),
                 _pct(r["delivered_rate"]),
                 _pct(r["bounce_rate"]),
-                f"{r['bounces'] + r['blocks']} ({r['bounces_hard']}/{r['bounces_soft']}/"
-                f"{r['blocks']}/{r['bounces_undetermined']})",
+                bounced_cell(r),
                 str(r["deferred"]),
                 str(r["drops"]),
                 f"{r['opens']} ({r['unique_opens']})",

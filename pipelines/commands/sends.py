@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import sys
 
+from ._output import bounced_cell
+from ._output import pct as _pct
+
 NAME = "sends"
 ORDER = 55
 HELP = "the send log: `sends import FILE` records what was sent (recipient, message id, time)"
@@ -286,12 +289,6 @@ def _addresses_by_hash(emails: str, hasher) -> dict[str, str]:
     return out
 
 
-def _pct(v) -> str:
-    from ._output import pct
-
-    return pct(v)
-
-
 def _table(cols: list[str], lines: list[list[str]], texts: int) -> list[str]:
     widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
 
@@ -346,8 +343,7 @@ def format_send_table(df, start, end, source: str = "", by: str = "send") -> str
                 never,
                 _pct(r["delivered_rate"]),
                 _pct(r["bounce_rate"]),
-                f"{r['bounces'] + r['blocks']} ({r['bounces_hard']}/{r['bounces_soft']}/"
-                f"{r['blocks']}/{r['bounces_undetermined']})",
+                bounced_cell(r),
                 str(r["drops"]),
                 str(r["deferred"]),
                 str(r["accepted_only"]),
