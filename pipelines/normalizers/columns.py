@@ -15,20 +15,17 @@ import pyarrow.compute as pc
 from ..events import EVENT_SCHEMA
 from .base import AT_SIGN_RE2, NormalizeSettings, redact_addresses, text
 
-#: Every character Python's str.strip() removes (RE2's \\s is ASCII only).
+#: Every character Python's str.strip() removes (Arrow's whitespace trim is ASCII only).
 #: (a literal: computing it walks every code point, about 0.5 s per process;
 #: tests/test_vectorized_ses.py checks it against str.isspace)
 _PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"
-_SPACE_CLASS = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]"
-#: A string Python's strip() would change.
-NEEDS_TRIM = f"^{_SPACE_CLASS}|{_SPACE_CLASS}$"
 
 _STR = pa.string()
 _TS = pa.timestamp("us", tz="UTC")
 
 
 def needs_trim(arr: pa.Array) -> pa.Array:
-    """Strings ``str.strip()`` would change (``NEEDS_TRIM`` matches); null stays null.
+    """Strings ``str.strip()`` would change; null stays null.
     By trimming Python's whitespace set off both ends and comparing lengths: no regex
     that reads every string to its end."""
     arr = as_array(arr)

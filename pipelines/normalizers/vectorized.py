@@ -47,7 +47,6 @@ from .base import NormalizeSettings
 from .columns import (  # noqa: F401
     _STR,
     _TS,
-    NEEDS_TRIM,
     as_array,
     event_ids,
     finish,
