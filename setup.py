@@ -87,5 +87,5 @@ setup(
     package_data={"pipelines": ["data/*.csv"]},
     install_requires=CORE,
     extras_require=EXTRAS,
-    entry_points={"console_scripts": ["mailpulse = pipelines.cli:main"]},
+    entry_points={"console_scripts": ["mailpulse = pipelines.cli:entry"]},
 )

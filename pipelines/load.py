@@ -160,6 +160,71 @@ def local_parallelism(
     return ["--direct_num_workers", str(min(cpus, 4)), "--direct_running_mode", "multi_processing"]
 
 
+#: The command Beam's local runner starts for each worker process (see local_runner).
+WORKER_MODULE = "pipelines.beam_worker"
+
+
+class _InMemoryModeNote(logging.Filter):
+    """FnApiRunner warns that several workers want ``direct_running_mode`` set to
+    ``multi_processing`` whenever it is not, even with a worker environment of our own;
+    that one message is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "direct_running_mode should be" not in record.getMessage()
+
+
+def local_runner(beam_args: list[str]):
+    """The runner for a load on local worker processes, or None for Beam's own choice.
+
+    When the flags say ``--direct_running_mode multi_processing`` (as
+    :func:`local_parallelism` adds them), this is Beam's FnApiRunner with the same
+    worker processes, started as ``python -m pipelines.beam_worker``: Beam's harness,
+    without the interpreter's teardown at exit (0.8-1 s per worker, which the runner
+    waited for one worker after the other). The running-mode flag is taken out of
+    ``beam_args``: with it, FnApiRunner would replace the worker command by its own.
+    """
+    import shlex
+
+    flags = _flag_values(beam_args, "--direct_running_mode")
+    if flags != ["multi_processing"]:
+        return None
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    beam_args[:] = _without_flag(beam_args, "--direct_running_mode")
+    logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(
+        _IN_MEMORY_NOTE
+    )
+    command = f"{shlex.quote(sys.executable)} -m {WORKER_MODULE}"
+    return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
+
+
+_IN_MEMORY_NOTE = _InMemoryModeNote()
+
+
+def _flag_values(args: list[str], flag: str) -> list[str]:
+    """The values given to ``flag`` (``--flag V`` or ``--flag=V``), in order."""
+    out = []
+    for i, a in enumerate(args):
+        if a == flag and i + 1 < len(args):
+            out.append(args[i + 1])
+        elif a.startswith(flag + "="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def _without_flag(args: list[str], flag: str) -> list[str]:
+    out, skip = [], False
+    for i, a in enumerate(args):
+        if skip:
+            skip = False
+        elif a == flag:
+            skip = i + 1 < len(args)
+        elif not a.startswith(flag + "="):
+            out.append(a)
+    return out
+
+
 # -- running a load ---------------------------------------------------------------------
 
 
@@ -332,6 +397,7 @@ def run_load(
     manifest = {} if full else wh.loaded_files(window[0], window[-1])
     files, skipped = files_to_read(listing, manifest, full)
     beam_args += local_parallelism(runner_name, beam_args, sum(f.size for f in files))
+    runner = local_runner(beam_args) if runner_name == "FnApiRunner" else None
     options = PipelineOptions(beam_args, runner=runner_name)
     options.view_as(SetupOptions).save_main_session = False
     started_at = datetime.now(timezone.utc)
@@ -368,7 +434,7 @@ def run_load(
     try:
         staged = Staged([], [], {}, {})
         if files:
-            pipeline = beam.Pipeline(options=options)
+            pipeline = beam.Pipeline(runner=runner, options=options)
             build_pipeline(
                 pipeline,
                 files=files,

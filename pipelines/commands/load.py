@@ -39,6 +39,8 @@ Counts printed at the end add up:
   records_read = events_loaded + duplicates_in_batch + already_loaded
                  + dead_letters + records_without_event"""
 ACCEPTS_EXTRA_ARGS = True
+#: The ``mailpulse`` script leaves without the interpreter's teardown (cli.entry).
+QUICK_EXIT = True
 
 EXIT_EMPTY = 4
 DEFAULT_INTERVAL = 30.0
