@@ -35,6 +35,7 @@ from ..events import (
 from .base import (
     COUNTERS,
     CommitResult,
+    CommitWithdrawn,
     LoadBatch,
     PartitionReplacement,
     TransientWarehouseError,
@@ -242,7 +243,11 @@ class DuckDBWarehouse(Warehouse):
             )
 
     # -- load ---------------------------------------------------------------------------
-    def commit_load(self, batch: LoadBatch) -> CommitResult:
+    commits_early = True
+
+    def commit_load(
+        self, batch: LoadBatch, ready: Callable[[], bool] | None = None
+    ) -> CommitResult:
         result = CommitResult()
         with self.connect() as con:
             con.execute(f"SET memory_limit = '{self.COMMIT_MEMORY_LIMIT}'")
@@ -257,6 +262,8 @@ class DuckDBWarehouse(Warehouse):
                 result.per_provider = per
                 self._upsert_loaded_files(con, batch.files)
                 self._insert_load_row(con, batch, per)
+                if ready is not None and not ready():
+                    raise CommitWithdrawn(f"load {batch.load_id} withdrawn before its commit")
                 con.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
