@@ -2,15 +2,12 @@
 
 :func:`run_load` lists the sources once, leaves out what the ``loaded_files`` manifest
 holds, runs the Beam graph of :mod:`pipelines.load_transforms` (``build_pipeline``; its
-names are re-exported here), collects what it staged and commits it: the staged files
-go to ``Warehouse.commit_load``, which removes duplicates across chunks and across loads
-(by ``event_id``) in one transaction. Nothing is committed before the pipeline has
-finished in state DONE; on a local runner with the DuckDB file, the commit's work starts
-as soon as every file is staged, while Beam still stops its workers
-(:class:`EarlyCommit`). A load killed at any moment leaves the warehouse as it was; a
-rerun completes it. Also here: the runner for local worker processes
-(:func:`local_runner`), the report (:class:`LoadReport`), the staging collection, the
-progress line and the clean-up of what killed loads left.
+names are re-exported here), collects what it staged and commits it. Nothing touches the
+warehouse until the pipeline has finished; then :func:`run_load` hands the staged files
+to ``Warehouse.commit_load``, which removes duplicates across chunks and across loads
+(by ``event_id``) in one transaction. A load killed at any moment leaves the warehouse as
+it was; a rerun completes it. Also here: the report (:class:`LoadReport`), the staging
+collection, the progress line and the clean-up of what killed loads left.
 """
 
 from __future__ import annotations
@@ -44,7 +41,6 @@ from .load_transforms import (  # noqa: F401 (the graph: re-exported, callers im
     WriteStagingFn,
     build_pipeline,
     drop_duplicate_rows,
-    file_marker_name,
     staged_name,
 )
 from .normalizers.base import NormalizeSettings  # noqa: F401 (re-exported)
@@ -435,9 +431,25 @@ def run_load(
     staging_root = staging or default_staging(wh, options)
     stage = FileSystems.join(staging_root, load_id)
     remove_stale_staging(staging_root)
-
-    def make_batch(staged: Staged) -> LoadBatch:
-        return LoadBatch(
+    try:
+        staged = Staged([], [], {}, {})
+        if files:
+            pipeline = beam.Pipeline(runner=runner, options=options)
+            build_pipeline(
+                pipeline,
+                files=files,
+                staging=stage,
+                config=config,
+                load_id=load_id,
+                ingested_at=started_at,
+                chunk_lines=chunk_lines,
+            )
+            with Progress(stage, len(files)) if progress else _NoProgress():
+                state = pipeline.run().wait_until_finish()
+            if not _finished(state):
+                raise RuntimeError(f"load pipeline ended in state {state}; nothing was committed")
+            staged = collect_staged(stage)
+        batch = LoadBatch(
             load_id=load_id,
             archive=label,
             archive_date=window[-1],
@@ -452,43 +464,9 @@ def run_load(
             first_date=window[0],
             status="empty" if status == "empty" else "succeeded",
         )
-
-    early = None
-    try:
-        staged = Staged([], [], {}, {})
-        if files:
-            pipeline = beam.Pipeline(runner=runner, options=options)
-            build_pipeline(
-                pipeline,
-                files=files,
-                staging=stage,
-                config=config,
-                load_id=load_id,
-                ingested_at=started_at,
-                chunk_lines=chunk_lines,
-            )
-            if commits_early(wh, runner_name, stage):
-                early = EarlyCommit(wh, stage, [f.uri for f in files], make_batch)
-                early.start()
-            with Progress(stage, len(files)) if progress else _NoProgress():
-                state = pipeline.run().wait_until_finish()  # on an error: finally, below
-            if early is not None:
-                early.finish(_finished(state))
-            if not _finished(state):
-                raise RuntimeError(f"load pipeline ended in state {state}; nothing was committed")
-        if early is not None and early.result is not None:
-            batch, merged = early.batch, early.result
-        else:
-            if early is not None and early.error is not None:
-                raise early.error
-            if files:
-                staged = collect_staged(stage)
-            batch = make_batch(staged)
-            wh.ensure_schema()
-            merged = wh.commit_load(batch)
+        wh.ensure_schema()
+        merged = wh.commit_load(batch)
     finally:
-        if early is not None:
-            early.finish(False)
         _remove_tree(stage)
     report.per_provider = load_counts(batch, merged.per_provider)
     report.seconds = time.monotonic() - t0
@@ -532,110 +510,6 @@ def manifest_rows(
         }
         for f in files
     ]
-
-
-def commits_early(wh, runner_name: str, stage: str) -> bool:
-    """Whether this load commits while Beam shuts down: a local runner, local staging and
-    a warehouse whose commit takes ``ready`` (the DuckDB file)."""
-    return (
-        getattr(wh, "commits_early", False)
-        and runner_name in ("FnApiRunner", "DirectRunner")
-        and "://" not in stage
-    )
-
-
-class StagingWatch:
-    """Tells when every file of a load is staged (local staging): its marker from
-    ``ReadChunksFn`` and the counts file of each chunk the marker counts (the counts file
-    is a chunk's last write, so its Parquet files are complete)."""
-
-    def __init__(self, stage: str, uris: Iterable[str]):
-        self.stage = stage
-        self.pending = {file_marker_name(u) for u in uris}
-        self.chunks: dict[str, int] = {}
-
-    def complete(self) -> bool:
-        import os
-
-        markers = _listdir(os.path.join(self.stage, "files"))
-        for name in self.pending - set(self.chunks):
-            if name + ".json" in markers:
-                with open(os.path.join(self.stage, "files", name + ".json"), "rb") as fh:
-                    self.chunks[name] = int(json.loads(fh.read())["chunks"])
-        if len(self.chunks) < len(self.pending):
-            return False
-        stats = _listdir(os.path.join(self.stage, "stats"))
-        return all(
-            f"{name}-{k:05d}.json" in stats for name, n in self.chunks.items() for k in range(n)
-        )
-
-
-def _listdir(path: str) -> set[str]:
-    import os
-
-    try:
-        return set(os.listdir(path))
-    except FileNotFoundError:
-        return set()
-
-
-class EarlyCommit:
-    """The commit, started while Beam's local runner shuts its workers down.
-
-    After the last chunk is staged the local runner takes about a second to stop its
-    workers (one after the other); the commit's insert takes 2-3 s at 2M events. This
-    thread waits until :class:`StagingWatch` says every file is staged, then does the
-    commit's work in its transaction, and commits only when the pipeline has finished
-    in state DONE and the staging still holds exactly what the batch was built from.
-    Otherwise the transaction is rolled back (``CommitWithdrawn``) and ``run_load``
-    commits the usual way. A load killed at any moment still leaves the warehouse as
-    it was: nothing is visible before that COMMIT.
-    """
-
-    POLL_SECONDS = 0.05
-
-    def __init__(self, wh, stage: str, uris: list[str], make_batch):
-        self.wh, self.stage, self.make_batch = wh, stage, make_batch
-        self.watch = StagingWatch(stage, uris)
-        self.result = None
-        self.batch: LoadBatch | None = None
-        self.error: BaseException | None = None
-        self._done = threading.Event()
-        self._ok = False
-        self._thread = threading.Thread(target=self._run, name="mailpulse-commit", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def finish(self, ok: bool) -> None:
-        """The pipeline ended (``ok``: in state DONE); waits for the thread."""
-        if not self._done.is_set():
-            self._ok = ok
-            self._done.set()
-        self._thread.join()
-
-    def _ready(self, staged: Staged) -> bool:
-        self._done.wait()
-        return self._ok and collect_staged(self.stage) == staged
-
-    def _run(self) -> None:
-        from .warehouse.base import CommitWithdrawn
-
-        try:
-            while not self.watch.complete():
-                if self._done.wait(self.POLL_SECONDS):
-                    return  # the pipeline ended first: run_load commits
-            staged = collect_staged(self.stage)
-            batch = self.make_batch(staged)
-            log.debug("every file staged; committing while the runner shuts down")
-            # no ensure_schema: its own transaction would create the tables even when
-            # this one is withdrawn; commit_load creates them inside the transaction
-            self.result = self.wh.commit_load(batch, ready=lambda: self._ready(staged))
-            self.batch = batch
-        except CommitWithdrawn:
-            log.debug("early commit withdrawn; committing after the pipeline")
-        except BaseException as exc:  # noqa: BLE001 - handed to run_load, which raises it
-            self.error = exc
 
 
 def _finished(state) -> bool:

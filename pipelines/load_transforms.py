@@ -8,8 +8,6 @@ Graph (``build_pipeline``)::
       -> DropDuplicates (by event_id within the chunk)
       -> WriteStaging (one Parquet file per chunk, plus its counts)
 
-Each file's marker (``files/<name>.json``, its chunk count) is written once its chunks
-were handed on, so the driver can tell when everything is staged before the runner ends.
 Each element is a file chunk, not a line: per-element Beam overhead is paid once per
 few thousand records, and memory stays bounded by one chunk. Staged file names are
 deterministic per (file, chunk), so a retried bundle rewrites the same files and the
@@ -73,23 +71,11 @@ class ListArchiveFiles(beam.PTransform):
 
 
 class ReadChunksFn(beam.DoFn):
-    """ArchiveFile -> (uri, provider, chunk index, first line, bytes, archive day).
+    """ArchiveFile -> (uri, provider, chunk index, first line, bytes, archive day)."""
 
-    With ``staging``, a file's marker (``files/<name>.json``: its URI and chunk count) is
-    written once all its chunks were handed on. With the steps fused (every runner fuses
-    this graph), a handed-on chunk is already staged then; ``load.StagingWatch`` checks the
-    counts files anyway, so a reader of the staging never relies on the fusion.
-    """
-
-    def __init__(
-        self,
-        chunk_lines: int,
-        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-        staging: str | None = None,
-    ):
+    def __init__(self, chunk_lines: int, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES):
         self.chunk_lines = chunk_lines
         self.max_record_bytes = max_record_bytes
-        self.staging = staging
 
     def process(self, f: ArchiveFile):
         # Streamed: decompressed as read (gzip told by the bytes), cut on record
@@ -108,13 +94,6 @@ class ReadChunksFn(beam.DoFn):
                     next_line = line + chunk.count(b"\n") + (0 if chunk.endswith(b"\n") else 1)
         if blocks.problem is not None:  # corrupt or truncated gzip: the rest is unreadable
             yield uri, provider, count, next_line, SkippedRecord(None, b"", blocks.problem), day
-            count += 1
-        staging = getattr(self, "staging", None)
-        if staging:
-            _write_bytes(
-                json.dumps({"uri": uri, "chunks": count}).encode(),
-                FileSystems.join(staging, "files", file_marker_name(uri) + ".json"),
-            )
 
 
 class ReadArchives(beam.PTransform):
@@ -124,16 +103,14 @@ class ReadArchives(beam.PTransform):
         self,
         chunk_lines: int = DEFAULT_CHUNK_LINES,
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
-        staging: str | None = None,
     ):
         super().__init__()
         self.chunk_lines = chunk_lines
         self.max_record_bytes = max_record_bytes
-        self.staging = staging
 
     def expand(self, files):
         return files | "ReadChunks" >> beam.ParDo(
-            ReadChunksFn(self.chunk_lines, self.max_record_bytes, self.staging)
+            ReadChunksFn(self.chunk_lines, self.max_record_bytes)
         )
 
 
@@ -346,12 +323,8 @@ class DropDuplicates(beam.PTransform):
         return chunks | "DropChunkDuplicates" >> beam.ParDo(DropDuplicatesFn())
 
 
-def file_marker_name(uri: str) -> str:
-    return hashlib.sha1(uri.encode("utf-8")).hexdigest()[:16]
-
-
 def staged_name(uri: str, chunk_index: int) -> str:
-    return f"{file_marker_name(uri)}-{chunk_index:05d}"
+    return f"{hashlib.sha1(uri.encode('utf-8')).hexdigest()[:16]}-{chunk_index:05d}"
 
 
 class WriteStagingFn(beam.DoFn):
@@ -425,7 +398,7 @@ def build_pipeline(
     return (
         pipeline
         | "ListArchiveFiles" >> ListArchiveFiles(files)
-        | "ReadArchives" >> ReadArchives(chunk_lines, config.max_record_bytes, staging)
+        | "ReadArchives" >> ReadArchives(chunk_lines, config.max_record_bytes)
         | "NormalizeRecords" >> NormalizeRecords(config, load_id, ingested_at)
         | "DropDuplicates" >> DropDuplicates()
         | "WriteStaging" >> WriteStaging(staging)

@@ -34,10 +34,6 @@ class TransientWarehouseError(WarehouseError):
     """Worth retrying: a lock held by another process, a 5xx, a dropped connection."""
 
 
-class CommitWithdrawn(Exception):
-    """A commit's ``ready`` check said no: it was rolled back, nothing was stored."""
-
-
 @dataclass
 class LoadBatch:
     """What a finished pipeline hands to :meth:`Warehouse.commit_load`."""
@@ -86,11 +82,6 @@ class PartitionReplacement:
 class Warehouse(abc.ABC):
     dialect: str = ""
     uri: str = ""
-    #: Whether ``commit_load`` takes ``ready``: a callable it calls after the batch's
-    #: work is done in its transaction and before it commits; when it returns False the
-    #: transaction is rolled back and :class:`CommitWithdrawn` raised. The load job then
-    #: starts a local commit while Beam still shuts its workers down.
-    commits_early: bool = False
 
     @abc.abstractmethod
     def ensure_schema(self) -> None:

@@ -35,7 +35,6 @@ from ..events import (
 from .base import (
     COUNTERS,
     CommitResult,
-    CommitWithdrawn,
     LoadBatch,
     PartitionReplacement,
     TransientWarehouseError,
@@ -243,11 +242,7 @@ class DuckDBWarehouse(Warehouse):
             )
 
     # -- load ---------------------------------------------------------------------------
-    commits_early = True
-
-    def commit_load(
-        self, batch: LoadBatch, ready: Callable[[], bool] | None = None
-    ) -> CommitResult:
+    def commit_load(self, batch: LoadBatch) -> CommitResult:
         result = CommitResult()
         with self.connect() as con:
             con.execute(f"SET memory_limit = '{self.COMMIT_MEMORY_LIMIT}'")
@@ -262,8 +257,6 @@ class DuckDBWarehouse(Warehouse):
                 result.per_provider = per
                 self._upsert_loaded_files(con, batch.files)
                 self._insert_load_row(con, batch, per)
-                if ready is not None and not ready():
-                    raise CommitWithdrawn(f"load {batch.load_id} withdrawn before its commit")
                 con.execute("COMMIT")
             except BaseException:
                 with contextlib.suppress(duckdb.Error):
