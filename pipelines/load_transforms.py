@@ -374,13 +374,23 @@ def _write_bytes(data: bytes, path: str) -> None:
     FileSystems.rename([tmp], [path])
 
 
+#: The only column whose Parquet statistics the commit can use (its date range).
+_STATISTICS = ("event_date",)
+
+
 def _write_parquet(table: pa.Table, path: str) -> None:
-    # Local staging is written once and read by the commit moments later: Snappy costs
-    # 40% less CPU to write than zstd and reads faster. Remote staging (gs://, s3://)
-    # crosses the network, where zstd's 40% smaller files pay.
-    codec = "zstd" if "://" in path else "snappy"
+    """Remote staging (gs://, s3://) crosses the network: zstd, whose files are 40%
+    smaller. Local staging is written once and read by the commit moments later:
+    uncompressed (dictionary encoding still makes it 110 bytes an event against Snappy's
+    100) and with statistics only for ``event_date``. Measured on a 2M-event load's
+    chunks: Snappy with every column's statistics cost 0.94 us an event to write, this
+    0.50 (min/max over the strings was a third of it); DuckDB reads both as fast."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression=codec)
+    if "://" in path:
+        pq.write_table(table, sink, compression="zstd")
+    else:
+        stats = [c for c in _STATISTICS if c in table.column_names]
+        pq.write_table(table, sink, compression="none", write_statistics=stats or False)
     _write_bytes(sink.getvalue().to_pybytes(), path)
 
 

@@ -113,3 +113,40 @@ def test_the_normalize_steps_declared_output_type_is_the_one_beam_infers():
     declared = fn.get_type_hints().simple_output_type("NormalizeChunks")
     assert declared is NormalizedChunk
     assert fn.infer_output_type(Any) is NormalizedChunk  # Beam's inference from the bytecode
+
+
+def test_local_staging_files_hold_every_value_and_the_date_range(tmp_path):
+    """Local staging is written uncompressed with statistics only for event_date (the
+    only ones the commit uses): every value must still come back, events and dead
+    letters alike, and the date range must be in the file's metadata."""
+    from datetime import date, datetime, timezone
+
+    import pyarrow.parquet as pq
+
+    from pipelines.events import dead_letters_to_arrow, events_to_arrow
+    from pipelines.load_transforms import _write_parquet
+
+    ts = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+    ev = {
+        "event_id": "e1", "provider": "sendgrid", "event_type": "delivered",
+        "event_ts": ts, "event_date": date(2026, 11, 20), "message_id": "m1",
+        "email_hash": "h" * 64, "recipient_domain": "example.com",
+        "categories": ["news", "日本"], "source_uri": "/a/b.json.gz", "ingested_at": ts,
+    }  # fmt: skip
+    events = events_to_arrow([ev, dict(ev, event_id="e2", event_date=date(2026, 11, 19))])
+    _write_parquet(events, str(tmp_path / "e.parquet"))
+    assert pq.read_table(tmp_path / "e.parquet").equals(events)
+    meta = pq.ParquetFile(tmp_path / "e.parquet").metadata.row_group(0)
+    col = next(
+        meta.column(i)
+        for i in range(meta.num_columns)
+        if meta.column(i).path_in_schema == "event_date"
+    )
+    assert (col.statistics.min, col.statistics.max) == (date(2026, 11, 19), date(2026, 11, 20))
+    dead = dead_letters_to_arrow(
+        [{"source_uri": "/a/b.json.gz", "line": 3, "record_index": 0, "reason": "bad JSON",
+          "raw": "{", "provider": "sendgrid", "event_date": date(2026, 11, 20),
+          "ingested_at": ts, "load_id": "x"}]
+    )  # fmt: skip
+    _write_parquet(dead, str(tmp_path / "d.parquet"))
+    assert pq.read_table(tmp_path / "d.parquet").equals(dead)
