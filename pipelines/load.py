@@ -27,6 +27,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
 
+from .beam_worker import Zygote
 from .load_transforms import (  # noqa: F401 (the graph: re-exported, callers import it from here)
     DEFAULT_CHUNK_LINES,
     DropDuplicates,
@@ -173,15 +174,17 @@ class _InMemoryModeNote(logging.Filter):
         return "direct_running_mode should be" not in record.getMessage()
 
 
-def local_runner(beam_args: list[str]):
+def local_runner(beam_args: list[str], zygote=None):
     """The runner for a load on local worker processes, or None for Beam's own choice.
 
     When the flags say ``--direct_running_mode multi_processing`` (as
     :func:`local_parallelism` adds them), this is Beam's FnApiRunner with the same
     worker processes, started as ``python -m pipelines.beam_worker``: Beam's harness,
-    without the interpreter's teardown at exit (0.8-1 s per worker, which the runner
-    waited for one worker after the other). The running-mode flag is taken out of
-    ``beam_args``: with it, FnApiRunner would replace the worker command by its own.
+    forked ready-made from ``zygote`` (a :class:`pipelines.beam_worker.Zygote`, which
+    the caller starts before the pipeline runs and closes) and without the
+    interpreter's teardown at exit. The
+    running-mode flag is taken out of ``beam_args``: with it, FnApiRunner would replace
+    the worker command by its own.
     """
     import shlex
 
@@ -196,6 +199,8 @@ def local_runner(beam_args: list[str]):
         _IN_MEMORY_NOTE
     )
     command = f"{shlex.quote(sys.executable)} -m {WORKER_MODULE}"
+    if zygote is not None:
+        command += f" --zygote {shlex.quote(zygote.path)}"
     return FnApiRunner(default_environment=SubprocessSDKEnvironment.from_command_string(command))
 
 
@@ -397,7 +402,10 @@ def run_load(
     manifest = {} if full else wh.loaded_files(window[0], window[-1])
     files, skipped = files_to_read(listing, manifest, full)
     beam_args += local_parallelism(runner_name, beam_args, sum(f.size for f in files))
-    runner = local_runner(beam_args) if runner_name == "FnApiRunner" else None
+    zygote = Zygote() if files else None
+    runner = local_runner(beam_args, zygote) if runner_name == "FnApiRunner" else None
+    if runner is None:
+        zygote = None  # the workers, if any, are Beam's own
     options = PipelineOptions(beam_args, runner=runner_name)
     options.view_as(SetupOptions).save_main_session = False
     started_at = datetime.now(timezone.utc)
@@ -444,6 +452,8 @@ def run_load(
                 ingested_at=started_at,
                 chunk_lines=chunk_lines,
             )
+            if zygote is not None and zygote.start():
+                log.debug("worker processes are forked from a zygote (pid %s)", zygote.pid)
             with Progress(stage, len(files)) if progress else _NoProgress():
                 state = pipeline.run().wait_until_finish()
             if not _finished(state):
@@ -467,6 +477,8 @@ def run_load(
         wh.ensure_schema()
         merged = wh.commit_load(batch)
     finally:
+        if zygote is not None:
+            zygote.close()
         _remove_tree(stage)
     report.per_provider = load_counts(batch, merged.per_provider)
     report.seconds = time.monotonic() - t0

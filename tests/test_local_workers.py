@@ -10,8 +10,12 @@ messages; the speed itself is measured by benchmarks/bench_load.py.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import pytest
 from conftest import ROOT, run_cli
@@ -52,16 +56,91 @@ def test_a_load_on_worker_processes_matches_one_in_process(archive, tmp_path):  
     def load(name, *flags):
         wh = f"duckdb://{tmp_path}/{name}.duckdb"
         r = run_cli(
-            "load", "--archive", archive, "--date", DAY.isoformat(), "--warehouse", wh,
+            "-v", "load", "--archive", archive, "--date", DAY.isoformat(), "--warehouse", wh,
             "--json", *flags,
         )  # fmt: skip
         assert r.returncode == 0, r.stderr[-3000:]
         assert "direct_running_mode should be" not in r.stderr  # Beam's note is dropped
         report = json.loads(r.stdout.strip().splitlines()[-1])
-        return {k: v for k, v in report.items() if k in ("per_provider", "adds_up", "files_read")}
+        forked = "worker processes are forked from a zygote" in r.stderr
+        return forked, {k: report[k] for k in ("per_provider", "adds_up", "files_read")}
 
-    workers = load("w", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing")
-    assert workers == load("one", "--direct_num_workers", "1") and workers["adds_up"]
+    forked, workers = load(
+        "w", "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"
+    )
+    assert forked  # the workers were forked ready-made
+    assert (False, workers) == load("one", "--direct_num_workers", "1") and workers["adds_up"]
+
+
+def test_a_worker_command_without_its_zygote_runs_the_harness_itself(tmp_path):
+    """The zygote's socket is gone (or never made): the command starts Beam's harness
+    as Beam's own command would (here it has no runner either: status 1, the reason)."""
+    r = subprocess.run(
+        [sys.executable, "-m", WORKER_MODULE, "--zygote", str(tmp_path / "none")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+    )
+    assert r.returncode == 1 and "CONTROL_API_SERVICE_DESCRIPTOR" in r.stderr
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    pids = []
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read()
+        except OSError:
+            continue
+        if pid.isdigit() and int(pid) != os.getpid() and text.encode() in cmd:
+            pids.append(int(pid))
+    return pids
+
+
+@pytest.mark.slow
+def test_killing_the_driver_leaves_no_zygote_or_worker_behind(tmp_path):
+    """kill -9 of ``mailpulse load`` while its forked workers run: the zygote sees its
+    pipe close, the workers their runner go, the commands their workers; none stays."""
+    from test_load import sg, write_lines
+
+    root = tmp_path / "archive"
+    for h in range(8):
+        lines = [json.dumps([sg(h * 20_000 + j * 100 + k) for k in range(100)]) for j in range(200)]
+        write_lines(root / "sendgrid" / "2026" / "11" / "20" / f"{h:02d}" / "p.json.gz", lines)
+    wh = tmp_path / "w.duckdb"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    cmd = [sys.executable, "-m", "pipelines", "-v", "load", "--archive", str(root), "--date",
+           DAY.isoformat(), "--warehouse", f"duckdb://{wh}", "--json",
+           "--direct_num_workers", "2", "--direct_running_mode", "multi_processing"]  # fmt: skip
+    sockets = set(Path(tempfile.gettempdir()).glob("mailpulse-workers-*"))
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = b""
+        while b"forked from a zygote" not in seen:
+            line = proc.stderr.readline()
+            assert line, "the load never forked its workers: " + seen[-2000:].decode()
+            seen += line
+        deadline = time.monotonic() + 60
+        while not (tmp_path / ".staging").is_dir() or not any(
+            (tmp_path / ".staging").rglob("*.json")
+        ):  # the workers are staging chunks
+            assert time.monotonic() < deadline and proc.poll() is None, "no chunk was staged"
+            time.sleep(0.05)
+        assert len(_processes_mentioning(str(wh))) >= 2  # the driver, its zygote, workers
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 30
+    while _processes_mentioning(str(wh)) or _processes_mentioning("mailpulse-workers-"):
+        assert time.monotonic() < deadline, (
+            _processes_mentioning(str(wh)),
+            _processes_mentioning("mailpulse-workers-"),
+        )
+        time.sleep(0.2)
+    # the zygote's socket folder went with it
+    assert set(Path(tempfile.gettempdir()).glob("mailpulse-workers-*")) <= sockets
 
 
 def test_mailpulse_load_keeps_its_exit_status_and_messages(tmp_path):
