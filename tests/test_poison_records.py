@@ -658,3 +658,35 @@ def test_the_default_limit_is_the_collectors_body_limit():
     assert (
         NormalizeSettings.__dataclass_fields__["max_record_bytes"].default == DEFAULT_MAX_BODY_BYTES
     )
+
+
+@pytest.mark.parametrize("shape", ["line", "deep", "pretty"])
+def test_a_skipped_records_preview_cut_inside_an_address_keeps_no_part_of_it(shape):
+    """A record over --max-record-bytes is previewed from its first bytes only: when that
+    cut falls inside an address's local part, none of the local part may show (found
+    by the property test above: ``[[[…["ZQ000…`` kept ``ZQ000…``)."""
+    from datetime import date
+
+    from pipelines.hashing import EmailHasher
+    from pipelines.load import NormalizeChunkFn, NormalizeSettings
+
+    limit = 1000
+    local = "ZQsecretlocalpart0123456789"
+    pad = {"line": b'{"x":"' + b"y" * (limit - 12), "deep": b"[" * (limit - 4)}.get(shape)
+    if shape == "pretty":  # a document over several lines, cut on a line's end
+        record = b'{\n  "a": "' + b"y" * 400 + b'",\n  "to": "' + local.encode()
+        record += b'@example.com",\n  "b": "' + b"z" * 900 + b'"\n}'
+    else:
+        record = pad + json.dumps(f"{local}@example.com").encode() + b"]" * (limit - 4)
+    fn = NormalizeChunkFn(
+        NormalizeSettings(hasher=EmailHasher("prop-key-0123456789"), max_record_bytes=limit),
+        "load-1",
+        datetime(2026, 11, 20, tzinfo=timezone.utc),
+    )
+    dead = []
+    for i, (first, chunk) in enumerate(read_chunks([record + b"\n"], 2, limit)):
+        for out in fn.process(("file://a", "sendgrid", i, first, chunk, date(2026, 11, 20))):
+            dead += out.dead_letters.select(["reason", "raw"]).to_pylist()
+    (dl,) = dead
+    assert "over the 1,000-byte limit" in dl["reason"] and dl["raw"].endswith("…")
+    assert "ZQ" not in dl["raw"] and "secret" not in dl["raw"], dl["raw"][-200:]

@@ -77,6 +77,9 @@ class Result:
     def dead(self, reason: str, raw: Any, provider: str | None, index: int = 0) -> "Result":
         self.records += 1
         text = raw_text(raw)
+        total = getattr(raw, "total_bytes", None)
+        if total is not None and total > len(raw):  # the first bytes of a longer record
+            text = cut_text(text)
         self.dead_letters.append(
             DeadLetter(
                 reason=reason,
@@ -316,6 +319,10 @@ def redacted_preview(value: str | None, limit: int = PREVIEW_CHARS) -> str | Non
     local part survives whatever the cut separates it from."""
     if value is None or len(value) <= limit:
         return redact_addresses(value)
-    head = value[:limit]
-    head = head[: len(head) - _LOCAL_BEFORE.match(head[::-1]).end()]
-    return redact_addresses(head) + "…"
+    return redact_addresses(cut_text(value[:limit]))
+
+
+def cut_text(head: str) -> str:
+    """``head``, the start of a longer text, ending in ``…``: the run of local-part
+    characters at its end is dropped (the cut may have separated it from its ``@``)."""
+    return head[: len(head) - _LOCAL_BEFORE.match(head[::-1]).end()] + "…"
