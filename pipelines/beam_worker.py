@@ -71,7 +71,8 @@ class Zygote:
     ``path`` is known from the start, for the worker command; :meth:`start` forks (just
     before the pipeline runs) only when the driver runs no thread besides its main one
     (a fork copies only the calling thread; native library threads, such as Arrow's
-    allocator or OpenBLAS, handle a fork themselves), else it returns False and each
+    allocator or OpenBLAS, handle a fork themselves) and on Linux (on macOS some system
+    libraries do not survive a fork), else it returns False and each
     worker command, finding no zygote, starts Beam's harness itself. :meth:`close`
     ends it.
     """
@@ -87,7 +88,11 @@ class Zygote:
         self._pipe: int | None = None
 
     def start(self) -> bool:
-        if threading.active_count() != 1 or not hasattr(socket, "send_fds"):
+        if (
+            threading.active_count() != 1
+            or not sys.platform.startswith("linux")  # macOS libraries may not survive a fork
+            or not hasattr(socket, "send_fds")
+        ):
             return False
         # what every worker imports, so the fork has it loaded
         import apache_beam.runners.worker.sdk_worker_main  # noqa: F401
