@@ -330,13 +330,21 @@ def _counts(wh_path):
     return (q("events"), q("dead_letters"), q("loads"))
 
 
+def write_sendgrid_day(root: Path, hours: int, posts: int) -> int:
+    """``hours`` gzip files of ``posts`` SendGrid posts of 100 events each, all distinct;
+    returns the number of events."""
+    for h in range(hours):
+        base = h * posts * 100
+        lines = [json.dumps([sg(base + j * 100 + k) for k in range(100)]) for j in range(posts)]
+        write_lines(root / "sendgrid" / "2026" / "11" / "20" / f"{h:02d}" / "p.json.gz", lines)
+    return hours * posts * 100
+
+
 @pytest.mark.slow
 def test_kill_9_at_any_moment_leaves_the_warehouse_as_it_was(tmp_path):
     """kill -9 while loading: the warehouse is either untouched or has the whole load."""
     root = tmp_path / "archive"
-    for h in range(6):
-        lines = [json.dumps([sg(h * 10_000 + j * 100 + k) for k in range(100)]) for j in range(100)]
-        write_lines(root / "sendgrid" / "2026" / "11" / "20" / f"{h:02d}" / "p.json.gz", lines)
+    assert write_sendgrid_day(root, 6, 100) == 60_000
     wh_path = tmp_path / "w.duckdb"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [

@@ -103,12 +103,10 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_killing_the_driver_leaves_no_zygote_or_worker_behind(tmp_path):
     """kill -9 of ``mailpulse load`` while its forked workers run: the zygote sees its
     pipe close, the workers their runner go, the commands their workers; none stays."""
-    from test_load import sg, write_lines
+    from test_load import write_sendgrid_day
 
     root = tmp_path / "archive"
-    for h in range(8):
-        lines = [json.dumps([sg(h * 20_000 + j * 100 + k) for k in range(100)]) for j in range(200)]
-        write_lines(root / "sendgrid" / "2026" / "11" / "20" / f"{h:02d}" / "p.json.gz", lines)
+    write_sendgrid_day(root, 8, 200)
     wh = tmp_path / "w.duckdb"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     cmd = [sys.executable, "-m", "pipelines", "-v", "load", "--archive", str(root), "--date",
