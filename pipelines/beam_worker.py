@@ -99,10 +99,15 @@ class Zygote:
 
         from . import load_transforms  # noqa: F401
 
-        os.mkdir(self._dir, 0o700)
         server = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        server.bind(self.path)
-        server.listen(64)
+        try:
+            os.mkdir(self._dir, 0o700)
+            server.bind(self.path)  # (a TMPDIR too long for a socket's name fails here)
+            server.listen(64)
+        except OSError as exc:
+            logging.getLogger(__name__).debug("no zygote for the workers: %s", exc)
+            server.close()
+            return False
         read_end, self._pipe = os.pipe()
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # nothing buffered is written twice

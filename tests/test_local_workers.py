@@ -227,3 +227,35 @@ def test_local_staging_files_hold_every_value_and_the_date_range(tmp_path):
     )  # fmt: skip
     _write_parquet(dead, str(tmp_path / "d.parquet"))
     assert pq.read_table(tmp_path / "d.parquet").equals(dead)
+
+
+def test_a_zygote_that_cannot_make_its_socket_leaves_the_workers_to_start_themselves(
+    tmp_path,
+):
+    """A temporary folder too long for a Unix socket's name: no zygote and no error (each
+    worker command then runs Beam's harness itself); and with a usable one, a zygote
+    that ends when closed. In a fresh process: the driver of a load has no other
+    thread (a test runner's threads would keep the zygote from starting)."""
+    deep = tmp_path / ("d" * 120)
+    deep.mkdir()
+    code = (
+        "import os, sys; from pipelines.beam_worker import Zygote; z = Zygote(); "
+        "ok = z.start(); pid = z.pid; z.close(); "
+        "gone = pid is None or not os.path.exists(f'/proc/{pid}'); "
+        "print(ok, gone, os.path.exists(os.path.dirname(z.path)))"
+    )
+
+    def run(tmpdir):
+        env = dict(os.environ, TMPDIR=str(tmpdir), PYTHONPATH=str(ROOT))
+        r = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+        )
+        assert r.returncode == 0, r.stderr
+        return r.stdout.split()
+
+    assert run(deep) == ["False", "True", "False"]
+    short = tempfile.mkdtemp(prefix="mp-", dir="/tmp")  # tmp_path is too long for a socket
+    try:
+        assert run(short) == ["True", "True", "False"]  # started, ended, cleaned up
+    finally:
+        os.rmdir(short)
