@@ -39,7 +39,9 @@ import traceback
 _MAX_MESSAGE = 1 << 20
 
 
-def _leave(code: int) -> None:
+def exit_now(code: int) -> None:
+    """Leave the process with ``code`` after flushing its logs and standard streams,
+    without the interpreter's teardown (also ``mailpulse load``'s end, cli.entry)."""
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -165,7 +167,7 @@ def _serve(server: socket.socket, driver: int) -> None:
             server.close()
             os.close(driver)
             if os.fork() == 0:
-                _leave(_forked_worker(conn))
+                exit_now(_forked_worker(conn))
             os._exit(0)
         conn.close()
         os.waitpid(middle, 0)
@@ -184,6 +186,8 @@ def _forked_worker(conn: socket.socket) -> int:
         os.environ.update(json.loads(message))
         signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a new process
         sys.argv = [sys.executable, "-m", __name__]  # not the driver's flags
+        # (with the driver's log handlers, on the command's stderr: -v shows it)
+        logging.getLogger(__name__).debug("a worker forked from the zygote (pid %s)", os.getpid())
         root = logging.getLogger()
         for handler in list(root.handlers):  # the driver's, not a fresh worker's
             root.removeHandler(handler)
@@ -206,7 +210,7 @@ def _leave_when_closed(conn: socket.socket) -> None:
             pass
     except OSError:
         pass
-    _leave(1)
+    exit_now(1)
 
 
 def _through_zygote(path: str) -> int | None:
@@ -228,8 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     if len(argv) == 2 and argv[0] == "--zygote":
         code = _through_zygote(argv[1])
         if code is not None:
-            _leave(code)
-    _leave(_harness())
+            exit_now(code)
+    exit_now(_harness())
 
 
 if __name__ == "__main__":

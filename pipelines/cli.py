@@ -222,7 +222,6 @@ def entry() -> None:
     every load. Log handlers and streams are flushed first; a live non-daemon thread (one
     Python would wait for) means the normal exit.
     """
-    import os
     import threading
 
     rc, quick = _main(None)
@@ -230,13 +229,9 @@ def entry() -> None:
         t.is_alive() and not t.daemon and t is not threading.main_thread()
         for t in threading.enumerate()
     ):
-        logging.shutdown()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except (OSError, ValueError):  # a closed pipe: nothing more can be said
-                pass
-        os._exit(rc)
+        from .beam_worker import exit_now
+
+        exit_now(rc)
     sys.exit(rc)
 
 

@@ -174,27 +174,29 @@ class _InMemoryModeNote(logging.Filter):
         return "direct_running_mode should be" not in record.getMessage()
 
 
-def local_runner(beam_args: list[str], zygote=None):
+def local_runner(options: PipelineOptions, zygote=None):
     """The runner for a load on local worker processes, or None for Beam's own choice.
 
-    When the flags say ``--direct_running_mode multi_processing`` (as
+    When the options say ``--direct_running_mode multi_processing`` (as
     :func:`local_parallelism` adds them), this is Beam's FnApiRunner with the same
     worker processes, started as ``python -m pipelines.beam_worker``: Beam's harness,
     forked ready-made from ``zygote`` (a :class:`pipelines.beam_worker.Zygote`, which
     the caller starts before the pipeline runs and closes) and without the
-    interpreter's teardown at exit. The
-    running-mode flag is taken out of ``beam_args``: with it, FnApiRunner would replace
-    the worker command by its own.
+    interpreter's teardown at exit. The running mode in ``options`` becomes
+    ``in_memory``: with ``multi_processing``, FnApiRunner would replace the worker
+    command by its own.
     """
     import shlex
 
-    flags = _flag_values(beam_args, "--direct_running_mode")
-    if flags != ["multi_processing"]:
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
         return None
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
     from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-    beam_args[:] = _without_flag(beam_args, "--direct_running_mode")
+    direct.direct_running_mode = "in_memory"
     logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner").addFilter(
         _IN_MEMORY_NOTE
     )
@@ -205,29 +207,6 @@ def local_runner(beam_args: list[str], zygote=None):
 
 
 _IN_MEMORY_NOTE = _InMemoryModeNote()
-
-
-def _flag_values(args: list[str], flag: str) -> list[str]:
-    """The values given to ``flag`` (``--flag V`` or ``--flag=V``), in order."""
-    out = []
-    for i, a in enumerate(args):
-        if a == flag and i + 1 < len(args):
-            out.append(args[i + 1])
-        elif a.startswith(flag + "="):
-            out.append(a.split("=", 1)[1])
-    return out
-
-
-def _without_flag(args: list[str], flag: str) -> list[str]:
-    out, skip = [], False
-    for i, a in enumerate(args):
-        if skip:
-            skip = False
-        elif a == flag:
-            skip = i + 1 < len(args)
-        elif not a.startswith(flag + "="):
-            out.append(a)
-    return out
 
 
 # -- running a load ---------------------------------------------------------------------
@@ -402,12 +381,12 @@ def run_load(
     manifest = {} if full else wh.loaded_files(window[0], window[-1])
     files, skipped = files_to_read(listing, manifest, full)
     beam_args += local_parallelism(runner_name, beam_args, sum(f.size for f in files))
-    zygote = Zygote() if files else None
-    runner = local_runner(beam_args, zygote) if runner_name == "FnApiRunner" else None
-    if runner is None:
-        zygote = None  # the workers, if any, are Beam's own
     options = PipelineOptions(beam_args, runner=runner_name)
     options.view_as(SetupOptions).save_main_session = False
+    zygote = Zygote() if files else None
+    runner = local_runner(options, zygote) if runner_name == "FnApiRunner" else None
+    if runner is None:
+        zygote = None  # the workers, if any, are Beam's own
     started_at = datetime.now(timezone.utc)
     load_id = f"{window[-1]:%Y%m%d}-{started_at:%H%M%S}-{uuid.uuid4().hex[:8]}"
     label = sources_label(srcs)
