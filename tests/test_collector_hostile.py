@@ -7,7 +7,8 @@
 - the connection bound: past ``--max-connections`` the oldest slow connection is shed
   (genuine posts still go through), or 503 when every connection is busy;
 - a chunked body over ``--max-body-bytes`` gets 413 and nothing is archived (gunicorn
-  and ``--dev``);
+  and ``--dev``); a client that sends all of a declared oversized body before reading,
+  slowly, still reads its 413;
 - credentials sent in the URL or in headers never reach the log (``--access-log``);
 - an unauthenticated 9.9 MB CMC form is rejected in milliseconds, not seconds.
 
@@ -350,6 +351,40 @@ def test_chunked_body_over_the_limit_gets_413_and_nothing_is_archived(tmp_path, 
     lines = [json.loads(ln) for ln in archived(server.archive)]  # files of both workers
     assert len(lines) == 2 and doc in lines  # a chunked post under the limit, de-chunked intact
     assert health["rejected_by_reason"]["too_large"] == 2
+
+
+def test_a_slow_sender_of_a_declared_oversized_body_reads_its_413(tmp_path):
+    """http.client, requests and curl send the whole body before they read the answer.
+    The 413 goes out when the head arrives; the server then keeps reading (and dropping)
+    the 12 MiB the client declared, sent here over about 3 s, so that the client reads
+    the 413 rather than a reset connection in the middle of its send."""
+    server = Serve(tmp_path)
+    size, piece = 12 * 1024 * 1024, 256 * 1024
+    head = (
+        b"POST /webhooks/cmc HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: " + str(size).encode() + b"\r\n\r\n"
+    )
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=30) as s:
+            s.sendall(head)
+            t = time.monotonic()
+            for _ in range(size // piece):
+                s.sendall(b"a" * piece)
+                time.sleep(0.06)
+            sent_for = time.monotonic() - t
+            answer = b""
+            while chunk := s.recv(65536):
+                answer += chunk
+        health = server.healthz()["counters"]
+    finally:
+        server.stop()
+    assert sent_for > 2.5  # longer than a single idle gap the server allows, in all
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {"error": "too_large"}
+    assert health["rejected_by_reason"]["too_large"] == 1
+    assert archived(server.archive) == []
 
 
 @pytest.mark.parametrize("mode", ["gunicorn", "dev"])

@@ -15,7 +15,8 @@ Per connection:
 - the head is at most ``max_header_bytes`` (431); a declared ``Content-Length`` over
   ``max_body_bytes`` is answered 413 before any of the body is read; a chunked body is
   counted as it arrives and answered 413 the moment it passes the limit. The app is not
-  called, so nothing is archived. The whole body must arrive within ``body_timeout``
+  called, so nothing is archived. What the client still sends after a 413 is read and
+  dropped (bounded in bytes and time) so that it reads the answer, not a reset. The whole body must arrive within ``body_timeout``
   (408).
 - ``max_connections`` per worker. Past it, newcomers are admitted (up to twice the
   bound) and 50 ms later the oldest connections that are not working on a request (kept
@@ -256,6 +257,8 @@ class CollectorWorker(base.Worker):
         for i, c in enumerate(self.waiting):
             if i >= 256:
                 break
+            if c.lingering:
+                return c  # answered already: only its reading of the answer is at stake
             if c.unread_bytes() or c.buffered_unparsed():
                 continue
             if c.heard or now - c.accepted >= SHED_GRACE_SECONDS:
@@ -350,6 +353,7 @@ class _Connection:
         self.writer.transport.abort()
 
     closed_by_us = False
+    lingering = False  # answered 413, dropping the rest of the body before closing
     heard = False  # any byte of a request read from this connection yet
 
     def buffered_unparsed(self) -> bool:
@@ -385,7 +389,7 @@ class _Connection:
                 if self.lim.access_log and req is not None:
                     self._access(req, rej.status, size, started)
                 if rej.status == 413 and req is not None:
-                    await self._linger(loop)
+                    await self._linger(loop, req)
                 return
             try:
                 keep = await self._dispatch(loop, req, body, started)
@@ -599,22 +603,32 @@ class _Connection:
             environ["wsgi.url_scheme"] = environ["HTTP_X_FORWARDED_PROTO"]
         return environ
 
-    async def _linger(self, loop, seconds: float = 2.0) -> None:
-        """After a 413 the client is usually still sending: read and drop what follows for
-        a moment (bounded in time and bytes) so that it gets to read the answer instead of
-        a connection reset, as nginx's lingering close does."""
-        budget = self.lim.max_body_bytes
+    async def _linger(self, loop, req: h11.Request) -> None:
+        """After a 413 the client is usually still sending: read and drop what follows
+        (bounded) so that it gets to read the answer instead of a connection reset, as
+        nginx's lingering close does. A client that declared its length sends all of it
+        before it reads (http.client, requests, curl): that many bytes, up to
+        ``LINGER_MAX_FACTOR`` times the body limit; a chunked one, up to the limit more.
+        The connection is given up after ``LINGER_IDLE_SECONDS`` without a byte, or
+        ``LINGER_SECONDS`` in all, and while it lingers it is the first to be shed."""
+        limit = self.lim.max_body_bytes
+        declared = [int(v) for k, v in req.headers if k == b"content-length"]
+        budget = min(declared[0] if declared else limit, LINGER_MAX_FACTOR * limit)
+        self.lingering = True
+        self.w.waiting[self] = None
         try:
             if self.writer.can_write_eof():
                 self.writer.write_eof()
-            end = loop.time() + seconds
+            end = loop.time() + LINGER_SECONDS
             while budget > 0:
-                data = await self._read(end)
+                data = await self._read(min(end, loop.time() + LINGER_IDLE_SECONDS))
                 if not data:
                     return
                 budget -= len(data)
         except (TimeoutError, OSError):
             return
+        finally:
+            self.w.waiting.pop(self, None)
 
     # -- writing -----------------------------------------------------------------------
     async def _drain(self) -> None:
@@ -747,6 +761,10 @@ SHED_GRACE_SECONDS = 1.0
 
 #: A refused newcomer may still be sending its request: read and drop this much, for at
 #: most this long, before closing, so that it reads the 503 instead of a connection reset.
+#: After a 413 (``_Connection._linger``).
+LINGER_SECONDS = 10.0
+LINGER_IDLE_SECONDS = 2.0
+LINGER_MAX_FACTOR = 4
 REFUSED_LINGER_SECONDS = 1.0
 REFUSED_LINGER_BYTES = 1024 * 1024
 
