@@ -292,19 +292,8 @@ def main(argv=None) -> int:
         for _ in range(args.repeat):
             for p in (wh, Path(str(wh) + ".wal")):
                 p.unlink(missing_ok=True)
-            load_s, mem, out = run_measured(
-                mailpulse(
-                    "load",
-                    "--archive",
-                    archive,
-                    "--date",
-                    DAY,
-                    "--warehouse",
-                    f"duckdb://{wh}",
-                    "--json",
-                ),
-                env=env,
-            )
+            load = ["load", "--archive", archive, "--date", DAY, "--warehouse", f"duckdb://{wh}"]
+            load_s, mem, out = run_measured(mailpulse(*load, "--json"), env=env)
             report = json.loads(out.strip().splitlines()[-1])
             events = report["records_read"]
             duck_s, duck_rows, duck_per = duckdb_rate(archive, workdir)
