@@ -387,6 +387,58 @@ def test_a_slow_sender_of_a_declared_oversized_body_reads_its_413(tmp_path):
     assert archived(server.archive) == []
 
 
+def test_clients_still_sending_after_their_413_do_not_hold_the_connection_bound(tmp_path):
+    """Two clients keep trickling the bodies they declared too large, after their 413,
+    on a worker bound to two connections: a genuine post still gets through (they are
+    shed for it), rather than a 503 for a worker whose every connection looks busy."""
+    server = Serve(tmp_path, "--workers", "1", "--max-connections", "2", "--max-body-bytes", "2048")
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    small = urlencode(
+        {
+            "api_key": CMC_KEY,
+            "server_composition": "pro",
+            "event_type": "deliveries",
+            "event": json.dumps(cmc_doc()["event"]),
+        }
+    ).encode()
+    head = (
+        b"POST /webhooks/cmc HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 6000\r\n\r\n"
+    )
+    stop = threading.Event()
+    senders = [socket.create_connection(("127.0.0.1", server.port), timeout=5) for _ in range(2)]
+
+    def trickle() -> None:
+        for s in senders:
+            s.sendall(head + b"a" * 100)
+        while not stop.wait(0.2):
+            for s in senders:
+                try:
+                    s.sendall(b"a" * 20)
+                except OSError:
+                    pass  # shed
+
+    t = threading.Thread(target=trickle, daemon=True)
+    try:
+        t.start()
+        time.sleep(1.0)  # both answered 413 and lingering, their bytes still arriving
+        status, data, _ = server.post("/webhooks/cmc", small, form)
+        stop.set()
+        t.join(5)
+        for s in senders:
+            s.close()
+        time.sleep(0.2)
+        health = server.healthz()["counters"]
+    finally:
+        stop.set()
+        for s in senders:
+            s.close()
+        server.stop()
+    assert status == 200, data
+    assert health["rejected_by_reason"]["too_large"] == 2
+    assert len(archived(server.archive)) == 1
+
+
 @pytest.mark.parametrize("mode", ["gunicorn", "dev"])
 def test_credentials_never_reach_the_log(tmp_path, key, mode):
     priv, pub = key

@@ -610,7 +610,8 @@ class _Connection:
         before it reads (http.client, requests, curl): that many bytes, up to
         ``LINGER_MAX_FACTOR`` times the body limit; a chunked one, up to the limit more.
         The connection is given up after ``LINGER_IDLE_SECONDS`` without a byte, or
-        ``LINGER_SECONDS`` in all, and while it lingers it is the first to be shed."""
+        ``LINGER_SECONDS`` in all. While it lingers it may be shed like an idle connection
+        under ``--max-connections``, though its bytes keep arriving."""
         limit = self.lim.max_body_bytes
         declared = [int(v) for k, v in req.headers if k == b"content-length"]
         budget = min(declared[0] if declared else limit, LINGER_MAX_FACTOR * limit)
