@@ -16,8 +16,8 @@ Per connection:
   ``max_body_bytes`` is answered 413 before any of the body is read; a chunked body is
   counted as it arrives and answered 413 the moment it passes the limit. The app is not
   called, so nothing is archived. What the client still sends after a 413 is read and
-  dropped (bounded in bytes and time) so that it reads the answer, not a reset. The whole body must arrive within ``body_timeout``
-  (408).
+  dropped (bounded in bytes and time) so that it reads the answer, not a reset. The
+  whole body must arrive within ``body_timeout`` (408).
 - ``max_connections`` per worker. Past it, newcomers are admitted (up to twice the
   bound) and 50 ms later the oldest connections that are not working on a request (kept
   alive, or still sending their head) are closed until the bound holds again; at twice
@@ -252,7 +252,8 @@ class CollectorWorker(base.Worker):
         connection, accepted in the same burst as a flood of new connections. A connection
         that has sent nothing yet is spared for ``SHED_GRACE_SECONDS`` after its accept:
         a client that was descheduled between ``connect()`` and its first send (a busy
-        machine) looks idle, but it is about to send its request."""
+        machine) looks idle, but it is about to send its request. One lingering after
+        its 413 is taken whatever it still sends: it has its answer already."""
         now = time.monotonic()
         for i, c in enumerate(self.waiting):
             if i >= 256:
@@ -389,7 +390,7 @@ class _Connection:
                 if self.lim.access_log and req is not None:
                     self._access(req, rej.status, size, started)
                 if rej.status == 413 and req is not None:
-                    await self._linger(loop, req)
+                    await self._linger(req)
                 return
             try:
                 keep = await self._dispatch(loop, req, body, started)
@@ -603,31 +604,21 @@ class _Connection:
             environ["wsgi.url_scheme"] = environ["HTTP_X_FORWARDED_PROTO"]
         return environ
 
-    async def _linger(self, loop, req: h11.Request) -> None:
-        """After a 413 the client is usually still sending: read and drop what follows
-        (bounded) so that it gets to read the answer instead of a connection reset, as
-        nginx's lingering close does. A client that declared its length sends all of it
-        before it reads (http.client, requests, curl): that many bytes, up to
-        ``LINGER_MAX_FACTOR`` times the body limit; a chunked one, up to the limit more.
-        The connection is given up after ``LINGER_IDLE_SECONDS`` without a byte, or
-        ``LINGER_SECONDS`` in all. While it lingers it may be shed like an idle connection
-        under ``--max-connections``, though its bytes keep arriving."""
+    async def _linger(self, req: h11.Request) -> None:
+        """After a 413 the client is usually still sending (http.client, requests and
+        curl send a declared body whole before they read): :func:`_drop_input` what it
+        declared, up to ``LINGER_MAX_FACTOR`` times the body limit (a chunked one: up to
+        the limit more). While it lingers it may be shed like an idle connection under
+        ``--max-connections``, though its bytes keep arriving."""
         limit = self.lim.max_body_bytes
         declared = [int(v) for k, v in req.headers if k == b"content-length"]
         budget = min(declared[0] if declared else limit, LINGER_MAX_FACTOR * limit)
         self.lingering = True
         self.w.waiting[self] = None
         try:
-            if self.writer.can_write_eof():
-                self.writer.write_eof()
-            end = loop.time() + LINGER_SECONDS
-            while budget > 0:
-                data = await self._read(min(end, loop.time() + LINGER_IDLE_SECONDS))
-                if not data:
-                    return
-                budget -= len(data)
-        except (TimeoutError, OSError):
-            return
+            await _drop_input(
+                self.reader, self.writer, budget, LINGER_SECONDS, idle=LINGER_IDLE_SECONDS
+            )
         finally:
             self.w.waiting.pop(self, None)
 
@@ -760,31 +751,53 @@ def _peer(writer: asyncio.StreamWriter) -> tuple[str, int]:
 #: A connection that has sent nothing is not shed for room this long after its accept.
 SHED_GRACE_SECONDS = 1.0
 
+#: After a 413 the client may still be sending the body (``_Connection._linger``): read
+#: and drop what it declared, up to this many times the body limit, until this long
+#: passes without a byte or this long in all.
+LINGER_MAX_FACTOR = 4
+LINGER_IDLE_SECONDS = 2.0
+LINGER_SECONDS = 10.0
+
 #: A refused newcomer may still be sending its request: read and drop this much, for at
 #: most this long, before closing, so that it reads the 503 instead of a connection reset.
-#: After a 413 (``_Connection._linger``).
-LINGER_SECONDS = 10.0
-LINGER_IDLE_SECONDS = 2.0
-LINGER_MAX_FACTOR = 4
 REFUSED_LINGER_SECONDS = 1.0
 REFUSED_LINGER_BYTES = 1024 * 1024
 
 
-async def _linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Close after an early answer the way nginx's lingering close does (bounded)."""
+async def _drop_input(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    budget: int,
+    seconds: float,
+    idle: float | None = None,
+) -> None:
+    """nginx's lingering close, bounded: once the answer is written, half-close, then
+    read and drop up to ``budget`` bytes until the client closes, ``seconds`` pass in
+    all or ``idle`` seconds pass without a byte, so that a client still sending its
+    request reads the answer instead of a connection reset."""
+    loop = asyncio.get_running_loop()
     try:
-        await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-        budget = REFUSED_LINGER_BYTES
-        async with asyncio.timeout(REFUSED_LINGER_SECONDS):
-            while budget > 0:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                budget -= len(data)
+        end = loop.time() + seconds
+        while budget > 0:
+            async with asyncio.timeout_at(end if idle is None else min(end, loop.time() + idle)):
+                data = await reader.read(_READ_SIZE)
+            if not data:
+                return
+            budget -= len(data)
     except (OSError, TimeoutError):
+        return
+
+
+async def _linger_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Close after an early answer (a refused newcomer's 503), lingering first."""
+    try:
+        await writer.drain()
+    except OSError:
         pass
+    else:
+        await _drop_input(reader, writer, REFUSED_LINGER_BYTES, REFUSED_LINGER_SECONDS)
     await _close(writer)
 
 
