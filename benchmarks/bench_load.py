@@ -15,9 +15,10 @@ three providers), then, side by side in one run, each in its own process:
   between its wall time and these steps divided by the workers).
 
 Prints events/s of both, the ratio, the peak memory of the load (its largest process, and
-all of its processes summed), and the step table. Each size runs the load and the DuckDB SQL ``--repeat`` times (3), one after
-the other, and compares the medians (each pair's ratio is printed too): on a shared CPU
-one run of either can be off by a third. The ratio is what to compare across machines.
+all of its processes summed), and the step table. Each size runs the load and the DuckDB
+SQL ``--repeat`` times (3), one after the other, and compares the medians (each pair's
+ratio is printed too): on a shared CPU one run of either can be off by a third. The
+ratio is what to compare across machines.
 
     python benchmarks/bench_load.py [--sizes 500000,2000000] [--workdir .bench] [--no-steps]
                                     [--repeat 3]
@@ -281,6 +282,8 @@ def main(argv=None) -> int:
         help="load and DuckDB runs per size, alternating; the medians are compared",
     )
     args = ap.parse_args(argv)
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=str(ROOT), MAILPULSE_HASH_KEY=HASH_KEY)
